@@ -1,0 +1,33 @@
+"""codetape: record, replay and diff the code actions of code-acting AI agents.
+
+>>> import codetape, tempfile
+>>> _ = codetape.configure(home=tempfile.mkdtemp())
+>>> @codetape.code_action
+... def execute(code: str, namespace: dict) -> None:
+...     exec(code, namespace)
+>>> with codetape.run("demo", task="add") as run:
+...     execute("x = 1 + 1", {})
+>>> codetape.Store().step(run.id, 0).variables_after["x"].preview
+'2'
+"""
+
+from __future__ import annotations
+
+from . import errors, schemas
+from .errors import CodetapeError
+from .store import Store
+from .tracer import agent, code_action, configure, run, tool
+
+__all__ = [
+    "CodetapeError",
+    "Store",
+    "agent",
+    "code_action",
+    "configure",
+    "errors",
+    "run",
+    "schemas",
+    "tool",
+]
+
+__version__ = "0.1.0"

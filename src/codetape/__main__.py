@@ -1,0 +1,3 @@
+from codetape.cli import main
+
+main()

@@ -1,0 +1,137 @@
+"""The one exception tree of codetape.
+
+Every error codetape raises on purpose is a :class:`CodetapeError`. The CLI turns
+them into one line and an exit code; nothing else catches them. Exceptions carry
+fields, not only text, so callers can act on them::
+
+    CodetapeError
+    ├── ConfigError              bad configuration (home, OTLP endpoint, protocol)
+    └── StoreError               anything about the store directory
+        ├── CorruptStoreError    the DuckDB file cannot be opened as a database
+        ├── NewerStoreError      the store was written by a newer codetape
+        ├── StoreBusyError       another process held the store for too long
+        └── NotFoundError        a run, step or blob is not in the store
+            ├── RunNotFoundError
+            ├── AmbiguousRunIdError
+            ├── StepNotFoundError
+            └── BlobNotFoundError
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "AmbiguousRunIdError",
+    "BlobNotFoundError",
+    "CodetapeError",
+    "ConfigError",
+    "CorruptStoreError",
+    "NewerStoreError",
+    "NotFoundError",
+    "RunNotFoundError",
+    "StepNotFoundError",
+    "StoreBusyError",
+    "StoreError",
+]
+
+
+class CodetapeError(Exception):
+    """Base class of every error codetape raises on purpose.
+
+    ``hint`` says what the user can do about it; the CLI prints it on its own line.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class ConfigError(CodetapeError):
+    """The configuration cannot work (bad home directory, unknown OTLP protocol...)."""
+
+
+class StoreError(CodetapeError):
+    """A problem with the store directory."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, path: Path | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+
+
+class CorruptStoreError(StoreError):
+    """The DuckDB file exists but is not a readable codetape database."""
+
+
+class NewerStoreError(StoreError):
+    """The store's schema version is newer than this codetape understands."""
+
+    def __init__(self, path: Path, found: int, supported: int) -> None:
+        super().__init__(
+            f"store {path} has schema version {found}, newer than the {supported} this "
+            "codetape understands",
+            path=path,
+            hint="upgrade codetape (pip install -U codetape) to read it",
+        )
+        self.found = found
+        self.supported = supported
+
+
+class StoreBusyError(StoreError):
+    """Another process kept the DuckDB file locked longer than we were willing to wait."""
+
+
+class NotFoundError(StoreError):
+    """Something asked for is not in the store."""
+
+    exit_code = 4
+
+
+class RunNotFoundError(NotFoundError):
+    def __init__(self, run_id: str, path: Path | None = None) -> None:
+        super().__init__(
+            f"no run {run_id!r} in the store" + (f" at {path}" if path else ""),
+            path=path,
+            hint="`codetape runs` lists the recorded runs; `--home` picks another store",
+        )
+        self.run_id = run_id
+
+
+class AmbiguousRunIdError(NotFoundError):
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        super().__init__(
+            f"run id prefix {prefix!r} is ambiguous: it matches {shown}",
+            hint="type more characters of the run id",
+        )
+        self.prefix = prefix
+        self.matches = matches
+
+
+class StepNotFoundError(NotFoundError):
+    def __init__(self, run_id: str, index: int, available: list[int]) -> None:
+        have = f"steps {available[0]}..{available[-1]}" if available else "no steps"
+        super().__init__(
+            f"run {run_id} has no step {index} (it has {have})",
+            hint=f"`codetape show {run_id[:12]}` lists its steps",
+        )
+        self.run_id = run_id
+        self.index = index
+
+
+class BlobNotFoundError(NotFoundError):
+    def __init__(self, digest: str, path: Path | None = None) -> None:
+        super().__init__(
+            f"no blob {digest} in the store" + (f" at {path}" if path else ""),
+            path=path,
+            hint="the blob folder may have been pruned or copied only in part",
+        )
+        self.digest = digest

@@ -1,0 +1,126 @@
+"""Pydantic models at codetape's edges: store rows, CLI ``--json`` and bundles."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ErrorInfo",
+    "Run",
+    "RunDetail",
+    "RunStatus",
+    "SandboxSpec",
+    "Step",
+    "StepStatus",
+    "ToolCall",
+    "VariableSnapshot",
+]
+
+RunStatus = Literal["running", "ok", "error", "incomplete"]
+StepStatus = Literal["ok", "error", "timeout", "oom", "killed"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class VariableSnapshot(_Model):
+    """One variable of a step's namespace, as recorded.
+
+    ``digest`` names the blob holding the cloudpickled value; it is ``None`` when the
+    value could not be serialized (or held a secret), and then ``restorable`` is False
+    and ``reason`` says why.
+    """
+
+    name: str
+    type: str
+    digest: str | None
+    size: int
+    preview: str
+    restorable: bool
+    reason: str | None = None
+
+
+class ErrorInfo(_Model):
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+class ToolCall(_Model):
+    """A tool called from inside a code action."""
+
+    name: str
+    call_id: str
+    arguments: Any
+    result: Any = None
+    error: ErrorInfo | None = None
+    started_at: datetime
+    duration_ms: float
+
+
+class SandboxSpec(_Model):
+    """Where a step ran: the image identity (sandboxed) or the host fingerprint (observed)."""
+
+    backend: str
+    image: str | None = None
+    image_id: str | None = None
+    repo_digests: list[str] = Field(default_factory=list)
+    layers_digest: str | None = None
+    python: str | None = None
+    platform: str | None = None
+    env_fingerprint: str | None = None
+    limits: dict[str, Any] | None = None
+
+
+class Step(_Model):
+    """One recorded code action, reassembled from its span and blobs."""
+
+    run_id: str
+    index: int
+    span_id: str
+    code: str
+    status: StepStatus
+    stdout: str
+    stderr: str
+    result: str | None
+    result_type: str | None = None
+    error: ErrorInfo | None
+    variables_before: dict[str, VariableSnapshot]
+    variables_after: dict[str, VariableSnapshot]
+    tool_calls: list[ToolCall]
+    sandbox: SandboxSpec
+    started_at: datetime
+    duration_ms: float
+
+
+class Run(_Model):
+    """One agent run: a trace whose root span is ``invoke_agent``."""
+
+    id: str
+    name: str
+    task: str | None
+    status: RunStatus
+    started_at: datetime
+    ended_at: datetime | None
+    step_count: int
+    failed_steps: int
+    final_answer: str | None
+    replay_of: str | None = None
+    error: ErrorInfo | None = None
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds() * 1000
+
+
+class RunDetail(_Model):
+    """A run with all of its steps: what ``codetape show RUN --json`` prints."""
+
+    run: Run
+    steps: list[Step]

@@ -1,0 +1,75 @@
+"""Span attribute and span names, in one place.
+
+The tracer writes these, the store reads them and the viewer shows them; keeping the
+names here means the three cannot drift. ``docs/semconv.md`` documents each one.
+Names follow the OpenTelemetry GenAI and container conventions where they have one and
+use the ``codetape.`` namespace for the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Span names (the agent and tool names are appended after a space, as GenAI does).
+SPAN_INVOKE_AGENT: Final = "invoke_agent"
+SPAN_EXECUTE_CODE: Final = "execute_code"
+SPAN_EXECUTE_TOOL: Final = "execute_tool"
+
+# OpenTelemetry GenAI conventions.
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
+GEN_AI_TOOL_NAME: Final = "gen_ai.tool.name"
+GEN_AI_TOOL_CALL_ID: Final = "gen_ai.tool.call.id"
+GEN_AI_TOOL_CALL_ARGUMENTS: Final = "gen_ai.tool.call.arguments"  # redacted preview
+GEN_AI_TOOL_CALL_RESULT: Final = "gen_ai.tool.call.result"  # redacted preview
+
+# OpenTelemetry container and error conventions.
+CONTAINER_IMAGE_NAME: Final = "container.image.name"
+CONTAINER_IMAGE_ID: Final = "container.image.id"
+CONTAINER_IMAGE_REPO_DIGESTS: Final = "container.image.repo_digests"
+ERROR_TYPE: Final = "error.type"
+
+# codetape: runs.
+RUN_TASK: Final = "codetape.run.task"
+RUN_STATUS: Final = "codetape.run.status"
+RUN_FINAL_ANSWER: Final = "codetape.run.final_answer"  # redacted preview
+RUN_FINAL_ANSWER_DIGEST: Final = "codetape.run.final_answer.digest"
+RUN_REPLAY_OF: Final = "codetape.replay_of"
+RUN_PID: Final = "codetape.run.pid"
+
+# codetape: steps (code actions).
+STEP_INDEX: Final = "codetape.step.index"
+STEP_STATUS: Final = "codetape.step.status"
+STEP_MODE: Final = "codetape.step.mode"  # "observed" or "sandboxed"
+CODE_DIGEST: Final = "codetape.code.digest"
+CODE_PREVIEW: Final = "codetape.code.preview"
+STDOUT_DIGEST: Final = "codetape.stdout.digest"
+STDOUT_PREVIEW: Final = "codetape.stdout.preview"
+STDERR_DIGEST: Final = "codetape.stderr.digest"
+STDERR_PREVIEW: Final = "codetape.stderr.preview"
+RESULT_PREVIEW: Final = "codetape.result.preview"
+RESULT_TYPE: Final = "codetape.result.type"
+RESULT_DIGEST: Final = "codetape.result.digest"
+ERROR_MESSAGE: Final = "codetape.error.message"
+ERROR_TRACEBACK_DIGEST: Final = "codetape.error.traceback.digest"
+STATE_BEFORE: Final = "codetape.state.before"  # digest of the variable manifest blob
+STATE_AFTER: Final = "codetape.state.after"
+STATE_VARIABLES: Final = "codetape.state.variables"  # number of variables after the step
+
+# codetape: sandbox identity.
+SANDBOX_BACKEND: Final = "codetape.sandbox.backend"
+SANDBOX_LAYERS_DIGEST: Final = "codetape.sandbox.layers_digest"
+SANDBOX_PYTHON: Final = "codetape.sandbox.python"
+SANDBOX_PLATFORM: Final = "codetape.sandbox.platform"
+SANDBOX_ENV_FINGERPRINT: Final = "codetape.sandbox.env_fingerprint"
+SANDBOX_LIMITS: Final = "codetape.sandbox.limits"  # JSON text
+
+# codetape: tool calls.
+TOOL_ARGUMENTS_DIGEST: Final = "codetape.tool.arguments.digest"
+TOOL_RESULT_DIGEST: Final = "codetape.tool.result.digest"
+TOOL_STATUS: Final = "codetape.tool.status"
+
+# Values of gen_ai.operation.name.
+OP_INVOKE_AGENT: Final = "invoke_agent"
+OP_EXECUTE_CODE: Final = "execute_code"
+OP_EXECUTE_TOOL: Final = "execute_tool"

@@ -1,0 +1,152 @@
+"""Opening the DuckDB file: schema, versions, and short-lived connections with retry.
+
+No codetape process keeps the DuckDB file open for long (see ``_spool``): writers
+(ingestion) and readers each open it for one short piece of work and close it. DuckDB
+answers a conflicting open with a lock error straight away, so both retry briefly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+from ..errors import CorruptStoreError, NewerStoreError, StoreBusyError
+
+__all__ = ["DB_NAME", "SCHEMA_VERSION", "connect", "is_lock_error"]
+
+DB_NAME = "codetape.duckdb"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id VARCHAR NOT NULL,
+    span_id VARCHAR NOT NULL,
+    parent_id VARCHAR,
+    name VARCHAR NOT NULL,
+    start_ns BIGINT,
+    end_ns BIGINT,
+    status VARCHAR,
+    status_message VARCHAR,
+    attributes JSON,
+    events JSON,
+    PRIMARY KEY (trace_id, span_id)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    span_id VARCHAR,
+    name VARCHAR,
+    task VARCHAR,
+    status VARCHAR,
+    started_ns BIGINT,
+    ended_ns BIGINT,
+    final_answer VARCHAR,
+    replay_of VARCHAR,
+    error_type VARCHAR,
+    error_message VARCHAR,
+    spool VARCHAR
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id VARCHAR NOT NULL,
+    span_id VARCHAR NOT NULL,
+    step_index INTEGER,
+    status VARCHAR,
+    started_ns BIGINT,
+    ended_ns BIGINT,
+    code_preview VARCHAR,
+    stdout_preview VARCHAR,
+    error_type VARCHAR,
+    PRIMARY KEY (run_id, span_id)
+);
+CREATE TABLE IF NOT EXISTS ingest_files (
+    name VARCHAR PRIMARY KEY,
+    "offset" BIGINT NOT NULL,
+    torn_lines BIGINT NOT NULL,
+    bad_lines BIGINT NOT NULL,
+    done BOOLEAN NOT NULL
+);
+"""
+
+_LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.Error) and any(m in str(exc) for m in _LOCK_MARKERS)
+
+
+def _corrupt(path: Path, exc: BaseException) -> CorruptStoreError:
+    return CorruptStoreError(
+        f"the store database {path} is not readable: {str(exc).splitlines()[0]}",
+        path=path,
+        hint=(
+            f"move it aside (mv {path} {path}.corrupt) and run `codetape doctor --rebuild` "
+            "to rebuild it from the spool logs; recorded blobs and spool files are untouched"
+        ),
+    )
+
+
+def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + wait_s
+    delay = 0.002
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            if not is_lock_error(exc):
+                raise _corrupt(path, exc) from exc
+            if time.monotonic() >= deadline:
+                raise StoreBusyError(
+                    f"the store database {path} stayed locked by another process for "
+                    f"{wait_s:.1f}s",
+                    path=path,
+                    hint="another codetape process is ingesting; try again in a moment",
+                ) from exc
+        # Jitter keeps several waiting processes from retrying in lockstep.
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 0.1)
+
+
+def _check_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
+    try:
+        if not read_only:
+            con.execute(_SCHEMA)
+            con.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+            )
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except duckdb.CatalogException as exc:
+        raise _corrupt(path, exc) from exc
+    except duckdb.Error as exc:
+        if is_lock_error(exc):
+            raise
+        raise _corrupt(path, exc) from exc
+    found = int(row[0]) if row else 0
+    if found > SCHEMA_VERSION:
+        raise NewerStoreError(path, found, SCHEMA_VERSION)
+
+
+@contextlib.contextmanager
+def connect(
+    home: Path, *, read_only: bool, wait_s: float = 10.0
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection to the store's DuckDB file, closed on exit.
+
+    A read-only open of a store that has no database yet creates it first, so readers
+    of a fresh store see empty tables rather than an error.
+    """
+    path = home / DB_NAME
+    if read_only and not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        with connect(home, read_only=False, wait_s=wait_s):
+            pass
+    con = _open(path, read_only, wait_s)
+    try:
+        _check_schema(con, path, read_only)
+        yield con
+    finally:
+        con.close()

@@ -1,0 +1,291 @@
+"""The store's read API: runs and steps as pydantic models, blobs as bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import (
+    AmbiguousRunIdError,
+    BlobNotFoundError,
+    RunNotFoundError,
+    StepNotFoundError,
+)
+from ..schemas import (
+    ErrorInfo,
+    Run,
+    RunDetail,
+    SandboxSpec,
+    Step,
+    ToolCall,
+    VariableSnapshot,
+)
+from ..schemas import attributes as A
+from ._blobs import BlobStore
+from ._db import DB_NAME, connect
+from ._home import resolve_home
+from ._ingest import IngestStats, try_ingest
+from ._spool import live_dir
+
+__all__ = ["Store"]
+
+_RUN_SELECT = """
+SELECT r.run_id, r.name, r.task, r.status, r.started_ns, r.ended_ns, r.final_answer,
+       r.replay_of, r.error_type, r.error_message,
+       coalesce(s.n, 0) AS step_count, coalesce(s.failed, 0) AS failed_steps
+FROM runs r LEFT JOIN (
+    SELECT run_id, count(*) AS n, count(*) FILTER (WHERE status <> 'ok') AS failed
+    FROM steps GROUP BY run_id
+) s USING (run_id)
+"""
+
+
+def _ts(ns: int | None) -> datetime | None:
+    if ns is None:
+        return None
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+
+
+def _run_from_row(row: Sequence[Any]) -> Run:
+    (run_id, name, task, status, started, ended, answer, replay_of, etype, emsg, n, failed) = row
+    return Run(
+        id=run_id,
+        name=name or "agent",
+        task=task,
+        status=status,
+        started_at=_ts(started) or datetime.fromtimestamp(0, tz=timezone.utc),
+        ended_at=_ts(ended),
+        step_count=n,
+        failed_steps=failed,
+        final_answer=answer,
+        replay_of=replay_of,
+        error=ErrorInfo(type=etype, message=emsg or "") if etype else None,
+    )
+
+
+class Store:
+    """Read access to a codetape store directory.
+
+    Opening a store first ingests whatever the spool holds, so what you read includes
+    runs that are still being recorded. Each query opens the DuckDB file read-only for
+    just that query, so agents can keep recording while you read.
+
+    >>> import codetape, tempfile
+    >>> store = codetape.Store(tempfile.mkdtemp())
+    >>> store.runs()
+    []
+    """
+
+    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+        self.home: Path = resolve_home(home)
+        self.blobs = BlobStore(self.home / "blobs")
+        self.last_ingest: IngestStats | None = None
+        self.refresh()
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / DB_NAME
+
+    def refresh(self) -> IngestStats | None:
+        """Ingest pending spool records (skipped when another process is at it)."""
+        if not live_dir(self.home).exists() and self.db_path.exists():
+            return None
+        self.last_ingest = try_ingest(self.home)
+        return self.last_ingest
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with connect(self.home, read_only=True) as con:
+            return con.execute(sql, list(params)).fetchall()
+
+    # -- runs ------------------------------------------------------------------
+
+    def runs(
+        self,
+        status: str | None = None,
+        agent: str | None = None,
+        limit: int = 100,
+        *,
+        failed: bool = False,
+        offset: int = 0,
+    ) -> list[Run]:
+        """Runs, newest first. ``failed=True`` keeps runs that errored, died, or have a
+        failed step."""
+        where, params = [], []
+        if status is not None:
+            where.append("r.status = ?")
+            params.append(status)
+        if agent is not None:
+            where.append("r.name = ?")
+            params.append(agent)
+        if failed:
+            where.append("(r.status IN ('error', 'incomplete') OR coalesce(s.failed, 0) > 0)")
+        sql = _RUN_SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY r.started_ns DESC LIMIT ? OFFSET ?"
+        return [_run_from_row(r) for r in self._query(sql, [*params, limit, offset])]
+
+    def resolve_run_id(self, run_id: str) -> str:
+        """The full id of the run whose id starts with ``run_id`` (a unique prefix)."""
+        prefix = run_id.strip().lower()
+        if not prefix:
+            raise RunNotFoundError(run_id, self.home)
+        rows = self._query(
+            "SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id LIMIT 6",
+            [prefix],
+        )
+        if not rows:
+            raise RunNotFoundError(run_id, self.home)
+        if len(rows) > 1 and rows[0][0] != prefix:
+            raise AmbiguousRunIdError(run_id, [r[0] for r in rows])
+        return str(rows[0][0])
+
+    def run(self, run_id: str) -> Run:
+        full = self.resolve_run_id(run_id)
+        return _run_from_row(self._query(_RUN_SELECT + " WHERE r.run_id = ?", [full])[0])
+
+    def detail(self, run_id: str) -> RunDetail:
+        run = self.run(run_id)
+        return RunDetail(run=run, steps=self.steps(run.id))
+
+    # -- steps -----------------------------------------------------------------
+
+    def steps(self, run_id: str) -> list[Step]:
+        full = self.resolve_run_id(run_id)
+        spans = self._query(
+            "SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message, "
+            "attributes FROM spans WHERE trace_id = ? ORDER BY start_ns",
+            [full],
+        )
+        return self._assemble(full, spans)
+
+    def step(self, run_id: str, index: int) -> Step:
+        full = self.resolve_run_id(run_id)
+        spans = self._query(
+            "SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message, "
+            "attributes FROM spans WHERE trace_id = ? AND (span_id = ("
+            "  SELECT span_id FROM steps WHERE run_id = ? AND step_index = ? LIMIT 1) OR "
+            "  parent_id = (SELECT span_id FROM steps WHERE run_id = ? AND step_index = ? "
+            "  LIMIT 1)) ORDER BY start_ns",
+            [full, full, index, full, index],
+        )
+        steps = self._assemble(full, spans)
+        if not steps:
+            available = [r[0] for r in self._query(
+                "SELECT step_index FROM steps WHERE run_id = ? ORDER BY step_index", [full]
+            )]
+            raise StepNotFoundError(full, index, available)
+        return steps[0]
+
+    def _assemble(self, run_id: str, spans: list[tuple[Any, ...]]) -> list[Step]:
+        children: dict[str, list[tuple[Any, ...]]] = {}
+        code_spans = []
+        for span in spans:
+            if span[2] == A.SPAN_EXECUTE_CODE:
+                code_spans.append(span)
+            elif span[1] is not None:
+                children.setdefault(span[1], []).append(span)
+        steps = [self._step(run_id, s, children.get(s[0], [])) for s in code_spans]
+        return sorted(steps, key=lambda s: s.index)
+
+    def _step(
+        self, run_id: str, span: tuple[Any, ...], tool_spans: list[tuple[Any, ...]]
+    ) -> Step:
+        span_id, _, _, start_ns, end_ns, _, status_message, raw = span
+        attrs: dict[str, Any] = json.loads(raw) if raw else {}
+        error = None
+        if A.ERROR_TYPE in attrs:
+            tb = attrs.get(A.ERROR_TRACEBACK_DIGEST)
+            error = ErrorInfo(
+                type=attrs[A.ERROR_TYPE],
+                message=attrs.get(A.ERROR_MESSAGE, status_message or ""),
+                traceback=self._text(tb) if tb else None,
+            )
+        return Step(
+            run_id=run_id,
+            index=int(attrs.get(A.STEP_INDEX, 0)),
+            span_id=span_id,
+            code=self._text(attrs.get(A.CODE_DIGEST), attrs.get(A.CODE_PREVIEW, "")),
+            status=attrs.get(A.STEP_STATUS, "error" if error else "ok"),
+            stdout=self._text(attrs.get(A.STDOUT_DIGEST)),
+            stderr=self._text(attrs.get(A.STDERR_DIGEST)),
+            result=attrs.get(A.RESULT_PREVIEW),
+            result_type=attrs.get(A.RESULT_TYPE),
+            error=error,
+            variables_before=self._variables(attrs.get(A.STATE_BEFORE)),
+            variables_after=self._variables(attrs.get(A.STATE_AFTER)),
+            tool_calls=[self._tool_call(t) for t in tool_spans],
+            sandbox=SandboxSpec(
+                backend=attrs.get(A.SANDBOX_BACKEND, "observed"),
+                image=attrs.get(A.CONTAINER_IMAGE_NAME),
+                image_id=attrs.get(A.CONTAINER_IMAGE_ID),
+                repo_digests=list(attrs.get(A.CONTAINER_IMAGE_REPO_DIGESTS, [])),
+                layers_digest=attrs.get(A.SANDBOX_LAYERS_DIGEST),
+                python=attrs.get(A.SANDBOX_PYTHON),
+                platform=attrs.get(A.SANDBOX_PLATFORM),
+                env_fingerprint=attrs.get(A.SANDBOX_ENV_FINGERPRINT),
+                limits=json.loads(attrs[A.SANDBOX_LIMITS]) if A.SANDBOX_LIMITS in attrs else None,
+            ),
+            started_at=_ts(start_ns) or datetime.fromtimestamp(0, tz=timezone.utc),
+            duration_ms=((end_ns or start_ns) - start_ns) / 1e6,
+        )
+
+    def _tool_call(self, span: tuple[Any, ...]) -> ToolCall:
+        span_id, _, name, start_ns, end_ns, _, status_message, raw = span
+        attrs: dict[str, Any] = json.loads(raw) if raw else {}
+        error = None
+        if A.ERROR_TYPE in attrs:
+            error = ErrorInfo(
+                type=attrs[A.ERROR_TYPE], message=attrs.get(A.ERROR_MESSAGE, status_message or "")
+            )
+        return ToolCall(
+            name=attrs.get(A.GEN_AI_TOOL_NAME, name.removeprefix(A.SPAN_EXECUTE_TOOL + " ")),
+            call_id=attrs.get(A.GEN_AI_TOOL_CALL_ID, span_id),
+            arguments=self._json(attrs.get(A.TOOL_ARGUMENTS_DIGEST), {}),
+            result=self._json(attrs.get(A.TOOL_RESULT_DIGEST), None),
+            error=error,
+            started_at=_ts(start_ns) or datetime.fromtimestamp(0, tz=timezone.utc),
+            duration_ms=((end_ns or start_ns) - start_ns) / 1e6,
+        )
+
+    # -- blobs -----------------------------------------------------------------
+
+    def blob(self, digest: str) -> bytes:
+        """The bytes of a blob, by its ``sha256:...`` digest."""
+        return self.blobs.get(digest)
+
+    def _text(self, digest: str | None, fallback: str = "") -> str:
+        if not digest:
+            return fallback
+        try:
+            return self.blobs.get_text(digest)
+        except BlobNotFoundError:
+            return fallback + f"\n[codetape: blob {digest} is missing from the store]"
+
+    def _json(self, digest: str | None, fallback: Any) -> Any:
+        if not digest:
+            return fallback
+        try:
+            return json.loads(self.blobs.get(digest))
+        except BlobNotFoundError:
+            return fallback
+
+    def _variables(self, digest: str | None) -> dict[str, VariableSnapshot]:
+        manifest = self._json(digest, {})
+        return {name: VariableSnapshot(name=name, **snap) for name, snap in manifest.items()}
+
+    # -- health ----------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Numbers for ``codetape doctor``: rows, pending spool files, skipped lines."""
+        rows = self._query(
+            "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM steps), "
+            "(SELECT count(*) FROM spans), "
+            "(SELECT coalesce(sum(torn_lines), 0) FROM ingest_files), "
+            "(SELECT coalesce(sum(bad_lines), 0) FROM ingest_files)"
+        )[0]
+        pending = len(list(live_dir(self.home).glob("*.jsonl")))
+        keys = ("runs", "steps", "spans", "torn_lines", "bad_lines")
+        return {**dict(zip(keys, map(int, rows), strict=True)), "pending_spool_files": pending}

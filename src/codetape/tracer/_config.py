@@ -1,0 +1,164 @@
+"""``codetape.configure``: the store directory, redaction and OTLP export.
+
+Calling nothing at all works: the first recording configures the defaults.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Tracer
+
+from ..errors import ConfigError
+from ..store import BlobStore, SpoolWriter, resolve_home, set_default_home
+from ._processor import SpoolSpanProcessor
+from ._redact import Redactor
+
+__all__ = ["Runtime", "configure", "runtime"]
+
+_PROTOCOLS = ("http/protobuf", "grpc")
+
+
+@dataclass(frozen=True)
+class OtlpTarget:
+    endpoint: str
+    protocol: str
+
+
+@dataclass
+class Runtime:
+    """Everything the recording path needs, built once per configuration."""
+
+    home: Path
+    redactor: Redactor
+    provider: TracerProvider
+    tracer: Tracer
+    spool: SpoolWriter
+    blobs: BlobStore
+    otlp: OtlpTarget | None
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
+_lock = threading.RLock()
+_current: Runtime | None = None
+
+
+def _otlp_target(otlp: bool | str | None) -> OtlpTarget | None:
+    env_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if otlp is False or (otlp is None and not env_endpoint):
+        return None
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    )
+    if protocol not in _PROTOCOLS:
+        raise ConfigError(
+            f"OTLP protocol {protocol!r} is not supported",
+            hint="set OTEL_EXPORTER_OTLP_PROTOCOL to http/protobuf or grpc",
+        )
+    if isinstance(otlp, str):
+        endpoint = otlp
+    elif env_endpoint:
+        endpoint = env_endpoint
+    else:
+        endpoint = "http://localhost:4317" if protocol == "grpc" else "http://localhost:4318"
+    parts = urlsplit(endpoint if "://" in endpoint else "http://" + endpoint)
+    if not parts.hostname:
+        raise ConfigError(f"OTLP endpoint {endpoint!r} has no host")
+    if protocol == "http/protobuf" and not parts.path.rstrip("/").endswith("/v1/traces"):
+        endpoint = endpoint.rstrip("/") + "/v1/traces"
+    return OtlpTarget(endpoint, protocol)
+
+
+def _otlp_processor(target: OtlpTarget) -> SpanProcessor:
+    if target.protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                OTLPSpanExporter as GrpcExporter,
+            )
+        except ImportError as exc:
+            raise ConfigError(
+                "OTLP over grpc needs the grpc exporter",
+                hint="pip install 'codetape[grpc]', or use OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+            ) from exc
+        return BatchSpanProcessor(GrpcExporter(endpoint=target.endpoint))
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return BatchSpanProcessor(OTLPSpanExporter(endpoint=target.endpoint))
+
+
+def configure(
+    home: str | os.PathLike[str] | None = None,
+    otlp: bool | str | None = None,
+    redact: bool = True,
+) -> Runtime:
+    """Set where and how codetape records. Every argument has a working default.
+
+    - ``home``: the store directory (default ``CODETAPE_HOME``, else ``./.codetape``).
+    - ``otlp``: ``True`` or an endpoint URL also sends spans to an OTLP backend; ``None``
+      does so when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. ``OTEL_EXPORTER_OTLP_PROTOCOL``
+      picks ``http/protobuf`` (default) or ``grpc``.
+    - ``redact``: replace secrets (secret-named environment variables, API keys, tokens,
+      private keys, URL passwords) with a marker before anything is written.
+
+    >>> import codetape, tempfile
+    >>> rt = codetape.configure(home=tempfile.mkdtemp(), otlp=False)
+    >>> rt.home.is_dir()
+    True
+    """
+    global _current
+    target = _otlp_target(otlp)
+    with _lock:
+        if _current is not None:
+            _current.shutdown()
+            _current = None
+        set_default_home(home)
+        path = resolve_home(home)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the store directory {path}: {exc}") from exc
+        spool = SpoolWriter(path)
+        provider = TracerProvider(
+            resource=Resource.create(
+                {"service.name": os.environ.get("OTEL_SERVICE_NAME", "codetape")}
+            )
+        )
+        provider.add_span_processor(SpoolSpanProcessor(spool))
+        if target is not None:
+            provider.add_span_processor(_otlp_processor(target))
+        _current = Runtime(
+            home=path,
+            redactor=Redactor(enabled=redact),
+            provider=provider,
+            tracer=provider.get_tracer("codetape"),
+            spool=spool,
+            blobs=BlobStore(path / "blobs"),
+            otlp=target,
+        )
+        return _current
+
+
+def runtime() -> Runtime:
+    """The current runtime, configured with the defaults on first use."""
+    with _lock:
+        return _current if _current is not None else configure()
+
+
+@atexit.register
+def _shutdown_at_exit() -> None:
+    if _current is not None:
+        _current.shutdown()

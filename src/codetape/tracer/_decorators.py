@@ -1,0 +1,280 @@
+"""The public decorators: ``@agent``, ``@code_action``, ``@tool`` and ``run()``.
+
+Each works bare and with arguments, on sync and async functions, and binds the
+signature once at decoration time. None of them changes what the wrapped function
+returns or raises.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ParamSpec, TypeVar, cast, overload
+
+from ..schemas import attributes as A
+from ._capture import Captured, capture_output
+from ._config import runtime
+from ._errors import internal_errors
+from ._fingerprint import host_fingerprint
+from ._recording import (
+    RunRecorder,
+    StepRecorder,
+    ToolCallRecorder,
+    current_run,
+    record_tool_call,
+)
+from ._state import State
+
+__all__ = ["agent", "code_action", "run", "tool"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_NAMESPACE_PARAMS = ("namespace", "state", "globals", "locals", "variables")
+
+
+def run(name: str = "agent", task: str | None = None) -> RunRecorder:
+    """Record the code inside a ``with`` block as one agent run.
+
+    >>> import codetape, tempfile
+    >>> _ = codetape.configure(home=tempfile.mkdtemp())
+    >>> with codetape.run("orders-bot", task="refund late orders") as r:
+    ...     r.final_answer = "done"
+    >>> codetape.Store().run(r.id).final_answer
+    'done'
+    """
+    return RunRecorder(name, task)
+
+
+def _task_of(sig: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    try:
+        bound = sig.bind_partial(*args, **kwargs)
+    except TypeError:
+        return None
+    for name in ("task", "prompt", "query", "question"):
+        if isinstance(bound.arguments.get(name), str):
+            return cast(str, bound.arguments[name])
+    first = next(iter(bound.arguments.values()), None)
+    return first if isinstance(first, str) else None
+
+
+@overload
+def agent(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def agent(*, name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def agent(fn: Callable[P, R] | None = None, /, *, name: str | None = None) -> Any:
+    """Record each call of ``fn`` as one agent run (sync or async).
+
+    The task is the argument named ``task``/``prompt``/``query``/``question``, or the
+    first ``str`` argument; the return value becomes the run's final answer.
+
+    >>> import codetape
+    >>> @codetape.agent(name="orders-bot")
+    ... def solve(task: str) -> str:
+    ...     return "42"
+    """
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        run_name = name or func.__name__
+        sig = inspect.signature(func)
+        if inspect.iscoroutinefunction(func):
+            async_func = cast(Callable[P, Awaitable[Any]], func)
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                with RunRecorder(run_name, _task_of(sig, args, kwargs)) as recorder:
+                    result = await async_func(*args, **kwargs)
+                    recorder.final_answer = result
+                    return result
+
+            return cast(Callable[P, R], async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            with RunRecorder(run_name, _task_of(sig, args, kwargs)) as recorder:
+                result = func(*args, **kwargs)
+                recorder.final_answer = result
+                return result
+
+        return wrapper
+
+    return decorate(fn) if fn is not None else decorate
+
+
+class _Binder:
+    """Finds the code and the namespace among a code action's arguments."""
+
+    def __init__(self, func: Callable[..., Any], code: str | None, state: str | None) -> None:
+        self.sig = inspect.signature(func)
+        params = self.sig.parameters
+        for explicit in (code, state):
+            if explicit is not None and explicit not in params:
+                raise TypeError(f"{func.__qualname__} has no parameter {explicit!r}")
+        self.code = code or next(
+            (n for n, p in params.items() if p.annotation in (str, "str")), None
+        )
+        self.state = state or next((n for n in _NAMESPACE_PARAMS if n in params), None)
+
+    def find(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[str, dict[str, Any] | None]:
+        bound = self.sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = bound.arguments
+        code = values.get(self.code) if self.code else None
+        if not isinstance(code, str):
+            code = next((v for v in values.values() if isinstance(v, str)), "")
+        namespace = values.get(self.state) if self.state else None
+        return code, namespace if isinstance(namespace, dict) else None
+
+
+def _observed_sandbox() -> dict[str, Any]:
+    fp = host_fingerprint()
+    return {
+        A.SANDBOX_BACKEND: "observed",
+        A.SANDBOX_PYTHON: fp.python,
+        A.SANDBOX_PLATFORM: fp.platform,
+        A.SANDBOX_ENV_FINGERPRINT: fp.digest,
+    }
+
+
+class _ObservedStep:
+    """The bookkeeping around one observed code action, shared by sync and async."""
+
+    def __init__(self, func_name: str, code: str, namespace: dict[str, Any] | None) -> None:
+        self.namespace = namespace
+        self.own_run: RunRecorder | None = None
+        run = current_run()
+        if run is None:  # a code action outside any run is a run of its own
+            run = self.own_run = RunRecorder(func_name).__enter__()
+        self.run = run
+        self.step = StepRecorder(run, code, mode="observed", sandbox=_observed_sandbox())
+        self.before: State | None = None
+        with internal_errors("snapshotting the variables before a step"):
+            if namespace is not None and run.snapshotter is not None:
+                self.before = run.snapshotter.snapshot(namespace, run.last_state)
+        self.step.begin(self.before)
+        self.started = time.perf_counter()
+
+    def finish(self, captured: Captured, result: Any, exc: BaseException | None) -> None:
+        after: State | None = None
+        with internal_errors("snapshotting the variables after a step"):
+            if self.namespace is not None and self.run.snapshotter is not None:
+                after = self.run.snapshotter.snapshot(self.namespace)
+                self.run.last_state = after
+        self.step.finish(
+            status="error" if exc is not None else "ok",
+            stdout=captured.stdout,
+            stderr=captured.stderr,
+            result=result,
+            has_result=exc is None and result is not None,
+            error=exc,
+            after=after,
+        )
+        if self.own_run is not None:
+            self.own_run.__exit__(type(exc) if exc else None, exc, None)
+
+
+@overload
+def code_action(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def code_action(
+    *, code: str | None = None, state: str | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def code_action(
+    fn: Callable[P, R] | None = None, /, *, code: str | None = None, state: str | None = None
+) -> Any:
+    """Record each call of ``fn``, the function that executes a snippet, as a step.
+
+    The code is the first ``str`` parameter and the namespace the ``dict`` parameter
+    named ``namespace``, ``state``, ``globals``, ``locals`` or ``variables``; name them
+    with ``code=`` and ``state=`` when they are called something else. Output is teed
+    (you still see it) and exceptions are re-raised unchanged.
+
+    >>> import codetape
+    >>> @codetape.code_action
+    ... def execute(code: str, namespace: dict) -> object:
+    ...     exec(code, namespace)
+    ...     return namespace.get("result")
+    """
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        binder = _Binder(func, code, state)
+        func_name = func.__qualname__
+        if inspect.iscoroutinefunction(func):
+            async_func = cast(Callable[P, Awaitable[Any]], func)
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                snippet, namespace = binder.find(args, kwargs)
+                observed = _ObservedStep(func_name, snippet, namespace)
+                with capture_output() as captured:
+                    try:
+                        result = await async_func(*args, **kwargs)
+                    except BaseException as exc:
+                        observed.finish(captured, None, exc)
+                        raise
+                observed.finish(captured, result, None)
+                return result
+
+            return cast(Callable[P, R], async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            snippet, namespace = binder.find(args, kwargs)
+            observed = _ObservedStep(func_name, snippet, namespace)
+            with capture_output() as captured:
+                try:
+                    result = func(*args, **kwargs)
+                except BaseException as exc:
+                    observed.finish(captured, None, exc)
+                    raise
+            observed.finish(captured, result, None)
+            return result
+
+        return wrapper
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def tool(fn: F) -> F:
+    """Record each call of ``fn`` made while a code action runs as an ``execute_tool``
+    span under that step, with its arguments and result or error.
+
+    >>> import codetape
+    >>> @codetape.tool
+    ... def get_orders() -> list[dict]:
+    ...     return [{"id": 1, "total": 120.0}]
+    >>> get_orders()
+    [{'id': 1, 'total': 120.0}]
+    """
+    sig = inspect.signature(fn)
+    name = getattr(fn, "__name__", "tool")
+
+    def arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return dict(sig.bind(*args, **kwargs).arguments)
+        except TypeError:
+            return {"args": list(args), **kwargs}
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with ToolCallRecorder(name, arguments(args, kwargs)) as recorder:
+                result = await fn(*args, **kwargs)
+                recorder.succeeded(result)
+                return result
+
+        async_wrapper.__codetape_tool__ = True  # type: ignore[attr-defined]
+        return cast(F, async_wrapper)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return record_tool_call(name, arguments(args, kwargs), lambda: fn(*args, **kwargs))
+
+    wrapper.__codetape_tool__ = True  # type: ignore[attr-defined]
+    return cast(F, wrapper)

@@ -1,0 +1,370 @@
+"""The recording core: runs, steps and tool calls as spans, with values in blobs.
+
+The decorators and the sandbox both record through these three classes, so a step
+looks the same in the store however it was executed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import threading
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from ..schemas import ErrorInfo, StepStatus
+from ..schemas import attributes as A
+from ..store import try_ingest
+from ._config import Runtime, runtime
+from ._errors import internal_errors
+from ._state import Snapshotter, State, preview, type_name
+
+__all__ = [
+    "RunRecorder",
+    "StepRecorder",
+    "ToolCallRecorder",
+    "current_run",
+    "current_step",
+    "record_tool_call",
+]
+
+T = TypeVar("T")
+PREVIEW = 200
+
+_run_var: ContextVar[RunRecorder | None] = ContextVar("codetape_run", default=None)
+_step_var: ContextVar[StepRecorder | None] = ContextVar("codetape_step", default=None)
+
+
+def current_run() -> RunRecorder | None:
+    return _run_var.get()
+
+
+def current_step() -> StepRecorder | None:
+    return _step_var.get()
+
+
+def _cut(text: str, limit: int = PREVIEW) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent) + os.sep
+
+
+def format_exception(exc: BaseException) -> str:
+    """The traceback without codetape's own frames: users debug their code, not ours."""
+    te = traceback.TracebackException.from_exception(exc)
+    te.stack = traceback.StackSummary.from_list(
+        [f for f in te.stack if not f.filename.startswith(_PACKAGE_DIR)]
+    )
+    return "".join(te.format())
+
+
+def _record_exception(span: Span, rt: Runtime, exc: BaseException) -> tuple[str, str, str]:
+    """Exception event and status by the OTel conventions, with the text redacted
+    (``Span.record_exception`` would write the raw message and stack)."""
+    etype = type_name(exc)
+    message = rt.redactor.text(str(exc))
+    stack = rt.redactor.text(format_exception(exc))
+    span.add_event(
+        "exception",
+        {"exception.type": etype, "exception.message": _cut(message, 2000),
+         "exception.stacktrace": _cut(stack, 8000)},
+    )
+    span.set_attribute(A.ERROR_TYPE, etype)
+    span.set_attribute(A.ERROR_MESSAGE, _cut(message, 2000))
+    span.set_status(Status(StatusCode.ERROR, _cut(message, 500)))
+    return etype, message, stack
+
+
+class RunRecorder:
+    """One agent run: the ``invoke_agent`` root span of its own trace.
+
+    Use it through ``codetape.run(...)`` or ``@codetape.agent``. ``final_answer`` may be
+    set while the run is open; ``@agent`` sets it to the function's return value.
+    """
+
+    def __init__(
+        self, name: str, task: str | None = None, *, replay_of: str | None = None
+    ) -> None:
+        self.name = name
+        self.task = task
+        self.replay_of = replay_of
+        self.final_answer: object = None
+        self.id = ""
+        self._steps = itertools.count()
+        self._lock = threading.Lock()
+        self._rt: Runtime | None = None
+        self._span: Span | None = None
+        self._token: Any = None
+        self.snapshotter: Snapshotter | None = None
+        self.last_state: State | None = None
+
+    def next_index(self) -> int:
+        with self._lock:
+            return next(self._steps)
+
+    def __enter__(self) -> RunRecorder:
+        with internal_errors("starting a run"):
+            rt = self._rt = runtime()
+            attrs: dict[str, Any] = {
+                A.GEN_AI_OPERATION_NAME: A.OP_INVOKE_AGENT,
+                A.GEN_AI_AGENT_NAME: self.name,
+                A.RUN_PID: os.getpid(),
+            }
+            if self.task is not None:
+                attrs[A.RUN_TASK] = rt.redactor.text(str(self.task))
+            if self.replay_of is not None:
+                attrs[A.RUN_REPLAY_OF] = self.replay_of
+            # A run is always the root of its own trace, whatever span is current.
+            self._span = rt.tracer.start_span(
+                f"{A.SPAN_INVOKE_AGENT} {self.name}",
+                context=trace.set_span_in_context(trace.INVALID_SPAN),
+                kind=SpanKind.INTERNAL,
+                attributes=attrs,
+            )
+            self.id = f"{self._span.get_span_context().trace_id:032x}"
+            self.snapshotter = Snapshotter(rt.blobs, rt.redactor)
+        self._token = _run_var.set(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            _run_var.reset(self._token)
+        self.finish(exc)
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        span, rt = self._span, self._rt
+        if span is None or rt is None:
+            return
+        self._span = None
+        with internal_errors("ending a run"):
+            if exc is not None:
+                _record_exception(span, rt, exc)
+                span.set_attribute(A.RUN_STATUS, "error")
+            else:
+                span.set_attribute(A.RUN_STATUS, "ok")
+                span.set_status(Status(StatusCode.OK))
+            if self.final_answer is not None:
+                answer = self.final_answer
+                text = answer if isinstance(answer, str) else preview(answer, rt.redactor, 2000)
+                text = rt.redactor.text(text)
+                span.set_attribute(A.RUN_FINAL_ANSWER, _cut(text, 2000))
+                span.set_attribute(A.RUN_FINAL_ANSWER_DIGEST, rt.blobs.put_text(text))
+            span.end()
+        with internal_errors("ingesting a finished run"):
+            try_ingest(rt.home, wait_s=0.2)
+
+    def __repr__(self) -> str:
+        return f"<RunRecorder {self.name!r} id={self.id[:12]}>"
+
+
+class StepRecorder:
+    """One code action: an ``execute_code`` span under its run.
+
+    ``begin`` opens the span with the code and the variables before; ``finish`` closes
+    it with what happened. ``sandbox`` holds the identity attributes of where it ran.
+    """
+
+    def __init__(
+        self,
+        run: RunRecorder,
+        code: str,
+        *,
+        mode: Literal["observed", "sandboxed"],
+        sandbox: Mapping[str, Any],
+    ) -> None:
+        self.run = run
+        self.code = code
+        self.index = run.next_index()
+        self._mode = mode
+        self._sandbox = dict(sandbox)
+        self._span: Span | None = None
+        self._token: Any = None
+
+    def begin(self, before: State | None) -> None:
+        rt = runtime()
+        with internal_errors("starting a step"):
+            code = rt.redactor.text(self.code)
+            attrs: dict[str, Any] = {
+                A.GEN_AI_OPERATION_NAME: A.OP_EXECUTE_CODE,
+                A.STEP_INDEX: self.index,
+                A.STEP_MODE: self._mode,
+                A.CODE_DIGEST: rt.blobs.put_text(code),
+                A.CODE_PREVIEW: _cut(code),
+                **self._sandbox,
+            }
+            if before is not None:
+                attrs[A.STATE_BEFORE] = before.digest
+            parent = self.run._span or trace.INVALID_SPAN
+            self._span = rt.tracer.start_span(
+                A.SPAN_EXECUTE_CODE, context=trace.set_span_in_context(parent), attributes=attrs
+            )
+        self._token = _step_var.set(self)
+
+    @property
+    def span(self) -> Span | None:
+        return self._span
+
+    def finish(
+        self,
+        *,
+        status: StepStatus,
+        stdout: str = "",
+        stderr: str = "",
+        result: object = None,
+        has_result: bool = False,
+        result_preview: str | None = None,
+        result_type: str | None = None,
+        error: BaseException | ErrorInfo | None = None,
+        after: State | None = None,
+    ) -> None:
+        if self._token is not None:
+            _step_var.reset(self._token)
+            self._token = None
+        span, self._span = self._span, None
+        if span is None:
+            return
+        rt = runtime()
+        with internal_errors("ending a step"):
+            span.set_attribute(A.STEP_STATUS, status)
+            for digest_key, preview_key, text in (
+                (A.STDOUT_DIGEST, A.STDOUT_PREVIEW, stdout),
+                (A.STDERR_DIGEST, A.STDERR_PREVIEW, stderr),
+            ):
+                if text:
+                    text = rt.redactor.text(text)
+                    span.set_attribute(digest_key, rt.blobs.put_text(text))
+                    span.set_attribute(preview_key, _cut(text))
+            if has_result:
+                span.set_attribute(A.RESULT_TYPE, result_type or type_name(result))
+                span.set_attribute(
+                    A.RESULT_PREVIEW,
+                    rt.redactor.text(result_preview)
+                    if result_preview is not None
+                    else preview(result, rt.redactor),
+                )
+            if isinstance(error, BaseException):
+                _, _, stack = _record_exception(span, rt, error)
+                span.set_attribute(A.ERROR_TRACEBACK_DIGEST, rt.blobs.put_text(stack))
+            elif error is not None:
+                message = rt.redactor.text(error.message)
+                span.set_attribute(A.ERROR_TYPE, error.type)
+                span.set_attribute(A.ERROR_MESSAGE, _cut(message, 2000))
+                if error.traceback:
+                    stack = rt.redactor.text(error.traceback)
+                    span.set_attribute(A.ERROR_TRACEBACK_DIGEST, rt.blobs.put_text(stack))
+                span.set_status(Status(StatusCode.ERROR, _cut(message, 500)))
+            if after is not None:
+                span.set_attribute(A.STATE_AFTER, after.digest)
+                span.set_attribute(A.STATE_VARIABLES, len(after.variables))
+            span.end()
+
+
+def _json_blob(rt: Runtime, value: object) -> tuple[str, str]:
+    """Tool arguments and results as redacted JSON (a repr where JSON cannot say it)."""
+    text = json.dumps(rt.redactor.value(_jsonable(value)), default=repr, ensure_ascii=False)
+    return rt.blobs.put_text(text), _cut(text)
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return repr(value)
+
+
+class ToolCallRecorder:
+    """One tool call made from inside a code action: an ``execute_tool`` span.
+
+    ``with ToolCallRecorder(name, args) as call: call.succeeded(fn(...))``. Outside a
+    code action it records nothing: a tool the agent calls directly is the agent's
+    business, not a code action's.
+    """
+
+    def __init__(
+        self, name: str, arguments: Mapping[str, Any], *, step: StepRecorder | None = None
+    ) -> None:
+        self.name = name
+        self.arguments = arguments
+        self.step = step or _step_var.get()
+        self._span: Span | None = None
+        self._rt: Runtime | None = None
+
+    def __enter__(self) -> ToolCallRecorder:
+        parent = self.step.span if self.step is not None else None
+        if parent is None:
+            return self
+        with internal_errors("starting a tool call"):
+            rt = self._rt = runtime()
+            args_digest, args_preview = _json_blob(rt, dict(self.arguments))
+            self._span = rt.tracer.start_span(
+                f"{A.SPAN_EXECUTE_TOOL} {self.name}",
+                context=trace.set_span_in_context(parent),
+                kind=SpanKind.INTERNAL,
+                attributes={
+                    A.GEN_AI_OPERATION_NAME: A.OP_EXECUTE_TOOL,
+                    A.GEN_AI_TOOL_NAME: self.name,
+                    A.GEN_AI_TOOL_CALL_ID: uuid.uuid4().hex[:16],
+                    A.GEN_AI_TOOL_CALL_ARGUMENTS: args_preview,
+                    A.TOOL_ARGUMENTS_DIGEST: args_digest,
+                },
+            )
+        return self
+
+    def succeeded(self, result: object) -> None:
+        span, rt, self._span = self._span, self._rt, None
+        if span is None or rt is None:
+            return
+        with internal_errors("recording a tool result"):
+            digest, shown = _json_blob(rt, result)
+            span.set_attribute(A.TOOL_RESULT_DIGEST, digest)
+            span.set_attribute(A.GEN_AI_TOOL_CALL_RESULT, shown)
+            span.set_attribute(A.TOOL_STATUS, "ok")
+            span.set_status(Status(StatusCode.OK))
+            span.end()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        span, rt, self._span = self._span, self._rt, None
+        if span is None or rt is None:
+            return
+        with internal_errors("recording a tool error"):
+            if exc is not None:
+                _record_exception(span, rt, exc)
+                span.set_attribute(A.TOOL_STATUS, "error")
+            span.end()
+
+
+def record_tool_call(
+    name: str,
+    arguments: Mapping[str, Any],
+    call: Callable[[], T],
+    *,
+    step: StepRecorder | None = None,
+) -> T:
+    """Run ``call`` as the tool ``name``, recorded under the running (or given) step."""
+    with ToolCallRecorder(name, arguments, step=step) as recorder:
+        result = call()
+        recorder.succeeded(result)
+        return result
