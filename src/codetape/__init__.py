@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from . import errors, schemas
+from . import errors, schemas, store
 from .errors import CodetapeError
 from .store import Store
 from .tracer import agent, code_action, configure, run, tool
@@ -27,6 +27,7 @@ __all__ = [
     "errors",
     "run",
     "schemas",
+    "store",
     "tool",
 ]
 

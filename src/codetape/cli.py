@@ -21,7 +21,9 @@ from . import __version__
 from ._doctor import Check, run_checks
 from .errors import CodetapeError
 from .schemas import Run, Step
-from .store import Store
+from .store import Store, resolve_home
+from .store import rebuild as rebuild_store
+from .store._db import DB_NAME
 
 __all__ = ["main"]
 
@@ -29,7 +31,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# soft_wrap: paths and commands in messages must stay on one line, to copy them whole.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _STATUS_STYLE = {
     "ok": "green",
@@ -133,9 +136,12 @@ def runs(
     if not found:
         out.print(f"no runs in {store.home}" + (" match" if failed or agent or status else ""))
         return
-    table = Table(box=None, header_style="bold")
+    table = Table(box=None, header_style="bold", expand=True)
     for column in ("run", "agent", "status", "steps", "failed", "duration", "started", "task"):
-        table.add_column(column, overflow="fold" if column == "task" else "ellipsis")
+        if column == "task":
+            table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=1)
+        else:
+            table.add_column(column, no_wrap=True, min_width=len(column))
     for run in found:
         table.add_row(
             run.id[:12],
@@ -144,7 +150,7 @@ def runs(
             str(run.step_count),
             str(run.failed_steps) if run.failed_steps else "",
             _duration(run),
-            run.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            run.started_at.astimezone().strftime("%m-%d %H:%M:%S"),
             escape((run.task or "")[:80]),
         )
     out.print(table)
@@ -231,7 +237,7 @@ def _print_variables(step: Step) -> None:
 @click.pass_context
 @_handle_errors
 def show(ctx: click.Context, run_id: str, step_index: int | None, as_json: bool) -> None:
-    """Show a run and its steps (RUN may be a unique prefix of the run id)."""
+    """Show a run and its steps (RUN: a unique prefix of the run id, or "last")."""
     store = _store(ctx)
     if step_index is not None:
         step = store.step(run_id, step_index)
@@ -262,11 +268,25 @@ def show(ctx: click.Context, run_id: str, step_index: int | None, as_json: bool)
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Rebuild the DuckDB file from the spool logs (the old file is kept beside it).",
+)
 @click.pass_context
 @_handle_errors
-def doctor(ctx: click.Context, as_json: bool) -> None:
+def doctor(ctx: click.Context, as_json: bool, rebuild: bool) -> None:
     """Check the store, Docker, the sandbox image and the browser; say how to fix what is
     missing. Exits 1 when a check fails."""
+    if rebuild:
+        home = resolve_home(ctx.obj.get("home"))
+        kept, stats = rebuild_store(home)
+        if kept is not None:
+            err.print(f"kept the old database as {kept}")
+        err.print(
+            f"rebuilt {home / DB_NAME} from {stats.files} spool files "
+            f"({stats.records} records, {stats.torn_lines} torn lines skipped)"
+        )
     checks = run_checks(ctx.obj.get("home"))
     if as_json:
         _print_json([c.as_dict() for c in checks])
@@ -279,9 +299,9 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
 
 def _print_check(check: Check) -> None:
     mark = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}[check.status]
-    out.print(f"{mark} [bold]{escape(check.name)}[/]: {escape(check.detail)}")
+    out.print(f"{mark} [bold]{escape(check.name)}[/]: {escape(check.detail)}", soft_wrap=True)
     if check.fix:
-        out.print(f"     [dim]fix:[/] {escape(check.fix)}")
+        out.print(f"     [dim]fix:[/] {escape(check.fix)}", soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

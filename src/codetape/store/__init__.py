@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._blobs import BlobStore, digest_of
 from ._home import resolve_home, set_default_home
-from ._ingest import IngestStats, ingest, try_ingest
+from ._ingest import IngestStats, ingest, rebuild, try_ingest
 from ._read import Store
 from ._spool import SpoolWriter
 
@@ -15,6 +15,7 @@ __all__ = [
     "Store",
     "digest_of",
     "ingest",
+    "rebuild",
     "resolve_home",
     "set_default_home",
     "try_ingest",

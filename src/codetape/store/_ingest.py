@@ -19,10 +19,10 @@ from pathlib import Path
 import duckdb
 
 from ..schemas import attributes as A
-from ._db import connect, is_lock_error
+from ._db import DB_NAME, connect, is_lock_error
 from ._spool import done_dir, live_dir, writer_alive
 
-__all__ = ["IngestStats", "ingest", "try_ingest"]
+__all__ = ["IngestStats", "ingest", "rebuild", "try_ingest"]
 
 _COLUMNS = (
     "{t: 'VARCHAR', trace_id: 'VARCHAR', span_id: 'VARCHAR', parent_id: 'VARCHAR', "
@@ -144,7 +144,7 @@ def _ingest_file(
     stats.files += 1
     stats.torn_lines += torn - (row[1] if row else 0)
     stats.bad_lines += bad - (row[2] if row else 0)
-    if not alive:
+    if not alive and path.parent != done_dir(home):
         target = done_dir(home)
         target.mkdir(parents=True, exist_ok=True)
         os.replace(path, target / path.name)
@@ -164,6 +164,26 @@ def ingest(home: Path, *, wait_s: float = 10.0, files: list[Path] | None = None)
             with contextlib.suppress(FileNotFoundError):  # another ingester finished it
                 _ingest_file(con, home, path, stats)
     return stats
+
+
+def rebuild(home: Path) -> tuple[Path | None, IngestStats]:
+    """Build a new DuckDB file from every spool log, finished and live.
+
+    The old file, readable or not, is kept beside it as ``codetape.duckdb.old-N`` and
+    returned with the stats: rebuilding never deletes a recording.
+    """
+    db = home / DB_NAME
+    kept: Path | None = None
+    if db.exists():
+        n = 1
+        while (kept := db.with_name(f"{DB_NAME}.old-{n}")).exists():
+            n += 1
+        os.replace(db, kept)
+        wal = db.with_name(DB_NAME + ".wal")
+        if wal.exists():
+            os.replace(wal, kept.with_name(kept.name + ".wal"))
+    files = sorted(done_dir(home).glob("*.jsonl")) + sorted(live_dir(home).glob("*.jsonl"))
+    return kept, ingest(home, files=files)
 
 
 def try_ingest(home: Path, *, wait_s: float = 0.5) -> IngestStats | None:

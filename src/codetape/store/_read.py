@@ -128,8 +128,14 @@ class Store:
         return [_run_from_row(r) for r in self._query(sql, [*params, limit, offset])]
 
     def resolve_run_id(self, run_id: str) -> str:
-        """The full id of the run whose id starts with ``run_id`` (a unique prefix)."""
+        """The full id of the run whose id starts with ``run_id`` (a unique prefix), or
+        of the newest run for ``"last"``."""
         prefix = run_id.strip().lower()
+        if prefix == "last":
+            rows = self._query("SELECT run_id FROM runs ORDER BY started_ns DESC LIMIT 1")
+            if not rows:
+                raise RunNotFoundError(run_id, self.home)
+            return str(rows[0][0])
         if not prefix:
             raise RunNotFoundError(run_id, self.home)
         rows = self._query(

@@ -20,7 +20,8 @@ absolute path that exists (``SSH_AUTH_SOCK``, ``GOOGLE_APPLICATION_CREDENTIALS``
 *at* secrets and redacting every mention of them would mangle ordinary output), or
 occurs inside a marker (it could never be hidden and would break idempotency).
 
-Stdlib only, so it can run inside sandboxes before codetape itself is importable.
+Redaction is best effort: it removes what it can recognise, it cannot prove a trace is
+clean. Stdlib only and free of codetape imports, so any layer can use it without cycles.
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ _SECRET_PART = re.compile(
 _NOT_SECRET_WORDS = frozenset({"true", "false", "yes", "no", "none", "null", "disabled"})
 
 _MARKER = r"\[REDACTED[^\]\s]*\]"
-# Multi-line and allowed to be truncated (previews are cut), so it gets its own pass
-# *before* the single-line patterns: once a key block is a marker, a URL around it can
-# match, and doing it in this order keeps text(text(x)) == text(x).
+# Multi-line and possibly cut short (previews are truncated), so a BEGIN line followed by
+# enough key-like body counts even without END; the body alphabet excludes quotes and
+# brackets so source code that merely mentions the header is left alone. It gets its own
+# pass *before* the single-line patterns: once a key block is a marker a URL around it
+# can match, and doing it in this order keeps text(text(x)) == text(x).
 _PEM_BODY = r"[A-Za-z0-9+/=\s\\:,.-]"  # base64, headers, JSON-escaped "\n"
 _PEM = (
     rf"-----BEGIN[A-Z ]*PRIVATE KEY[A-Z ]*-----"
@@ -63,47 +66,44 @@ def _tok(prefix: str) -> str:
     return rf"{prefix}(?<![A-Za-z0-9]{prefix})"
 
 
-# (kind, substrings one of which must be present, regex). Each regex holds exactly one
-# group, an empty tag named after the kind, so ``match.lastgroup`` names the kind and
-# ``match.start(kind)`` splits the match: text before the tag is kept (scheme and user of
-# a URL, the Authorization header), text after it is replaced. Token tags sit at the end
-# (tags in front would defeat the prefix scan). Token branches consume every trailing
-# alphanumeric, so replacing one never creates a new boundary for a neighbour.
-_BRANCHES: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("anthropic_key", ("sk-ant-",), rf"{_tok('sk-ant-')}[A-Za-z0-9_-]{{20,}}"),
-    ("openai_key", ("sk-",), rf"{_tok('sk-')}[A-Za-z0-9_-]{{20,}}"),
-    ("aws_access_key", ("AKIA", "ASIA"), rf"{_tok('A[KS]IA')}[A-Z0-9]{{16}}(?![A-Za-z0-9])"),
+# (substrings one of which must occur, regex). Each regex holds exactly one group: an
+# empty tag named after the kind, so ``match.lastgroup`` is the kind and the tag splits
+# the match: text before it is kept (a URL's scheme and user, the Authorization header),
+# text after it is replaced; a tag at the very end replaces the whole match. Tags sit
+# last because a group in front defeats the prefix scan. Token branches consume every
+# trailing alphanumeric, so replacing one never creates a new boundary for a neighbour.
+_BRANCHES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("sk-ant-",), rf"{_tok('sk-ant-')}[A-Za-z0-9_-]{{20,}}(?P<anthropic_key>)"),
+    (("sk-",), rf"{_tok('sk-')}[A-Za-z0-9_-]{{20,}}(?P<openai_key>)"),
+    (("AKIA", "ASIA"), rf"{_tok('A[KS]IA')}[A-Z0-9]{{16}}(?![A-Za-z0-9])(?P<aws_access_key>)"),
     (
-        "github_token",
         ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-        rf"(?:{_tok('gh[pousr]_')}[A-Za-z0-9]{{30,}}|{_tok('github_pat_')}[A-Za-z0-9_]{{30,}})",
+        rf"(?:{_tok('gh[pousr]_')}[A-Za-z0-9]{{30,}}|{_tok('github_pat_')}[A-Za-z0-9_]{{30,}})"
+        r"(?P<github_token>)",
     ),
-    ("jwt", ("eyJ",), rf"{_tok('eyJ')}[A-Za-z0-9_-]{{8,}}\.[A-Za-z0-9_-]{{8,}}\.[A-Za-z0-9_-]*"),
+    (("eyJ",), rf"{_tok('eyJ')}[A-Za-z0-9_-]{{8,}}\.[A-Za-z0-9_-]{{8,}}\.[A-Za-z0-9_-]*(?P<jwt>)"),
     # The user may already be a marker (an env secret); a password that already is one
     # is left alone so the more specific env label survives.
     (
-        "url_password",
         ("://",),
         rf"://(?:{_MARKER}|[^\s:/@\[\]])+:(?P<url_password>)(?!{_MARKER}@)[^\s/]+(?=@)",
     ),
     (
-        "bearer_token",
         ("earer", "EARER"),
         r"[Aa](?i:uthorization)[\"']?\s*[:=]\s*[\"']?(?i:bearer)\s+(?P<bearer_token>)"
         r"[A-Za-z0-9._~+/-]+=*",
     ),
 )
-_KINDS = ("private_key", *(kind for kind, _, _ in _BRANCHES))
+_ALL = tuple(range(len(_BRANCHES)))
+_KINDS = ("private_key", *(re.findall(r"\?P<(\w+)>", src)[0] for _, src in _BRANCHES))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _line_re(branches: tuple[int, ...]) -> re.Pattern[str]:
     # Only the branches whose hint occurs: a log full of "://" must not pay for the rest.
-    parts = (_BRANCHES[i] for i in branches)
-    return re.compile("|".join(src if "(?P<" in src else f"{src}(?P<{k}>)" for k, _, src in parts))
+    return re.compile("|".join(_BRANCHES[i][1] for i in branches))
 
 
-_ALL = tuple(range(len(_BRANCHES)))
 _PEM_RE, _PEM_BYTES = re.compile(_PEM), re.compile(_PEM.encode())
 _LINE_BYTES = re.compile(_line_re(_ALL).pattern.encode())
 
@@ -188,9 +188,7 @@ class Redactor:
                     found.append(f"env:{name}")
         if "PRIVATE KEY" in s:
             s = _PEM_RE.sub(lambda m: self._mark("private_key", found), s)
-        present = tuple(
-            i for i, (_, hints, _) in enumerate(_BRANCHES) if any(h in s for h in hints)
-        )
+        present = tuple(i for i, (hints, _) in enumerate(_BRANCHES) if any(h in s for h in hints))
         if present:
             s = _line_re(present).sub(lambda m: self._line_sub(m, found), s)
         return s

@@ -1,0 +1,51 @@
+# One entry point for set-up, tests, lint, demo and benchmarks. Each target creates
+# the virtual environment it needs on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_HOME ?= .codetape/demo
+IMAGE ?= $(or $(CODETAPE_IMAGE),codetape/python:bookworm)
+PYTEST_ARGS ?=
+
+.PHONY: help venv test lint format demo bench image clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)  ## create .venv with codetape and its dev tools
+
+test: $(STAMP)  ## run the test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff and mypy --strict
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples bench
+	$(BIN)/mypy
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix src tests examples bench
+	$(BIN)/ruff format src tests examples bench
+
+demo: $(STAMP)  ## record the orders agent and show its failed step
+	@rm -rf $(DEMO_HOME)
+	$(BIN)/python examples/01_decorators.py --home $(DEMO_HOME)
+	@echo
+	$(BIN)/codetape --home $(DEMO_HOME) runs
+	@echo
+	$(BIN)/codetape --home $(DEMO_HOME) show last --step 2
+
+bench: $(STAMP)  ## run the benchmarks (results go to BENCHMARKS.md by hand)
+	$(BIN)/python bench/overhead.py
+
+image:  ## build the offline sandbox image (no registry needed)
+	scripts/build-offline-image.sh $(IMAGE)
+
+clean:  ## remove the venv and local stores
+	rm -rf $(VENV) .codetape .pytest_cache .mypy_cache .ruff_cache
