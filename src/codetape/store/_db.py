@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS steps (
     error_type VARCHAR,
     PRIMARY KEY (run_id, span_id)
 );
+CREATE TABLE IF NOT EXISTS blobs (digest VARCHAR PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS ingest_files (
     name VARCHAR PRIMARY KEY,
     "offset" BIGINT NOT NULL,

@@ -27,13 +27,20 @@ __all__ = ["IngestStats", "ingest", "rebuild", "try_ingest"]
 _COLUMNS = (
     "{t: 'VARCHAR', trace_id: 'VARCHAR', span_id: 'VARCHAR', parent_id: 'VARCHAR', "
     "name: 'VARCHAR', start_ns: 'BIGINT', end_ns: 'BIGINT', status: 'VARCHAR', "
-    "status_message: 'VARCHAR', attributes: 'JSON', events: 'JSON'}"
+    "status_message: 'VARCHAR', attributes: 'JSON', events: 'JSON', digest: 'VARCHAR', "
+    "text: 'VARCHAR', b64: 'VARCHAR'}"
 )
 
 
 def _attr(name: str) -> str:
     return f"attributes->>'$.\"{name}\"'"
 
+
+_INSERT_BLOBS = """
+INSERT OR IGNORE INTO blobs
+SELECT DISTINCT ON (digest) digest, coalesce(encode(text), from_base64(b64))
+FROM batch WHERE t = 'blob' AND digest IS NOT NULL AND (text IS NOT NULL OR b64 IS NOT NULL)
+"""
 
 _INSERT_SPANS = """
 INSERT OR IGNORE INTO spans
@@ -63,11 +70,16 @@ SELECT {_RUN_COLUMNS.format(status=_attr(A.RUN_STATUS), end="end_ns", message="s
 FROM batch WHERE t = 'span' AND parent_id IS NULL AND name LIKE '{A.SPAN_INVOKE_AGENT}%'
 """
 
+_STEP_ATTRS = (A.STEP_INDEX, A.STEP_STATUS, A.CODE_PREVIEW, A.STDOUT_PREVIEW, A.ERROR_TYPE)
+_STEP_PATHS = ", ".join(f"'$.\"{name}\"'" for name in _STEP_ATTRS)
+# One JSON parse per span for all five fields, not one per field.
 _INSERT_STEPS = f"""
 INSERT OR IGNORE INTO steps
-SELECT trace_id, span_id, CAST({_attr(A.STEP_INDEX)} AS INTEGER), {_attr(A.STEP_STATUS)},
-       start_ns, end_ns, {_attr(A.CODE_PREVIEW)}, {_attr(A.STDOUT_PREVIEW)}, {_attr(A.ERROR_TYPE)}
-FROM batch WHERE t = 'span' AND name = '{A.SPAN_EXECUTE_CODE}'
+SELECT trace_id, span_id, CAST(v[1] AS INTEGER), v[2], start_ns, end_ns, v[3], v[4], v[5]
+FROM (
+    SELECT trace_id, span_id, start_ns, end_ns, json_extract_string(attributes, [{_STEP_PATHS}]) AS v
+    FROM batch WHERE t = 'span' AND name = '{A.SPAN_EXECUTE_CODE}'
+)
 """
 
 
@@ -121,6 +133,7 @@ def _ingest_file(
                 ).fetchone() or (0, 0)
                 bad += bad_now
                 stats.records += total - bad_now
+                con.execute(_INSERT_BLOBS)
                 con.execute(_INSERT_SPANS)
                 con.execute(_INSERT_RUN_STARTS, [path.name])
                 con.execute(_UPSERT_RUN_ENDS, [path.name])

@@ -33,6 +33,9 @@ from ._spool import live_dir
 
 __all__ = ["Store"]
 
+# Attributes whose value is a blob digest.
+_DIGEST_KEYS = (".digest", A.STATE_BEFORE, A.STATE_AFTER)
+
 _RUN_SELECT = """
 SELECT r.run_id, r.name, r.task, r.status, r.started_ns, r.ended_ns, r.final_answer,
        r.replay_of, r.error_type, r.error_message,
@@ -84,6 +87,7 @@ class Store:
         self.home: Path = resolve_home(home)
         self.blobs = BlobStore(self.home / "blobs")
         self.last_ingest: IngestStats | None = None
+        self._blob_cache: dict[str, bytes] = {}
         self.refresh()
 
     @property
@@ -186,6 +190,7 @@ class Store:
         return steps[0]
 
     def _assemble(self, run_id: str, spans: list[tuple[Any, ...]]) -> list[Step]:
+        self._prefetch(spans)
         children: dict[str, list[tuple[Any, ...]]] = {}
         code_spans = []
         for span in spans:
@@ -260,13 +265,33 @@ class Store:
 
     def blob(self, digest: str) -> bytes:
         """The bytes of a blob, by its ``sha256:...`` digest."""
+        found = self._blob_cache.get(digest)
+        if found is not None:
+            return found
+        rows = self._query("SELECT data FROM blobs WHERE digest = ?", [digest])
+        if rows:
+            return bytes(rows[0][0])
         return self.blobs.get(digest)
+
+    def _prefetch(self, spans: list[tuple[Any, ...]]) -> None:
+        """Load the small blobs a set of spans names in one query, not one per blob."""
+        digests: set[str] = set()
+        for span in spans:
+            attrs = json.loads(span[7]) if span[7] else {}
+            digests.update(v for k, v in attrs.items() if k.endswith(_DIGEST_KEYS))
+        digests.discard("")
+        self._blob_cache = {}
+        if digests:
+            for digest, data in self._query(
+                "SELECT digest, data FROM blobs WHERE list_contains(?, digest)", [sorted(digests)]
+            ):
+                self._blob_cache[digest] = bytes(data)
 
     def _text(self, digest: str | None, fallback: str = "") -> str:
         if not digest:
             return fallback
         try:
-            return self.blobs.get_text(digest)
+            return self.blob(digest).decode("utf-8", "replace")
         except BlobNotFoundError:
             return fallback + f"\n[codetape: blob {digest} is missing from the store]"
 
@@ -274,7 +299,7 @@ class Store:
         if not digest:
             return fallback
         try:
-            return json.loads(self.blobs.get(digest))
+            return json.loads(self.blob(digest))
         except BlobNotFoundError:
             return fallback
 

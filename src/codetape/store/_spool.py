@@ -69,6 +69,7 @@ class SpoolWriter:
         self.home = home
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._pending: list[bytes] = []
         self._pid = 0
         self.path: Path | None = None
         os.register_at_fork(after_in_child=self._forget_after_fork)
@@ -81,6 +82,7 @@ class SpoolWriter:
                 pass
         self._fd = None
         self.path = None
+        self._pending = []
         self._lock = threading.Lock()
 
     def _open(self) -> int:
@@ -93,22 +95,42 @@ class SpoolWriter:
         self._fd, self._pid, self.path = fd, os.getpid(), path
         return fd
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any], *, defer: bool = False) -> None:
+        """Append ``record``. With ``defer`` it waits for the next plain write and goes
+        out in the same ``os.write``, ahead of it: blobs ride with the span that names
+        them, one system call for both."""
         data = _encode(record)
         with self._lock:
-            fd = self._fd if self._fd is not None and self._pid == os.getpid() else self._open()
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            if defer:
+                self._pending.append(data)
+                return
+            if self._pending:
+                self._pending.append(data)
+                data = b"".join(self._pending)
+                self._pending.clear()
+            self._write_all(data)
+
+    def _write_all(self, data: bytes) -> None:
+        fd = self._fd if self._fd is not None and self._pid == os.getpid() else self._open()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    def _flush_pending(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._write_all(data)
 
     def sync(self) -> None:
         with self._lock:
+            self._flush_pending()
             if self._fd is not None and self._pid == os.getpid():
                 os.fsync(self._fd)
 
     def close(self) -> None:
         with self._lock:
+            self._flush_pending()
             if self._fd is not None and self._pid == os.getpid():
                 os.fsync(self._fd)
                 os.close(self._fd)

@@ -146,7 +146,7 @@ def configure(
             provider=provider,
             tracer=provider.get_tracer("codetape"),
             spool=spool,
-            blobs=BlobStore(path / "blobs"),
+            blobs=BlobStore(path / "blobs", spool=spool),
             otlp=target,
         )
         return _current

@@ -240,23 +240,26 @@ class StepRecorder:
             return
         rt = runtime()
         with internal_errors("ending a step"):
-            span.set_attribute(A.STEP_STATUS, status)
+            attrs: dict[str, Any] = {A.STEP_STATUS: status}
             for digest_key, preview_key, text in (
                 (A.STDOUT_DIGEST, A.STDOUT_PREVIEW, stdout),
                 (A.STDERR_DIGEST, A.STDERR_PREVIEW, stderr),
             ):
                 if text:
                     text = rt.redactor.text(text)
-                    span.set_attribute(digest_key, rt.blobs.put_text(text))
-                    span.set_attribute(preview_key, _cut(text))
+                    attrs[digest_key] = rt.blobs.put_text(text)
+                    attrs[preview_key] = _cut(text)
             if has_result:
-                span.set_attribute(A.RESULT_TYPE, result_type or type_name(result))
-                span.set_attribute(
-                    A.RESULT_PREVIEW,
+                attrs[A.RESULT_TYPE] = result_type or type_name(result)
+                attrs[A.RESULT_PREVIEW] = (
                     rt.redactor.text(result_preview)
                     if result_preview is not None
-                    else preview(result, rt.redactor),
+                    else preview(result, rt.redactor)
                 )
+            if after is not None:
+                attrs[A.STATE_AFTER] = after.digest
+                attrs[A.STATE_VARIABLES] = len(after.variables)
+            span.set_attributes(attrs)
             if isinstance(error, BaseException):
                 _, _, stack = _record_exception(span, rt, error)
                 span.set_attribute(A.ERROR_TRACEBACK_DIGEST, rt.blobs.put_text(stack))
@@ -268,9 +271,6 @@ class StepRecorder:
                     stack = rt.redactor.text(error.traceback)
                     span.set_attribute(A.ERROR_TRACEBACK_DIGEST, rt.blobs.put_text(stack))
                 span.set_status(Status(StatusCode.ERROR, _cut(message, 500)))
-            if after is not None:
-                span.set_attribute(A.STATE_AFTER, after.digest)
-                span.set_attribute(A.STATE_VARIABLES, len(after.variables))
             span.end()
 
 

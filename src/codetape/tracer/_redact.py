@@ -59,11 +59,16 @@ _PEM = (
     rf"(?:{_PEM_BODY}*?-----END[A-Z ]*PRIVATE KEY[A-Z ]*-----|{_PEM_BODY}{{16,}})"
 )
 
+_LEFT = "(?<![A-Za-z0-9]"
+# Pickle stores a short str/bytes as opcode \x8c/C, one length byte, then the text: that
+# length byte is often alphanumeric, so in raw bytes it must not count as a left neighbour.
+_PICKLE_LEFT = r"(?<![^\x8cC][A-Za-z0-9]"
+
 
 def _tok(prefix: str) -> str:
     # Literal first so ``re`` can use its fast prefix scan; the lookbehind then demands a
     # non-alphanumeric before the token (no match inside "task-..." or "xAKIA...").
-    return rf"{prefix}(?<![A-Za-z0-9]{prefix})"
+    return rf"{prefix}{_LEFT}{prefix})"
 
 
 # (substrings one of which must occur, regex). Each regex holds exactly one group: an
@@ -101,11 +106,13 @@ _KINDS = ("private_key", *(re.findall(r"\?P<(\w+)>", src)[0] for _, src in _BRAN
 @functools.cache
 def _line_re(branches: tuple[int, ...]) -> re.Pattern[str]:
     # Only the branches whose hint occurs: a log full of "://" must not pay for the rest.
-    return re.compile("|".join(_BRANCHES[i][1] for i in branches))
+    return re.compile("|".join(_BRANCHES[i][1] for i in branches), re.ASCII)
 
 
-_PEM_RE, _PEM_BYTES = re.compile(_PEM), re.compile(_PEM.encode())
-_LINE_BYTES = re.compile(_line_re(_ALL).pattern.encode())
+# re.ASCII: \s and friends mean the same in str and bytes, so contains_secret() agrees
+# with text() on what is a secret.
+_PEM_RE, _PEM_BYTES = re.compile(_PEM, re.ASCII), re.compile(_PEM.encode())
+_LINE_BYTES = re.compile(_line_re(_ALL).pattern.replace(_LEFT, _PICKLE_LEFT).encode())
 
 
 def _secret_name(name: str) -> bool:
@@ -113,11 +120,11 @@ def _secret_name(name: str) -> bool:
 
 
 def _plausible_secret(value: str, markers: str) -> bool:
-    if len(value) < 8 or value.strip().lower() in _NOT_SECRET_WORDS or value in markers:
+    if len(value) < 8 or (value.isdigit() and len(value) < 12) or value in markers:
         return False
-    if value.isdigit() and len(value) < 12:
-        return False
-    return not (os.path.isabs(value) and os.path.exists(value))
+    return value.lower() not in _NOT_SECRET_WORDS and not (
+        os.path.isabs(value) and os.path.exists(value)
+    )
 
 
 class Redactor:

@@ -8,22 +8,24 @@ type and repr with ``restorable=False``; it never stops the agent.
 from __future__ import annotations
 
 import json
+import pickle
 import reprlib
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import cloudpickle
 
-from ..schemas import VariableSnapshot
 from ..store import BlobStore, digest_of
 from ._redact import Redactor
 
-__all__ = ["PREVIEW_CHARS", "Snapshotter", "State", "preview", "type_name"]
+__all__ = ["PREVIEW_CHARS", "Snapshotter", "State", "Variable", "preview", "type_name"]
 
 PREVIEW_CHARS = 300
 _IMMUTABLE = (bytes, str, int, float, complex, bool, frozenset, range, type(None))
+# Scalars pickle the same with the C pickler, at a fraction of cloudpickle's set-up cost.
+_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
 
 _repr = reprlib.Repr()
 _repr.maxstring = 200
@@ -40,7 +42,10 @@ def type_name(value: object) -> str:
 
 def preview(value: object, redactor: Redactor, limit: int = PREVIEW_CHARS) -> str:
     try:
-        text = _repr.repr(value)
+        if type(value) in _SCALARS and not isinstance(value, (str, bytes)):
+            text = repr(value)
+        else:
+            text = _repr.repr(value)
     except Exception as exc:  # a broken __repr__ is the user's, not ours to raise
         text = f"<{type_name(value)}: repr failed: {type(exc).__name__}>"
     text = redactor.text(text)
@@ -54,11 +59,25 @@ def is_state(name: str, value: object) -> bool:
     return not getattr(value, "__codetape_tool__", False)
 
 
+class Variable(NamedTuple):
+    """One variable as the manifest records it (``VariableSnapshot`` when read back).
+
+    A plain tuple on the recording path: it is built for every variable of every step.
+    """
+
+    type: str
+    digest: str | None
+    size: int
+    preview: str
+    restorable: bool
+    reason: str | None = None
+
+
 @dataclass
 class State:
     """A snapshot of a namespace: the manifest (name → snapshot) and its blob digest."""
 
-    variables: dict[str, VariableSnapshot]
+    variables: dict[str, Variable]
     digest: str
     # The objects seen, by name, so the next snapshot can tell what has not changed.
     ids: dict[str, int] = field(default_factory=dict, repr=False)
@@ -73,12 +92,10 @@ class Snapshotter:
         self._redactor = redactor
         # Immutable values cannot change under us: pickle them once per run. The
         # cache holds the object itself so its id cannot be reused by another one.
-        self._immutable: dict[int, tuple[object, VariableSnapshot]] = {}
+        self._immutable: dict[int, tuple[object, Variable]] = {}
 
-    def manifest(self, variables: Mapping[str, VariableSnapshot]) -> str:
-        body = {
-            name: snap.model_dump(exclude={"name"}) for name, snap in sorted(variables.items())
-        }
+    def manifest(self, variables: Mapping[str, Variable]) -> str:
+        body = {name: var._asdict() for name, var in sorted(variables.items())}
         return self._blobs.put(json.dumps(body, separators=(",", ":")).encode())
 
     def snapshot(self, namespace: Mapping[str, Any], previous: State | None = None) -> State:
@@ -88,37 +105,33 @@ class Snapshotter:
         ids = {k: id(v) for k, v in items.items()}
         if previous is not None and previous.ids == ids:
             return previous
-        variables = {name: self._variable(name, value) for name, value in items.items()}
+        variables = {name: self._variable(value) for name, value in items.items()}
         return State(variables, self.manifest(variables), ids, items)
 
-    def _variable(self, name: str, value: object) -> VariableSnapshot:
+    def _variable(self, value: object) -> Variable:
         cached = self._immutable.get(id(value))
         if cached is not None and cached[0] is value:
-            return cached[1].model_copy(update={"name": name})
-        snap = self._serialize(name, value)
+            return cached[1]
+        snap = self._serialize(value)
         if isinstance(value, _IMMUTABLE):
             self._immutable[id(value)] = (value, snap)
         return snap
 
-    def _serialize(self, name: str, value: object) -> VariableSnapshot:
+    def _serialize(self, value: object) -> Variable:
         kind = type_name(value)
         shown = preview(value, self._redactor)
         try:
-            data = cloudpickle.dumps(value, protocol=5)
+            if type(value) in _SCALARS:
+                data = pickle.dumps(value, protocol=5)
+            else:
+                data = cloudpickle.dumps(value, protocol=5)
         except Exception as exc:
             reason = f"cannot be serialized: {type(exc).__name__}: {exc}"
-            return VariableSnapshot(
-                name=name, type=kind, digest=None, size=0, preview=shown, restorable=False,
-                reason=self._redactor.text(reason)[:300],
-            )
+            return Variable(kind, None, 0, shown, False, self._redactor.text(reason)[:300])
         if self._redactor.contains_secret(data):
-            return VariableSnapshot(
-                name=name, type=kind, digest=None, size=len(data), preview=shown,
-                restorable=False,
-                reason="holds a secret, so its value was not stored (configure(redact=False) "
+            return Variable(
+                kind, None, len(data), shown, False,
+                "holds a secret, so its value was not stored (configure(redact=False) "
                 "stores it)",
             )
-        digest = self._blobs.put(data, digest_of(data))
-        return VariableSnapshot(
-            name=name, type=kind, digest=digest, size=len(data), preview=shown, restorable=True
-        )
+        return Variable(kind, self._blobs.put(data, digest_of(data)), len(data), shown, True)

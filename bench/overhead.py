@@ -1,0 +1,170 @@
+"""What recording costs: @code_action versus a bare exec, and ingestion throughput.
+
+Run: ``make bench`` or ``.venv/bin/python bench/overhead.py [--steps N] [--spans N]``.
+Both sides of each comparison run in the same process, interleaved in rounds, so the
+machine's noise hits them alike; the report gives medians and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import codetape
+from codetape.store import Store, ingest
+from codetape.store._spool import live_dir
+
+SNIPPET = "x = x + 1\ntotal = sum(values) + x"
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _time_steps(step: Callable[[], object], n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        step()
+        times.append((time.perf_counter_ns() - t0) / 1000)
+    return times
+
+
+def step_overhead(steps: int, rounds: int, extra: dict[str, Any], label: str) -> dict[str, Any]:
+    home = Path(tempfile.mkdtemp(prefix="codetape-bench-"))
+    codetape.configure(home=home, otlp=False)
+
+    def bare(code: str, namespace: dict[str, Any]) -> None:
+        exec(code, namespace)
+
+    recorded = codetape.code_action(bare)
+    bare_ns: dict[str, Any] = {"x": 0, "values": list(range(10)), **extra}
+    rec_ns: dict[str, Any] = {"x": 0, "values": list(range(10)), **extra}
+    bare_times: list[float] = []
+    rec_times: list[float] = []
+    with codetape.run("bench", task=label):
+        recorded(SNIPPET, rec_ns)  # first step pays one-off costs (fingerprint, big value)
+        size_after_first = _dir_size(home)
+        per_round = steps // rounds
+        for _ in range(rounds):
+            bare_times += _time_steps(lambda: bare(SNIPPET, bare_ns), per_round)
+            rec_times += _time_steps(lambda: recorded(SNIPPET, rec_ns), per_round)
+    store_growth = _dir_size(home) - size_after_first
+    bare_med, rec_med = statistics.median(bare_times), statistics.median(rec_times)
+    return {
+        "case": label,
+        "steps": len(rec_times),
+        "bare_exec_median_us": round(bare_med, 1),
+        "recorded_median_us": round(rec_med, 1),
+        "added_median_us": round(rec_med - bare_med, 1),
+        "recorded_p90_us": round(statistics.quantiles(rec_times, n=10)[-1], 1),
+        "store_growth_after_first_step_bytes": store_growth,
+        "store_growth_per_step_bytes": store_growth // max(1, len(rec_times)),
+    }
+
+
+def ingestion(spans: int) -> dict[str, Any]:
+    """Spool lines shaped like real ones (taken from a recorded run), ingested at once."""
+    home = Path(tempfile.mkdtemp(prefix="codetape-bench-ingest-"))
+    codetape.configure(home=home, otlp=False)
+
+    @codetape.tool
+    def lookup(key: str) -> str:
+        return key.upper()
+
+    @codetape.code_action
+    def execute(code: str, namespace: dict[str, Any]) -> None:
+        exec(code, namespace)
+
+    with codetape.run("template", task="one of each span"):
+        execute("y = lookup('a')\nprint(y)", {"lookup": lookup})
+    codetape.configure(home=home, otlp=False)  # flushes and closes the template spool
+    Store(home)  # ingests the template; its spool file moves to spool/done
+    template_file = next((home / "spool" / "done").glob("*.jsonl"))
+    templates = [json.loads(line) for line in template_file.read_text().splitlines()]
+    span_templates = [t for t in templates if t["t"] == "span"]
+
+    target = Path(tempfile.mkdtemp(prefix="codetape-bench-ingest2-"))
+    live = live_dir(target)
+    live.mkdir(parents=True)
+    per_file = 10_000
+    written = 0
+    for file_no in range(0, spans, per_file):
+        lines = []
+        for i in range(min(per_file, spans - file_no)):
+            rec = dict(span_templates[i % len(span_templates)])
+            n = file_no + i
+            rec["trace_id"] = f"{n // len(span_templates):032x}"
+            rec["span_id"] = f"{n:016x}"
+            lines.append(json.dumps(rec, separators=(",", ":")))
+        (live / f"bench-{file_no}-{uuid.uuid4().hex[:6]}.jsonl").write_text("\n".join(lines) + "\n")
+        written += len(lines)
+    spool_bytes = _dir_size(live)
+    t0 = time.perf_counter()
+    stats = ingest(target)
+    seconds = time.perf_counter() - t0
+    import duckdb
+
+    con = duckdb.connect(str(target / "codetape.duckdb"), read_only=True)
+    stored = con.execute("SELECT count(*) FROM spans").fetchone()[0]  # type: ignore[index]
+    con.close()
+    return {
+        "spans_written": written,
+        "spans_stored": stored,
+        "dropped": written - stored,
+        "bad_lines": stats.bad_lines,
+        "seconds": round(seconds, 3),
+        "spans_per_second": round(written / seconds),
+        "spool_mb": round(spool_bytes / 1e6, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--spans", type=int, default=100_000)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+
+    ten_mb_list = list(range(1_250_000))  # ~10 MB as Python ints; mutable: re-pickled
+    ten_mb_bytes = os.urandom(10_000_000)  # immutable: pickled once per run
+    results = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "step_overhead": [
+            step_overhead(args.steps, args.rounds, {}, "small namespace"),
+            step_overhead(args.steps // 10, args.rounds // 4 or 1,
+                          {"big": ten_mb_bytes}, "+ 10 MB bytes no step touches"),
+            step_overhead(args.steps // 10, args.rounds // 4 or 1,
+                          {"big": ten_mb_list}, "+ 10 MB list no step touches"),
+        ],
+        "ingestion": ingestion(args.spans),
+    }
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"machine: {results['machine']}")
+    print(f"{'case':34} {'bare exec':>10} {'recorded':>10} {'added':>10} {'ratio':>7} "
+          f"{'store/step':>11}")
+    for r in results["step_overhead"]:
+        ratio = r["recorded_median_us"] / r["bare_exec_median_us"]
+        print(f"{r['case']:34} {r['bare_exec_median_us']:>8.1f}us {r['recorded_median_us']:>8.1f}us "
+              f"{r['added_median_us']:>8.1f}us {ratio:>6.1f}x {r['store_growth_per_step_bytes']:>10}B")
+    ing = results["ingestion"]
+    print(f"ingestion: {ing['spans_written']} spans ({ing['spool_mb']} MB of spool) in "
+          f"{ing['seconds']}s = {ing['spans_per_second']:,} spans/s, dropped {ing['dropped']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
