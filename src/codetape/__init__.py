@@ -15,11 +15,15 @@ from __future__ import annotations
 
 from . import errors, schemas, store
 from .errors import CodetapeError
+from .sandbox import Limits, Sandbox, StepResult
 from .store import Store
 from .tracer import agent, code_action, configure, run, tool
 
 __all__ = [
     "CodetapeError",
+    "Limits",
+    "Sandbox",
+    "StepResult",
     "Store",
     "agent",
     "code_action",

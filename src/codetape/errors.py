@@ -6,6 +6,9 @@ fields, not only text, so callers can act on them::
 
     CodetapeError
     ├── ConfigError              bad configuration (home, OTLP endpoint, protocol)
+    ├── SandboxError             the sandbox cannot start or lost its runner
+    │   ├── DockerUnavailableError   no Docker engine answers
+    │   └── ImageNotFoundError       the sandbox image is not in Docker
     └── StoreError               anything about the store directory
         ├── CorruptStoreError    the DuckDB file cannot be opened as a database
         ├── NewerStoreError      the store was written by a newer codetape
@@ -26,10 +29,13 @@ __all__ = [
     "BlobNotFoundError",
     "CodetapeError",
     "ConfigError",
+    "DockerUnavailableError",
+    "ImageNotFoundError",
     "CorruptStoreError",
     "NewerStoreError",
     "NotFoundError",
     "RunNotFoundError",
+    "SandboxError",
     "StepNotFoundError",
     "StoreBusyError",
     "StoreError",
@@ -55,6 +61,34 @@ class CodetapeError(Exception):
 
 class ConfigError(CodetapeError):
     """The configuration cannot work (bad home directory, unknown OTLP protocol...)."""
+
+
+class SandboxError(CodetapeError):
+    """The sandbox could not start, or its runner broke the protocol."""
+
+    exit_code = 5
+
+
+class DockerUnavailableError(SandboxError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"no Docker engine answers: {reason}",
+            hint="start Docker (Debian: apt-get install docker.io && dockerd &), or use "
+            "Sandbox(backend='local') to run without isolation",
+        )
+
+
+class ImageNotFoundError(SandboxError):
+    def __init__(self, image: str, repo_digests: list[str] | None = None) -> None:
+        if repo_digests:
+            how = f"docker pull {repo_digests[0]}"
+        else:
+            how = (
+                f"docker pull {image}, or build one with no registry: "
+                f"scripts/build-offline-image.sh {image}"
+            )
+        super().__init__(f"the sandbox image {image} is not in Docker", hint=how)
+        self.image = image
 
 
 class StoreError(CodetapeError):

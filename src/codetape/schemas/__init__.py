@@ -5,11 +5,13 @@ from __future__ import annotations
 from . import attributes
 from ._models import (
     ErrorInfo,
+    Limits,
     Run,
     RunDetail,
     RunStatus,
     SandboxSpec,
     Step,
+    StepResult,
     StepStatus,
     ToolCall,
     VariableSnapshot,
@@ -17,11 +19,13 @@ from ._models import (
 
 __all__ = [
     "ErrorInfo",
+    "Limits",
     "Run",
     "RunDetail",
     "RunStatus",
     "SandboxSpec",
     "Step",
+    "StepResult",
     "StepStatus",
     "ToolCall",
     "VariableSnapshot",

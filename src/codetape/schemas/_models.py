@@ -9,11 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ErrorInfo",
+    "Limits",
     "Run",
     "RunDetail",
     "RunStatus",
     "SandboxSpec",
     "Step",
+    "StepResult",
     "StepStatus",
     "ToolCall",
     "VariableSnapshot",
@@ -74,6 +76,45 @@ class SandboxSpec(_Model):
     platform: str | None = None
     env_fingerprint: str | None = None
     limits: dict[str, Any] | None = None
+    hash_seed: int | None = None
+
+
+class Limits(_Model):
+    """Resource limits of a sandbox. ``memory`` and ``tmpfs`` take Docker's sizes
+    (``"512m"``, ``"1g"``); ``output_bytes`` caps each of stdout and stderr per step."""
+
+    timeout_s: float = Field(30.0, gt=0)
+    memory: str = "512m"
+    pids: int = Field(128, gt=0)
+    cpus: float = Field(1.0, gt=0)
+    tmpfs: str = "64m"
+    output_bytes: int = Field(1_000_000, gt=0)
+
+
+class StepResult(_Model):
+    """What ``Sandbox.run`` returns: the outcome of one code action.
+
+    ``result`` is the preview of the last expression's value, as a REPL shows it;
+    ``final_answer`` is what the code passed to ``final_answer(...)`` (its JSON value,
+    or its repr when it is not JSON), with ``has_final_answer`` telling None apart.
+    """
+
+    run_id: str
+    index: int
+    status: StepStatus
+    stdout: str
+    stderr: str
+    result: str | None = None
+    result_type: str | None = None
+    error: ErrorInfo | None = None
+    has_final_answer: bool = False
+    final_answer: Any = None
+    variables: dict[str, VariableSnapshot]
+    duration_ms: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
 class Step(_Model):

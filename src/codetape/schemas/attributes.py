@@ -63,6 +63,8 @@ SANDBOX_PYTHON: Final = "codetape.sandbox.python"
 SANDBOX_PLATFORM: Final = "codetape.sandbox.platform"
 SANDBOX_ENV_FINGERPRINT: Final = "codetape.sandbox.env_fingerprint"
 SANDBOX_LIMITS: Final = "codetape.sandbox.limits"  # JSON text
+SANDBOX_HASH_SEED: Final = "codetape.sandbox.hash_seed"  # PYTHONHASHSEED inside
+STEP_RANDOM_SEED: Final = "codetape.step.random_seed"  # random.seed() before the step
 
 # codetape: tool calls.
 TOOL_ARGUMENTS_DIGEST: Final = "codetape.tool.arguments.digest"

@@ -238,6 +238,7 @@ class Store:
                 platform=attrs.get(A.SANDBOX_PLATFORM),
                 env_fingerprint=attrs.get(A.SANDBOX_ENV_FINGERPRINT),
                 limits=json.loads(attrs[A.SANDBOX_LIMITS]) if A.SANDBOX_LIMITS in attrs else None,
+                hash_seed=attrs.get(A.SANDBOX_HASH_SEED),
             ),
             started_at=_ts(start_ns) or datetime.fromtimestamp(0, tz=timezone.utc),
             duration_ms=((end_ns or start_ns) - start_ns) / 1e6,

@@ -27,6 +27,7 @@ clean. Stdlib only and free of codetape imports, so any layer can use it without
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -141,7 +142,10 @@ class Redactor:
         by_value: dict[str, str] = {}
         for name in names:  # sorted, so a value shared by several names gets a stable label
             if _plausible_secret(env[name], markers):
-                by_value.setdefault(env[name], name)
+                # Also as it appears inside repr() and JSON strings (previews, tool args),
+                # where quotes, backslashes and non-ASCII characters come out escaped.
+                for form in (env[name], repr(env[name])[1:-1], json.dumps(env[name])[1:-1]):
+                    by_value.setdefault(form, name)
         # Longest first: a secret containing another must vanish whole, not leave a tail.
         self._env = sorted(by_value.items(), key=lambda kv: (-len(kv[0]), kv[0]))
         # surrogatepass is what pickle uses for str, so undecodable env bytes still match.

@@ -1,0 +1,236 @@
+"""Where the runner process lives: a Docker container, or a subprocess of this Python.
+
+A backend only starts, stops and identifies the runner's process; speaking to it and
+recording what it does is the ``Sandbox``'s job, the same for every backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+import warnings
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from ..errors import DockerUnavailableError, ImageNotFoundError, SandboxError
+from ..schemas import Limits, StepStatus
+from ..schemas import attributes as A
+
+__all__ = [
+    "LABEL",
+    "Backend",
+    "DockerBackend",
+    "LocalBackend",
+    "NoIsolationWarning",
+    "docker_client",
+    "runner_source",
+]
+
+LABEL = "codetape.sandbox"
+RUNNER = Path(__file__).with_name("_runner.py")
+
+
+def runner_source() -> str:
+    return RUNNER.read_text()
+
+
+class NoIsolationWarning(UserWarning):
+    """Code actions run with backend='local' are not isolated from this machine."""
+
+
+class Backend(ABC):
+    """Starts the runner process and knows how it ended."""
+
+    name: str
+
+    @abstractmethod
+    def start(self, env: dict[str, str], run_id: str) -> subprocess.Popen[bytes]: ...
+
+    @abstractmethod
+    def kill(self, process: subprocess.Popen[bytes]) -> None: ...
+
+    def death_status(self, process: subprocess.Popen[bytes]) -> StepStatus:
+        """Why a runner that vanished mid-step is gone: ``oom`` or ``killed``."""
+        return "killed"
+
+    def cleanup(self, process: subprocess.Popen[bytes]) -> None:
+        self.kill(process)
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """Span attributes that say where code ran (image identity or host)."""
+
+
+def docker_client() -> Any:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except Exception as exc:  # docker-py raises many unrelated types here
+        raise DockerUnavailableError(f"{type(exc).__name__}: {exc}") from None
+    return client
+
+
+class DockerBackend(Backend):
+    """One hardened container per runner: no network, read-only root, no capabilities,
+    an unprivileged user, pids/memory/CPU limits, a size-capped /tmp, an empty
+    environment, no mounts, and a label so orphans can be found and removed."""
+
+    name = "docker"
+
+    def __init__(self, image: str, limits: Limits) -> None:
+        self.image = image
+        self.limits = limits
+        self.client = docker_client()
+        try:
+            found = self.client.images.get(image)
+        except Exception as exc:
+            if type(exc).__name__ == "ImageNotFound":
+                raise ImageNotFoundError(image) from None
+            raise SandboxError(f"cannot inspect the image {image}: {exc}") from exc
+        attrs = found.attrs
+        self.image_id: str = attrs["Id"]
+        self.repo_digests: list[str] = list(attrs.get("RepoDigests") or [])
+        layers = (attrs.get("RootFS") or {}).get("Layers") or []
+        self.layers_digest = "sha256:" + hashlib.sha256("\n".join(layers).encode()).hexdigest()
+        self._docker = shutil.which("docker")
+        if self._docker is None:
+            raise DockerUnavailableError("the docker command is not on PATH")
+        self._names: dict[int, str] = {}
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            A.SANDBOX_BACKEND: self.name,
+            A.CONTAINER_IMAGE_NAME: self.image,
+            A.CONTAINER_IMAGE_ID: self.image_id,
+            A.CONTAINER_IMAGE_REPO_DIGESTS: self.repo_digests,
+            A.SANDBOX_LAYERS_DIGEST: self.layers_digest,
+        }
+
+    def start(self, env: dict[str, str], run_id: str) -> subprocess.Popen[bytes]:
+        limits = self.limits
+        name = f"codetape-{(run_id or 'norun')[:12]}-{uuid.uuid4().hex[:6]}"
+        args = [
+            self._docker, "run", "-i", "--name", name,
+            "--label", f"{LABEL}=1",
+            "--label", f"{LABEL}.run_id={run_id}",
+            "--label", f"{LABEL}.host={socket.gethostname()}",
+            "--label", f"{LABEL}.pid={os.getpid()}",
+            "--network", "none",
+            "--read-only",
+            "--tmpfs", f"/tmp:rw,nosuid,nodev,noexec,size={limits.tmpfs},mode=1777",
+            "--cap-drop", "ALL",
+            "--security-opt", "no-new-privileges",
+            "--user", "65534:65534",
+            "--pids-limit", str(limits.pids),
+            "--memory", limits.memory,
+            "--memory-swap", limits.memory,
+            "--cpus", str(limits.cpus),
+            "--workdir", "/tmp",
+            "--log-driver", "none",
+        ]
+        for key, value in env.items():
+            args += ["--env", f"{key}={value}"]
+        # By id, not name: the container runs exactly the image the step records.
+        args += [self.image_id, "python3", "-s", "-u", "-c", runner_source()]
+        process = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self._names[process.pid] = name
+        return process
+
+    def _container(self, process: subprocess.Popen[bytes]) -> Any:
+        name = self._names.get(process.pid)
+        if name is None:
+            return None
+        try:
+            return self.client.containers.get(name)
+        except Exception:
+            return None
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        container = self._container(process)
+        if container is not None:
+            try:
+                container.kill()
+            except Exception:
+                pass  # already stopped
+        process.kill()
+        process.wait()
+
+    def death_status(self, process: subprocess.Popen[bytes]) -> StepStatus:
+        process.wait()
+        container = self._container(process)
+        if container is not None:
+            container.reload()
+            if container.attrs.get("State", {}).get("OOMKilled"):
+                return "oom"
+        return "killed"
+
+    def cleanup(self, process: subprocess.Popen[bytes]) -> None:
+        container = self._container(process)
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except Exception:
+                pass
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        self._names.pop(process.pid, None)
+
+
+class LocalBackend(Backend):
+    """The runner in a subprocess of this Python: the same protocol, no isolation."""
+
+    name = "local"
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        warnings.warn(
+            "codetape: Sandbox(backend='local') runs code actions in a subprocess of this "
+            "Python with no isolation from this machine; use the docker backend for "
+            "untrusted code",
+            NoIsolationWarning,
+            stacklevel=4,
+        )
+        self._dirs: dict[int, str] = {}
+
+    def identity(self) -> dict[str, Any]:
+        from ..tracer._fingerprint import host_fingerprint
+
+        return {
+            A.SANDBOX_BACKEND: self.name,
+            A.SANDBOX_ENV_FINGERPRINT: host_fingerprint().digest,
+        }
+
+    def start(self, env: dict[str, str], run_id: str) -> subprocess.Popen[bytes]:
+        workdir = tempfile.mkdtemp(prefix="codetape-local-")
+        full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": workdir, **env}
+        process = subprocess.Popen(
+            [sys.executable, "-s", "-u", "-c", runner_source()],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=workdir, env=full_env, start_new_session=True,
+        )
+        self._dirs[process.pid] = workdir
+        return process
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+    def cleanup(self, process: subprocess.Popen[bytes]) -> None:
+        self.kill(process)
+        shutil.rmtree(self._dirs.pop(process.pid, ""), ignore_errors=True)

@@ -1,0 +1,343 @@
+"""The in-sandbox runner: executes code actions for the host, over stdin and stdout.
+
+This file runs inside the sandbox as the source of ``python3 -c``: it imports only the
+standard library and nothing of codetape. The host sends cloudpickle's source in the
+first message, so the image needs nothing but ``python3``.
+
+Framing: each message is ``<length>\\n`` followed by that many bytes of JSON. Binary
+values (pickled variables) travel base64-encoded. The host never unpickles what this
+runner sends: it stores the bytes and only ever hands them back to a sandbox.
+"""
+
+import ast
+import base64
+import builtins
+import hashlib
+import io
+import json
+import os
+import platform
+import random
+import sys
+import threading
+import traceback
+import types
+
+MAIN_PID = os.getpid()
+# The protocol gets private copies of the original stdin and stdout; the user's code
+# gets /dev/null as stdin and pipes (read by this runner, capped) as stdout and stderr.
+PROTO_IN = os.fdopen(os.dup(0), "rb", buffering=0)
+PROTO_OUT = os.fdopen(os.dup(1), "wb", buffering=0)
+_devnull = os.open(os.devnull, os.O_RDONLY)
+os.dup2(_devnull, 0)
+os.close(_devnull)
+
+
+def send(message):
+    if os.getpid() != MAIN_PID:
+        # A process the user's code forked must never speak for the runner.
+        os._exit(0)
+    body = json.dumps(message, default=repr).encode("utf-8", "surrogatepass")
+    PROTO_OUT.write(b"%d\n" % len(body) + body)
+
+
+def _read_exact(n):
+    chunks = []
+    while n:
+        chunk = PROTO_IN.read(n)
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def receive():
+    header = b""
+    while not header.endswith(b"\n"):
+        byte = PROTO_IN.read(1)
+        if not byte:
+            raise EOFError
+        header += byte
+    return json.loads(_read_exact(int(header)))
+
+
+class CappedPipe:
+    """An fd the user's code (and its subprocesses) write to, read by a thread into a
+    buffer that keeps ``limit`` bytes and counts the rest."""
+
+    def __init__(self, fd, limit):
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, fd)
+        os.close(write_fd)
+        self.limit = limit
+        self.kept = bytearray()
+        self.dropped = 0
+        self._cond = threading.Condition()
+        self._marks = 0
+        self._reader = os.fdopen(read_fd, "rb", buffering=0)
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    _MARK = b"\x00codetape-drain\x00"
+
+    def _pump(self):
+        pending = b""
+        while True:
+            chunk = self._reader.read(65536)
+            if not chunk:
+                return
+            data = pending + chunk
+            with self._cond:
+                while self._MARK in data:
+                    before, data = data.split(self._MARK, 1)
+                    self._keep(before)
+                    self._marks += 1
+                    self._cond.notify_all()
+                # Hold back a tail that could be the start of a marker.
+                keep = len(data) - len(self._MARK) + 1
+                if keep > 0:
+                    self._keep(data[:keep])
+                    pending = data[keep:]
+                else:
+                    pending = data
+
+    def _keep(self, data):
+        room = self.limit - len(self.kept)
+        if room > 0:
+            self.kept += data[:room]
+        self.dropped += max(0, len(data) - max(room, 0))
+
+    def drain(self, fd):
+        """Wait until everything written to ``fd`` so far has been read."""
+        with self._cond:
+            target = self._marks + 1
+        os.write(fd, self._MARK)
+        with self._cond:
+            self._cond.wait_for(lambda: self._marks >= target, timeout=5)
+
+    def take(self):
+        with self._cond:
+            text = self.kept.decode("utf-8", "replace")
+            dropped = self.dropped
+            self.kept = bytearray()
+            self.dropped = 0
+        if dropped:
+            text += "\n[codetape: output capped, %d more bytes dropped]\n" % dropped
+        return text
+
+
+class FinalAnswer(BaseException):
+    """Raised by final_answer() to end the code action, as agents expect."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+
+class ToolError(Exception):
+    """A host tool raised; the message carries the host's exception type and text."""
+
+
+def _exception_class(name):
+    found = getattr(builtins, name, None)
+    if isinstance(found, type) and issubclass(found, Exception):
+        return found
+    return type(name, (ToolError,), {})
+
+
+def _jsonable(value):
+    try:
+        json.dumps(value)
+        return value, True
+    except (TypeError, ValueError):
+        return repr(value), False
+
+
+def _user_traceback(exc):
+    """The traceback without this runner's frames (they are "<string>": we run as -c)."""
+    te = traceback.TracebackException.from_exception(exc)
+    te.stack = traceback.StackSummary.from_list(
+        [frame for frame in te.stack if frame.filename != "<string>"])
+    return "".join(te.format())
+
+
+class Runner:
+    def __init__(self):
+        self.namespace = {"__name__": "__main__", "__builtins__": builtins}
+        self.sent = set()  # digests whose bytes the host already has
+        self.tools = []
+        self.cloudpickle = None
+        self.stdout = self.stderr = None
+        self.calls = 0
+        self.tool_lock = threading.Lock()
+
+    # -- set-up ------------------------------------------------------------------
+
+    def init(self, msg):
+        for name, source in msg["modules"]:
+            module = types.ModuleType(name)
+            module.__file__ = "<codetape:%s>" % name
+            if name.count(".") == 0:
+                module.__path__ = []
+            sys.modules[name] = module
+            exec(compile(source, module.__file__, "exec"), module.__dict__)
+        self.cloudpickle = sys.modules["cloudpickle"]
+        limit = int(msg.get("output_bytes", 1000000))
+        self.stdout = CappedPipe(1, limit)
+        self.stderr = CappedPipe(2, limit)
+        sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", buffering=0), write_through=True)
+        sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", buffering=0), write_through=True)
+        self.set_tools(msg.get("tools", []))
+        self.namespace["final_answer"] = self._final_answer
+        return {
+            "op": "ready",
+            "python": platform.python_version(),
+            "platform": "%s-%s" % (sys.platform, platform.machine()),
+            "uid": os.getuid(),
+        }
+
+    def set_tools(self, names):
+        self.tools = list(names)
+        for name in names:
+            self.namespace[name] = self._tool_stub(name)
+
+    def _tool_stub(self, name):
+        runner = self
+
+        def call_tool(*args, **kwargs):
+            try:
+                payload = json.dumps({"args": args, "kwargs": kwargs})
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    "arguments of tool %r must be JSON-serializable: %s" % (name, exc)
+                ) from None
+            with runner.tool_lock:  # one call at a time on the channel, even from threads
+                runner.calls += 1
+                sys.stdout.flush()
+                sys.stderr.flush()
+                send({"op": "tool_call", "id": runner.calls, "name": name, "payload": payload})
+                reply = receive()
+            if reply.get("error"):
+                err = reply["error"]
+                raise _exception_class(err["type"])(err["message"])
+            return reply.get("result")
+
+        call_tool.__name__ = name
+        call_tool.__qualname__ = name
+        call_tool.__codetape_tool__ = True
+        return call_tool
+
+    @staticmethod
+    def _final_answer(value):
+        raise FinalAnswer(value)
+
+    # -- state ---------------------------------------------------------------------
+
+    def snapshot(self):
+        # Values go out only when the host lacks them: the host keeps the bytes of the
+        # previous snapshot, so "sent" is exactly that snapshot's digests.
+        state, sent = {}, set()
+        for name, value in list(self.namespace.items()):
+            if name.startswith("__") or isinstance(value, types.ModuleType):
+                continue
+            if getattr(value, "__codetape_tool__", False) or value is self._final_answer:
+                continue
+            state[name] = var = self._variable(value, with_data=True)
+            if var["digest"]:
+                sent.add(var["digest"])
+        self.sent = sent
+        return state
+
+    def _variable(self, value, with_data=False):
+        cls = type(value)
+        kind = cls.__qualname__ if cls.__module__ == "builtins" else "%s.%s" % (
+            cls.__module__, cls.__qualname__)
+        try:
+            shown = repr(value)
+        except Exception as exc:
+            shown = "<%s: repr failed: %s>" % (kind, type(exc).__name__)
+        if len(shown) > 300:
+            shown = shown[:299] + "\u2026"
+        try:
+            data = self.cloudpickle.dumps(value, protocol=4)
+        except Exception as exc:
+            return {"type": kind, "preview": shown, "size": 0, "digest": None,
+                    "reason": "cannot be serialized: %s: %s" % (type(exc).__name__, exc)}
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        var = {"type": kind, "preview": shown, "size": len(data), "digest": digest}
+        if with_data and digest not in self.sent:
+            var["data"] = base64.b64encode(data).decode("ascii")
+        return var
+
+    def set_vars(self, msg):
+        for name, encoded in msg["vars"].items():
+            data = base64.b64decode(encoded)
+            self.namespace[name] = self.cloudpickle.loads(data)
+            self.sent.add("sha256:" + hashlib.sha256(data).hexdigest())
+        return {"op": "state", "state": self.snapshot()}
+
+    # -- running code ----------------------------------------------------------------
+
+    def run(self, msg):
+        code = msg["code"]
+        if msg.get("seed") is not None:
+            random.seed(msg["seed"])
+        reply = {"op": "result", "status": "ok", "has_result": False}
+        try:
+            tree = ast.parse(code, "<code action>", "exec")
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = ast.Expression(tree.body.pop().value)
+            exec(compile(tree, "<code action>", "exec"), self.namespace)
+            if last is not None:
+                value = eval(compile(last, "<code action>", "eval"), self.namespace)
+                if value is not None:
+                    reply["has_result"] = True
+                    reply["result_type"] = type(value).__name__
+                    reply["result"] = self._variable(value)["preview"]
+        except FinalAnswer as done:
+            value, is_json = _jsonable(done.value)
+            reply["final_answer"] = {"value": value, "json": is_json,
+                                     "type": type(done.value).__name__}
+        except BaseException as exc:  # the user's error, reported, never fatal here
+            reply["status"] = "error"
+            reply["error"] = {
+                "type": type(exc).__name__,
+                "message": str(exc),
+                "traceback": _user_traceback(exc),
+            }
+        reply["stdout"], reply["stderr"] = self._output()
+        reply["state"] = self.snapshot()
+        return reply
+
+    def _output(self):
+        for stream, fd, pipe in ((sys.stdout, 1, self.stdout), (sys.stderr, 2, self.stderr)):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+            pipe.drain(fd)
+        return self.stdout.take(), self.stderr.take()
+
+    def serve(self):
+        handlers = {"init": self.init, "run": self.run, "set_vars": self.set_vars,
+                    "snapshot": lambda msg: {"op": "state", "state": self.snapshot()},
+                    "set_tools": lambda msg: (self.set_tools(msg["tools"]), {"op": "ok"})[1]}
+        while True:
+            try:
+                msg = receive()
+            except EOFError:
+                return
+            handler = handlers.get(msg.get("op"))
+            if handler is None:
+                send({"op": "fatal", "message": "unknown op %r" % msg.get("op")})
+                continue
+            try:
+                send(handler(msg))
+            except Exception as exc:
+                send({"op": "fatal", "message": "%s: %s" % (type(exc).__name__, exc),
+                      "traceback": traceback.format_exc()})
+
+
+if __name__ == "__main__":
+    Runner().serve()
