@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import random
+import reprlib
 import sys
 import threading
 import traceback
@@ -153,6 +154,14 @@ def _jsonable(value):
         return repr(value), False
 
 
+# Previews are long here on purpose: the host redacts secrets and only then shortens
+# them, so a secret is never cut in two before it can be recognised.
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 4000
+_repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = 12
+_repr.maxlevel = 3
+
+
 def _user_traceback(exc):
     """The traceback without this runner's frames (they are "<string>": we run as -c)."""
     te = traceback.TracebackException.from_exception(exc)
@@ -253,11 +262,9 @@ class Runner:
         kind = cls.__qualname__ if cls.__module__ == "builtins" else "%s.%s" % (
             cls.__module__, cls.__qualname__)
         try:
-            shown = repr(value)
+            shown = _repr.repr(value)
         except Exception as exc:
             shown = "<%s: repr failed: %s>" % (kind, type(exc).__name__)
-        if len(shown) > 300:
-            shown = shown[:299] + "\u2026"
         try:
             data = self.cloudpickle.dumps(value, protocol=4)
         except Exception as exc:

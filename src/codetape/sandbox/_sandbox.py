@@ -22,7 +22,7 @@ from ..schemas import ErrorInfo, Limits, StepResult, StepStatus, VariableSnapsho
 from ..schemas import attributes as A
 from ..store import digest_of
 from ..tracer import RunRecorder, StepRecorder, current_run, record_tool_call, runtime
-from ..tracer._state import Snapshotter, State, Variable, preview
+from ..tracer._state import PREVIEW_CHARS, Snapshotter, State, Variable
 from ._backends import Backend, DockerBackend, LocalBackend
 from ._protocol import Channel, ChannelClosed, ChannelTimeout
 
@@ -49,6 +49,10 @@ def _tool_name(tool: Callable[..., Any]) -> str:
     if not isinstance(name, str) or not name.isidentifier():
         raise SandboxError(f"tool {tool!r} has no usable name (give it a __name__)")
     return name
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _jsonable(value: object) -> object:
@@ -90,11 +94,7 @@ class Sandbox:
         self.hash_seed = hash_seed if hash_seed is not None else random.randrange(2**32)
         self.seed = seed if seed is not None else random.randrange(2**32)
         self._tools: dict[str, Callable[..., Any]] = {}
-        for tool in tools:
-            # A @codetape.tool wrapper would record the call a second time.
-            self._tools[_tool_name(tool)] = getattr(tool, "__wrapped__", tool) if getattr(
-                tool, "__codetape_tool__", False
-            ) else tool
+        self._add_tools({_tool_name(tool): tool for tool in tools})
         self._backend: Backend
         if backend == "docker":
             self.image = image or default_image()
@@ -194,6 +194,22 @@ class Sandbox:
         self._process = None
         self._channel = None
 
+    def _add_tools(self, tools: Mapping[str, Callable[..., Any]]) -> None:
+        for name, tool in tools.items():
+            if not name.isidentifier():
+                raise SandboxError(f"tool name {name!r} is not a valid Python name")
+            # A @codetape.tool wrapper would record each call a second time.
+            if getattr(tool, "__codetape_tool__", False):
+                tool = getattr(tool, "__wrapped__", tool)
+            self._tools[name] = tool
+
+    def add_tools(self, tools: Mapping[str, Callable[..., Any]]) -> None:
+        """Make more host functions callable inside the sandbox, by the given names."""
+        self._add_tools(tools)
+        if self._channel is not None:
+            self._channel.send({"op": "set_tools", "tools": sorted(self._tools)})
+            self._expect(self._channel.receive(time.monotonic() + _STARTUP_TIMEOUT_S))
+
     # -- identity and state ------------------------------------------------------
 
     def _identity(self) -> dict[str, Any]:
@@ -211,7 +227,7 @@ class Sandbox:
         variables: dict[str, Variable] = {}
         kept: dict[str, bytes] = {}
         for name, var in raw.items():
-            shown = rt.redactor.text(str(var.get("preview", "")))[:300]
+            shown = _cut(rt.redactor.text(str(var.get("preview", ""))), PREVIEW_CHARS)
             kind = str(var.get("type", "?"))
             if var.get("data") is not None:
                 data = base64.b64decode(var["data"])
@@ -345,7 +361,9 @@ class Sandbox:
             status=status,
             stdout=rt.redactor.text(stdout),
             stderr=rt.redactor.text(stderr),
-            result=rt.redactor.text(reply["result"]) if reply.get("has_result") else None,
+            result=_cut(rt.redactor.text(reply["result"]), PREVIEW_CHARS)
+            if reply.get("has_result")
+            else None,
             result_type=reply.get("result_type"),
             error=error,
             has_final_answer=final is not None,

@@ -1,9 +1,9 @@
 """Ingestion: moving spool records into DuckDB, idempotently.
 
-One short transaction per spool file. DuckDB parses the JSON lines itself (far faster
-than Python would), the primary keys make a second ingestion of the same lines a
-no-op, and the per-file offset is committed with the rows, so a crash between two
-steps never loses or doubles a record. A file whose writer has died is consumed to
+One short transaction per pass over the pending spool files. DuckDB parses the JSON
+lines itself, all files in one parallel scan (far faster than Python would), the
+primary keys make a second ingestion of the same lines a no-op, and each file's offset
+is committed with its rows, so a crash at any point never loses or doubles a record. A file whose writer has died is consumed to
 its end (a partial last line is torn for good: it is skipped and counted) and moved
 to ``spool/done``, where ``codetape doctor --rebuild`` can read it again.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,7 @@ FROM batch WHERE t = 'span' AND trace_id IS NOT NULL AND span_id IS NOT NULL
 _RUN_COLUMNS = f"""
     trace_id, span_id, {_attr(A.GEN_AI_AGENT_NAME)}, {_attr(A.RUN_TASK)}, {{status}},
     start_ns, {{end}}, {_attr(A.RUN_FINAL_ANSWER)}, {_attr(A.RUN_REPLAY_OF)},
-    {_attr(A.ERROR_TYPE)}, {{message}}, ?
+    {_attr(A.ERROR_TYPE)}, {{message}}, spool
 """
 
 # A run's "start" record makes it visible while it runs (and as incomplete if its
@@ -94,9 +95,23 @@ class IngestStats:
     finished_files: list[str] = field(default_factory=list)
 
 
-def _ingest_file(
-    con: duckdb.DuckDBPyConnection, home: Path, path: Path, stats: IngestStats
-) -> None:
+@dataclass
+class _Pending:
+    """One spool file's unread part, copied out for DuckDB to parse."""
+
+    path: Path
+    alive: bool
+    offset: int
+    end: int  # the new offset once this part is ingested
+    torn: int
+    bad: int
+    copy: Path | None
+    new_torn: int
+
+
+def _collect(
+    con: duckdb.DuckDBPyConnection, path: Path, scratch: Path
+) -> _Pending | None:
     # Decide liveness before reading: if the writer is gone now, nothing can be
     # appended after our read, so everything up to EOF is final.
     alive = writer_alive(path)
@@ -104,6 +119,7 @@ def _ingest_file(
         'SELECT "offset", torn_lines, bad_lines FROM ingest_files WHERE name = ?', [path.name]
     ).fetchone()
     offset, torn, bad = row if row else (0, 0, 0)
+    old_torn = torn
     with path.open("rb") as f:
         f.seek(offset)
         data = f.read()
@@ -113,69 +129,92 @@ def _ingest_file(
         torn += 1  # a line the dead writer never finished
         end = len(data)
     if not chunk and alive:
-        return
-
-    tmp = home / "tmp" / f"ingest-{uuid.uuid4().hex}.jsonl"
+        return None
+    copy = None
     if chunk:
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(chunk)
+        # A copy, named as the spool file: a live writer may append while DuckDB reads.
+        copy = scratch / path.name
+        copy.write_bytes(chunk)
+    return _Pending(path, alive, offset, offset + end, torn, bad, copy, torn - old_torn)
+
+
+def _ingest_batch(
+    con: duckdb.DuckDBPyConnection, pending: list[_Pending], stats: IngestStats
+) -> None:
+    copies = [str(p.copy) for p in pending if p.copy is not None]
+    con.execute("BEGIN TRANSACTION")
     try:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            if chunk:
-                con.execute(
-                    "CREATE TEMP TABLE batch AS SELECT * FROM read_json(?, "
-                    f"format='newline_delimited', columns={_COLUMNS}, ignore_errors=true)",
-                    [str(tmp)],
-                )
-                total, bad_now = con.execute(
-                    "SELECT count(*), count(*) FILTER (WHERE t IS NULL) FROM batch"
-                ).fetchone() or (0, 0)
-                bad += bad_now
-                stats.records += total - bad_now
-                con.execute(_INSERT_BLOBS)
-                con.execute(_INSERT_SPANS)
-                con.execute(_INSERT_RUN_STARTS, [path.name])
-                con.execute(_UPSERT_RUN_ENDS, [path.name])
-                con.execute(_INSERT_STEPS)
-                con.execute("DROP TABLE batch")
-            if not alive:
+        bad_now: dict[str, int] = {}
+        if copies:
+            # One read_json over every file: DuckDB parses them in parallel.
+            con.execute(
+                "CREATE TEMP TABLE batch AS SELECT *, regexp_extract(filename, '[^/]+$') AS "
+                f"spool FROM read_json(?, format='newline_delimited', columns={_COLUMNS}, "
+                "ignore_errors=true, filename=true)",
+                [copies],
+            )
+            for spool, total, bad in con.execute(
+                "SELECT spool, count(*), count(*) FILTER (WHERE t IS NULL) FROM batch "
+                "GROUP BY spool"
+            ).fetchall():
+                bad_now[spool] = bad
+                stats.records += total - bad
+            con.execute(_INSERT_BLOBS)
+            con.execute(_INSERT_SPANS)
+            con.execute(_INSERT_RUN_STARTS)
+            con.execute(_UPSERT_RUN_ENDS)
+            con.execute(_INSERT_STEPS)
+            con.execute("DROP TABLE batch")
+        for p in pending:
+            if not p.alive:
                 con.execute(
                     "UPDATE runs SET status = 'incomplete' WHERE spool = ? AND status = 'running'",
-                    [path.name],
+                    [p.path.name],
                 )
+            bad = p.bad + bad_now.get(p.path.name, 0)
             con.execute(
                 "INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
-                [path.name, offset + end, torn, bad, not alive],
+                [p.path.name, p.end, p.torn, bad, not p.alive],
             )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-    finally:
-        tmp.unlink(missing_ok=True)
-    stats.files += 1
-    stats.torn_lines += torn - (row[1] if row else 0)
-    stats.bad_lines += bad - (row[2] if row else 0)
-    if not alive and path.parent != done_dir(home):
-        target = done_dir(home)
-        target.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target / path.name)
-        stats.finished_files.append(path.name)
+            stats.bad_lines += bad - p.bad
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def ingest(home: Path, *, wait_s: float = 10.0, files: list[Path] | None = None) -> IngestStats:
-    """Move every pending spool record under ``home`` into DuckDB.
+    """Move every pending spool record under ``home`` into DuckDB, in one transaction.
 
     Raises :class:`~codetape.errors.StoreBusyError` when another process holds the
     database for longer than ``wait_s``.
     """
     stats = IngestStats()
-    pending = files if files is not None else sorted(live_dir(home).glob("*.jsonl"))
-    with connect(home, read_only=False, wait_s=wait_s) as con:
-        for path in pending:
-            with contextlib.suppress(FileNotFoundError):  # another ingester finished it
-                _ingest_file(con, home, path, stats)
+    paths = files if files is not None else sorted(live_dir(home).glob("*.jsonl"))
+    if not paths and (home / DB_NAME).exists():
+        return stats
+    scratch = home / "tmp" / f"ingest-{uuid.uuid4().hex}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        with connect(home, read_only=False, wait_s=wait_s) as con:
+            pending: list[_Pending] = []
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):  # another ingester finished it
+                    item = _collect(con, path, scratch)
+                    if item is not None:
+                        pending.append(item)
+                        stats.torn_lines += item.new_torn
+            if pending:
+                _ingest_batch(con, pending, stats)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    stats.files = len(pending)
+    for p in pending:
+        if not p.alive and p.path.parent != done_dir(home):
+            target = done_dir(home)
+            target.mkdir(parents=True, exist_ok=True)
+            os.replace(p.path, target / p.path.name)
+            stats.finished_files.append(p.path.name)
     return stats
 
 

@@ -26,7 +26,7 @@ from ..schemas import attributes as A
 from ..store import try_ingest
 from ._config import Runtime, runtime
 from ._errors import internal_errors
-from ._state import Snapshotter, State, preview, type_name
+from ._state import PREVIEW_CHARS, Snapshotter, State, preview, type_name
 
 __all__ = [
     "RunRecorder",
@@ -252,7 +252,7 @@ class StepRecorder:
             if has_result:
                 attrs[A.RESULT_TYPE] = result_type or type_name(result)
                 attrs[A.RESULT_PREVIEW] = (
-                    rt.redactor.text(result_preview)
+                    _cut(rt.redactor.text(result_preview), PREVIEW_CHARS)
                     if result_preview is not None
                     else preview(result, rt.redactor)
                 )

@@ -27,11 +27,22 @@ _IMMUTABLE = (bytes, str, int, float, complex, bool, frozenset, range, type(None
 # Scalars pickle the same with the C pickler, at a fraction of cloudpickle's set-up cost.
 _SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
 
-_repr = reprlib.Repr()
-_repr.maxstring = 200
-_repr.maxother = 200
-_repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = 12
-_repr.maxlevel = 3
+class _RedactingRepr(reprlib.Repr):
+    """reprlib, but strings are redacted before they are shortened: shortening cuts
+    out the middle, and a secret cut in two would match no pattern."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+        self.maxstring = self.maxother = 200
+        self.maxlist = self.maxtuple = self.maxset = self.maxdict = 12
+        self.maxlevel = 3
+
+    def repr_str(self, x: str, level: int) -> str:
+        return super().repr_str(self.redactor.text(x), level)
+
+
+_reprs: dict[int, tuple[Redactor, _RedactingRepr]] = {}
 
 
 def type_name(value: object) -> str:
@@ -41,11 +52,14 @@ def type_name(value: object) -> str:
 
 
 def preview(value: object, redactor: Redactor, limit: int = PREVIEW_CHARS) -> str:
+    entry = _reprs.get(id(redactor))
+    if entry is None or entry[0] is not redactor:
+        entry = _reprs[id(redactor)] = (redactor, _RedactingRepr(redactor))
     try:
         if type(value) in _SCALARS and not isinstance(value, (str, bytes)):
             text = repr(value)
         else:
-            text = _repr.repr(value)
+            text = entry[1].repr(value)
     except Exception as exc:  # a broken __repr__ is the user's, not ours to raise
         text = f"<{type_name(value)}: repr failed: {type(exc).__name__}>"
     text = redactor.text(text)
