@@ -6,6 +6,7 @@ recording what it does is the ``Sandbox``'s job, the same for every backend.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -102,9 +103,10 @@ class DockerBackend(Backend):
         self.repo_digests: list[str] = list(attrs.get("RepoDigests") or [])
         layers = (attrs.get("RootFS") or {}).get("Layers") or []
         self.layers_digest = "sha256:" + hashlib.sha256("\n".join(layers).encode()).hexdigest()
-        self._docker = shutil.which("docker")
-        if self._docker is None:
+        docker_cli = shutil.which("docker")
+        if docker_cli is None:
             raise DockerUnavailableError("the docker command is not on PATH")
+        self._docker: str = docker_cli
         self._names: dict[int, str] = {}
 
     def identity(self) -> dict[str, Any]:
@@ -120,23 +122,42 @@ class DockerBackend(Backend):
         limits = self.limits
         name = f"codetape-{(run_id or 'norun')[:12]}-{uuid.uuid4().hex[:6]}"
         args = [
-            self._docker, "run", "-i", "--name", name,
-            "--label", f"{LABEL}=1",
-            "--label", f"{LABEL}.run_id={run_id}",
-            "--label", f"{LABEL}.host={socket.gethostname()}",
-            "--label", f"{LABEL}.pid={os.getpid()}",
-            "--network", "none",
+            self._docker,
+            "run",
+            "-i",
+            "--name",
+            name,
+            "--label",
+            f"{LABEL}=1",
+            "--label",
+            f"{LABEL}.run_id={run_id}",
+            "--label",
+            f"{LABEL}.host={socket.gethostname()}",
+            "--label",
+            f"{LABEL}.pid={os.getpid()}",
+            "--network",
+            "none",
             "--read-only",
-            "--tmpfs", f"/tmp:rw,nosuid,nodev,noexec,size={limits.tmpfs},mode=1777",
-            "--cap-drop", "ALL",
-            "--security-opt", "no-new-privileges",
-            "--user", "65534:65534",
-            "--pids-limit", str(limits.pids),
-            "--memory", limits.memory,
-            "--memory-swap", limits.memory,
-            "--cpus", str(limits.cpus),
-            "--workdir", "/tmp",
-            "--log-driver", "none",
+            "--tmpfs",
+            f"/tmp:rw,nosuid,nodev,noexec,size={limits.tmpfs},mode=1777",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--user",
+            "65534:65534",
+            "--pids-limit",
+            str(limits.pids),
+            "--memory",
+            limits.memory,
+            "--memory-swap",
+            limits.memory,
+            "--cpus",
+            str(limits.cpus),
+            "--workdir",
+            "/tmp",
+            "--log-driver",
+            "none",
         ]
         for key, value in env.items():
             args += ["--env", f"{key}={value}"]
@@ -160,10 +181,8 @@ class DockerBackend(Backend):
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         container = self._container(process)
         if container is not None:
-            try:
+            with contextlib.suppress(Exception):  # already stopped
                 container.kill()
-            except Exception:
-                pass  # already stopped
         process.kill()
         process.wait()
 
@@ -179,10 +198,8 @@ class DockerBackend(Backend):
     def cleanup(self, process: subprocess.Popen[bytes]) -> None:
         container = self._container(process)
         if container is not None:
-            try:
+            with contextlib.suppress(Exception):
                 container.remove(force=True)
-            except Exception:
-                pass
         if process.poll() is None:
             process.kill()
             process.wait()
@@ -218,17 +235,19 @@ class LocalBackend(Backend):
         full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": workdir, **env}
         process = subprocess.Popen(
             [sys.executable, "-s", "-u", "-c", runner_source()],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=workdir, env=full_env, start_new_session=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=workdir,
+            env=full_env,
+            start_new_session=True,
         )
         self._dirs[process.pid] = workdir
         return process
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait()
 
     def cleanup(self, process: subprocess.Popen[bytes]) -> None:

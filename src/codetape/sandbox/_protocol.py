@@ -25,7 +25,8 @@ class Channel:
     code action that never returns cannot hang the host."""
 
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        assert process.stdin is not None and process.stdout is not None
+        assert process.stdin is not None
+        assert process.stdout is not None
         self.process = process
         self._in: IO[bytes] = process.stdin
         self._out = process.stdout.fileno()

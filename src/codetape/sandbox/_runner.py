@@ -166,7 +166,8 @@ def _user_traceback(exc):
     """The traceback without this runner's frames (they are "<string>": we run as -c)."""
     te = traceback.TracebackException.from_exception(exc)
     te.stack = traceback.StackSummary.from_list(
-        [frame for frame in te.stack if frame.filename != "<string>"])
+        [frame for frame in te.stack if frame.filename != "<string>"]
+    )
     return "".join(te.format())
 
 
@@ -259,8 +260,11 @@ class Runner:
 
     def _variable(self, value, with_data=False):
         cls = type(value)
-        kind = cls.__qualname__ if cls.__module__ == "builtins" else "%s.%s" % (
-            cls.__module__, cls.__qualname__)
+        kind = (
+            cls.__qualname__
+            if cls.__module__ == "builtins"
+            else "%s.%s" % (cls.__module__, cls.__qualname__)
+        )
         try:
             shown = _repr.repr(value)
         except Exception as exc:
@@ -268,8 +272,13 @@ class Runner:
         try:
             data = self.cloudpickle.dumps(value, protocol=4)
         except Exception as exc:
-            return {"type": kind, "preview": shown, "size": 0, "digest": None,
-                    "reason": "cannot be serialized: %s: %s" % (type(exc).__name__, exc)}
+            return {
+                "type": kind,
+                "preview": shown,
+                "size": 0,
+                "digest": None,
+                "reason": "cannot be serialized: %s: %s" % (type(exc).__name__, exc),
+            }
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         var = {"type": kind, "preview": shown, "size": len(data), "digest": digest}
         if with_data and digest not in self.sent:
@@ -304,8 +313,11 @@ class Runner:
                     reply["result"] = self._variable(value)["preview"]
         except FinalAnswer as done:
             value, is_json = _jsonable(done.value)
-            reply["final_answer"] = {"value": value, "json": is_json,
-                                     "type": type(done.value).__name__}
+            reply["final_answer"] = {
+                "value": value,
+                "json": is_json,
+                "type": type(done.value).__name__,
+            }
         except BaseException as exc:  # the user's error, reported, never fatal here
             reply["status"] = "error"
             reply["error"] = {
@@ -327,9 +339,13 @@ class Runner:
         return self.stdout.take(), self.stderr.take()
 
     def serve(self):
-        handlers = {"init": self.init, "run": self.run, "set_vars": self.set_vars,
-                    "snapshot": lambda msg: {"op": "state", "state": self.snapshot()},
-                    "set_tools": lambda msg: (self.set_tools(msg["tools"]), {"op": "ok"})[1]}
+        handlers = {
+            "init": self.init,
+            "run": self.run,
+            "set_vars": self.set_vars,
+            "snapshot": lambda msg: {"op": "state", "state": self.snapshot()},
+            "set_tools": lambda msg: (self.set_tools(msg["tools"]), {"op": "ok"})[1],
+        }
         while True:
             try:
                 msg = receive()
@@ -342,8 +358,13 @@ class Runner:
             try:
                 send(handler(msg))
             except Exception as exc:
-                send({"op": "fatal", "message": "%s: %s" % (type(exc).__name__, exc),
-                      "traceback": traceback.format_exc()})
+                send(
+                    {
+                        "op": "fatal",
+                        "message": "%s: %s" % (type(exc).__name__, exc),
+                        "traceback": traceback.format_exc(),
+                    }
+                )
 
 
 if __name__ == "__main__":

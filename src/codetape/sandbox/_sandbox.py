@@ -96,6 +96,7 @@ class Sandbox:
         self._tools: dict[str, Callable[..., Any]] = {}
         self._add_tools({_tool_name(tool): tool for tool in tools})
         self._backend: Backend
+        self.image: str | None
         if backend == "docker":
             self.image = image or default_image()
             self._backend = DockerBackend(self.image, self.limits)
@@ -168,7 +169,8 @@ class Sandbox:
         process = self._process
         if process is None or process.stderr is None or process.poll() is None:
             return ""
-        return process.stderr.read().decode("utf-8", "replace").strip()[-2000:]
+        data: bytes = process.stderr.read()
+        return data.decode("utf-8", "replace").strip()[-2000:]
 
     @staticmethod
     def _expect(message: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +179,8 @@ class Sandbox:
         return message
 
     def _restore(self) -> None:
-        assert self._channel is not None and self._state is not None
+        assert self._channel is not None
+        assert self._state is not None
         values = {
             name: base64.b64encode(self._bytes[var.digest]).decode("ascii")
             for name, var in self._state.variables.items()
@@ -235,14 +238,24 @@ class Sandbox:
                 data = self._bytes[var["digest"]]
             else:
                 reason = var.get("reason") or "the sandbox did not send this value"
-                variables[name] = Variable(kind, None, int(var.get("size") or 0), shown, False,
-                                           rt.redactor.text(str(reason))[:300])
+                variables[name] = Variable(
+                    kind,
+                    None,
+                    int(var.get("size") or 0),
+                    shown,
+                    False,
+                    rt.redactor.text(str(reason))[:300],
+                )
                 continue
             digest = digest_of(data)
             kept[digest] = data
             if rt.redactor.contains_secret(data):
                 variables[name] = Variable(
-                    kind, None, len(data), shown, False,
+                    kind,
+                    None,
+                    len(data),
+                    shown,
+                    False,
                     "holds a secret, so its value was not stored (configure(redact=False) "
                     "stores it)",
                 )
@@ -381,14 +394,15 @@ class Sandbox:
         except (ValueError, AttributeError) as exc:
             return {"op": "tool_result", "error": {"type": "ValueError", "message": str(exc)}}
         if tool is None:
-            return {"op": "tool_result",
-                    "error": {"type": "NameError", "message": f"no tool named {name!r}"}}
+            return {
+                "op": "tool_result",
+                "error": {"type": "NameError", "message": f"no tool named {name!r}"},
+            }
         arguments = _bind(tool, args, kwargs)
         try:
             result = record_tool_call(name, arguments, lambda: tool(*args, **kwargs), step=step)
         except Exception as exc:
-            return {"op": "tool_result",
-                    "error": {"type": type(exc).__name__, "message": str(exc)}}
+            return {"op": "tool_result", "error": {"type": type(exc).__name__, "message": str(exc)}}
         return {"op": "tool_result", "result": _jsonable(result)}
 
     def __repr__(self) -> str:

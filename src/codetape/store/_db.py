@@ -102,8 +102,7 @@ def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnecti
                 raise _corrupt(path, exc) from exc
             if time.monotonic() >= deadline:
                 raise StoreBusyError(
-                    f"the store database {path} stayed locked by another process for "
-                    f"{wait_s:.1f}s",
+                    f"the store database {path} stayed locked by another process for {wait_s:.1f}s",
                     path=path,
                     hint="another codetape process is ingesting; try again in a moment",
                 ) from exc

@@ -3,9 +3,10 @@
 One short transaction per pass over the pending spool files. DuckDB parses the JSON
 lines itself, all files in one parallel scan (far faster than Python would), the
 primary keys make a second ingestion of the same lines a no-op, and each file's offset
-is committed with its rows, so a crash at any point never loses or doubles a record. A file whose writer has died is consumed to
-its end (a partial last line is torn for good: it is skipped and counted) and moved
-to ``spool/done``, where ``codetape doctor --rebuild`` can read it again.
+is committed with its rows, so a crash at any point never loses or doubles a record.
+A file whose writer has died is consumed to its end (a partial last line is torn for
+good: it is skipped and counted) and moved to ``spool/done``, where ``codetape doctor
+--rebuild`` can read it again.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ _INSERT_STEPS = f"""
 INSERT OR IGNORE INTO steps
 SELECT trace_id, span_id, CAST(v[1] AS INTEGER), v[2], start_ns, end_ns, v[3], v[4], v[5]
 FROM (
-    SELECT trace_id, span_id, start_ns, end_ns, json_extract_string(attributes, [{_STEP_PATHS}]) AS v
+    SELECT trace_id, span_id, start_ns, end_ns,
+           json_extract_string(attributes, [{_STEP_PATHS}]) AS v
     FROM batch WHERE t = 'span' AND name = '{A.SPAN_EXECUTE_CODE}'
 )
 """
@@ -109,9 +111,7 @@ class _Pending:
     new_torn: int
 
 
-def _collect(
-    con: duckdb.DuckDBPyConnection, path: Path, scratch: Path
-) -> _Pending | None:
+def _collect(con: duckdb.DuckDBPyConnection, path: Path, scratch: Path) -> _Pending | None:
     # Decide liveness before reading: if the writer is gone now, nothing can be
     # appended after our read, so everything up to EOF is final.
     alive = writer_alive(path)
@@ -228,8 +228,9 @@ def rebuild(home: Path) -> tuple[Path | None, IngestStats]:
     kept: Path | None = None
     if db.exists():
         n = 1
-        while (kept := db.with_name(f"{DB_NAME}.old-{n}")).exists():
+        while db.with_name(f"{DB_NAME}.old-{n}").exists():
             n += 1
+        kept = db.with_name(f"{DB_NAME}.old-{n}")
         os.replace(db, kept)
         wal = db.with_name(DB_NAME + ".wal")
         if wal.exists():

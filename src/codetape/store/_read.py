@@ -183,9 +183,12 @@ class Store:
         )
         steps = self._assemble(full, spans)
         if not steps:
-            available = [r[0] for r in self._query(
-                "SELECT step_index FROM steps WHERE run_id = ? ORDER BY step_index", [full]
-            )]
+            available = [
+                r[0]
+                for r in self._query(
+                    "SELECT step_index FROM steps WHERE run_id = ? ORDER BY step_index", [full]
+                )
+            ]
             raise StepNotFoundError(full, index, available)
         return steps[0]
 
@@ -201,9 +204,7 @@ class Store:
         steps = [self._step(run_id, s, children.get(s[0], [])) for s in code_spans]
         return sorted(steps, key=lambda s: s.index)
 
-    def _step(
-        self, run_id: str, span: tuple[Any, ...], tool_spans: list[tuple[Any, ...]]
-    ) -> Step:
+    def _step(self, run_id: str, span: tuple[Any, ...], tool_spans: list[tuple[Any, ...]]) -> Step:
         span_id, _, _, start_ns, end_ns, _, status_message, raw = span
         attrs: dict[str, Any] = json.loads(raw) if raw else {}
         error = None

@@ -14,6 +14,7 @@ gone, so the file will not grow again and a partial last line is torn for good.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -76,10 +77,8 @@ class SpoolWriter:
 
     def _forget_after_fork(self) -> None:
         if self._fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._fd)  # also drops the inherited lock in this child
-            except OSError:
-                pass
         self._fd = None
         self.path = None
         self._pending = []

@@ -92,7 +92,8 @@ def _otlp_processor(target: OtlpTarget) -> SpanProcessor:
         except ImportError as exc:
             raise ConfigError(
                 "OTLP over grpc needs the grpc exporter",
-                hint="pip install 'codetape[grpc]', or use OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+                hint="pip install 'codetape[grpc]', "
+                "or use OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
             ) from exc
         return BatchSpanProcessor(GrpcExporter(endpoint=target.endpoint))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -15,7 +15,6 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from ..schemas import attributes as A
 from ._capture import Captured, capture_output
-from ._config import runtime
 from ._errors import internal_errors
 from ._fingerprint import host_fingerprint
 from ._recording import (

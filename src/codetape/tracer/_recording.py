@@ -76,8 +76,11 @@ def _record_exception(span: Span, rt: Runtime, exc: BaseException) -> tuple[str,
     stack = rt.redactor.text(format_exception(exc))
     span.add_event(
         "exception",
-        {"exception.type": etype, "exception.message": _cut(message, 2000),
-         "exception.stacktrace": _cut(stack, 8000)},
+        {
+            "exception.type": etype,
+            "exception.message": _cut(message, 2000),
+            "exception.stacktrace": _cut(stack, 8000),
+        },
     )
     span.set_attribute(A.ERROR_TYPE, etype)
     span.set_attribute(A.ERROR_MESSAGE, _cut(message, 2000))
@@ -92,9 +95,7 @@ class RunRecorder:
     set while the run is open; ``@agent`` sets it to the function's return value.
     """
 
-    def __init__(
-        self, name: str, task: str | None = None, *, replay_of: str | None = None
-    ) -> None:
+    def __init__(self, name: str, task: str | None = None, *, replay_of: str | None = None) -> None:
         self.name = name
         self.task = task
         self.replay_of = replay_of

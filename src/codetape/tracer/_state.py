@@ -27,6 +27,7 @@ _IMMUTABLE = (bytes, str, int, float, complex, bool, frozenset, range, type(None
 # Scalars pickle the same with the C pickler, at a fraction of cloudpickle's set-up cost.
 _SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
 
+
 class _RedactingRepr(reprlib.Repr):
     """reprlib, but strings are redacted before they are shortened: shortening cuts
     out the middle, and a secret cut in two would match no pattern."""
@@ -144,8 +145,11 @@ class Snapshotter:
             return Variable(kind, None, 0, shown, False, self._redactor.text(reason)[:300])
         if self._redactor.contains_secret(data):
             return Variable(
-                kind, None, len(data), shown, False,
-                "holds a secret, so its value was not stored (configure(redact=False) "
-                "stores it)",
+                kind,
+                None,
+                len(data),
+                shown,
+                False,
+                "holds a secret, so its value was not stored (configure(redact=False) stores it)",
             )
         return Variable(kind, self._blobs.put(data, digest_of(data)), len(data), shown, True)
