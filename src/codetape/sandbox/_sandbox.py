@@ -412,6 +412,11 @@ class Sandbox:
 
 def _bind(tool: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     """Arguments by parameter name, for the record."""
+    # A smolagents Tool is called through __call__(*args, **kwargs); its parameters
+    # are the keys of its ``inputs``, in order.
+    inputs = getattr(tool, "inputs", None)
+    if isinstance(inputs, dict) and len(args) <= len(inputs):
+        return {**dict(zip(inputs, args, strict=False)), **kwargs}
     try:
         return dict(inspect.signature(tool).bind(*args, **kwargs).arguments)
     except (TypeError, ValueError):
