@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,7 +74,13 @@ CREATE TABLE IF NOT EXISTS ingest_files (
 );
 """
 
-_LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
+_LOCK_MARKERS = (
+    "Could not set lock",
+    "Conflicting lock",
+    "database is locked",
+    # Another connection of this process has the file open in the other mode.
+    "different configuration than existing connections",
+)
 
 
 def is_lock_error(exc: BaseException) -> bool:
@@ -111,21 +118,32 @@ def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnecti
         delay = min(delay * 2, 0.1)
 
 
+def _version(con: duckdb.DuckDBPyConnection) -> int:
+    has_meta = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'meta'"
+    ).fetchone()
+    if not has_meta or not has_meta[0]:
+        return 0
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
 def _check_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
     try:
-        if not read_only:
+        # The version first: a newer store is refused before anything is written to it.
+        found = _version(con)
+        if found <= SCHEMA_VERSION and not read_only:
             con.execute(_SCHEMA)
             con.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
             )
-        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            found = found or SCHEMA_VERSION
     except duckdb.CatalogException as exc:
         raise _corrupt(path, exc) from exc
     except duckdb.Error as exc:
         if is_lock_error(exc):
             raise
         raise _corrupt(path, exc) from exc
-    found = int(row[0]) if row else 0
     if found > SCHEMA_VERSION:
         raise NewerStoreError(path, found, SCHEMA_VERSION)
 
@@ -140,13 +158,37 @@ def connect(
     of a fresh store see empty tables rather than an error.
     """
     path = home / DB_NAME
-    if read_only and not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        with connect(home, read_only=False, wait_s=wait_s):
-            pass
-    con = _open(path, read_only, wait_s)
+    # DuckDB's file lock only keeps other processes out: within this one, connections
+    # of different modes to one file conflict, and concurrent writers collide. So the
+    # threads of a process take turns.
+    with _process_lock(path, wait_s):
+        if read_only and not path.exists():
+            home.mkdir(parents=True, exist_ok=True)
+            with connect(home, read_only=False, wait_s=wait_s):
+                pass
+        con = _open(path, read_only, wait_s)
+        try:
+            _check_schema(con, path, read_only)
+            yield con
+        finally:
+            con.close()
+
+
+_locks_guard = threading.Lock()
+_locks: dict[str, threading.RLock] = {}
+
+
+@contextlib.contextmanager
+def _process_lock(path: Path, wait_s: float) -> Iterator[None]:
+    with _locks_guard:
+        lock = _locks.setdefault(str(path), threading.RLock())
+    if not lock.acquire(timeout=wait_s):
+        raise StoreBusyError(
+            f"the store database {path} stayed busy in this process for {wait_s:.1f}s",
+            path=path,
+            hint="another thread holds it; try again in a moment",
+        )
     try:
-        _check_schema(con, path, read_only)
-        yield con
+        yield
     finally:
-        con.close()
+        lock.release()

@@ -89,8 +89,12 @@ class SpoolWriter:
         directory.mkdir(parents=True, exist_ok=True)
         name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
         path = directory / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # Locked under a name ingesters ignore, then renamed: an ingester must never see
+        # the file unlocked and take it for a dead writer's.
+        hidden = directory / f".{name}.new"
+        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(hidden, path)
         self._fd, self._pid, self.path = fd, os.getpid(), path
         return fd
 

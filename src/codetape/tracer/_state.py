@@ -23,6 +23,9 @@ from ._redact import Redactor
 __all__ = ["PREVIEW_CHARS", "Snapshotter", "State", "Variable", "preview", "type_name"]
 
 PREVIEW_CHARS = 300
+# Between two steps, a mutable value at least this large that is still the same object
+# is taken from the previous snapshot rather than pickled again.
+REUSE_BYTES = 1 << 20
 _IMMUTABLE = (bytes, str, int, float, complex, bool, frozenset, range, type(None))
 # Scalars pickle the same with the C pickler, at a fraction of cloudpickle's set-up cost.
 _SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
@@ -114,13 +117,29 @@ class Snapshotter:
         return self._blobs.put(json.dumps(body, separators=(",", ":")).encode())
 
     def snapshot(self, namespace: Mapping[str, Any], previous: State | None = None) -> State:
-        """Snapshot ``namespace``; reuse ``previous`` when it holds exactly the same
-        objects (the namespace between two steps is then snapshotted once, not twice)."""
+        """Snapshot ``namespace``, taking from ``previous`` what cannot have changed.
+
+        Between two steps the namespace is serialized once, not twice: a value that is
+        still the same object as in ``previous`` is taken from it when it is immutable,
+        or large (``REUSE_BYTES``, where pickling again would cost most). Small mutable
+        values are pickled again, since the host may have changed them in place.
+        """
         items = {k: v for k, v in list(namespace.items()) if is_state(k, v)}
         ids = {k: id(v) for k, v in items.items()}
-        if previous is not None and previous.ids == ids:
+        variables: dict[str, Variable] = {}
+        for name, value in items.items():
+            old = previous.variables.get(name) if previous is not None else None
+            if (
+                old is not None
+                and previous is not None
+                and previous.ids.get(name) == ids[name]
+                and (isinstance(value, _IMMUTABLE) or old.size >= REUSE_BYTES)
+            ):
+                variables[name] = old
+            else:
+                variables[name] = self._variable(value)
+        if previous is not None and variables == previous.variables:
             return previous
-        variables = {name: self._variable(value) for name, value in items.items()}
         return State(variables, self.manifest(variables), ids, items)
 
     def _variable(self, value: object) -> Variable:
