@@ -28,6 +28,7 @@ from click.testing import CliRunner
 import codetape
 from codetape.cli import cli as command_line
 from codetape.errors import NewerStoreError
+from codetape.tracer._state import PICKLE_PROTOCOL
 
 HERE = Path(__file__).parent
 RECORD = HERE / "_child_record.py"
@@ -161,7 +162,7 @@ def test_unchanged_big_list_is_stored_once_though_pickled_every_step(
     home: Path, strict: None
 ) -> None:
     big = list(range(1_000_000))
-    one_copy = len(cloudpickle.dumps(big, protocol=5))
+    one_copy = len(cloudpickle.dumps(big, protocol=PICKLE_PROTOCOL))
     assert 4_500_000 < one_copy < 6_000_000
     # A first run creates the database and the spool file: fixed costs, not growth.
     with codetape.run("warm-up"):
@@ -182,7 +183,7 @@ def test_unchanged_big_list_is_stored_once_though_pickled_every_step(
     snaps = [s.variables_after["big"] for s in steps] + [s.variables_before["big"] for s in steps]
     assert {(v.digest, v.size, v.restorable) for v in snaps} == {(snaps[0].digest, one_copy, True)}
     assert snaps[0].digest is not None
-    assert store.blob(snaps[0].digest) == cloudpickle.dumps(big, protocol=5)
+    assert store.blob(snaps[0].digest) == cloudpickle.dumps(big, protocol=PICKLE_PROTOCOL)
     # Stored once: the blobs grew by one copy (plus code and manifests, a few KB), the
     # whole store by well under two copies (20 copies would be ~100 MB). DuckDB's file
     # size moves by a few 256 KB blocks as it checkpoints: the constant.

@@ -286,11 +286,16 @@ class Runner:
         return var
 
     def set_vars(self, msg):
+        errors = {}
         for name, encoded in msg["vars"].items():
             data = base64.b64decode(encoded)
-            self.namespace[name] = self.cloudpickle.loads(data)
+            try:
+                self.namespace[name] = self.cloudpickle.loads(data)
+            except Exception as exc:  # e.g. a module the value needs is not in this image
+                errors[name] = "%s: %s" % (type(exc).__name__, exc)
+                continue
             self.sent.add("sha256:" + hashlib.sha256(data).hexdigest())
-        return {"op": "state", "state": self.snapshot()}
+        return {"op": "state", "state": self.snapshot(), "errors": errors}
 
     # -- running code ----------------------------------------------------------------
 

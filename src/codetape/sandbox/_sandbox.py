@@ -22,7 +22,7 @@ from ..schemas import ErrorInfo, Limits, StepResult, StepStatus, VariableSnapsho
 from ..schemas import attributes as A
 from ..store import digest_of
 from ..tracer import RunRecorder, StepRecorder, current_run, record_tool_call, runtime
-from ..tracer._state import PREVIEW_CHARS, Snapshotter, State, Variable
+from ..tracer._state import PICKLE_PROTOCOL, PREVIEW_CHARS, Snapshotter, State, Variable
 from ._backends import Backend, DockerBackend, LocalBackend
 from ._protocol import Channel, ChannelClosed, ChannelTimeout
 
@@ -276,39 +276,57 @@ class Sandbox:
 
     def send_variables(self, mapping: Mapping[str, Any]) -> None:
         """Seed the namespace with host values (pickled here, unpickled in the sandbox)."""
-        channel = self._ensure_started()
-        values: dict[str, str] = {}
+        pickled = {}
         for name, value in mapping.items():
             if not name.isidentifier():
                 raise SandboxError(f"{name!r} is not a valid variable name")
-            data = cloudpickle.dumps(value, protocol=4)
+            pickled[name] = cloudpickle.dumps(value, protocol=PICKLE_PROTOCOL)
+        errors = self.send_pickled(pickled)
+        if errors:
+            name, why = next(iter(errors.items()))
+            raise SandboxError(f"variable {name!r} could not be loaded in the sandbox: {why}")
+
+    def send_pickled(self, values: Mapping[str, bytes]) -> dict[str, str]:
+        """Seed the namespace with already pickled values (a recording's, for replay).
+
+        The host does not unpickle them. Returns, by name, why a value could not be
+        loaded inside the sandbox (a module it needs may be missing from the image).
+        """
+        channel = self._ensure_started()
+        for data in values.values():
             self._bytes[digest_of(data)] = data
-            values[name] = base64.b64encode(data).decode("ascii")
-        channel.send({"op": "set_vars", "vars": values})
+        encoded = {name: base64.b64encode(data).decode("ascii") for name, data in values.items()}
+        channel.send({"op": "set_vars", "vars": encoded})
         reply = self._expect(channel.receive(time.monotonic() + _STARTUP_TIMEOUT_S))
         self._state = self._state_from(reply["state"])
+        return dict(reply.get("errors") or {})
 
     # -- running code -----------------------------------------------------------
 
-    def run(self, code: str) -> StepResult:
+    def run(self, code: str, *, random_seed: int | None = None) -> StepResult:
         """Run one snippet and record it as a step of the current run (or a run of its
-        own). Never raises for the snippet's own errors: see ``status`` and ``error``."""
+        own). Never raises for the snippet's own errors: see ``status`` and ``error``.
+
+        ``random`` is seeded before each step (from the sandbox's ``seed`` and the step
+        index unless ``random_seed`` is given) and the seed recorded, for replay."""
         own_run: RunRecorder | None = None
         run = current_run()
         if run is None:
             own_run = run = RunRecorder("sandbox").__enter__()
         try:
-            return self._run_step(run, code)
+            return self._run_step(run, code, random_seed)
         finally:
             if own_run is not None:
                 own_run.__exit__(None, None, None)
 
-    def _run_step(self, run: RunRecorder, code: str) -> StepResult:
+    def _run_step(self, run: RunRecorder, code: str, random_seed: int | None) -> StepResult:
         channel = self._ensure_started()
         step = StepRecorder(run, code, mode="sandboxed", sandbox=self._identity())
-        step_seed = int.from_bytes(
-            hashlib.sha256(f"{self.seed}:{step.index}".encode()).digest()[:4], "big"
-        )
+        step_seed = random_seed
+        if step_seed is None:
+            step_seed = int.from_bytes(
+                hashlib.sha256(f"{self.seed}:{step.index}".encode()).digest()[:4], "big"
+            )
         step.begin(self._state)
         if step.span is not None:
             step.span.set_attribute(A.STEP_RANDOM_SEED, step_seed)

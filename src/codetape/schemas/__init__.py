@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from . import attributes
 from ._models import (
+    Difference,
     ErrorInfo,
     Limits,
+    ReplayReport,
     Run,
     RunDetail,
     RunStatus,
@@ -15,11 +17,14 @@ from ._models import (
     StepStatus,
     ToolCall,
     VariableSnapshot,
+    Verdict,
 )
 
 __all__ = [
+    "Difference",
     "ErrorInfo",
     "Limits",
+    "ReplayReport",
     "Run",
     "RunDetail",
     "RunStatus",
@@ -29,5 +34,6 @@ __all__ = [
     "StepStatus",
     "ToolCall",
     "VariableSnapshot",
+    "Verdict",
     "attributes",
 ]

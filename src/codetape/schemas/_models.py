@@ -8,8 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "Difference",
     "ErrorInfo",
     "Limits",
+    "ReplayReport",
     "Run",
     "RunDetail",
     "RunStatus",
@@ -19,6 +21,7 @@ __all__ = [
     "StepStatus",
     "ToolCall",
     "VariableSnapshot",
+    "Verdict",
 ]
 
 RunStatus = Literal["running", "ok", "error", "incomplete"]
@@ -136,6 +139,7 @@ class Step(_Model):
     sandbox: SandboxSpec
     started_at: datetime
     duration_ms: float
+    random_seed: int | None = None
 
 
 class Run(_Model):
@@ -158,6 +162,40 @@ class Run(_Model):
         if self.ended_at is None:
             return None
         return (self.ended_at - self.started_at).total_seconds() * 1000
+
+
+Verdict = Literal["reproduced", "diverged", "not_restorable", "environment_missing"]
+
+
+class Difference(_Model):
+    """One field where a replay differs from the recording.
+
+    ``field`` is ``stdout``, ``stderr``, ``result``, ``error``, ``status``,
+    ``variable:<name>`` or ``tool_call:<i>``; the values are the recorded and replayed
+    values, or their previews when large."""
+
+    field: str
+    recorded: Any = None
+    replayed: Any = None
+
+
+class ReplayReport(_Model):
+    """The outcome of replaying one recorded step."""
+
+    run_id: str
+    step: int
+    verdict: Verdict
+    differences: list[Difference] = Field(default_factory=list)
+    replay_run_id: str | None = None
+    duration_ms: float = 0.0
+    reason: str | None = None
+    notes: list[str] = Field(default_factory=list)
+    backend: str | None = None
+    image: str | None = None
+
+    @property
+    def reproduced(self) -> bool:
+        return self.verdict == "reproduced"
 
 
 class RunDetail(_Model):

@@ -243,6 +243,7 @@ class Store:
             ),
             started_at=_ts(start_ns) or datetime.fromtimestamp(0, tz=timezone.utc),
             duration_ms=((end_ns or start_ns) - start_ns) / 1e6,
+            random_seed=attrs.get(A.STEP_RANDOM_SEED),
         )
 
     def _tool_call(self, span: tuple[Any, ...]) -> ToolCall:

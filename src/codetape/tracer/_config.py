@@ -6,8 +6,11 @@ Calling nothing at all works: the first recording configures the defaults.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,10 +22,11 @@ from opentelemetry.trace import Tracer
 
 from ..errors import ConfigError
 from ..store import BlobStore, SpoolWriter, resolve_home, set_default_home
+from ._ids import SecureIdGenerator
 from ._processor import SpoolSpanProcessor
 from ._redact import Redactor
 
-__all__ = ["Runtime", "configure", "runtime"]
+__all__ = ["Runtime", "configure", "recording_to", "runtime"]
 
 _PROTOCOLS = ("http/protobuf", "grpc")
 
@@ -51,6 +55,9 @@ class Runtime:
 
 _lock = threading.RLock()
 _current: Runtime | None = None
+# Set by recording_to(): recording in this context goes to another store.
+_override: ContextVar[Runtime | None] = ContextVar("codetape_runtime", default=None)
+_others: dict[Path, Runtime] = {}
 
 
 def _otlp_target(otlp: bool | str | None) -> OtlpTarget | None:
@@ -132,34 +139,63 @@ def configure(
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create the store directory {path}: {exc}") from exc
-        spool = SpoolWriter(path)
-        provider = TracerProvider(
-            resource=Resource.create(
-                {"service.name": os.environ.get("OTEL_SERVICE_NAME", "codetape")}
-            )
-        )
-        provider.add_span_processor(SpoolSpanProcessor(spool))
-        if target is not None:
-            provider.add_span_processor(_otlp_processor(target))
-        _current = Runtime(
-            home=path,
-            redactor=Redactor(enabled=redact),
-            provider=provider,
-            tracer=provider.get_tracer("codetape"),
-            spool=spool,
-            blobs=BlobStore(path / "blobs", spool=spool),
-            otlp=target,
-        )
+        _current = _build(path, target, redact)
         return _current
+
+
+def _build(path: Path, target: OtlpTarget | None, redact: bool) -> Runtime:
+    spool = SpoolWriter(path)
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "codetape")}),
+        id_generator=SecureIdGenerator(),
+    )
+    provider.add_span_processor(SpoolSpanProcessor(spool))
+    if target is not None:
+        provider.add_span_processor(_otlp_processor(target))
+    return Runtime(
+        home=path,
+        redactor=Redactor(enabled=redact),
+        provider=provider,
+        tracer=provider.get_tracer("codetape"),
+        spool=spool,
+        blobs=BlobStore(path / "blobs", spool=spool),
+        otlp=target,
+    )
 
 
 def runtime() -> Runtime:
     """The current runtime, configured with the defaults on first use."""
+    override = _override.get()
+    if override is not None:
+        return override
     with _lock:
         return _current if _current is not None else configure()
 
 
+@contextlib.contextmanager
+def recording_to(home: Path) -> Iterator[Runtime]:
+    """Record into the store at ``home`` within this block (and this context only),
+    with the current redaction and OTLP settings; used to record a replay next to the
+    run it replays."""
+    current = runtime()
+    path = resolve_home(home)
+    if current.home == path:
+        yield current
+        return
+    with _lock:
+        other = _others.get(path)
+        if other is None:
+            path.mkdir(parents=True, exist_ok=True)
+            other = _others[path] = _build(path, current.otlp, current.redactor.enabled)
+    token = _override.set(other)
+    try:
+        yield other
+    finally:
+        _override.reset(token)
+
+
 @atexit.register
 def _shutdown_at_exit() -> None:
-    if _current is not None:
-        _current.shutdown()
+    for rt in [_current, *_others.values()]:
+        if rt is not None:
+            rt.shutdown()

@@ -56,8 +56,7 @@ def _task_of(sig: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, An
     for name in ("task", "prompt", "query", "question"):
         if isinstance(bound.arguments.get(name), str):
             return cast(str, bound.arguments[name])
-    first = next(iter(bound.arguments.values()), None)
-    return first if isinstance(first, str) else None
+    return next((v for v in bound.arguments.values() if isinstance(v, str)), None)
 
 
 @overload

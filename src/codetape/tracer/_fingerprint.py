@@ -27,9 +27,7 @@ def host_fingerprint() -> Fingerprint:
     Computed once per process: the installed set does not change under a running agent
     often enough to pay for reading every distribution's metadata on each step.
     """
-    dists = sorted(
-        {f"{d.metadata['Name']}=={d.version}".lower() for d in metadata.distributions()}
-    )
+    dists = sorted({f"{d.metadata['Name']}=={d.version}".lower() for d in metadata.distributions()})
     python = platform.python_version()
     plat = f"{sys.platform}-{platform.machine()}"
     digest = hashlib.sha256("\n".join([python, plat, *dists]).encode()).hexdigest()

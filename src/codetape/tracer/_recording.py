@@ -152,20 +152,24 @@ class RunRecorder:
         if span is None or rt is None:
             return
         self._span = None
-        with internal_errors("ending a run"):
-            if exc is not None:
-                _record_exception(span, rt, exc)
-                span.set_attribute(A.RUN_STATUS, "error")
-            else:
-                span.set_attribute(A.RUN_STATUS, "ok")
-                span.set_status(Status(StatusCode.OK))
-            if self.final_answer is not None:
-                answer = self.final_answer
-                text = answer if isinstance(answer, str) else preview(answer, rt.redactor, 2000)
-                text = rt.redactor.text(text)
-                span.set_attribute(A.RUN_FINAL_ANSWER, _cut(text, 2000))
-                span.set_attribute(A.RUN_FINAL_ANSWER_DIGEST, rt.blobs.put_text(text))
-            span.end()
+        try:
+            with internal_errors("ending a run"):
+                if exc is not None:
+                    _record_exception(span, rt, exc)
+                    span.set_attribute(A.RUN_STATUS, "error")
+                else:
+                    span.set_attribute(A.RUN_STATUS, "ok")
+                    span.set_status(Status(StatusCode.OK))
+                if self.final_answer is not None:
+                    answer = self.final_answer
+                    text = answer if isinstance(answer, str) else preview(answer, rt.redactor, 2000)
+                    text = rt.redactor.text(text)
+                    span.set_attribute(A.RUN_FINAL_ANSWER, _cut(text, 2000))
+                    if (digest := _put_text(rt, text)) is not None:
+                        span.set_attribute(A.RUN_FINAL_ANSWER_DIGEST, digest)
+        finally:
+            with internal_errors("ending a run"):
+                span.end()
         with internal_errors("ingesting a finished run"):
             try_ingest(rt.home, wait_s=0.2)
 
@@ -197,17 +201,18 @@ class StepRecorder:
         self._token: Any = None
 
     def begin(self, before: State | None) -> None:
-        rt = runtime()
         with internal_errors("starting a step"):
+            rt = runtime()
             code = rt.redactor.text(self.code)
             attrs: dict[str, Any] = {
                 A.GEN_AI_OPERATION_NAME: A.OP_EXECUTE_CODE,
                 A.STEP_INDEX: self.index,
                 A.STEP_MODE: self._mode,
-                A.CODE_DIGEST: rt.blobs.put_text(code),
                 A.CODE_PREVIEW: _cut(code),
                 **self._sandbox,
             }
+            if (digest := _put_text(rt, code)) is not None:
+                attrs[A.CODE_DIGEST] = digest
             if before is not None:
                 attrs[A.STATE_BEFORE] = before.digest
             parent = self.run._span or trace.INVALID_SPAN
@@ -239,40 +244,80 @@ class StepRecorder:
         span, self._span = self._span, None
         if span is None:
             return
-        rt = runtime()
-        with internal_errors("ending a step"):
-            attrs: dict[str, Any] = {A.STEP_STATUS: status}
-            for digest_key, preview_key, text in (
-                (A.STDOUT_DIGEST, A.STDOUT_PREVIEW, stdout),
-                (A.STDERR_DIGEST, A.STDERR_PREVIEW, stderr),
-            ):
-                if text:
-                    text = rt.redactor.text(text)
-                    attrs[digest_key] = rt.blobs.put_text(text)
-                    attrs[preview_key] = _cut(text)
-            if has_result:
-                attrs[A.RESULT_TYPE] = result_type or type_name(result)
-                attrs[A.RESULT_PREVIEW] = (
-                    _cut(rt.redactor.text(result_preview), PREVIEW_CHARS)
-                    if result_preview is not None
-                    else preview(result, rt.redactor)
+        try:
+            with internal_errors("ending a step"):
+                self._describe(
+                    span,
+                    status,
+                    stdout,
+                    stderr,
+                    result,
+                    has_result,
+                    result_preview,
+                    result_type,
+                    error,
+                    after,
                 )
-            if after is not None:
-                attrs[A.STATE_AFTER] = after.digest
-                attrs[A.STATE_VARIABLES] = len(after.variables)
-            span.set_attributes(attrs)
-            if isinstance(error, BaseException):
-                _, _, stack = _record_exception(span, rt, error)
-                span.set_attribute(A.ERROR_TRACEBACK_DIGEST, rt.blobs.put_text(stack))
-            elif error is not None:
-                message = rt.redactor.text(error.message)
-                span.set_attribute(A.ERROR_TYPE, error.type)
-                span.set_attribute(A.ERROR_MESSAGE, _cut(message, 2000))
-                if error.traceback:
-                    stack = rt.redactor.text(error.traceback)
-                    span.set_attribute(A.ERROR_TRACEBACK_DIGEST, rt.blobs.put_text(stack))
-                span.set_status(Status(StatusCode.ERROR, _cut(message, 500)))
-            span.end()
+        finally:
+            with internal_errors("ending a step"):
+                span.end()
+
+    def _describe(
+        self,
+        span: Span,
+        status: StepStatus,
+        stdout: str,
+        stderr: str,
+        result: object,
+        has_result: bool,
+        result_preview: str | None,
+        result_type: str | None,
+        error: BaseException | ErrorInfo | None,
+        after: State | None,
+    ) -> None:
+        rt = runtime()
+        attrs: dict[str, Any] = {A.STEP_STATUS: status}
+        for digest_key, preview_key, text in (
+            (A.STDOUT_DIGEST, A.STDOUT_PREVIEW, stdout),
+            (A.STDERR_DIGEST, A.STDERR_PREVIEW, stderr),
+        ):
+            if text:
+                text = rt.redactor.text(text)
+                attrs[preview_key] = _cut(text)
+                if (digest := _put_text(rt, text)) is not None:
+                    attrs[digest_key] = digest
+        if has_result:
+            attrs[A.RESULT_TYPE] = result_type or type_name(result)
+            attrs[A.RESULT_PREVIEW] = (
+                _cut(rt.redactor.text(result_preview), PREVIEW_CHARS)
+                if result_preview is not None
+                else preview(result, rt.redactor)
+            )
+        if after is not None:
+            attrs[A.STATE_AFTER] = after.digest
+            attrs[A.STATE_VARIABLES] = len(after.variables)
+        span.set_attributes(attrs)
+        if isinstance(error, BaseException):
+            _, _, stack = _record_exception(span, rt, error)
+            if (digest := _put_text(rt, stack)) is not None:
+                span.set_attribute(A.ERROR_TRACEBACK_DIGEST, digest)
+        elif error is not None:
+            message = rt.redactor.text(error.message)
+            span.set_attribute(A.ERROR_TYPE, error.type)
+            span.set_attribute(A.ERROR_MESSAGE, _cut(message, 2000))
+            if error.traceback:
+                stack = rt.redactor.text(error.traceback)
+                if (digest := _put_text(rt, stack)) is not None:
+                    span.set_attribute(A.ERROR_TRACEBACK_DIGEST, digest)
+            span.set_status(Status(StatusCode.ERROR, _cut(message, 500)))
+
+
+def _put_text(rt: Runtime, text: str) -> str | None:
+    """Store a value, or None if that failed: the span is still ended and kept, with
+    the preview it carries."""
+    with internal_errors("storing a value"):
+        return rt.blobs.put_text(text)
+    return None
 
 
 def _json_blob(rt: Runtime, value: object) -> tuple[str, str]:
@@ -314,8 +359,7 @@ class ToolCallRecorder:
             return self
         with internal_errors("starting a tool call"):
             rt = self._rt = runtime()
-            args_digest, args_preview = _json_blob(rt, dict(self.arguments))
-            self._span = rt.tracer.start_span(
+            self._span = span = rt.tracer.start_span(
                 f"{A.SPAN_EXECUTE_TOOL} {self.name}",
                 context=trace.set_span_in_context(parent),
                 kind=SpanKind.INTERNAL,
@@ -323,23 +367,29 @@ class ToolCallRecorder:
                     A.GEN_AI_OPERATION_NAME: A.OP_EXECUTE_TOOL,
                     A.GEN_AI_TOOL_NAME: self.name,
                     A.GEN_AI_TOOL_CALL_ID: uuid.uuid4().hex[:16],
-                    A.GEN_AI_TOOL_CALL_ARGUMENTS: args_preview,
-                    A.TOOL_ARGUMENTS_DIGEST: args_digest,
                 },
             )
+        if self._span is not None and self._rt is not None:
+            with internal_errors("recording tool arguments"):
+                args_digest, args_preview = _json_blob(self._rt, dict(self.arguments))
+                span.set_attribute(A.GEN_AI_TOOL_CALL_ARGUMENTS, args_preview)
+                span.set_attribute(A.TOOL_ARGUMENTS_DIGEST, args_digest)
         return self
 
     def succeeded(self, result: object) -> None:
         span, rt, self._span = self._span, self._rt, None
         if span is None or rt is None:
             return
-        with internal_errors("recording a tool result"):
-            digest, shown = _json_blob(rt, result)
-            span.set_attribute(A.TOOL_RESULT_DIGEST, digest)
-            span.set_attribute(A.GEN_AI_TOOL_CALL_RESULT, shown)
-            span.set_attribute(A.TOOL_STATUS, "ok")
-            span.set_status(Status(StatusCode.OK))
-            span.end()
+        try:
+            with internal_errors("recording a tool result"):
+                span.set_attribute(A.TOOL_STATUS, "ok")
+                span.set_status(Status(StatusCode.OK))
+                digest, shown = _json_blob(rt, result)
+                span.set_attribute(A.TOOL_RESULT_DIGEST, digest)
+                span.set_attribute(A.GEN_AI_TOOL_CALL_RESULT, shown)
+        finally:
+            with internal_errors("recording a tool result"):
+                span.end()
 
     def __exit__(
         self,
@@ -350,11 +400,14 @@ class ToolCallRecorder:
         span, rt, self._span = self._span, self._rt, None
         if span is None or rt is None:
             return
-        with internal_errors("recording a tool error"):
-            if exc is not None:
-                _record_exception(span, rt, exc)
-                span.set_attribute(A.TOOL_STATUS, "error")
-            span.end()
+        try:
+            with internal_errors("recording a tool error"):
+                if exc is not None:
+                    span.set_attribute(A.TOOL_STATUS, "error")
+                    _record_exception(span, rt, exc)
+        finally:
+            with internal_errors("recording a tool error"):
+                span.end()
 
 
 def record_tool_call(

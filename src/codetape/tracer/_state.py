@@ -7,6 +7,7 @@ type and repr with ``restorable=False``; it never stops the agent.
 
 from __future__ import annotations
 
+import builtins
 import json
 import pickle
 import reprlib
@@ -20,12 +21,20 @@ import cloudpickle
 from ..store import BlobStore, digest_of
 from ._redact import Redactor
 
-__all__ = ["PREVIEW_CHARS", "Snapshotter", "State", "Variable", "preview", "type_name"]
+__all__ = [
+    "PICKLE_PROTOCOL",
+    "PREVIEW_CHARS",
+    "Snapshotter",
+    "State",
+    "Variable",
+    "preview",
+    "type_name",
+]
 
 PREVIEW_CHARS = 300
-# Between two steps, a mutable value at least this large that is still the same object
-# is taken from the previous snapshot rather than pickled again.
-REUSE_BYTES = 1 << 20
+# The pickle protocol of recorded values, the same on the host and in the runner, so an
+# unchanged value has one digest wherever it was serialized.
+PICKLE_PROTOCOL = 4
 _IMMUTABLE = (bytes, str, int, float, complex, bool, frozenset, range, type(None))
 # Scalars pickle the same with the C pickler, at a fraction of cloudpickle's set-up cost.
 _SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
@@ -44,6 +53,17 @@ class _RedactingRepr(reprlib.Repr):
 
     def repr_str(self, x: str, level: int) -> str:
         return super().repr_str(self.redactor.text(x), level)
+
+    def repr_instance(self, x: object, level: int) -> str:
+        # reprlib shortens an object's full repr; redact it before that cut.
+        try:
+            text = self.redactor.text(builtins.repr(x))
+        except Exception:
+            return f"<{type(x).__name__} instance at {id(x):#x}>"
+        if len(text) > self.maxother:
+            half = max(0, (self.maxother - 3) // 2)
+            text = text[:half] + "..." + text[len(text) - (self.maxother - 3 - half) :]
+        return text
 
 
 _reprs: dict[int, tuple[Redactor, _RedactingRepr]] = {}
@@ -119,10 +139,10 @@ class Snapshotter:
     def snapshot(self, namespace: Mapping[str, Any], previous: State | None = None) -> State:
         """Snapshot ``namespace``, taking from ``previous`` what cannot have changed.
 
-        Between two steps the namespace is serialized once, not twice: a value that is
-        still the same object as in ``previous`` is taken from it when it is immutable,
-        or large (``REUSE_BYTES``, where pickling again would cost most). Small mutable
-        values are pickled again, since the host may have changed them in place.
+        A value that is still the same object as in ``previous`` is taken from it when
+        it is immutable. Mutable values are pickled again: the host may have changed them
+        in place between two steps, and a "before" state must be the real input, or a
+        replay would start from the wrong one. Equal bytes still get one blob.
         """
         items = {k: v for k, v in list(namespace.items()) if is_state(k, v)}
         ids = {k: id(v) for k, v in items.items()}
@@ -133,7 +153,7 @@ class Snapshotter:
                 old is not None
                 and previous is not None
                 and previous.ids.get(name) == ids[name]
-                and (isinstance(value, _IMMUTABLE) or old.size >= REUSE_BYTES)
+                and isinstance(value, _IMMUTABLE)
             ):
                 variables[name] = old
             else:
@@ -156,9 +176,9 @@ class Snapshotter:
         shown = preview(value, self._redactor)
         try:
             if type(value) in _SCALARS:
-                data = pickle.dumps(value, protocol=5)
+                data = pickle.dumps(value, protocol=PICKLE_PROTOCOL)
             else:
-                data = cloudpickle.dumps(value, protocol=5)
+                data = cloudpickle.dumps(value, protocol=PICKLE_PROTOCOL)
         except Exception as exc:
             reason = f"cannot be serialized: {type(exc).__name__}: {exc}"
             return Variable(kind, None, 0, shown, False, self._redactor.text(reason)[:300])
