@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from . import errors, schemas, store
 from .errors import CodetapeError
+from .replayer import replay, replay_run
 from .sandbox import Limits, Sandbox, StepResult
 from .store import Store
 from .tracer import agent, code_action, configure, run, tool
@@ -29,6 +30,8 @@ __all__ = [
     "code_action",
     "configure",
     "errors",
+    "replay",
+    "replay_run",
     "run",
     "schemas",
     "store",
