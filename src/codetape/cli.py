@@ -18,8 +18,10 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from . import __version__
-from ._doctor import Check, run_checks
+from ._doctor import Check, Leftover, clean_containers, run_checks
 from .errors import CodetapeError
+from .sandbox._image import build_image
+from .sandbox._image import dockerfile as image_dockerfile
 from .schemas import Run, Step
 from .store import Store, resolve_home
 from .store import rebuild as rebuild_store
@@ -273,11 +275,19 @@ def show(ctx: click.Context, run_id: str, step_index: int | None, as_json: bool)
     is_flag=True,
     help="Rebuild the DuckDB file from the spool logs (the old file is kept beside it).",
 )
+@click.option(
+    "--clean",
+    is_flag=True,
+    help="Remove sandbox containers left behind by crashed processes on this host.",
+)
 @click.pass_context
 @_handle_errors
-def doctor(ctx: click.Context, as_json: bool, rebuild: bool) -> None:
+def doctor(ctx: click.Context, as_json: bool, rebuild: bool, clean: bool) -> None:
     """Check the store, Docker, the sandbox image and the browser; say how to fix what is
-    missing. Exits 1 when a check fails."""
+    missing. Exits 1 when a check fails.
+
+    With --clean, first remove the sandbox containers whose process is gone (or that
+    exited long ago); with --json, print {"removed": [...], "checks": [...]}."""
     if rebuild:
         home = resolve_home(ctx.obj.get("home"))
         kept, stats = rebuild_store(home)
@@ -287,10 +297,20 @@ def doctor(ctx: click.Context, as_json: bool, rebuild: bool) -> None:
             f"rebuilt {home / DB_NAME} from {stats.files} spool files "
             f"({stats.records} records, {stats.torn_lines} torn lines skipped)"
         )
+    removed: list[Leftover] = clean_containers() if clean else []
     checks = run_checks(ctx.obj.get("home"))
     if as_json:
-        _print_json([c.as_dict() for c in checks])
+        listed = [c.as_dict() for c in checks]
+        _print_json({"removed": [r.as_dict() for r in removed], "checks": listed} if clean else listed)
     else:
+        if clean:
+            for gone in removed:
+                out.print(
+                    f"removed {escape(gone.name)} ({escape(gone.state)}; {escape(gone.reason)}"
+                    + (f"; run {escape(gone.run_id[:12])}" if gone.run_id else "") + ")",
+                    soft_wrap=True,
+                )
+            out.print(f"removed {len(removed)} sandbox container{'s' * (len(removed) != 1)}")
         for check in checks:
             _print_check(check)
     if any(c.status == "fail" for c in checks):
@@ -304,5 +324,54 @@ def _print_check(check: Check) -> None:
         out.print(f"     [dim]fix:[/] {escape(check.fix)}", soft_wrap=True)
 
 
+@cli.group()
+def image() -> None:
+    """Build sandbox images."""
+
+
+@image.command("build")
+@click.option("--python", "python", default="3.12", show_default=True, metavar="VERSION",
+              help="Python version of the default base image python:VERSION-slim.")
+@click.option("--pip", "packages", multiple=True, metavar="PKG",
+              help="A requirement to pip install into the image (repeat for more).")
+@click.option("--tag", metavar="NAME", help="Image name [default: codetape-sandbox:pyVERSION].")
+@click.option("--base", metavar="IMAGE",
+              help="Base image [default: python:VERSION-slim]; any image with python3 works.")
+@click.option("--dry-run", is_flag=True, help="Print the Dockerfile and build nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the tag, id and Dockerfile as JSON.")
+@_handle_errors
+def image_build(
+    python: str, packages: tuple[str, ...], tag: str | None, base: str | None, dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Build a sandbox image from a generated Dockerfile (needs a registry for the base
+    image unless --base names a local one).
+
+    \b
+      codetape image build --pip pandas --pip 'numpy<2'
+      codetape image build --base codetape/python:bookworm --tag my-sandbox   # offline
+      codetape image build --pip pandas --dry-run                            # the Dockerfile
+    """
+    if dry_run:
+        click.echo(image_dockerfile(python, packages, base), nl=False)
+        return
+    built = build_image(
+        tag, python, packages, base, on_line=lambda line: err.print(escape(line), style="dim")
+    )
+    if as_json:
+        _print_json({"tag": built.tag, "id": built.id, "dockerfile": built.dockerfile})
+        return
+    out.print(f"built [bold]{escape(built.tag)}[/] ({built.id[:19]})")
+    out.print(
+        f"use it: export CODETAPE_IMAGE={escape(built.tag)}  "
+        f"or  codetape.Sandbox(image={escape(repr(built.tag))})",
+        soft_wrap=True,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=list(argv) if argv is not None else None, prog_name="codetape")
+
+
+# The replay commands live in their own module; importing it registers them.
+from . import _cli_replay  # noqa: E402, F401

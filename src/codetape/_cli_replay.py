@@ -1,0 +1,147 @@
+"""``codetape replay``, ``export``, ``import`` and ``pytest``: the replay commands."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from .cli import _handle_errors, _print_json, cli, err, out
+from .errors import CodetapeError
+from .replayer import replay, replay_run
+from .schemas import ReplayReport
+from .store import Store
+from .tracer import configure
+
+__all__: list[str] = []
+
+_VERDICT_STYLE = {
+    "reproduced": "green",
+    "diverged": "red",
+    "not_restorable": "yellow",
+    "environment_missing": "yellow",
+}
+
+
+def _tools_from(module_name: str) -> list[Any]:
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CodetapeError(f"cannot import the tools module {module_name!r}: {exc}") from None
+    return [v for k, v in vars(module).items() if callable(v) and not k.startswith("_")]
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return escape(text if len(text) <= 400 else text[:400] + "…")
+
+
+def _print_text_diff(recorded: str, replayed: str) -> None:
+    lines = list(
+        difflib.unified_diff(
+            recorded.splitlines(), replayed.splitlines(), "recorded", "replayed", lineterm="", n=1
+        )
+    )
+    for line in lines[:40]:
+        style = "red" if line.startswith("-") else "green" if line.startswith("+") else "dim"
+        out.print(f"    [{style}]{escape(line)}[/]", soft_wrap=True)
+    if len(lines) > 40:
+        out.print(f"    [dim]… {len(lines) - 40} more lines[/]")
+
+
+def _print_reports(reports: list[ReplayReport]) -> None:
+    table = Table(box=None, header_style="bold")
+    for column in ("step", "verdict", "differences", "duration", "replay run"):
+        table.add_column(column)
+    for r in reports:
+        style = _VERDICT_STYLE[r.verdict]
+        table.add_row(
+            str(r.step),
+            f"[{style}]{r.verdict}[/]",
+            ", ".join(d.field for d in r.differences) or "-",
+            f"{r.duration_ms / 1000:.2f}s",
+            (r.replay_run_id or "-")[:12],
+        )
+    out.print(table)
+    for r in reports:
+        if r.reason:
+            out.print(f"\n[bold]step {r.step}[/]: {escape(r.reason)}", soft_wrap=True)
+        for note in r.notes:
+            out.print(f"[dim]step {r.step}: {escape(note)}[/]", soft_wrap=True)
+        if r.differences:
+            out.print(f"\n[bold]step {r.step} differs in {len(r.differences)} fields[/]")
+            for d in r.differences:
+                out.print(f"  [bold]{escape(d.field)}[/]")
+                if d.field in ("stdout", "stderr") and isinstance(d.recorded, str) and isinstance(
+                    d.replayed, str
+                ):
+                    _print_text_diff(d.recorded, d.replayed)
+                    continue
+                out.print(f"    [red]- recorded[/] {_show(d.recorded)}", soft_wrap=True)
+                out.print(f"    [green]+ replayed[/] {_show(d.replayed)}", soft_wrap=True)
+
+
+@cli.command("replay")
+@click.argument("run_id", metavar="RUN")
+@click.option("--step", "step_index", type=int, metavar="N",
+              help="The step to replay (default: the run's first failed step).")
+@click.option("--all", "all_steps", is_flag=True, help="Replay every step of the run.")
+@click.option("--code", "code_file", type=click.File("r"), metavar="FILE",
+              help="Run this code instead of the recorded code, on the recorded input.")
+@click.option("--image", metavar="REF", help="Replay in this Docker image instead.")
+@click.option("--live-tools", is_flag=True,
+              help="Call the real tools (from --tools) instead of the recorded answers.")
+@click.option("--tools", "tools_module", metavar="MODULE",
+              help="Python module whose functions are the live tools.")
+@click.option("--jobs", default=2, show_default=True, help="Parallel sandboxes for --all.")
+@click.option("--json", "as_json", is_flag=True, help="Print the ReplayReport models as JSON.")
+@click.pass_context
+@_handle_errors
+def replay_command(
+    ctx: click.Context, run_id: str, step_index: int | None, all_steps: bool,
+    code_file: Any, image: str | None, live_tools: bool, tools_module: str | None,
+    jobs: int, as_json: bool,
+) -> None:
+    """Re-run recorded steps in an identical sandbox and say whether they reproduced.
+
+    \b
+    Exit status: 0 when every step reproduced, 1 when any diverged, 2 when a replay
+    could not run (a variable not restorable, the image missing).
+    """
+    store = Store(ctx.obj.get("home"))
+    configure(home=store.home)
+    full = store.resolve_run_id(run_id)
+    tools = _tools_from(tools_module) if tools_module else []
+    options: dict[str, Any] = {"image": image, "live_tools": live_tools, "tools": tools}
+    if code_file is not None:
+        options["code"] = code_file.read()
+    if all_steps:
+        with err.status(f"replaying every step of {full[:12]}…"):
+            reports = replay_run(full, jobs=jobs, home=store.home, **options)
+    else:
+        if step_index is None:
+            failed = [s.index for s in store.steps(full) if s.status != "ok"]
+            if not failed:
+                raise CodetapeError(
+                    f"run {full[:12]} has no failed step", hint="pass --step N or --all"
+                )
+            step_index = failed[0]
+        with err.status(f"replaying step {step_index} of {full[:12]}…"):
+            reports = [replay(full, step_index, home=store.home, **options)]
+    if as_json:
+        _print_json(reports)
+    else:
+        _print_reports(reports)
+    verdicts = {r.verdict for r in reports}
+    if verdicts & {"not_restorable", "environment_missing"}:
+        sys.exit(2)
+    if "diverged" in verdicts:
+        sys.exit(1)
