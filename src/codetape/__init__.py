@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from . import errors, schemas, store
+from ._version import __version__
 from .errors import CodetapeError
 from .replayer import replay, replay_run
 from .sandbox import Limits, Sandbox, StepResult
@@ -37,5 +38,3 @@ __all__ = [
     "store",
     "tool",
 ]
-
-__version__ = "0.1.0"

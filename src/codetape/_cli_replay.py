@@ -15,7 +15,7 @@ from rich.table import Table
 
 from .cli import _handle_errors, _print_json, cli, err, out
 from .errors import CodetapeError
-from .replayer import replay, replay_run
+from .replayer import export_run, import_bundle, replay, replay_run, write_pytest
 from .schemas import ReplayReport
 from .store import Store
 from .tracer import configure
@@ -145,3 +145,65 @@ def replay_command(
         sys.exit(2)
     if "diverged" in verdicts:
         sys.exit(1)
+
+
+@cli.command("export")
+@click.argument("run_id", metavar="RUN")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The bundle file to write.")
+@click.option("--with-image", is_flag=True,
+              help="Also carry the run's sandbox images (docker save), to replay anywhere.")
+@click.pass_context
+@_handle_errors
+def export_command(ctx: click.Context, run_id: str, output: Path, with_image: bool) -> None:
+    """Write a run (spans, blobs, optionally its images) to one file."""
+    with err.status("writing the bundle…"):
+        info = export_run(run_id, output, with_image=with_image, home=ctx.obj.get("home"))
+    size = info.path.stat().st_size
+    out.print(
+        f"wrote {info.path} ({size / 1e6:.1f} MB): run {info.run_id[:12]}, {info.spans} spans, "
+        f"{info.blobs} blobs" + (f", images {', '.join(info.images)}" if info.images else ""),
+        soft_wrap=True,
+    )
+
+
+@cli.command("import")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+@_handle_errors
+def import_command(ctx: click.Context, bundle: Path) -> None:
+    """Load a bundle written by `codetape export` into this store (and Docker)."""
+    with err.status("importing the bundle…"):
+        info = import_bundle(bundle, home=ctx.obj.get("home"))
+    out.print(
+        f"imported run {info.run_id[:12]}: {info.spans} spans, {info.blobs} blobs"
+        + (f", loaded images {', '.join(info.images)}" if info.images else ""),
+        soft_wrap=True,
+    )
+
+
+@cli.command("pytest")
+@click.argument("run_id", metavar="RUN")
+@click.option("--step", "step_index", type=int, required=True, metavar="N")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The test file to write (its bundle is written beside it).")
+@click.option("--expect-fix", is_flag=True,
+              help="Assert that the step no longer raises, instead of that it reproduces.")
+@click.option("--code", "code_file", type=click.File("r"), metavar="FILE",
+              help="With --expect-fix: the fixed code to try on the recorded input.")
+@click.option("--image", metavar="REF", help="With --expect-fix: the image to try.")
+@click.option("--with-image", is_flag=True, help="Put the sandbox image in the bundle too.")
+@click.pass_context
+@_handle_errors
+def pytest_command(
+    ctx: click.Context, run_id: str, step_index: int, output: Path, expect_fix: bool,
+    code_file: Any, image: str | None, with_image: bool,
+) -> None:
+    """Freeze a recorded step into a pytest file that replays it."""
+    path = write_pytest(
+        run_id, step_index, output, expect_fix=expect_fix,
+        code=code_file.read() if code_file is not None else None, image=image,
+        with_image=with_image, home=ctx.obj.get("home"),
+    )
+    out.print(f"wrote {path} and {path.with_suffix('.codetape').name}; run: pytest {path}",
+              soft_wrap=True)

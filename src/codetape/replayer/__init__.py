@@ -1,8 +1,20 @@
-"""The replayer: re-run recorded steps in an identical sandbox and compare."""
+"""The replayer: re-run recorded steps in an identical sandbox and compare; carry runs
+between stores as bundles; freeze a step into a regression test."""
 
 from __future__ import annotations
 
+from ._bundle import BundleInfo, export_run, import_bundle
 from ._compare import compare_steps
+from ._pytest import write_pytest
 from ._replay import ReplayToolError, replay, replay_run
 
-__all__ = ["ReplayToolError", "compare_steps", "replay", "replay_run"]
+__all__ = [
+    "BundleInfo",
+    "ReplayToolError",
+    "compare_steps",
+    "export_run",
+    "import_bundle",
+    "replay",
+    "replay_run",
+    "write_pytest",
+]

@@ -1,0 +1,225 @@
+"""Bundles: one file that carries a run (spans and blobs, and optionally its sandbox
+image) from one store to another, to send a failing run to a colleague."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._version import __version__
+from ..errors import CodetapeError, DockerUnavailableError
+from ..schemas import attributes as A
+from ..store import BlobStore, Store
+from ..store._spool import live_dir
+
+__all__ = ["BundleInfo", "export_run", "import_bundle"]
+
+FORMAT = "codetape-bundle"
+VERSION = 1
+_STATE_KEYS = (A.STATE_BEFORE, A.STATE_AFTER)
+
+
+@dataclass
+class BundleInfo:
+    """What an export wrote or an import loaded."""
+
+    path: Path
+    run_id: str
+    spans: int = 0
+    blobs: int = 0
+    images: list[str] = field(default_factory=list)
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _span_records(store: Store, run_id: str) -> list[dict[str, Any]]:
+    rows = store._query(
+        "SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message, "
+        "attributes, events FROM spans WHERE trace_id = ? ORDER BY start_ns",
+        [run_id],
+    )
+    records = []
+    for span_id, parent, name, start, end, status, message, attrs, events in rows:
+        records.append({
+            "t": "span", "trace_id": run_id, "span_id": span_id, "parent_id": parent,
+            "name": name, "start_ns": start, "end_ns": end, "status": status,
+            "status_message": message, "attributes": json.loads(attrs or "{}"),
+            "events": json.loads(events or "[]"),
+        })
+    return records
+
+
+def _start_record(store: Store, run_id: str) -> dict[str, Any]:
+    """The run's "start" record, so a run that never ended imports as incomplete."""
+    row = store._query(
+        "SELECT span_id, name, task, started_ns, replay_of FROM runs WHERE run_id = ?", [run_id]
+    )[0]
+    span_id, name, task, started, replay_of = row
+    attrs: dict[str, Any] = {A.GEN_AI_AGENT_NAME: name, A.GEN_AI_OPERATION_NAME: "invoke_agent"}
+    if task is not None:
+        attrs[A.RUN_TASK] = task
+    if replay_of is not None:
+        attrs[A.RUN_REPLAY_OF] = replay_of
+    return {"t": "start", "trace_id": run_id, "span_id": span_id, "parent_id": None,
+            "name": f"{A.SPAN_INVOKE_AGENT} {name}", "start_ns": started, "attributes": attrs}
+
+
+def _digests(store: Store, records: list[dict[str, Any]]) -> set[str]:
+    """Every blob the run names: attribute digests and the values in its manifests."""
+    found: set[str] = set()
+    for record in records:
+        for key, value in record.get("attributes", {}).items():
+            if isinstance(value, str) and value.startswith("sha256:") and (
+                key.endswith(".digest") or key in _STATE_KEYS
+            ):
+                found.add(value)
+    for record in records:
+        for key in _STATE_KEYS:
+            manifest = record.get("attributes", {}).get(key)
+            if manifest:
+                for snap in json.loads(store.blob(manifest)).values():
+                    if snap.get("digest"):
+                        found.add(snap["digest"])
+    return found
+
+
+def export_run(
+    run_id: str,
+    path: str | os.PathLike[str],
+    *,
+    with_image: bool = False,
+    home: str | os.PathLike[str] | None = None,
+) -> BundleInfo:
+    """Write one run, its blobs and (``with_image``) its sandbox images to ``path``."""
+    store = Store(home)
+    full = store.resolve_run_id(run_id)
+    records = [_start_record(store, full), *_span_records(store, full)]
+    digests = sorted(_digests(store, records))
+    images = sorted({
+        r["attributes"][A.CONTAINER_IMAGE_ID] for r in records
+        if r.get("attributes", {}).get(A.CONTAINER_IMAGE_ID)
+    }) if with_image else []
+    target = Path(path)
+    info = BundleInfo(target, full, spans=len(records) - 1, blobs=len(digests), images=images)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:6]}.tmp")
+    try:
+        with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
+            manifest = {"format": FORMAT, "version": VERSION, "run_id": full,
+                        "codetape": __version__, "images": images}
+            _add(tar, "manifest.json", json.dumps(manifest, indent=2).encode())
+            _add(tar, "spans.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
+            for digest in digests:
+                _add(tar, f"blobs/{digest.removeprefix('sha256:')}", store.blob(digest))
+            for image_id in images:
+                _add_image(tar, image_id)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return info
+
+
+def _add_image(tar: tarfile.TarFile, image_id: str) -> None:
+    from ..sandbox._backends import docker_client
+
+    client = docker_client()
+    try:
+        image = client.images.get(image_id)
+    except Exception as exc:
+        raise CodetapeError(
+            f"cannot export the image {image_id}: it is not in Docker ({type(exc).__name__})"
+        ) from None
+    with tempfile.TemporaryFile() as spill:  # a tar member needs its size up front
+        for chunk in image.save(named=True):
+            spill.write(chunk)
+        size = spill.tell()
+        spill.seek(0)
+        member = tarfile.TarInfo(f"images/{image_id.removeprefix('sha256:')}.tar")
+        member.size = size
+        member.mtime = int(time.time())
+        tar.addfile(member, spill)
+
+
+def import_bundle(
+    path: str | os.PathLike[str], *, home: str | os.PathLike[str] | None = None
+) -> BundleInfo:
+    """Load a bundle into the store at ``home`` (and its images into Docker)."""
+    source = Path(path)
+    try:
+        tar = tarfile.open(source, "r:*")
+    except (OSError, tarfile.TarError) as exc:
+        raise CodetapeError(f"{source} is not a codetape bundle: {exc}") from None
+    with tar:
+        manifest = _read_json(tar, "manifest.json", source)
+        if manifest.get("format") != FORMAT:
+            raise CodetapeError(f"{source} is not a codetape bundle (no bundle manifest)")
+        if int(manifest.get("version", 0)) > VERSION:
+            raise CodetapeError(
+                f"{source} was written by a newer codetape (bundle version "
+                f"{manifest['version']})", hint="upgrade codetape to import it",
+            )
+        store = Store(home)
+        blobs = BlobStore(store.home / "blobs")
+        info = BundleInfo(source, manifest["run_id"])
+        for member in tar.getmembers():
+            if member.name.startswith("blobs/") and member.isfile():
+                data = _member(tar, member)
+                blobs.put(data)
+                info.blobs += 1
+        spans = _member(tar, tar.getmember("spans.jsonl"))
+        info.spans = spans.count(b"\n") - 1
+        for member in tar.getmembers():
+            if member.name.startswith("images/") and member.isfile():
+                info.images.append(_load_image(tar, member))
+        # An unlocked spool file is one whose writer is gone: ingestion takes it whole.
+        spool = live_dir(store.home)
+        spool.mkdir(parents=True, exist_ok=True)
+        name = f"import-{uuid.uuid4().hex[:8]}.jsonl"
+        hidden = spool / f".{name}.new"
+        hidden.write_bytes(spans)
+        os.replace(hidden, spool / name)
+    Store(store.home)
+    return info
+
+
+def _member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    handle = tar.extractfile(member)
+    if handle is None:
+        raise CodetapeError(f"bundle member {member.name} is not a file")
+    return handle.read()
+
+
+def _read_json(tar: tarfile.TarFile, name: str, source: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(_member(tar, tar.getmember(name)))
+    except (KeyError, ValueError) as exc:
+        raise CodetapeError(f"{source} is not a codetape bundle: {exc}") from None
+    return data
+
+
+def _load_image(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
+    from ..sandbox._backends import docker_client
+
+    try:
+        client = docker_client()
+    except DockerUnavailableError as exc:
+        raise CodetapeError(
+            f"the bundle carries a sandbox image, but {exc.message}", hint=exc.hint
+        ) from None
+    handle = tar.extractfile(member)
+    if handle is None:
+        raise CodetapeError(f"bundle member {member.name} is not a file")
+    loaded = client.images.load(handle)
+    return ", ".join(image.id for image in loaded)
