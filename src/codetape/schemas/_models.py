@@ -14,12 +14,15 @@ __all__ = [
     "ReplayReport",
     "Run",
     "RunDetail",
+    "RunDiff",
     "RunStatus",
     "SandboxSpec",
     "Step",
+    "StepPair",
     "StepResult",
     "StepStatus",
     "ToolCall",
+    "VariableChange",
     "VariableSnapshot",
     "Verdict",
 ]
@@ -196,6 +199,45 @@ class ReplayReport(_Model):
     @property
     def reproduced(self) -> bool:
         return self.verdict == "reproduced"
+
+
+class VariableChange(_Model):
+    """A variable present on both sides whose value differs."""
+
+    name: str
+    a: VariableSnapshot
+    b: VariableSnapshot
+
+
+class StepPair(_Model):
+    """Two aligned steps of a run diff (one side is None for an inserted or removed step).
+
+    The diffs are unified-diff lines (``-`` for side a, ``+`` for side b)."""
+
+    a: int | None
+    b: int | None
+    same: bool
+    code_diff: list[str] = Field(default_factory=list)
+    stdout_diff: list[str] = Field(default_factory=list)
+    status_a: StepStatus | None = None
+    status_b: StepStatus | None = None
+    error_a: ErrorInfo | None = None
+    error_b: ErrorInfo | None = None
+    variables_added: list[str] = Field(default_factory=list)
+    variables_removed: list[str] = Field(default_factory=list)
+    variables_changed: list[VariableChange] = Field(default_factory=list)
+
+
+class RunDiff(_Model):
+    """Two runs side by side, their steps aligned by code similarity.
+
+    ``first_divergence`` is the index in ``pairs`` of the first pair that differs
+    (None when the runs match)."""
+
+    a: Run
+    b: Run
+    pairs: list[StepPair]
+    first_divergence: int | None = None
 
 
 class RunDetail(_Model):

@@ -115,10 +115,38 @@ class Store:
         *,
         failed: bool = False,
         offset: int = 0,
+        search: str | None = None,
     ) -> list[Run]:
         """Runs, newest first. ``failed=True`` keeps runs that errored, died, or have a
-        failed step."""
-        where, params = [], []
+        failed step; ``search`` keeps runs with that text in a step's code or output
+        (their first 200 characters), its task or its final answer."""
+        where, params = self._filters(status, agent, failed, search)
+        sql = _RUN_SELECT + where + " ORDER BY r.started_ns DESC LIMIT ? OFFSET ?"
+        return [_run_from_row(r) for r in self._query(sql, [*params, limit, offset])]
+
+    def count_runs(
+        self,
+        status: str | None = None,
+        agent: str | None = None,
+        *,
+        failed: bool = False,
+        search: str | None = None,
+    ) -> int:
+        """How many runs ``runs()`` would list with no limit."""
+        where, params = self._filters(status, agent, failed, search)
+        rows = self._query(f"SELECT count(*) FROM ({_RUN_SELECT + where})", params)
+        return int(rows[0][0])
+
+    def agents(self) -> list[str]:
+        """The agent names in the store, sorted."""
+        return [str(r[0]) for r in self._query("SELECT DISTINCT name FROM runs ORDER BY 1")]
+
+    @staticmethod
+    def _filters(
+        status: str | None, agent: str | None, failed: bool, search: str | None
+    ) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
         if status is not None:
             where.append("r.status = ?")
             params.append(status)
@@ -127,9 +155,15 @@ class Store:
             params.append(agent)
         if failed:
             where.append("(r.status IN ('error', 'incomplete') OR coalesce(s.failed, 0) > 0)")
-        sql = _RUN_SELECT + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY r.started_ns DESC LIMIT ? OFFSET ?"
-        return [_run_from_row(r) for r in self._query(sql, [*params, limit, offset])]
+        if search:
+            where.append(
+                "(contains(lower(coalesce(r.task, '')), ?) OR "
+                "contains(lower(coalesce(r.final_answer, '')), ?) OR r.run_id IN ("
+                "SELECT run_id FROM steps WHERE contains(lower(coalesce(code_preview, '')), ?) "
+                "OR contains(lower(coalesce(stdout_preview, '')), ?)))"
+            )
+            params += [search.lower()] * 4
+        return (" WHERE " + " AND ".join(where) if where else ""), params
 
     def resolve_run_id(self, run_id: str) -> str:
         """The full id of the run whose id starts with ``run_id`` (a unique prefix), or
