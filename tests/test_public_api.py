@@ -9,7 +9,7 @@ import codetape.schemas
 def test_top_level_names() -> None:
     assert codetape.__all__ == sorted(codetape.__all__)
     assert set(codetape.__all__) == {
-        "CodetapeError", "Limits", "Sandbox", "StepResult", "Store", "agent", "code_action", "configure", "errors", "replay", "replay_run", "run",
+        "CodetapeError", "Limits", "Sandbox", "StepResult", "Store", "agent", "code_action", "configure", "diff_runs", "errors", "replay", "replay_run", "run",
         "schemas", "store", "tool",
     }
     for name in codetape.__all__:

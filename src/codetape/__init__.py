@@ -16,7 +16,7 @@ from __future__ import annotations
 from . import errors, schemas, store
 from ._version import __version__
 from .errors import CodetapeError
-from .replayer import replay, replay_run
+from .replayer import diff_runs, replay, replay_run
 from .sandbox import Limits, Sandbox, StepResult
 from .store import Store
 from .tracer import agent, code_action, configure, run, tool
@@ -30,6 +30,7 @@ __all__ = [
     "agent",
     "code_action",
     "configure",
+    "diff_runs",
     "errors",
     "replay",
     "replay_run",

@@ -15,8 +15,8 @@ from rich.table import Table
 
 from .cli import _handle_errors, _print_json, cli, err, out
 from .errors import CodetapeError
-from .replayer import export_run, import_bundle, replay, replay_run, write_pytest
-from .schemas import ReplayReport
+from .replayer import diff_runs, export_run, import_bundle, replay, replay_run, write_pytest
+from .schemas import ReplayReport, RunDiff, StepPair
 from .store import Store
 from .tracer import configure
 
@@ -207,3 +207,86 @@ def pytest_command(
     )
     out.print(f"wrote {path} and {path.with_suffix('.codetape').name}; run: pytest {path}",
               soft_wrap=True)
+
+
+def _pair_summary(pair: StepPair) -> str:
+    if pair.a is None:
+        return "only in b"
+    if pair.b is None:
+        return "only in a"
+    parts = []
+    if pair.code_diff:
+        parts.append("code")
+    if pair.stdout_diff:
+        parts.append("stdout")
+    if pair.status_a != pair.status_b:
+        parts.append(f"status {pair.status_a}→{pair.status_b}")
+    elif pair.error_a != pair.error_b:
+        parts.append("error")
+    for label, names in (("+", pair.variables_added), ("-", pair.variables_removed),
+                         ("~", [c.name for c in pair.variables_changed])):
+        if names:
+            parts.append(label + ",".join(names))
+    return ", ".join(parts) or "same"
+
+
+def _print_diff(diff: RunDiff) -> None:
+    a, b = diff.a, diff.b
+    out.print(f"[bold]a[/] {a.id[:12]} {escape(a.name)} {a.status}   "
+              f"[bold]b[/] {b.id[:12]} {escape(b.name)} {b.status}")
+    table = Table(box=None, header_style="bold")
+    for column in ("", "a", "b", "status", "differs in"):
+        table.add_column(column)
+    for k, pair in enumerate(diff.pairs):
+        mark = "[red]▶[/]" if k == diff.first_divergence else ""
+        status = f"{pair.status_a or '-'} / {pair.status_b or '-'}"
+        style = "" if pair.same else "yellow"
+        table.add_row(mark, str(pair.a if pair.a is not None else "-"),
+                      str(pair.b if pair.b is not None else "-"), status,
+                      f"[{style}]{escape(_pair_summary(pair))}[/]" if style else "same")
+    out.print(table)
+    if diff.first_divergence is None:
+        out.print("[green]the runs match step for step[/]")
+        return
+    pair = diff.pairs[diff.first_divergence]
+    out.print(f"\n[bold]first divergence[/]: step a={pair.a} b={pair.b}")
+    for title, lines in (("code", pair.code_diff), ("stdout", pair.stdout_diff)):
+        if lines:
+            out.print(f"  [bold]{title}[/]")
+            for line in lines[:40]:
+                style = "red" if line.startswith("-") else "green" if line.startswith("+") else "dim"
+                out.print(f"    [{style}]{escape(line)}[/]", soft_wrap=True)
+    if pair.error_a != pair.error_b:
+        for side, error in (("a", pair.error_a), ("b", pair.error_b)):
+            shown = f"{error.type}: {error.message}" if error else "no error"
+            out.print(f"  [bold]error {side}[/] {escape(shown)}", soft_wrap=True)
+    for change in pair.variables_changed:
+        out.print(f"  [bold]{escape(change.name)}[/] [red]{escape(change.a.preview)}[/] → "
+                  f"[green]{escape(change.b.preview)}[/]", soft_wrap=True)
+
+
+@cli.command("diff")
+@click.argument("run_a", metavar="A")
+@click.argument("run_b", metavar="B")
+@click.option("--json", "as_json", is_flag=True, help="Print the RunDiff model as JSON.")
+@click.pass_context
+@_handle_errors
+def diff_command(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
+    """Compare two runs (or a run and its replay) step by step, and point at the first
+    step where they part."""
+    diff = diff_runs(run_a, run_b, home=ctx.obj.get("home"))
+    if as_json:
+        _print_json(diff)
+        return
+    _print_diff(diff)
+    out.print(f"\n[dim]in the viewer (codetape ui):[/] {viewer_url(a=diff.a.id, b=diff.b.id)}",
+              soft_wrap=True)
+
+
+def viewer_url(**params: object) -> str:
+    """A deep link into `codetape ui` on its default address."""
+    from urllib.parse import urlencode
+
+    page = "compare" if "a" in params else "run"
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    return f"http://127.0.0.1:8501/{page}?{query}"

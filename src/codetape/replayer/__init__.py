@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from ._bundle import BundleInfo, export_run, import_bundle
 from ._compare import compare_steps
+from ._diff import align, diff_runs
 from ._pytest import write_pytest
 from ._replay import ReplayToolError, replay, replay_run
 
 __all__ = [
     "BundleInfo",
     "ReplayToolError",
+    "align",
     "compare_steps",
+    "diff_runs",
     "export_run",
     "import_bundle",
     "replay",

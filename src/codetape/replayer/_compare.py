@@ -8,7 +8,7 @@ from typing import Any
 
 from ..schemas import Difference, ErrorInfo, Step, ToolCall, VariableSnapshot
 
-__all__ = ["clip", "compare_steps", "normalize_json"]
+__all__ = ["clip", "compare_steps", "normalize_json", "variable_differs"]
 
 _CLIP = 2000
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -32,7 +32,7 @@ def _error(error: ErrorInfo | None) -> dict[str, str] | None:
     return None if error is None else {"type": error.type, "message": error.message}
 
 
-def _variable_differs(a: VariableSnapshot, b: VariableSnapshot) -> bool:
+def variable_differs(a: VariableSnapshot, b: VariableSnapshot) -> bool:
     if a.digest is not None and a.digest == b.digest:
         return False
     if a.type != b.type:
@@ -78,7 +78,7 @@ def compare_steps(recorded: Step, replayed: Step) -> list[Difference]:
     before, after = recorded.variables_after, replayed.variables_after
     for name in sorted(set(before) | set(after)):
         a, b = before.get(name), after.get(name)
-        if a is None or b is None or _variable_differs(a, b):
+        if a is None or b is None or variable_differs(a, b):
             diffs.append(Difference(field=f"variable:{name}", recorded=_shown(a), replayed=_shown(b)))
     old_calls, new_calls = recorded.tool_calls, replayed.tool_calls
     for i in range(max(len(old_calls), len(new_calls))):
