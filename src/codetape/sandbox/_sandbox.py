@@ -4,6 +4,7 @@ each one as a step, with the agent's tools still running on the host."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import inspect
 import json
@@ -130,10 +131,7 @@ class Sandbox:
 
     def close(self) -> None:
         """Stop the runner and remove its container."""
-        if self._process is not None:
-            self._backend.cleanup(self._process)
-        self._process = None
-        self._channel = None
+        self._replace_runner()
 
     def _ensure_started(self) -> Channel:
         if self._channel is not None:
@@ -192,10 +190,13 @@ class Sandbox:
     def _replace_runner(self) -> None:
         """Kill a runner that timed out or died; the next step starts a new one and
         restores the last good state into it."""
-        if self._process is not None:
-            self._backend.cleanup(self._process)
-        self._process = None
-        self._channel = None
+        process, self._process, self._channel = self._process, None, None
+        if process is not None:
+            self._backend.cleanup(process)
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
 
     def _add_tools(self, tools: Mapping[str, Callable[..., Any]]) -> None:
         for name, tool in tools.items():
