@@ -20,12 +20,19 @@ from codetape.schemas import RunDiff
     [
         (["x=1", "y=2"], ["x=1", "y=2"], [(0, 0), (1, 1)]),
         # An inserted step does not shift the ones after it.
-        (["a=1", "b=2", "c=3"], ["a=1", "new=0", "b=2", "c=3"], [(0, 0), (None, 1), (1, 2), (2, 3)]),
+        (
+            ["a=1", "b=2", "c=3"],
+            ["a=1", "new=0", "b=2", "c=3"],
+            [(0, 0), (None, 1), (1, 2), (2, 3)],
+        ),
         # A removed step likewise.
         (["a=1", "b=2", "c=3"], ["a=1", "c=3"], [(0, 0), (1, None), (2, 1)]),
         # An edited step pairs with its edit.
-        (["orders = get()", "print(o['order_id'])"], ["orders = get()", "print(o['id'])"],
-         [(0, 0), (1, 1)]),
+        (
+            ["orders = get()", "print(o['order_id'])"],
+            ["orders = get()", "print(o['id'])"],
+            [(0, 0), (1, 1)],
+        ),
         # Unrelated code does not pair.
         (["a=1", "import os"], ["a=1", "zzzzzzzzzzzzzzzzzz()"], [(0, 0), (1, None), (None, 1)]),
         ([], ["a=1"], [(None, 0)]),

@@ -80,8 +80,10 @@ def _print_reports(reports: list[ReplayReport]) -> None:
             out.print(f"\n[bold]step {r.step} differs in {len(r.differences)} fields[/]")
             for d in r.differences:
                 out.print(f"  [bold]{escape(d.field)}[/]")
-                if d.field in ("stdout", "stderr") and isinstance(d.recorded, str) and isinstance(
-                    d.replayed, str
+                if (
+                    d.field in ("stdout", "stderr")
+                    and isinstance(d.recorded, str)
+                    and isinstance(d.replayed, str)
                 ):
                     _print_text_diff(d.recorded, d.replayed)
                     continue
@@ -91,24 +93,48 @@ def _print_reports(reports: list[ReplayReport]) -> None:
 
 @cli.command("replay")
 @click.argument("run_id", metavar="RUN")
-@click.option("--step", "step_index", type=int, metavar="N",
-              help="The step to replay (default: the run's first failed step).")
+@click.option(
+    "--step",
+    "step_index",
+    type=int,
+    metavar="N",
+    help="The step to replay (default: the run's first failed step).",
+)
 @click.option("--all", "all_steps", is_flag=True, help="Replay every step of the run.")
-@click.option("--code", "code_file", type=click.File("r"), metavar="FILE",
-              help="Run this code instead of the recorded code, on the recorded input.")
+@click.option(
+    "--code",
+    "code_file",
+    type=click.File("r"),
+    metavar="FILE",
+    help="Run this code instead of the recorded code, on the recorded input.",
+)
 @click.option("--image", metavar="REF", help="Replay in this Docker image instead.")
-@click.option("--live-tools", is_flag=True,
-              help="Call the real tools (from --tools) instead of the recorded answers.")
-@click.option("--tools", "tools_module", metavar="MODULE",
-              help="Python module whose functions are the live tools.")
+@click.option(
+    "--live-tools",
+    is_flag=True,
+    help="Call the real tools (from --tools) instead of the recorded answers.",
+)
+@click.option(
+    "--tools",
+    "tools_module",
+    metavar="MODULE",
+    help="Python module whose functions are the live tools.",
+)
 @click.option("--jobs", default=2, show_default=True, help="Parallel sandboxes for --all.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ReplayReport models as JSON.")
 @click.pass_context
 @_handle_errors
 def replay_command(
-    ctx: click.Context, run_id: str, step_index: int | None, all_steps: bool,
-    code_file: Any, image: str | None, live_tools: bool, tools_module: str | None,
-    jobs: int, as_json: bool,
+    ctx: click.Context,
+    run_id: str,
+    step_index: int | None,
+    all_steps: bool,
+    code_file: Any,
+    image: str | None,
+    live_tools: bool,
+    tools_module: str | None,
+    jobs: int,
+    as_json: bool,
 ) -> None:
     """Re-run recorded steps in an identical sandbox and say whether they reproduced.
 
@@ -149,10 +175,18 @@ def replay_command(
 
 @cli.command("export")
 @click.argument("run_id", metavar="RUN")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The bundle file to write.")
-@click.option("--with-image", is_flag=True,
-              help="Also carry the run's sandbox images (docker save), to replay anywhere.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The bundle file to write.",
+)
+@click.option(
+    "--with-image",
+    is_flag=True,
+    help="Also carry the run's sandbox images (docker save), to replay anywhere.",
+)
 @click.pass_context
 @_handle_errors
 def export_command(ctx: click.Context, run_id: str, output: Path, with_image: bool) -> None:
@@ -185,28 +219,53 @@ def import_command(ctx: click.Context, bundle: Path) -> None:
 @cli.command("pytest")
 @click.argument("run_id", metavar="RUN")
 @click.option("--step", "step_index", type=int, required=True, metavar="N")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The test file to write (its bundle is written beside it).")
-@click.option("--expect-fix", is_flag=True,
-              help="Assert that the step no longer raises, instead of that it reproduces.")
-@click.option("--code", "code_file", type=click.File("r"), metavar="FILE",
-              help="With --expect-fix: the fixed code to try on the recorded input.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The test file to write (its bundle is written beside it).",
+)
+@click.option(
+    "--expect-fix",
+    is_flag=True,
+    help="Assert that the step no longer raises, instead of that it reproduces.",
+)
+@click.option(
+    "--code",
+    "code_file",
+    type=click.File("r"),
+    metavar="FILE",
+    help="With --expect-fix: the fixed code to try on the recorded input.",
+)
 @click.option("--image", metavar="REF", help="With --expect-fix: the image to try.")
 @click.option("--with-image", is_flag=True, help="Put the sandbox image in the bundle too.")
 @click.pass_context
 @_handle_errors
 def pytest_command(
-    ctx: click.Context, run_id: str, step_index: int, output: Path, expect_fix: bool,
-    code_file: Any, image: str | None, with_image: bool,
+    ctx: click.Context,
+    run_id: str,
+    step_index: int,
+    output: Path,
+    expect_fix: bool,
+    code_file: Any,
+    image: str | None,
+    with_image: bool,
 ) -> None:
     """Freeze a recorded step into a pytest file that replays it."""
     path = write_pytest(
-        run_id, step_index, output, expect_fix=expect_fix,
-        code=code_file.read() if code_file is not None else None, image=image,
-        with_image=with_image, home=ctx.obj.get("home"),
+        run_id,
+        step_index,
+        output,
+        expect_fix=expect_fix,
+        code=code_file.read() if code_file is not None else None,
+        image=image,
+        with_image=with_image,
+        home=ctx.obj.get("home"),
     )
-    out.print(f"wrote {path} and {path.with_suffix('.codetape').name}; run: pytest {path}",
-              soft_wrap=True)
+    out.print(
+        f"wrote {path} and {path.with_suffix('.codetape').name}; run: pytest {path}", soft_wrap=True
+    )
 
 
 def _pair_summary(pair: StepPair) -> str:
@@ -223,8 +282,11 @@ def _pair_summary(pair: StepPair) -> str:
         parts.append(f"status {pair.status_a}→{pair.status_b}")
     elif pair.error_a != pair.error_b:
         parts.append("error")
-    for label, names in (("+", pair.variables_added), ("-", pair.variables_removed),
-                         ("~", [c.name for c in pair.variables_changed])):
+    for label, names in (
+        ("+", pair.variables_added),
+        ("-", pair.variables_removed),
+        ("~", [c.name for c in pair.variables_changed]),
+    ):
         if names:
             parts.append(label + ",".join(names))
     return ", ".join(parts) or "same"
@@ -232,8 +294,10 @@ def _pair_summary(pair: StepPair) -> str:
 
 def _print_diff(diff: RunDiff) -> None:
     a, b = diff.a, diff.b
-    out.print(f"[bold]a[/] {a.id[:12]} {escape(a.name)} {a.status}   "
-              f"[bold]b[/] {b.id[:12]} {escape(b.name)} {b.status}")
+    out.print(
+        f"[bold]a[/] {a.id[:12]} {escape(a.name)} {a.status}   "
+        f"[bold]b[/] {b.id[:12]} {escape(b.name)} {b.status}"
+    )
     table = Table(box=None, header_style="bold")
     for column in ("", "a", "b", "status", "differs in"):
         table.add_column(column)
@@ -241,9 +305,13 @@ def _print_diff(diff: RunDiff) -> None:
         mark = "[red]▶[/]" if k == diff.first_divergence else ""
         status = f"{pair.status_a or '-'} / {pair.status_b or '-'}"
         style = "" if pair.same else "yellow"
-        table.add_row(mark, str(pair.a if pair.a is not None else "-"),
-                      str(pair.b if pair.b is not None else "-"), status,
-                      f"[{style}]{escape(_pair_summary(pair))}[/]" if style else "same")
+        table.add_row(
+            mark,
+            str(pair.a if pair.a is not None else "-"),
+            str(pair.b if pair.b is not None else "-"),
+            status,
+            f"[{style}]{escape(_pair_summary(pair))}[/]" if style else "same",
+        )
     out.print(table)
     if diff.first_divergence is None:
         out.print("[green]the runs match step for step[/]")
@@ -254,15 +322,20 @@ def _print_diff(diff: RunDiff) -> None:
         if lines:
             out.print(f"  [bold]{title}[/]")
             for line in lines[:40]:
-                style = "red" if line.startswith("-") else "green" if line.startswith("+") else "dim"
+                style = (
+                    "red" if line.startswith("-") else "green" if line.startswith("+") else "dim"
+                )
                 out.print(f"    [{style}]{escape(line)}[/]", soft_wrap=True)
     if pair.error_a != pair.error_b:
         for side, error in (("a", pair.error_a), ("b", pair.error_b)):
             shown = f"{error.type}: {error.message}" if error else "no error"
             out.print(f"  [bold]error {side}[/] {escape(shown)}", soft_wrap=True)
     for change in pair.variables_changed:
-        out.print(f"  [bold]{escape(change.name)}[/] [red]{escape(change.a.preview)}[/] → "
-                  f"[green]{escape(change.b.preview)}[/]", soft_wrap=True)
+        out.print(
+            f"  [bold]{escape(change.name)}[/] [red]{escape(change.a.preview)}[/] → "
+            f"[green]{escape(change.b.preview)}[/]",
+            soft_wrap=True,
+        )
 
 
 @cli.command("diff")
@@ -279,8 +352,10 @@ def diff_command(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> N
         _print_json(diff)
         return
     _print_diff(diff)
-    out.print(f"\n[dim]in the viewer (codetape ui):[/] {viewer_url(a=diff.a.id, b=diff.b.id)}",
-              soft_wrap=True)
+    out.print(
+        f"\n[dim]in the viewer (codetape ui):[/] {viewer_url(a=diff.a.id, b=diff.b.id)}",
+        soft_wrap=True,
+    )
 
 
 def viewer_url(**params: object) -> str:

@@ -53,12 +53,21 @@ def _span_records(store: Store, run_id: str) -> list[dict[str, Any]]:
     )
     records = []
     for span_id, parent, name, start, end, status, message, attrs, events in rows:
-        records.append({
-            "t": "span", "trace_id": run_id, "span_id": span_id, "parent_id": parent,
-            "name": name, "start_ns": start, "end_ns": end, "status": status,
-            "status_message": message, "attributes": json.loads(attrs or "{}"),
-            "events": json.loads(events or "[]"),
-        })
+        records.append(
+            {
+                "t": "span",
+                "trace_id": run_id,
+                "span_id": span_id,
+                "parent_id": parent,
+                "name": name,
+                "start_ns": start,
+                "end_ns": end,
+                "status": status,
+                "status_message": message,
+                "attributes": json.loads(attrs or "{}"),
+                "events": json.loads(events or "[]"),
+            }
+        )
     return records
 
 
@@ -73,8 +82,15 @@ def _start_record(store: Store, run_id: str) -> dict[str, Any]:
         attrs[A.RUN_TASK] = task
     if replay_of is not None:
         attrs[A.RUN_REPLAY_OF] = replay_of
-    return {"t": "start", "trace_id": run_id, "span_id": span_id, "parent_id": None,
-            "name": f"{A.SPAN_INVOKE_AGENT} {name}", "start_ns": started, "attributes": attrs}
+    return {
+        "t": "start",
+        "trace_id": run_id,
+        "span_id": span_id,
+        "parent_id": None,
+        "name": f"{A.SPAN_INVOKE_AGENT} {name}",
+        "start_ns": started,
+        "attributes": attrs,
+    }
 
 
 def _digests(store: Store, records: list[dict[str, Any]]) -> set[str]:
@@ -82,8 +98,10 @@ def _digests(store: Store, records: list[dict[str, Any]]) -> set[str]:
     found: set[str] = set()
     for record in records:
         for key, value in record.get("attributes", {}).items():
-            if isinstance(value, str) and value.startswith("sha256:") and (
-                key.endswith(".digest") or key in _STATE_KEYS
+            if (
+                isinstance(value, str)
+                and value.startswith("sha256:")
+                and (key.endswith(".digest") or key in _STATE_KEYS)
             ):
                 found.add(value)
     for record in records:
@@ -108,17 +126,29 @@ def export_run(
     full = store.resolve_run_id(run_id)
     records = [_start_record(store, full), *_span_records(store, full)]
     digests = sorted(_digests(store, records))
-    images = sorted({
-        r["attributes"][A.CONTAINER_IMAGE_ID] for r in records
-        if r.get("attributes", {}).get(A.CONTAINER_IMAGE_ID)
-    }) if with_image else []
+    images = (
+        sorted(
+            {
+                r["attributes"][A.CONTAINER_IMAGE_ID]
+                for r in records
+                if r.get("attributes", {}).get(A.CONTAINER_IMAGE_ID)
+            }
+        )
+        if with_image
+        else []
+    )
     target = Path(path)
     info = BundleInfo(target, full, spans=len(records) - 1, blobs=len(digests), images=images)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:6]}.tmp")
     try:
         with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
-            manifest = {"format": FORMAT, "version": VERSION, "run_id": full,
-                        "codetape": __version__, "images": images}
+            manifest = {
+                "format": FORMAT,
+                "version": VERSION,
+                "run_id": full,
+                "codetape": __version__,
+                "images": images,
+            }
             _add(tar, "manifest.json", json.dumps(manifest, indent=2).encode())
             _add(tar, "spans.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
             for digest in digests:
@@ -167,8 +197,8 @@ def import_bundle(
             raise CodetapeError(f"{source} is not a codetape bundle (no bundle manifest)")
         if int(manifest.get("version", 0)) > VERSION:
             raise CodetapeError(
-                f"{source} was written by a newer codetape (bundle version "
-                f"{manifest['version']})", hint="upgrade codetape to import it",
+                f"{source} was written by a newer codetape (bundle version {manifest['version']})",
+                hint="upgrade codetape to import it",
             )
         store = Store(home)
         blobs = BlobStore(store.home / "blobs")

@@ -73,17 +73,23 @@ def compare_steps(recorded: Step, replayed: Step) -> list[Difference]:
         diffs.append(Difference(field="result", recorded=recorded.result, replayed=replayed.result))
     if _error(recorded.error) != _error(replayed.error):
         diffs.append(
-            Difference(field="error", recorded=_error(recorded.error), replayed=_error(replayed.error))
+            Difference(
+                field="error", recorded=_error(recorded.error), replayed=_error(replayed.error)
+            )
         )
     before, after = recorded.variables_after, replayed.variables_after
     for name in sorted(set(before) | set(after)):
         a, b = before.get(name), after.get(name)
         if a is None or b is None or variable_differs(a, b):
-            diffs.append(Difference(field=f"variable:{name}", recorded=_shown(a), replayed=_shown(b)))
+            diffs.append(
+                Difference(field=f"variable:{name}", recorded=_shown(a), replayed=_shown(b))
+            )
     old_calls, new_calls = recorded.tool_calls, replayed.tool_calls
     for i in range(max(len(old_calls), len(new_calls))):
         a_call = old_calls[i] if i < len(old_calls) else None
         b_call = new_calls[i] if i < len(new_calls) else None
         if _call(a_call) != _call(b_call):
-            diffs.append(Difference(field=f"tool_call:{i}", recorded=_call(a_call), replayed=_call(b_call)))
+            diffs.append(
+                Difference(field=f"tool_call:{i}", recorded=_call(a_call), replayed=_call(b_call))
+            )
     return diffs

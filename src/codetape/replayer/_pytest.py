@@ -34,23 +34,23 @@ def test_{name}(tmp_path: Path) -> None:
 {body}
 '''
 
-_REPRODUCES = '''    report = codetape.replay(RUN_ID, STEP, home=home)
+_REPRODUCES = """    report = codetape.replay(RUN_ID, STEP, home=home)
     assert report.verdict == "reproduced", report.model_dump_json(indent=2)
-'''
+"""
 
-_EXPECT_FIX = '''    report = codetape.replay(RUN_ID, STEP, home=home, code=CODE, image=IMAGE)
+_EXPECT_FIX = """    report = codetape.replay(RUN_ID, STEP, home=home, code=CODE, image=IMAGE)
     assert report.replay_run_id is not None, report.reason
     replayed = codetape.Store(home).step(report.replay_run_id, 0)
     assert replayed.error is None, f"still raises {replayed.error.type}: {replayed.error.message}"
-'''
+"""
 
-_FIX_KNOBS = '''
+_FIX_KNOBS = """
 # The step raised when it was recorded ({error}). Set CODE to the fixed snippet (or
 # IMAGE to a sandbox image with what was missing); the test passes once it no longer
 # raises on the recorded input.
 CODE: str | None = {code!r}
 IMAGE: str | None = {image!r}
-'''
+"""
 
 
 def write_pytest(

@@ -47,7 +47,9 @@ class _RecordedTools:
         self.calls = calls
         self.next = 0
 
-    def stubs(self, names: Iterable[str], all_calls: list[ToolCall]) -> dict[str, Callable[..., Any]]:
+    def stubs(
+        self, names: Iterable[str], all_calls: list[ToolCall]
+    ) -> dict[str, Callable[..., Any]]:
         return {name: self._stub(name, all_calls) for name in sorted(set(names))}
 
     def _stub(self, name: str, all_calls: list[ToolCall]) -> Callable[..., Any]:
@@ -91,7 +93,7 @@ def _not_run(
     return ReplayReport(
         run_id=run_id,
         step=step,
-        verdict=verdict,  # type: ignore[arg-type]
+        verdict=verdict,
         reason=reason,
         duration_ms=(time.monotonic() - started) * 1000,
         **extra,
@@ -171,8 +173,9 @@ def replay(
             missing[name] = f"its value ({snap.digest}) is missing from the store"
     if missing:
         listed = "; ".join(f"{name}: {why}" for name, why in sorted(missing.items()))
-        return _not_run(full, step, "not_restorable", f"cannot restore {listed}", started,
-                        notes=notes)
+        return _not_run(
+            full, step, "not_restorable", f"cannot restore {listed}", started, notes=notes
+        )
 
     all_calls = [call for s in store.steps(full) for call in s.tool_calls]
     if live_tools:
@@ -204,19 +207,42 @@ def replay(
                     if errors:
                         listed = "; ".join(f"{n}: {why}" for n, why in sorted(errors.items()))
                         return _not_run(
-                            full, step, "not_restorable",
-                            f"cannot load in the sandbox {listed}", started, notes=notes,
-                            replay_run_id=replay_run_.id, backend=backend, image=image_ref,
+                            full,
+                            step,
+                            "not_restorable",
+                            f"cannot load in the sandbox {listed}",
+                            started,
+                            notes=notes,
+                            replay_run_id=replay_run_.id,
+                            backend=backend,
+                            image=image_ref,
                         )
-                    sandbox.run(code if code is not None else recorded.code,
-                                random_seed=recorded.random_seed)
+                    sandbox.run(
+                        code if code is not None else recorded.code,
+                        random_seed=recorded.random_seed,
+                    )
         except ImageNotFoundError:
-            return _not_run(full, step, "environment_missing",
-                            _missing_image_reason(recorded, str(image_ref)), started,
-                            notes=notes, backend=backend, image=image_ref)
+            return _not_run(
+                full,
+                step,
+                "environment_missing",
+                _missing_image_reason(recorded, str(image_ref)),
+                started,
+                notes=notes,
+                backend=backend,
+                image=image_ref,
+            )
         except (DockerUnavailableError, SandboxError) as exc:
-            return _not_run(full, step, "environment_missing", str(exc), started,
-                            notes=notes, backend=backend, image=image_ref)
+            return _not_run(
+                full,
+                step,
+                "environment_missing",
+                str(exc),
+                started,
+                notes=notes,
+                backend=backend,
+                image=image_ref,
+            )
     replayed = Store(store.home).step(replay_run_.id, 0)
     differences = compare_steps(recorded, replayed)
     return ReplayReport(
@@ -235,7 +261,7 @@ def replay(
 def _named(stubs: dict[str, Callable[..., Any]]) -> Iterable[Callable[..., Any]]:
     for name, fn in stubs.items():
         if getattr(fn, "__name__", None) != name:
-            fn.__name__ = name  # type: ignore[attr-defined]
+            fn.__name__ = name
         yield fn
 
 
@@ -254,5 +280,3 @@ def replay_run(
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = [pool.submit(contextvars.copy_context().run, one, i) for i in indexes]
         return [f.result() for f in futures]
-
-

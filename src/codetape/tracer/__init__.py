@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ._config import Runtime, configure, runtime
-from ._decorators import agent, code_action, run, tool
+from ._decorators import agent, code_action, observed_sandbox, run, tool
 from ._recording import (
     RunRecorder,
     StepRecorder,
     ToolCallRecorder,
     current_run,
     current_step,
+    format_exception,
     record_tool_call,
 )
 from ._state import Snapshotter, State
@@ -26,6 +27,8 @@ __all__ = [
     "configure",
     "current_run",
     "current_step",
+    "format_exception",
+    "observed_sandbox",
     "record_tool_call",
     "run",
     "runtime",

@@ -26,7 +26,7 @@ from ._recording import (
 )
 from ._state import State
 
-__all__ = ["agent", "code_action", "run", "tool"]
+__all__ = ["agent", "code_action", "observed_sandbox", "run", "tool"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -129,7 +129,8 @@ class _Binder:
         return code, namespace if isinstance(namespace, dict) else None
 
 
-def _observed_sandbox() -> dict[str, Any]:
+def observed_sandbox() -> dict[str, Any]:
+    """The identity attributes of a step observed in this process (no image)."""
     fp = host_fingerprint()
     return {
         A.SANDBOX_BACKEND: "observed",
@@ -149,7 +150,7 @@ class _ObservedStep:
         if run is None:  # a code action outside any run is a run of its own
             run = self.own_run = RunRecorder(func_name).__enter__()
         self.run = run
-        self.step = StepRecorder(run, code, mode="observed", sandbox=_observed_sandbox())
+        self.step = StepRecorder(run, code, mode="observed", sandbox=observed_sandbox())
         self.before: State | None = None
         with internal_errors("snapshotting the variables before a step"):
             if namespace is not None and run.snapshotter is not None:

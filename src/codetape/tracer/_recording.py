@@ -34,6 +34,7 @@ __all__ = [
     "ToolCallRecorder",
     "current_run",
     "current_step",
+    "format_exception",
     "record_tool_call",
 ]
 
@@ -303,12 +304,19 @@ class StepRecorder:
                 span.set_attribute(A.ERROR_TRACEBACK_DIGEST, digest)
         elif error is not None:
             message = rt.redactor.text(error.message)
+            stack = rt.redactor.text(error.traceback or "")
+            span.add_event(
+                "exception",
+                {
+                    "exception.type": error.type,
+                    "exception.message": _cut(message, 2000),
+                    "exception.stacktrace": _cut(stack, 8000),
+                },
+            )
             span.set_attribute(A.ERROR_TYPE, error.type)
             span.set_attribute(A.ERROR_MESSAGE, _cut(message, 2000))
-            if error.traceback:
-                stack = rt.redactor.text(error.traceback)
-                if (digest := _put_text(rt, stack)) is not None:
-                    span.set_attribute(A.ERROR_TRACEBACK_DIGEST, digest)
+            if stack and (digest := _put_text(rt, stack)) is not None:
+                span.set_attribute(A.ERROR_TRACEBACK_DIGEST, digest)
             span.set_status(Status(StatusCode.ERROR, _cut(message, 500)))
 
 

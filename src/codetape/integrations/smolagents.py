@@ -1,0 +1,441 @@
+"""Record a smolagents ``CodeAgent``: ``instrument(agent)`` and ``uninstrument(agent)``.
+
+``instrument`` records an agent that runs its code actions in its own
+``LocalPythonExecutor`` (observed mode): each ``agent.run(task)`` is a run, each code
+action a step with the executor's variables before and after, what the code printed,
+its result or error, and every call it made to the agent's tools. The agent behaves
+exactly as before: a failing step is recorded and the agent carries on, as smolagents
+does.
+
+Needs the optional extra: ``pip install 'codetape[smolagents]'``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+try:
+    from smolagents.agents import RunResult
+    from smolagents.local_python_executor import (
+        ExecutionTimeoutError,
+        InterpreterError,
+        LocalPythonExecutor,
+        PythonExecutor,
+    )
+    from smolagents.memory import FinalAnswerStep
+except ImportError as exc:
+    raise ImportError(
+        "codetape.integrations.smolagents needs smolagents: pip install 'codetape[smolagents]'"
+    ) from exc
+
+from ..schemas import ErrorInfo, StepStatus
+from ..tracer import (
+    RunRecorder,
+    StepRecorder,
+    current_run,
+    format_exception,
+    observed_sandbox,
+    record_tool_call,
+)
+from ..tracer._errors import internal_errors
+from ..tracer._state import State, type_name
+
+__all__ = ["CodetapeExecutor", "instrument", "uninstrument"]
+
+AgentT = TypeVar("AgentT")
+
+
+# -- observed mode: instrument(agent) over the agent's own LocalPythonExecutor -----------
+
+# The executor's bookkeeping in its state dict, not variables of the agent's code.
+_EXECUTOR_KEYS = frozenset({"_print_outputs", "_operations_count"})
+# final_answer ends the step rather than doing work; the run records the answer.
+_NOT_TOOLS = frozenset({"final_answer"})
+_ORIGINAL_RUN = "__codetape_original_run__"
+_NO_RUN = object()  # the agent had no ``run`` of its own before instrument()
+
+# Runs opened by instrument(); a run the user opened around agent.run is reused instead.
+_own_runs: weakref.WeakSet[RunRecorder] = weakref.WeakSet()
+
+
+def instrument(agent: AgentT) -> AgentT:
+    """Record every ``agent.run(task)`` of a smolagents ``CodeAgent``; returns ``agent``.
+
+    Each run is named after ``agent.name`` (or the agent's class) and records the task
+    and the final answer; each code action is a step, and each call to one of the
+    agent's tools an ``execute_tool`` span under its step. Inside an open
+    ``codetape.run()`` or ``@codetape.agent``, the steps go to that run instead.
+    Instrumenting twice changes nothing; ``uninstrument`` undoes it.
+
+    The agent must run its code with smolagents' ``LocalPythonExecutor`` (the default)
+    or with a codetape executor, which records its own steps.
+
+    ``model`` is any smolagents model, ``get_orders`` a smolagents ``@tool``:
+
+    >>> import codetape                                                  # doctest: +SKIP
+    >>> from smolagents import CodeAgent                                 # doctest: +SKIP
+    >>> from codetape.integrations.smolagents import instrument          # doctest: +SKIP
+    >>> agent = instrument(CodeAgent(tools=[get_orders], model=model))   # doctest: +SKIP
+    >>> answer = agent.run("Refund every order over $100")              # doctest: +SKIP
+    >>> codetape.Store().runs()[0].final_answer == answer                # doctest: +SKIP
+    True
+    """
+    target: Any = agent
+    executor = getattr(target, "python_executor", None)
+    if executor is None:
+        raise TypeError(
+            f"instrument() records a smolagents CodeAgent; {type(agent).__name__} has no "
+            "python_executor"
+        )
+    if isinstance(executor, LocalPythonExecutor):
+        target.python_executor = _RecordingExecutor(executor, _agent_tools(target))
+    elif not isinstance(executor, _RecordingExecutor) and not _records_itself(executor):
+        raise TypeError(
+            f"instrument() records an agent whose code runs in smolagents' "
+            f"LocalPythonExecutor, not {type(executor).__name__}; to record sandboxed "
+            "actions, give the agent codetape's executor"
+        )
+    if not hasattr(vars(target).get("run"), _ORIGINAL_RUN):
+        original = vars(target).get("run", _NO_RUN)
+        recorded = _recorded_run(target, target.run)
+        setattr(recorded, _ORIGINAL_RUN, original)
+        target.run = recorded
+    return agent
+
+
+def uninstrument(agent: AgentT) -> AgentT:
+    """Stop recording ``agent`` and give it back its own executor and ``run``.
+
+    >>> from codetape.integrations.smolagents import instrument, uninstrument
+    >>> agent = uninstrument(instrument(agent))                          # doctest: +SKIP
+    """
+    target: Any = agent
+    executor = getattr(target, "python_executor", None)
+    if isinstance(executor, _RecordingExecutor):
+        target.python_executor = executor._inner
+    original = getattr(vars(target).get("run"), _ORIGINAL_RUN, None)
+    if original is _NO_RUN:
+        del target.run
+    elif original is not None:
+        target.run = original
+    return agent
+
+
+def _records_itself(executor: object) -> bool:
+    """codetape's own executors (``CodetapeExecutor``) record each step themselves."""
+    return type(executor).__module__.startswith("codetape.")
+
+
+def _agent_tools(agent: Any) -> dict[str, Any]:
+    return {**getattr(agent, "tools", {}), **getattr(agent, "managed_agents", {})}
+
+
+# -- runs ---------------------------------------------------------------------------------
+
+
+def _recorded_run(agent: Any, run: Callable[..., Any]) -> Callable[..., Any]:
+    signature = inspect.signature(run)
+
+    @functools.wraps(run)
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            bound = signature.bind(*args, **kwargs).arguments
+        except TypeError:
+            return run(*args, **kwargs)  # smolagents says what is wrong with the call
+        outer = current_run()
+        if outer is not None and outer not in _own_runs:
+            return run(*args, **kwargs)  # the user's run records these steps
+        task = bound.get("task")
+        recorder = RunRecorder(
+            getattr(agent, "name", None) or type(agent).__name__,
+            task if isinstance(task, str) else None,
+        )
+        _own_runs.add(recorder)
+        if bound.get("stream"):
+            return _recorded_stream(recorder, run(*args, **kwargs))
+        with recorder:
+            result = run(*args, **kwargs)
+            recorder.final_answer = result.output if isinstance(result, RunResult) else result
+        return result
+
+    return recorded
+
+
+def _recorded_stream(recorder: RunRecorder, steps: Iterator[Any]) -> Iterator[Any]:
+    """``agent.run(task, stream=True)``: the run lasts while the caller iterates.
+
+    The agent's generator runs in a context of its own that holds the run, so the
+    caller's context never sees it between two ``next()`` calls.
+    """
+    context = contextvars.copy_context()
+    context.run(recorder.__enter__)
+    error: BaseException | None = None
+    try:
+        while True:
+            try:
+                item = context.run(next, steps)
+            except StopIteration:
+                return
+            if isinstance(item, FinalAnswerStep):
+                recorder.final_answer = item.output
+            yield item
+    except BaseException as exc:  # GeneratorExit too: the caller stopped the run
+        error = exc
+        context.run(getattr(steps, "close", lambda: None))
+        raise
+    finally:
+        context.run(recorder.__exit__, type(error) if error else None, error, None)
+
+
+# -- steps --------------------------------------------------------------------------------
+
+
+class _RecordingExecutor:
+    """Stands in for the agent's ``LocalPythonExecutor`` and records each code action.
+
+    Everything but the three executor methods is the wrapped executor's, so the agent
+    (and its user) can still read and set ``state``, ``static_tools`` and the rest.
+    """
+
+    _inner: Any
+    _tools: dict[str, inspect.Signature | None]
+
+    def __init__(self, inner: Any, tools: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_tools", _signatures(tools))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_inner", "_tools"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._inner, name, value)
+
+    def __repr__(self) -> str:
+        return f"<recorded by codetape: {self._inner!r}>"
+
+    def send_tools(self, tools: dict[str, Any]) -> None:
+        with internal_errors("reading the agent's tools"):
+            object.__setattr__(self, "_tools", _signatures(tools))
+        self._inner.send_tools(tools)
+
+    def send_variables(self, variables: dict[str, Any]) -> None:
+        self._inner.send_variables(variables)
+
+    def __call__(self, code_action: str) -> Any:
+        run = current_run()
+        if run is None:  # called outside agent.run: not a step of any run
+            return self._inner(code_action)
+        inner = self._inner
+        action: _CodeAction | None = None
+        with internal_errors("starting a step"):
+            action = _CodeAction(run, code_action, inner.state)
+        if action is None:
+            return inner(code_action)
+        tools = inner.static_tools
+        recorded_tools = action.bind_tools(tools, self._tools)
+        try:
+            if recorded_tools is not None:
+                inner.static_tools = recorded_tools
+            try:
+                output = inner(code_action)
+            finally:
+                if recorded_tools is not None:
+                    inner.static_tools = tools
+        except BaseException as exc:
+            action.failed(exc)
+            raise
+        action.succeeded(output)
+        return output
+
+
+PythonExecutor.register(_RecordingExecutor)
+
+
+class _CodeAction:
+    """One call of the executor, recorded as a step. None of it raises into the agent."""
+
+    def __init__(self, run: RunRecorder, code: str, state: dict[str, Any]) -> None:
+        self.run = run
+        self.state = state
+        self.printed = state.get("_print_outputs")
+        self.printed_len = len(str(self.printed)) if self.printed is not None else 0
+        self.step = StepRecorder(run, code, mode="observed", sandbox=observed_sandbox())
+        before: State | None = None
+        with internal_errors("snapshotting the variables before a step"):
+            if run.snapshotter is not None:
+                before = run.snapshotter.snapshot(_variables(state), run.last_state)
+        self.step.begin(before)
+
+    def bind_tools(
+        self, tools: object, recorded: Mapping[str, inspect.Signature | None]
+    ) -> dict[str, Any] | None:
+        """The executor's tools for this action: the agent's tools record each call
+        under this step, from whichever thread smolagents runs the code in."""
+        if not isinstance(tools, dict):
+            return None
+        with internal_errors("wrapping the agent's tools"):
+            return {
+                name: _StepTool(name, tool, recorded[name], self.step) if name in recorded else tool
+                for name, tool in tools.items()
+            }
+        return None
+
+    def succeeded(self, output: Any) -> None:
+        value = getattr(output, "output", None)
+        self.step.finish(
+            status="ok",
+            stdout=self._stdout(),
+            result=value,
+            has_result=value is not None,
+            after=self._after(),
+        )
+
+    def failed(self, exc: BaseException) -> None:
+        status: StepStatus = "error"
+        error: BaseException | ErrorInfo = exc
+        with internal_errors("describing a step's error"):
+            status, error = _describe(exc)
+        self.step.finish(status=status, stdout=self._stdout(), error=error, after=self._after())
+
+    def _stdout(self) -> str:
+        """What this action printed: smolagents gives each call a fresh print buffer;
+        should it ever keep one, only what was added since the action began counts."""
+        with internal_errors("reading a step's print output"):
+            printed = self.state.get("_print_outputs")
+            if printed is None:
+                return ""
+            text = str(printed)
+            return text[self.printed_len :] if printed is self.printed else text
+        return ""
+
+    def _after(self) -> State | None:
+        with internal_errors("snapshotting the variables after a step"):
+            if self.run.snapshotter is not None:
+                after = self.run.snapshotter.snapshot(_variables(self.state))
+                self.run.last_state = after
+                return after
+        return None
+
+
+def _variables(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in list(state.items()) if k not in _EXECUTOR_KEYS}
+
+
+def _describe(exc: BaseException) -> tuple[StepStatus, ErrorInfo]:
+    """The error as the agent's code raised it: smolagents wraps what the code raised
+    in ``InterpreterError``s; the message stays the one the agent was shown."""
+    status: StepStatus = "timeout" if isinstance(exc, ExecutionTimeoutError) else "error"
+    return status, ErrorInfo(
+        type=type_name(_raised_by_code(exc)), message=str(exc), traceback=format_exception(exc)
+    )
+
+
+def _raised_by_code(exc: BaseException) -> BaseException:
+    # evaluate_python_code re-raises whatever the code raised as an InterpreterError
+    # (implicitly chained); the interpreter's own InterpreterErrors name their cause
+    # with ``from``. An InterpreterError with no cause is the interpreter's own verdict.
+    if isinstance(exc, InterpreterError) and exc.__cause__ is None and exc.__context__:
+        exc = exc.__context__
+    while isinstance(exc, InterpreterError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+# -- tool calls -----------------------------------------------------------------------------
+
+
+def _signatures(tools: Mapping[str, Any]) -> dict[str, inspect.Signature | None]:
+    """The tools to record, each with the signature its arguments are bound to."""
+    return {name: _signature(tool) for name, tool in tools.items() if name not in _NOT_TOOLS}
+
+
+def _signature(tool: Any) -> inspect.Signature | None:
+    try:  # a Tool is called through __call__(*args, **kwargs), which calls forward
+        signature = inspect.signature(getattr(tool, "forward", tool))
+    except (TypeError, ValueError):
+        return None
+    params = list(signature.parameters.values())
+    inputs = getattr(tool, "inputs", None)
+    if params and params[0].name == "self" and isinstance(inputs, dict) and "self" not in inputs:
+        # smolagents' @tool makes forward a staticmethod whose signature starts with self
+        signature = signature.replace(parameters=params[1:])
+    return signature
+
+
+class _StepTool:
+    """One of the agent's tools as one code action sees it.
+
+    smolagents runs the code in a worker thread (for its timeout), where the caller's
+    context, and so ``current_step()``, is not set: the step is bound here instead, so
+    a call is recorded under the action that made it, whichever thread it comes from.
+    Attributes are the tool's, so code reading ``tool.name`` still works.
+    """
+
+    def __init__(
+        self, name: str, tool: Any, signature: inspect.Signature | None, step: StepRecorder
+    ) -> None:
+        self._name = name
+        self._tool = tool
+        self._signature = signature
+        self._step = step
+        # A tool is not state: code that keeps one in a variable (``f = refund``) keeps
+        # this object (inside smolagents' wrapper, which copies this attribute).
+        self.__codetape_tool__ = True
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_name", "_tool", "_signature", "_step"):
+            raise AttributeError(name)
+        return getattr(self._tool, name)
+
+    def __repr__(self) -> str:
+        return repr(self._tool)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        arguments: dict[str, Any] = {"args": list(args), **kwargs}
+        with internal_errors("binding a tool call's arguments"):
+            arguments = _arguments(self._tool, self._signature, args, kwargs)
+        return record_tool_call(
+            self._name, arguments, lambda: self._tool(*args, **kwargs), step=self._step
+        )
+
+
+def _arguments(
+    tool: Any, signature: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The call's arguments by parameter name, as the tool receives them."""
+    inputs = getattr(tool, "inputs", None)
+    if (
+        len(args) == 1
+        and not kwargs
+        and isinstance(args[0], dict)
+        and isinstance(inputs, dict)
+        and all(key in inputs for key in args[0])
+    ):  # Tool.__call__ takes a single dict of its inputs as keyword arguments
+        return dict(args[0])
+    if signature is not None:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            pass  # the tool raises its own TypeError; record what was passed
+        else:
+            arguments: dict[str, Any] = {}
+            for name, value in bound.arguments.items():
+                if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                    arguments.update(value)
+                else:
+                    arguments[name] = value
+            return arguments
+    return {"args": list(args), **kwargs} if args else dict(kwargs)
+
+
+# -- sandboxed mode -------------------------------------------------------------------------
+# CodetapeExecutor runs each action in codetape.Sandbox; instrument() recognises it and
+# then records only the runs, while the sandbox records the steps.
+from ._smolagents_executor import CodetapeExecutor  # noqa: E402
