@@ -49,7 +49,6 @@ STDERR_DIGEST: Final = "codetape.stderr.digest"
 STDERR_PREVIEW: Final = "codetape.stderr.preview"
 RESULT_PREVIEW: Final = "codetape.result.preview"
 RESULT_TYPE: Final = "codetape.result.type"
-RESULT_DIGEST: Final = "codetape.result.digest"
 ERROR_MESSAGE: Final = "codetape.error.message"
 ERROR_TRACEBACK_DIGEST: Final = "codetape.error.traceback.digest"
 STATE_BEFORE: Final = "codetape.state.before"  # digest of the variable manifest blob
