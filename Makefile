@@ -33,16 +33,20 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src tests examples bench
 	$(BIN)/ruff format src tests examples bench
 
-demo: $(STAMP)  ## record the orders agent and show its failed step
+demo: $(STAMP)  ## record the orders agent (decorators, then sandboxed) and show its failed step
 	@rm -rf $(DEMO_HOME)
 	$(BIN)/python examples/01_decorators.py --home $(DEMO_HOME)
 	@echo
+	CODETAPE_IMAGE=$(IMAGE) $(BIN)/python examples/02_sandbox_tools.py --home $(DEMO_HOME)
+	@echo
 	$(BIN)/codetape --home $(DEMO_HOME) runs
 	@echo
+	@echo "# step 2 of the sandboxed run (the last run), where the agent's KeyError happened:"
 	$(BIN)/codetape --home $(DEMO_HOME) show last --step 2
 
 bench: $(STAMP)  ## run the benchmarks (results go to BENCHMARKS.md by hand)
 	$(BIN)/python bench/overhead.py
+	CODETAPE_IMAGE=$(IMAGE) $(BIN)/python bench/sandbox.py
 
 image:  ## build the offline sandbox image (no registry needed)
 	scripts/build-offline-image.sh $(IMAGE)

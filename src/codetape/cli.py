@@ -17,8 +17,8 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from . import __version__
 from ._doctor import Check, Leftover, clean_containers, run_checks
+from ._version import __version__
 from .errors import CodetapeError
 from .sandbox._image import build_image
 from .sandbox._image import dockerfile as image_dockerfile
@@ -263,6 +263,9 @@ def show(ctx: click.Context, run_id: str, step_index: int | None, as_json: bool)
     out.print()
     for step in detail.steps:
         _print_step(step, verbose=False)
+    from ._cli_replay import viewer_url
+
+    out.print(f"[dim]in the viewer (codetape ui):[/] {viewer_url(run=run.id)}", soft_wrap=True)
     if run.failed_steps:
         first = next(s for s in detail.steps if s.status != "ok")
         out.print(f"[dim]codetape show {run.id[:12]} --step {first.index}[/]  for the first failed step in full")
@@ -301,13 +304,16 @@ def doctor(ctx: click.Context, as_json: bool, rebuild: bool, clean: bool) -> Non
     checks = run_checks(ctx.obj.get("home"))
     if as_json:
         listed = [c.as_dict() for c in checks]
-        _print_json({"removed": [r.as_dict() for r in removed], "checks": listed} if clean else listed)
+        _print_json(
+            {"removed": [r.as_dict() for r in removed], "checks": listed} if clean else listed
+        )
     else:
         if clean:
             for gone in removed:
                 out.print(
                     f"removed {escape(gone.name)} ({escape(gone.state)}; {escape(gone.reason)}"
-                    + (f"; run {escape(gone.run_id[:12])}" if gone.run_id else "") + ")",
+                    + (f"; run {escape(gone.run_id[:12])}" if gone.run_id else "")
+                    + ")",
                     soft_wrap=True,
                 )
             out.print(f"removed {len(removed)} sandbox container{'s' * (len(removed) != 1)}")
@@ -330,18 +336,36 @@ def image() -> None:
 
 
 @image.command("build")
-@click.option("--python", "python", default="3.12", show_default=True, metavar="VERSION",
-              help="Python version of the default base image python:VERSION-slim.")
-@click.option("--pip", "packages", multiple=True, metavar="PKG",
-              help="A requirement to pip install into the image (repeat for more).")
+@click.option(
+    "--python",
+    "python",
+    default="3.12",
+    show_default=True,
+    metavar="VERSION",
+    help="Python version of the default base image python:VERSION-slim.",
+)
+@click.option(
+    "--pip",
+    "packages",
+    multiple=True,
+    metavar="PKG",
+    help="A requirement to pip install into the image (repeat for more).",
+)
 @click.option("--tag", metavar="NAME", help="Image name [default: codetape-sandbox:pyVERSION].")
-@click.option("--base", metavar="IMAGE",
-              help="Base image [default: python:VERSION-slim]; any image with python3 works.")
+@click.option(
+    "--base",
+    metavar="IMAGE",
+    help="Base image [default: python:VERSION-slim]; any image with python3 works.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the Dockerfile and build nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the tag, id and Dockerfile as JSON.")
 @_handle_errors
 def image_build(
-    python: str, packages: tuple[str, ...], tag: str | None, base: str | None, dry_run: bool,
+    python: str,
+    packages: tuple[str, ...],
+    tag: str | None,
+    base: str | None,
+    dry_run: bool,
     as_json: bool,
 ) -> None:
     """Build a sandbox image from a generated Dockerfile (needs a registry for the base
@@ -375,3 +399,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 # The replay commands live in their own module; importing it registers them.
 from . import _cli_replay  # noqa: E402, F401
+from . import _cli_viewer  # noqa: E402, F401
