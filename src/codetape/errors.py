@@ -84,8 +84,10 @@ class ImageNotFoundError(SandboxError):
             how = f"docker pull {repo_digests[0]}"
         else:
             how = (
-                f"docker pull {image}, or build one with no registry: "
-                f"scripts/build-offline-image.sh {image}"
+                f"docker pull {image}; or, with no registry, build a minimal image with "
+                "scripts/build-offline-image.sh codetape/python:bookworm and export "
+                "CODETAPE_IMAGE=codetape/python:bookworm; `codetape image build` makes one "
+                "with your packages"
             )
         super().__init__(f"the sandbox image {image} is not in Docker", hint=how)
         self.image = image

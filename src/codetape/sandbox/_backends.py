@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 import warnings
 from abc import ABC, abstractmethod
@@ -70,15 +71,25 @@ class Backend(ABC):
         """Span attributes that say where code ran (image identity or host)."""
 
 
-def docker_client() -> Any:
-    try:
-        import docker
+_client: Any = None
+_client_lock = threading.Lock()
 
-        client = docker.from_env(timeout=30)
-        client.ping()
-    except Exception as exc:  # docker-py raises many unrelated types here
-        raise DockerUnavailableError(f"{type(exc).__name__}: {exc}") from None
-    return client
+
+def docker_client() -> Any:
+    """One Docker client per process (making one costs tens of milliseconds)."""
+    global _client
+    with _client_lock:
+        if _client is not None:
+            return _client
+        try:
+            import docker
+
+            client = docker.from_env(timeout=30)
+            client.ping()
+        except Exception as exc:  # docker-py raises many unrelated types here
+            raise DockerUnavailableError(f"{type(exc).__name__}: {exc}") from None
+        _client = client
+        return client
 
 
 class DockerBackend(Backend):
@@ -196,14 +207,14 @@ class DockerBackend(Backend):
         return "killed"
 
     def cleanup(self, process: subprocess.Popen[bytes]) -> None:
-        container = self._container(process)
-        if container is not None:
-            with contextlib.suppress(Exception):
-                container.remove(force=True)
+        name = self._names.pop(process.pid, None)
+        if name is not None:
+            # Force-remove kills it too: one call, no lookup.
+            with contextlib.suppress(Exception):  # already gone
+                self.client.api.remove_container(name, force=True)
         if process.poll() is None:
             process.kill()
-            process.wait()
-        self._names.pop(process.pid, None)
+        process.wait()
 
 
 class LocalBackend(Backend):
@@ -218,7 +229,7 @@ class LocalBackend(Backend):
             "Python with no isolation from this machine; use the docker backend for "
             "untrusted code",
             NoIsolationWarning,
-            stacklevel=4,
+            stacklevel=3,
         )
         self._dirs: dict[int, str] = {}
 

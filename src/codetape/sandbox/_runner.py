@@ -27,7 +27,7 @@ import types
 MAIN_PID = os.getpid()
 # The protocol gets private copies of the original stdin and stdout; the user's code
 # gets /dev/null as stdin and pipes (read by this runner, capped) as stdout and stderr.
-PROTO_IN = os.fdopen(os.dup(0), "rb", buffering=0)
+PROTO_IN = os.fdopen(os.dup(0), "rb", buffering=65536)
 PROTO_OUT = os.fdopen(os.dup(1), "wb", buffering=0)
 _devnull = os.open(os.devnull, os.O_RDONLY)
 os.dup2(_devnull, 0)
@@ -54,12 +54,9 @@ def _read_exact(n):
 
 
 def receive():
-    header = b""
-    while not header.endswith(b"\n"):
-        byte = PROTO_IN.read(1)
-        if not byte:
-            raise EOFError
-        header += byte
+    header = PROTO_IN.readline()
+    if not header.endswith(b"\n"):
+        raise EOFError
     return json.loads(_read_exact(int(header)))
 
 
@@ -127,6 +124,9 @@ class CappedPipe:
         return text
 
 
+_IMMUTABLE = (str, bytes, int, float, complex, bool, frozenset, range, type(None))
+
+
 class FinalAnswer(BaseException):
     """Raised by final_answer() to end the code action, as agents expect."""
 
@@ -163,11 +163,12 @@ _repr.maxlevel = 3
 
 
 def _user_traceback(exc):
-    """The traceback without this runner's frames (they are "<string>": we run as -c)."""
+    """The traceback from the first frame of the user's code on: the runner's frames
+    (and, for a SyntaxError, the parser's) are not the user's business."""
     te = traceback.TracebackException.from_exception(exc)
-    te.stack = traceback.StackSummary.from_list(
-        [frame for frame in te.stack if frame.filename != "<string>"]
-    )
+    frames = list(te.stack)
+    first = next((i for i, f in enumerate(frames) if f.filename == "<code action>"), len(frames))
+    te.stack = traceback.StackSummary.from_list(frames[first:])
     return "".join(te.format())
 
 
@@ -180,6 +181,9 @@ class Runner:
         self.stdout = self.stderr = None
         self.calls = 0
         self.tool_lock = threading.Lock()
+        # Immutable values cannot change: describe and pickle each once. The cache holds
+        # the object, so its id cannot be reused by another while cached.
+        self.immutable = {}
 
     # -- set-up ------------------------------------------------------------------
 
@@ -259,6 +263,19 @@ class Runner:
         return state
 
     def _variable(self, value, with_data=False):
+        cached = self.immutable.get(id(value))
+        if cached is not None and cached[0] is value:
+            var, data = dict(cached[1]), cached[2]
+        else:
+            var, data = self._describe(value)
+            if type(value) in _IMMUTABLE and data is not None:
+                self.immutable[id(value)] = (value, dict(var), data)
+        if with_data and data is not None and var["digest"] not in self.sent:
+            var["data"] = base64.b64encode(data).decode("ascii")
+        return var
+
+    def _describe(self, value):
+        """The variable's record and its pickled bytes (None when it cannot be pickled)."""
         cls = type(value)
         kind = (
             cls.__qualname__
@@ -272,18 +289,16 @@ class Runner:
         try:
             data = self.cloudpickle.dumps(value, protocol=4)
         except Exception as exc:
+            reason = "cannot be serialized: %s: %s" % (type(exc).__name__, exc)
             return {
                 "type": kind,
                 "preview": shown,
                 "size": 0,
                 "digest": None,
-                "reason": "cannot be serialized: %s: %s" % (type(exc).__name__, exc),
-            }
+                "reason": reason,
+            }, None
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        var = {"type": kind, "preview": shown, "size": len(data), "digest": digest}
-        if with_data and digest not in self.sent:
-            var["data"] = base64.b64encode(data).decode("ascii")
-        return var
+        return {"type": kind, "preview": shown, "size": len(data), "digest": digest}, data
 
     def set_vars(self, msg):
         errors = {}
@@ -315,7 +330,13 @@ class Runner:
                 if value is not None:
                     reply["has_result"] = True
                     reply["result_type"] = type(value).__name__
-                    reply["result"] = self._variable(value)["preview"]
+                    try:
+                        reply["result"] = _repr.repr(value)
+                    except Exception as exc:
+                        reply["result"] = "<%s: repr failed: %s>" % (
+                            type(value).__name__,
+                            type(exc).__name__,
+                        )
         except FinalAnswer as done:
             value, is_json = _jsonable(done.value)
             reply["final_answer"] = {

@@ -110,6 +110,7 @@ class Sandbox:
         self._process: Any = None
         self._channel: Channel | None = None
         self._ready: dict[str, Any] = {}
+        self._identity_attrs: dict[str, Any] | None = None
         self._state: State | None = None
         self._bytes: dict[str, bytes] = {}  # values of the last good state, for restores
         rt = runtime()
@@ -217,26 +218,38 @@ class Sandbox:
     # -- identity and state ------------------------------------------------------
 
     def _identity(self) -> dict[str, Any]:
+        if self._identity_attrs is not None:
+            return self._identity_attrs
         attrs = dict(self._backend.identity())
         attrs[A.SANDBOX_PYTHON] = self._ready.get("python", "")
         attrs[A.SANDBOX_PLATFORM] = self._ready.get("platform", "")
         attrs[A.SANDBOX_LIMITS] = self.limits.model_dump_json()
         attrs[A.SANDBOX_HASH_SEED] = self.hash_seed
+        self._identity_attrs = attrs
         return attrs
 
     def _state_from(self, raw: Mapping[str, Mapping[str, Any]]) -> State:
-        """Turn the runner's snapshot into a recorded state. Digests are recomputed
-        here: the sandbox is not trusted to name what it sends."""
+        """Turn the runner's snapshot into a recorded state. Digests of bytes the runner
+        sends are recomputed here: the sandbox is not trusted to name what it sends. A
+        value it did not send again is one the host already holds, unchanged."""
         rt = runtime()
+        previous = self._state.variables if self._state is not None else {}
+        known = {var.digest: var for var in previous.values() if var.digest is not None}
         variables: dict[str, Variable] = {}
         kept: dict[str, bytes] = {}
         for name, var in raw.items():
             shown = _cut(rt.redactor.text(str(var.get("preview", ""))), PREVIEW_CHARS)
             kind = str(var.get("type", "?"))
-            if var.get("data") is not None:
+            claimed = var.get("digest")
+            if var.get("data") is None and claimed in self._bytes:
+                kept[claimed] = self._bytes[claimed]
+                old = known.get(claimed)
+                if old is not None:  # same bytes: same digest and secret verdict
+                    variables[name] = old._replace(preview=shown, type=kind)
+                    continue
+                data = self._bytes[claimed]
+            elif var.get("data") is not None:
                 data = base64.b64decode(var["data"])
-            elif var.get("digest") in self._bytes:
-                data = self._bytes[var["digest"]]
             else:
                 reason = var.get("reason") or "the sandbox did not send this value"
                 variables[name] = Variable(
@@ -263,6 +276,8 @@ class Sandbox:
             else:
                 variables[name] = Variable(kind, rt.blobs.put(data, digest), len(data), shown, True)
         self._bytes = kept
+        if self._state is not None and variables == self._state.variables:
+            return self._state
         return State(variables, self._snapshotter.manifest(variables))
 
     @property

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from ._blobs import BlobStore, digest_of
 from ._home import resolve_home, set_default_home
-from ._ingest import IngestStats, ingest, rebuild, try_ingest
+from ._ingest import BackgroundIngester, IngestStats, ingest, rebuild, try_ingest
 from ._read import Store
 from ._spool import SpoolWriter
 
 __all__ = [
+    "BackgroundIngester",
     "BlobStore",
     "IngestStats",
     "SpoolWriter",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,15 @@ from ..schemas import attributes as A
 from ._db import DB_NAME, connect, is_lock_error
 from ._spool import done_dir, live_dir, writer_alive
 
-__all__ = ["IngestStats", "ingest", "rebuild", "try_ingest"]
+
+def internal_errors(doing: str) -> contextlib.AbstractContextManager[None]:
+    # The tracer's guard: logged once, never raised into the agent.
+    from ..tracer._errors import internal_errors as guard
+
+    return guard(doing)
+
+
+__all__ = ["BackgroundIngester", "IngestStats", "ingest", "rebuild", "try_ingest"]
 
 _COLUMNS = (
     "{t: 'VARCHAR', trace_id: 'VARCHAR', span_id: 'VARCHAR', parent_id: 'VARCHAR', "
@@ -237,6 +246,50 @@ def rebuild(home: Path) -> tuple[Path | None, IngestStats]:
             os.replace(wal, kept.with_name(kept.name + ".wal"))
     files = sorted(done_dir(home).glob("*.jsonl")) + sorted(live_dir(home).glob("*.jsonl"))
     return kept, ingest(home, files=files)
+
+
+class BackgroundIngester:
+    """Ingests a store on a worker thread, so ending a run does not wait for DuckDB.
+
+    Requests made while a pass is running are folded into one more pass. ``flush``
+    waits for the pending work; it runs at interpreter exit, so a short-lived process
+    still leaves its runs ingested (and if it does not, readers ingest on open).
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self._wanted = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def request(self) -> None:
+        with self._lock:
+            self._idle.clear()
+            self._wanted.set()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._work, name="codetape-ingest", daemon=True
+                )
+                self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._wanted.is_set():
+                    self._idle.set()
+                    self._thread = None
+                    return
+                self._wanted.clear()
+            try:
+                with internal_errors("ingesting finished runs"):
+                    try_ingest(self.home, wait_s=0.5)
+            except Exception:  # strict mode re-raised; readers ingest on open anyway
+                pass
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        return self._idle.wait(timeout)
 
 
 def try_ingest(home: Path, *, wait_s: float = 0.5) -> IngestStats | None:

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Tracer
 
 from ..errors import ConfigError
-from ..store import BlobStore, SpoolWriter, resolve_home, set_default_home
+from ..store import BackgroundIngester, BlobStore, SpoolWriter, resolve_home, set_default_home
 from ._ids import SecureIdGenerator
 from ._processor import SpoolSpanProcessor
 from ._redact import Redactor
@@ -48,9 +48,11 @@ class Runtime:
     spool: SpoolWriter
     blobs: BlobStore
     otlp: OtlpTarget | None
+    ingester: BackgroundIngester
 
     def shutdown(self) -> None:
         self.provider.shutdown()
+        self.ingester.flush()
 
 
 _lock = threading.RLock()
@@ -160,6 +162,7 @@ def _build(path: Path, target: OtlpTarget | None, redact: bool) -> Runtime:
         spool=spool,
         blobs=BlobStore(path / "blobs", spool=spool),
         otlp=target,
+        ingester=BackgroundIngester(path),
     )
 
 

@@ -23,7 +23,6 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from ..schemas import ErrorInfo, StepStatus
 from ..schemas import attributes as A
-from ..store import try_ingest
 from ._config import Runtime, runtime
 from ._errors import internal_errors
 from ._state import PREVIEW_CHARS, Snapshotter, State, preview, type_name
@@ -172,7 +171,7 @@ class RunRecorder:
             with internal_errors("ending a run"):
                 span.end()
         with internal_errors("ingesting a finished run"):
-            try_ingest(rt.home, wait_s=0.2)
+            rt.ingester.request()
 
     def __repr__(self) -> str:
         return f"<RunRecorder {self.name!r} id={self.id[:12]}>"
