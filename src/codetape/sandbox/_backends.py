@@ -169,6 +169,9 @@ class DockerBackend(Backend):
             "/tmp",
             "--log-driver",
             "none",
+            # A tiny init as PID 1 reaps the processes user code leaves behind, so
+            # zombies cannot fill the pids limit.
+            "--init",
         ]
         for key, value in env.items():
             args += ["--env", f"{key}={value}"]
@@ -190,12 +193,14 @@ class DockerBackend(Backend):
             return None
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
-        container = self._container(process)
-        if container is not None:
-            with contextlib.suppress(Exception):  # already stopped
-                container.kill()
+        # The client first: while it is attached and not reading, dockerd can take
+        # half a minute to kill a container that is blocked writing to it.
         process.kill()
         process.wait()
+        name = self._names.get(process.pid)
+        if name is not None:
+            with contextlib.suppress(Exception):  # already stopped
+                self.client.api.kill(name)
 
     def death_status(self, process: subprocess.Popen[bytes]) -> StepStatus:
         process.wait()

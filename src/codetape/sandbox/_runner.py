@@ -351,6 +351,10 @@ class Runner:
                 "message": str(exc),
                 "traceback": _user_traceback(exc),
             }
+        if os.getpid() != MAIN_PID:
+            # A process the user's code forked has left that code: it must not go on
+            # into the runner's reply (or wait on its output pipes).
+            os._exit(0)
         reply["stdout"], reply["stderr"] = self._output()
         reply["state"] = self.snapshot()
         return reply
@@ -382,11 +386,15 @@ class Runner:
                 send({"op": "fatal", "message": "unknown op %r" % msg.get("op")})
                 continue
             try:
-                send(handler(msg))
+                reply = handler(msg)
+                if "id" in msg:  # the host matches replies to requests by id
+                    reply["id"] = msg["id"]
+                send(reply)
             except Exception as exc:
                 send(
                     {
                         "op": "fatal",
+                        "id": msg.get("id"),
                         "message": "%s: %s" % (type(exc).__name__, exc),
                         "traceback": traceback.format_exc(),
                     }

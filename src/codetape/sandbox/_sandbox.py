@@ -11,6 +11,7 @@ import json
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -25,7 +26,7 @@ from ..store import digest_of
 from ..tracer import RunRecorder, StepRecorder, current_run, record_tool_call, runtime
 from ..tracer._state import PICKLE_PROTOCOL, PREVIEW_CHARS, Snapshotter, State, Variable
 from ._backends import Backend, DockerBackend, LocalBackend
-from ._protocol import Channel, ChannelClosed, ChannelTimeout
+from ._protocol import Channel, ChannelBroken, ChannelClosed, ChannelTimeout
 
 __all__ = ["DEFAULT_IMAGE", "Sandbox", "default_image"]
 
@@ -50,6 +51,15 @@ def _tool_name(tool: Callable[..., Any]) -> str:
     if not isinstance(name, str) or not name.isidentifier():
         raise SandboxError(f"tool {tool!r} has no usable name (give it a __name__)")
     return name
+
+
+def _bytes(size: str) -> int:
+    """Docker's sizes: ``512m`` → bytes."""
+    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    size = size.strip().lower()
+    if size and size[-1] in units:
+        return int(float(size[:-1]) * units[size[-1]])
+    return int(size)
 
 
 def _cut(text: str, limit: int) -> str:
@@ -140,18 +150,19 @@ class Sandbox:
         run = current_run()
         env = {"PYTHONHASHSEED": str(self.hash_seed), "PYTHONDONTWRITEBYTECODE": "1"}
         process = self._backend.start(env, run.id if run else "")
-        channel = Channel(process)
+        # Base64 state of up to the whole memory limit, plus room for output.
+        channel = Channel(process, max_message=2 * _bytes(self.limits.memory) + (64 << 20))
         self._process, self._channel = process, channel
         try:
-            channel.send(
+            self._ready = self._request(
+                channel,
                 {
                     "op": "init",
                     "modules": _cloudpickle_modules(),
                     "tools": sorted(self._tools),
                     "output_bytes": self.limits.output_bytes,
-                }
+                },
             )
-            self._ready = self._expect(channel.receive(time.monotonic() + _STARTUP_TIMEOUT_S))
             if self._bytes and self._state is not None:
                 self._restore()
         except (ChannelClosed, ChannelTimeout) as exc:
@@ -171,11 +182,19 @@ class Sandbox:
         data: bytes = process.stderr.read()
         return data.decode("utf-8", "replace").strip()[-2000:]
 
-    @staticmethod
-    def _expect(message: dict[str, Any]) -> dict[str, Any]:
-        if message.get("op") == "fatal":
-            raise SandboxError(f"the sandbox runner failed: {message.get('message')}")
-        return message
+    def _request(self, channel: Channel, message: dict[str, Any]) -> dict[str, Any]:
+        """Send a request and wait for the runner's reply to it (matched by id: code in
+        the sandbox can write to the channel too, and what it writes is ignored)."""
+        request = message["id"] = uuid.uuid4().hex
+        channel.send(message)
+        deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+        while True:
+            reply = channel.receive(deadline)
+            if reply.get("id") != request:
+                continue
+            if reply.get("op") == "fatal":
+                raise SandboxError(f"the sandbox runner failed: {reply.get('message')}")
+            return reply
 
     def _restore(self) -> None:
         assert self._channel is not None
@@ -185,8 +204,7 @@ class Sandbox:
             for name, var in self._state.variables.items()
             if var.digest is not None and var.digest in self._bytes
         }
-        self._channel.send({"op": "set_vars", "vars": values})
-        self._expect(self._channel.receive(time.monotonic() + _STARTUP_TIMEOUT_S))
+        self._request(self._channel, {"op": "set_vars", "vars": values})
 
     def _replace_runner(self) -> None:
         """Kill a runner that timed out or died; the next step starts a new one and
@@ -212,8 +230,7 @@ class Sandbox:
         """Make more host functions callable inside the sandbox, by the given names."""
         self._add_tools(tools)
         if self._channel is not None:
-            self._channel.send({"op": "set_tools", "tools": sorted(self._tools)})
-            self._expect(self._channel.receive(time.monotonic() + _STARTUP_TIMEOUT_S))
+            self._request(self._channel, {"op": "set_tools", "tools": sorted(self._tools)})
 
     # -- identity and state ------------------------------------------------------
 
@@ -312,8 +329,7 @@ class Sandbox:
         for data in values.values():
             self._bytes[digest_of(data)] = data
         encoded = {name: base64.b64encode(data).decode("ascii") for name, data in values.items()}
-        channel.send({"op": "set_vars", "vars": encoded})
-        reply = self._expect(channel.receive(time.monotonic() + _STARTUP_TIMEOUT_S))
+        reply = self._request(channel, {"op": "set_vars", "vars": encoded})
         self._state = self._state_from(reply["state"])
         return dict(reply.get("errors") or {})
 
@@ -352,15 +368,21 @@ class Sandbox:
         reply: dict[str, Any] = {}
         error: ErrorInfo | None = None
         try:
-            channel.send({"op": "run", "code": code, "seed": step_seed})
+            request = uuid.uuid4().hex
+            channel.send({"op": "run", "id": request, "code": code, "seed": step_seed})
             while True:
-                message = self._expect(channel.receive(deadline))
-                if message.get("op") != "tool_call":
+                message = channel.receive(deadline)
+                if message.get("op") == "fatal" and message.get("id") == request:
+                    raise SandboxError(f"the sandbox runner failed: {message.get('message')}")
+                if message.get("op") == "tool_call":
+                    tool_started = time.monotonic()
+                    channel.send(self._call_tool(message, step))
+                    deadline += time.monotonic() - tool_started  # host time is not the code's
+                    continue
+                if message.get("id") == request:
                     reply = message
                     break
-                tool_started = time.monotonic()
-                channel.send(self._call_tool(message, step))
-                deadline += time.monotonic() - tool_started  # host time is not the code's
+                # Anything else was written by the code itself: not the runner's reply.
         except ChannelTimeout:
             status = "timeout"
             error = ErrorInfo(
@@ -371,15 +393,25 @@ class Sandbox:
             )
             self._backend.kill(self._process)
             self._replace_runner()
-        except ChannelClosed:
-            status = self._backend.death_status(self._process)
-            what = "ran out of memory" if status == "oom" else "was killed"
-            error = ErrorInfo(
-                type="MemoryError" if status == "oom" else "SandboxKilled",
-                message=f"the sandbox {what} during this code action (limit "
-                f"{self.limits.memory}); it was replaced and its variables restored from "
-                "the last good step",
-            )
+        except ChannelClosed as closed:
+            if isinstance(closed, ChannelBroken):
+                # Alive but talking nonsense: code in the sandbox wrote to the channel.
+                self._backend.kill(self._process)
+                status = "killed"
+                error = ErrorInfo(
+                    type="SandboxKilled",
+                    message=f"the sandbox broke its protocol ({closed}) and was stopped; "
+                    "it was replaced and its variables restored from the last good step",
+                )
+            else:
+                status = self._backend.death_status(self._process)
+                what = "ran out of memory" if status == "oom" else "was killed"
+                error = ErrorInfo(
+                    type="MemoryError" if status == "oom" else "SandboxKilled",
+                    message=f"the sandbox {what} during this code action (limit "
+                    f"{self.limits.memory}); it was replaced and its variables restored "
+                    "from the last good step",
+                )
             self._replace_runner()
         if reply:
             status = "ok" if reply.get("status") == "ok" else "error"
