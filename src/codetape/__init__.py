@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from . import errors, schemas, store
-from ._version import __version__
+from ._version import __version__ as __version__
 from .errors import CodetapeError
 from .replayer import diff_runs, replay, replay_run
 from .sandbox import Limits, Sandbox, StepResult

@@ -19,6 +19,7 @@ from .replayer import diff_runs, export_run, import_bundle, replay, replay_run, 
 from .schemas import ReplayReport, RunDiff, StepPair
 from .store import Store
 from .tracer import configure
+from .viewer import url as viewer_url
 
 __all__: list[str] = []
 
@@ -356,12 +357,3 @@ def diff_command(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> N
         f"\n[dim]in the viewer (codetape ui):[/] {viewer_url(a=diff.a.id, b=diff.b.id)}",
         soft_wrap=True,
     )
-
-
-def viewer_url(**params: object) -> str:
-    """A deep link into `codetape ui` on its default address."""
-    from urllib.parse import urlencode
-
-    page = "compare" if "a" in params else "run"
-    query = urlencode({k: v for k, v in params.items() if v is not None})
-    return f"http://127.0.0.1:8501/{page}?{query}"

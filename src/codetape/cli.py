@@ -26,6 +26,7 @@ from .schemas import Run, Step
 from .store import Store, resolve_home
 from .store import rebuild as rebuild_store
 from .store._db import DB_NAME
+from .viewer import url as viewer_url
 
 __all__ = ["main"]
 
@@ -126,7 +127,11 @@ def _duration(run: Run) -> str:
 @click.pass_context
 @_handle_errors
 def runs(
-    ctx: click.Context, failed: bool, agent: str | None, status: str | None, limit: int,
+    ctx: click.Context,
+    failed: bool,
+    agent: str | None,
+    status: str | None,
+    limit: int,
     as_json: bool,
 ) -> None:
     """List recorded runs, newest first."""
@@ -163,8 +168,13 @@ def _print_step(step: Step, verbose: bool) -> None:
     out.print(head)
     error_line = _error_line(step)
     out.print(
-        Syntax(step.code, "python", line_numbers=True, word_wrap=True,
-               highlight_lines={error_line} if error_line else None)
+        Syntax(
+            step.code,
+            "python",
+            line_numbers=True,
+            word_wrap=True,
+            highlight_lines={error_line} if error_line else None,
+        )
     )
     if step.stdout:
         out.print("[dim]stdout[/]")
@@ -188,7 +198,8 @@ def _print_step(step: Step, verbose: bool) -> None:
         where = spec.image or "host"
         out.print(
             f"[dim]sandbox[/] {escape(spec.backend)} {escape(where)} "
-            f"python {escape(spec.python or '?')} {escape(spec.image_id or spec.env_fingerprint or '')}"
+            f"python {escape(spec.python or '?')} "
+            f"{escape(spec.image_id or spec.env_fingerprint or '')}"
         )
     if step.error is not None:
         out.print(f"[red]{escape(step.error.type)}: {escape(step.error.message)}[/]")
@@ -222,7 +233,15 @@ def _print_variables(step: Step) -> None:
         table.add_column(column)
     for name in names:
         old, new = before.get(name), after.get(name)
-        mark = "+" if old is None else "-" if new is None else "~" if old.digest != new.digest or old.preview != new.preview else ""
+        mark = (
+            "+"
+            if old is None
+            else "-"
+            if new is None
+            else "~"
+            if old.digest != new.digest or old.preview != new.preview
+            else ""
+        )
         snap = new or old
         assert snap is not None
         value = escape(snap.preview)
@@ -263,12 +282,12 @@ def show(ctx: click.Context, run_id: str, step_index: int | None, as_json: bool)
     out.print()
     for step in detail.steps:
         _print_step(step, verbose=False)
-    from ._cli_replay import viewer_url
-
     out.print(f"[dim]in the viewer (codetape ui):[/] {viewer_url(run=run.id)}", soft_wrap=True)
     if run.failed_steps:
         first = next(s for s in detail.steps if s.status != "ok")
-        out.print(f"[dim]codetape show {run.id[:12]} --step {first.index}[/]  for the first failed step in full")
+        out.print(
+            f"[dim]codetape show {run.id[:12]} --step {first.index}[/]  (the first failed step)"
+        )
 
 
 @cli.command()
@@ -397,6 +416,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=list(argv) if argv is not None else None, prog_name="codetape")
 
 
-# The replay commands live in their own module; importing it registers them.
-from . import _cli_replay  # noqa: E402, F401
-from . import _cli_viewer  # noqa: E402, F401
+# The replay and viewer commands live in their own modules; importing them registers them.
+from . import _cli_replay, _cli_viewer  # noqa: E402, F401

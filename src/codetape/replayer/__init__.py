@@ -4,7 +4,7 @@ between stores as bundles; freeze a step into a regression test."""
 from __future__ import annotations
 
 from ._bundle import BundleInfo, export_run, import_bundle
-from ._compare import compare_steps
+from ._compare import compare_steps, variable_differs
 from ._diff import align, diff_runs
 from ._pytest import write_pytest
 from ._replay import ReplayToolError, replay, replay_run
@@ -19,5 +19,6 @@ __all__ = [
     "import_bundle",
     "replay",
     "replay_run",
+    "variable_differs",
     "write_pytest",
 ]

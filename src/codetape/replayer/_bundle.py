@@ -187,11 +187,7 @@ def import_bundle(
 ) -> BundleInfo:
     """Load a bundle into the store at ``home`` (and its images into Docker)."""
     source = Path(path)
-    try:
-        tar = tarfile.open(source, "r:*")
-    except (OSError, tarfile.TarError) as exc:
-        raise CodetapeError(f"{source} is not a codetape bundle: {exc}") from None
-    with tar:
+    with _open_bundle(source) as tar:
         manifest = _read_json(tar, "manifest.json", source)
         if manifest.get("format") != FORMAT:
             raise CodetapeError(f"{source} is not a codetape bundle (no bundle manifest)")
@@ -222,6 +218,13 @@ def import_bundle(
         os.replace(hidden, spool / name)
     Store(store.home)
     return info
+
+
+def _open_bundle(source: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(source, "r:*")
+    except (OSError, tarfile.TarError) as exc:
+        raise CodetapeError(f"{source} is not a codetape bundle: {exc}") from None
 
 
 def _member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:

@@ -10,7 +10,7 @@ from ._bundle import export_run
 
 __all__ = ["write_pytest"]
 
-_TEMPLATE = '''"""Regression test for step {step} of codetape run {short}, written by `codetape pytest`.
+_TEMPLATE = '''"""Regression test for step {step} of codetape run {short} (by `codetape pytest`).
 
 Agent: {agent}. Task: {task}
 The recorded run travels in {bundle} beside this file; the test imports it into a fresh

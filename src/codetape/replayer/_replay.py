@@ -195,32 +195,34 @@ def replay(
 
     with recording_to(store.home):
         try:
-            with RunRecorder(run.name, run.task, replay_of=f"{full}:{step}") as replay_run_:
-                with Sandbox(
+            with (
+                RunRecorder(run.name, run.task, replay_of=f"{full}:{step}") as replay_run_,
+                Sandbox(
                     image=image_ref,
                     tools=list(_named(stubs)),
                     backend=backend,
                     limits=limits,
                     hash_seed=spec.hash_seed,
-                ) as sandbox:
-                    errors = sandbox.send_pickled(values)
-                    if errors:
-                        listed = "; ".join(f"{n}: {why}" for n, why in sorted(errors.items()))
-                        return _not_run(
-                            full,
-                            step,
-                            "not_restorable",
-                            f"cannot load in the sandbox {listed}",
-                            started,
-                            notes=notes,
-                            replay_run_id=replay_run_.id,
-                            backend=backend,
-                            image=image_ref,
-                        )
-                    sandbox.run(
-                        code if code is not None else recorded.code,
-                        random_seed=recorded.random_seed,
+                ) as sandbox,
+            ):
+                errors = sandbox.send_pickled(values)
+                if errors:
+                    listed = "; ".join(f"{n}: {why}" for n, why in sorted(errors.items()))
+                    return _not_run(
+                        full,
+                        step,
+                        "not_restorable",
+                        f"cannot load in the sandbox {listed}",
+                        started,
+                        notes=notes,
+                        replay_run_id=replay_run_.id,
+                        backend=backend,
+                        image=image_ref,
                     )
+                sandbox.run(
+                    code if code is not None else recorded.code,
+                    random_seed=recorded.random_seed,
+                )
         except ImageNotFoundError:
             return _not_run(
                 full,

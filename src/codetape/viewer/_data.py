@@ -1,0 +1,131 @@
+"""The viewer's one door to the data: the store's read API, ``diff_runs`` and ``replay``.
+
+The store lives where ``CODETAPE_HOME`` says (``codetape ui`` sets it). Every call opens
+a fresh :class:`~codetape.Store`, which ingests what agents spooled since, so lists stay
+live; a ``Store`` is not shared between sessions because it caches blobs per query.
+Steps and diffs of a run are cached by the run's status and step count, so a finished
+run is read once and a run still being recorded is read again when it grows.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from ..replayer import diff_runs
+from ..replayer import replay as replay_step
+from ..schemas import ReplayReport, Run, RunDiff, Step
+from ..store import Store, resolve_home
+
+__all__ = [
+    "RUNS_PER_PAGE",
+    "STATUSES",
+    "STEPS_PER_PAGE",
+    "agents",
+    "any_running",
+    "count_runs",
+    "diff",
+    "home",
+    "page_count",
+    "recent_runs",
+    "replay",
+    "replays_of",
+    "run",
+    "runs",
+    "steps",
+]
+
+RUNS_PER_PAGE = 50
+STEPS_PER_PAGE = 20
+STATUSES = ("running", "ok", "error", "incomplete")
+# How far back the pickers and the replay lookup look.
+_RECENT = 500
+
+
+def home() -> Path:
+    return resolve_home(os.environ.get("CODETAPE_HOME") or None)
+
+
+def _store() -> Store:
+    return Store(home())
+
+
+def page_count(total: int, per_page: int) -> int:
+    return max(1, math.ceil(total / per_page))
+
+
+def count_runs(status: str | None, agent: str | None, search: str, failed: bool) -> int:
+    return _store().count_runs(status, agent, failed=failed, search=search or None)
+
+
+def runs(status: str | None, agent: str | None, search: str, failed: bool, page: int) -> list[Run]:
+    """One page (1-based) of the runs that match, newest first."""
+    return _store().runs(
+        status,
+        agent,
+        RUNS_PER_PAGE,
+        failed=failed,
+        search=search or None,
+        offset=(page - 1) * RUNS_PER_PAGE,
+    )
+
+
+def any_running() -> bool:
+    return _store().count_runs("running") > 0
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _agents(store_home: Path) -> list[str]:
+    return Store(store_home).agents()
+
+
+def agents() -> list[str]:
+    return _agents(home())
+
+
+def recent_runs(limit: int = _RECENT) -> list[Run]:
+    return _store().runs(limit=limit)
+
+
+def replays_of(run_id: str) -> list[Run]:
+    """The recent runs that replay a step of ``run_id``, newest first."""
+    return [r for r in recent_runs() if r.replay_of and r.replay_of.startswith(run_id + ":")]
+
+
+def run(run_id: str) -> Run:
+    """The run with this id, unique id prefix or ``last``; raises NotFoundError."""
+    return _store().run(run_id)
+
+
+# cache_resource, not cache_data: the models are frozen, so sessions can share them
+# without a copy per rerun (a 500-step run with big outputs is worth not copying).
+def _version(of: Run) -> tuple[str, str, int]:
+    """What changes while a run is recorded: a cache key part."""
+    return of.id, of.status, of.step_count
+
+
+@st.cache_resource(max_entries=16, show_spinner="Loading steps…")
+def _steps(store_home: Path, version: tuple[str, str, int]) -> list[Step]:
+    return Store(store_home).steps(version[0])
+
+
+def steps(of: Run) -> list[Step]:
+    return _steps(home(), _version(of))
+
+
+@st.cache_resource(max_entries=16, show_spinner="Comparing…")
+def _diff(store_home: Path, a: tuple[str, str, int], b: tuple[str, str, int]) -> RunDiff:
+    return diff_runs(a[0], b[0], home=store_home)
+
+
+def diff(a: str, b: str) -> RunDiff:
+    """``diff_runs(a, b)``, cached until either run changes."""
+    return _diff(home(), _version(run(a)), _version(run(b)))
+
+
+def replay(run_id: str, step: int, code: str | None = None) -> ReplayReport:
+    """Replay one step (recorded as a new run next to it); ``code`` replaces its code."""
+    return replay_step(run_id, step, code=code, home=home())

@@ -1,0 +1,178 @@
+"""One step on the Run page: code, output, tool calls, variables, sandbox, and the
+replay buttons with their reports shown in place.
+
+Reports are kept in the session state under the step's key, so they survive reruns.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Any
+
+import streamlit as st
+
+from ..errors import CodetapeError
+from ..schemas import ReplayReport, Run, Step
+from . import _data
+from . import _widgets as w
+
+__all__ = ["show", "show_report"]
+
+_VERDICTS = {
+    "reproduced": (st.success, "Reproduced: the replay matches the recording."),
+    "diverged": (st.error, "Diverged: the replay differs from the recording."),
+    "not_restorable": (st.warning, "Not restorable: the step's input could not be restored."),
+    "environment_missing": (st.warning, "Environment missing: the recorded sandbox is not here."),
+}
+_TEXT_FIELDS = ("stdout", "stderr", "result")
+
+
+def show(run: Run, step: Step) -> None:
+    key = f"{run.id}:{step.index}"
+    code, tools, variables, sandbox = st.tabs(
+        ["Code and output", f"Tool calls ({len(step.tool_calls)})", "Variables", "Sandbox"]
+    )
+    with code:
+        _code_and_output(step, key)
+    with tools:
+        w.table(w.tool_rows(step), empty="No tool calls.")
+        _tool_in_full(step, key)
+    with variables:
+        st.caption("Before and after the step; changed variables are marked and listed first.")
+        w.table(w.variable_rows(step), empty="No variables.")
+    with sandbox:
+        w.table(w.sandbox_rows(step.sandbox), empty="No sandbox identity recorded.")
+    _replay_buttons(run, step, key)
+
+
+def _code_and_output(step: Step, key: str) -> None:
+    w.text_block(
+        step.code,
+        key=f"all-code:{key}",
+        language="python",
+        line_numbers=True,
+        empty="No code recorded.",
+    )
+    line = w.failing_line(step)
+    if line is not None:
+        st.caption(f"Failing line: line {line} (from the traceback).")
+        lines = step.code.splitlines()
+        if 0 < line <= len(lines):
+            st.code(f"{line}: {lines[line - 1]}", language="python")
+    out, err = st.columns(2)
+    with out:
+        st.caption("stdout")
+        w.text_block(step.stdout, key=f"all-stdout:{key}", empty="No stdout.")
+    with err:
+        st.caption("stderr")
+        w.text_block(step.stderr, key=f"all-stderr:{key}", empty="No stderr.")
+    if step.result is not None:
+        st.caption("Result of the last expression")
+        st.code(f"{w.cut(step.result_type, 200)}: {w.cut(step.result, w.LIMIT)}", language=None)
+    if step.error is not None or step.status != "ok":
+        st.error(f"The step ended with status {step.status}.")
+        if step.error is not None:
+            st.code(w.cut(f"{step.error.type}: {step.error.message}", w.LIMIT), language=None)
+            w.text_block(step.error.traceback or "", key=f"all-tb:{key}", empty="No traceback.")
+
+
+def _tool_in_full(step: Step, key: str) -> None:
+    """A tool call's arguments and result in full, for values the table cuts."""
+    if not step.tool_calls:
+        return
+    k = st.selectbox(
+        "Show a tool call in full",
+        range(len(step.tool_calls)),
+        format_func=lambda i: f"#{i}",
+        key=f"tool:{key}",
+    )
+    call = step.tool_calls[k]
+    shown = {
+        "arguments": call.arguments,
+        "result": call.result,
+        "error": call.error.model_dump() if call.error else None,
+    }
+    w.text_block(
+        json.dumps(shown, indent=2, ensure_ascii=False, default=repr),
+        key=f"all-tool:{key}:{k}",
+        language="json",
+    )
+
+
+def _replay_buttons(run: Run, step: Step, key: str) -> None:
+    left, right = st.columns(2)
+    if left.button("Replay this step", key=f"replay:{key}"):
+        _replay(run, step, None, f"report:{key}")
+    if right.button("Edit and replay", key=f"edit:{key}"):
+        st.session_state[f"editing:{key}"] = True
+    report = st.session_state.get(f"report:{key}")
+    if report is not None:
+        show_report(report, f"report:{key}")
+    if st.session_state.get(f"editing:{key}"):
+        code = st.text_area(
+            "Code to run on the step's recorded input", step.code, height=240, key=f"code:{key}"
+        )
+        if st.button("Replay with this code", key=f"replay-edited:{key}"):
+            _replay(run, step, code, f"edited-report:{key}")
+        edited = st.session_state.get(f"edited-report:{key}")
+        if edited is not None:
+            show_report(edited, f"edited-report:{key}")
+
+
+def _replay(run: Run, step: Step, code: str | None, slot: str) -> None:
+    with st.spinner("Replaying…"):
+        try:
+            st.session_state[slot] = _data.replay(run.id, step.index, code)
+        except CodetapeError as exc:
+            st.session_state.pop(slot, None)
+            w.problem("The replay could not run.", exc)
+
+
+def show_report(report: ReplayReport, key: str) -> None:
+    """A replay's verdict, reason, notes and differences, and links to its run."""
+    alert, headline = _VERDICTS[report.verdict]
+    alert(headline)
+    if report.backend == "local":
+        st.caption("Replayed with the local backend: no isolation.")
+    if report.reason:
+        st.text(report.reason)
+    if report.notes:
+        st.text("\n".join(f"note: {n}" for n in report.notes))
+    if report.differences:
+        w.table(
+            [
+                {"field": d.field, "recorded": _shown(d.recorded), "replayed": _shown(d.replayed)}
+                for d in report.differences
+            ],
+            empty="",
+        )
+        for d in report.differences:
+            if (
+                d.field in _TEXT_FIELDS
+                and isinstance(d.recorded, str | None)
+                and isinstance(d.replayed, str | None)
+            ):
+                lines = difflib.unified_diff(
+                    (d.recorded or "").splitlines(),
+                    (d.replayed or "").splitlines(),
+                    "recorded",
+                    "replayed",
+                    lineterm="",
+                )
+                w.text_block("\n".join(lines), key=f"all-diff:{key}:{d.field}", language="diff")
+    if report.replay_run_id:
+        st.page_link(
+            w.COMPARE_PAGE,
+            label="Compare the run with its replay",
+            query_params={"a": report.run_id, "b": report.replay_run_id},
+        )
+        st.page_link(
+            w.RUN_PAGE, label="Open the replay run", query_params={"run": report.replay_run_id}
+        )
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return w.cut(value)
+    return w.cut(json.dumps(value, ensure_ascii=False, default=repr))

@@ -1,0 +1,388 @@
+"""Rendering helpers shared by the pages.
+
+Recorded strings (code, output, variable previews, tool arguments and results, the
+task, agent and tool names) are untrusted. They only reach the page through
+``st.code``, ``st.text`` and ``st.dataframe`` cells, which show text as text. Calls that
+render Markdown (``st.markdown``, ``st.caption``, titles, alerts, and the labels of
+buttons, expanders, tabs and links) only get fixed wording, numbers, statuses and hex
+ids. Links and query parameters carry run ids and step numbers, nothing recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import streamlit as st
+
+from ..errors import CodetapeError
+from ..replayer import variable_differs
+from ..schemas import Run, SandboxSpec, Step, VariableSnapshot
+from . import _data
+
+__all__ = [
+    "COMPARE_PAGE",
+    "LIMIT",
+    "REFRESH_S",
+    "RUNS_PAGE",
+    "RUN_PAGE",
+    "cut",
+    "duration",
+    "failing_line",
+    "follow",
+    "int_param",
+    "problem",
+    "run_facts",
+    "run_label",
+    "run_picker",
+    "run_rows",
+    "sandbox_rows",
+    "step_label",
+    "table",
+    "text_block",
+    "timeline",
+    "tool_rows",
+    "variable_rows",
+    "when",
+]
+
+PAGES = Path(__file__).parent / "pages"
+RUNS_PAGE = PAGES / "runs.py"
+RUN_PAGE = PAGES / "run.py"
+COMPARE_PAGE = PAGES / "compare.py"
+
+# Longer code or output is cut, with a toggle to show all of it.
+LIMIT = 20_000
+# How often a page showing a run still being recorded looks for news, in seconds.
+REFRESH_S = 2.0
+_CELL = 300
+_FAILING_LINE = re.compile(r'File "<code action>", line (\d+)')
+_LANES = ["code actions", "tool calls"]
+_STATUS_COLORS = {
+    "ok": "#2e9e5b",
+    "error": "#d64545",
+    "timeout": "#e08a1e",
+    "oom": "#a0459b",
+    "killed": "#6b6b6b",
+}
+
+
+# -- formatting ------------------------------------------------------------------
+
+
+def cut(text: str | None, limit: int = _CELL) -> str:
+    """One table cell's worth of ``text``."""
+    if text is None:
+        return ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _json(value: Any, limit: int = _CELL) -> str:
+    return cut(json.dumps(value, ensure_ascii=False, default=repr), limit)
+
+
+def duration(ms: float | None) -> str:
+    if ms is None:
+        return "—"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{int(ms // 60_000)} min {ms % 60_000 / 1000:.0f} s"
+
+
+def when(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def run_label(run: Run) -> str:
+    """A picker's label for a run: id, status, start and size, nothing recorded."""
+    return f"{run.id[:12]} · {run.status} · {when(run.started_at)} · {run.step_count} steps"
+
+
+def step_label(step: Step) -> str:
+    mark = "✓" if step.status == "ok" else "✗"
+    tools = len(step.tool_calls)
+    return (
+        f"{mark} Step {step.index} · {step.status} · {duration(step.duration_ms)} · "
+        f"{tools} tool call{'' if tools == 1 else 's'}"
+    )
+
+
+def failing_line(step: Step) -> int | None:
+    """The line of the step's code that raised: the last ``<code action>`` frame."""
+    if step.error is None or not step.error.traceback:
+        return None
+    found = _FAILING_LINE.findall(step.error.traceback)
+    return int(found[-1]) if found else None
+
+
+# -- generic blocks --------------------------------------------------------------
+
+
+def table(rows: Sequence[dict[str, Any]], *, empty: str, key: str | None = None) -> None:
+    """Rows of plain strings as a dataframe, or ``empty`` (fixed wording) when none."""
+    if not rows:
+        st.caption(empty)
+        return
+    st.dataframe(list(rows), hide_index=True, width="stretch", key=key)
+
+
+def text_block(
+    text: str,
+    *,
+    key: str,
+    language: str | None = None,
+    line_numbers: bool = False,
+    empty: str = "(empty)",
+) -> None:
+    """Recorded text as code; past ``LIMIT`` characters cut, with a "show all" toggle."""
+    if not text:
+        st.caption(empty)
+        return
+    if len(text) > LIMIT and not st.toggle(f"Show all {len(text):,} characters", key=key):
+        st.caption(f"Showing the first {LIMIT:,} of {len(text):,} characters.")
+        text = text[:LIMIT]
+    st.code(text, language=language, line_numbers=line_numbers, height=_height(text))
+
+
+def _height(text: str) -> int | Literal["content"]:
+    return 420 if text.count("\n") > 20 else "content"
+
+
+def problem(what: str, exc: CodetapeError) -> None:
+    """A fixed headline, then the error's own message as plain text."""
+    st.error(what)
+    st.text(str(exc))
+
+
+def int_param(name: str) -> int | None:
+    raw = st.query_params.get(name)
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def run_picker(label: str, param: str, runs: list[Run]) -> str | None:
+    """A run picker bound to the ``param`` query parameter (an id, prefix or ``last``)."""
+    current = st.query_params.get(param) or None
+    known = {r.id: r for r in runs}
+    if current is not None and current not in known:
+        try:
+            found = _data.run(current)
+        except CodetapeError as exc:
+            problem(f"The link names no run of this store ({param}).", exc)
+        else:
+            known[found.id] = found
+            current = found.id
+    options: list[str | None] = [None, *known]
+    choice = st.selectbox(
+        label,
+        options,
+        index=options.index(current) if current in known else 0,
+        format_func=lambda i: "—" if i is None else run_label(known[i]),
+        key=f"pick-{param}:{current}",
+    )
+    if choice != st.query_params.get(param):
+        if choice is None:
+            st.query_params.pop(param, None)
+        else:
+            st.query_params[param] = choice
+    return choice
+
+
+# -- runs ------------------------------------------------------------------------
+
+
+def run_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    return [
+        {
+            "run": r.id[:12],
+            "status": r.status,
+            "agent": cut(r.name, 60),
+            "task": cut(r.task, 120),
+            "steps": r.step_count,
+            "failed": r.failed_steps,
+            "duration": _run_duration(r),
+            "started": when(r.started_at),
+            "replay of": _replay_of(r),
+        }
+        for r in runs
+    ]
+
+
+def _run_duration(run: Run) -> str:
+    if run.ended_at is None:
+        return "running" if run.status == "running" else "—"
+    return duration(run.duration_ms)
+
+
+def _replay_of(run: Run) -> str:
+    if not run.replay_of:
+        return ""
+    original, _, step = run.replay_of.rpartition(":")
+    return f"{original[:12]} step {step}"
+
+
+def _sandbox_summary(spec: SandboxSpec) -> str:
+    if spec.backend == "docker":
+        return f"docker: {spec.image or '?'} ({spec.image_id or 'no image id'})"
+    if spec.backend == "local":
+        return f"local, no isolation (python {spec.python or '?'})"
+    return f"{spec.backend} (python {spec.python or '?'}, {spec.platform or '?'})"
+
+
+def run_facts(run: Run, steps: list[Step]) -> None:
+    image = "; ".join(dict.fromkeys(_sandbox_summary(s.sandbox) for s in steps))
+    rows = [
+        ("run", run.id),
+        ("agent", run.name),
+        ("task", run.task or ""),
+        ("status", run.status),
+        ("final answer", run.final_answer if run.final_answer is not None else ""),
+        ("error", f"{run.error.type}: {run.error.message}" if run.error else ""),
+        ("started", when(run.started_at)),
+        ("duration", duration(run.duration_ms)),
+        ("steps", f"{run.step_count} ({run.failed_steps} failed)"),
+        ("sandbox", image),
+        ("replay of", run.replay_of or ""),
+    ]
+    table([{"field": k, "value": cut(v, 4000)} for k, v in rows if v != ""], empty="")
+
+
+def timeline(run: Run, steps: list[Step]) -> dict[str, Any]:
+    """A Vega-Lite spec: one bar per step and per tool call, over time."""
+    rows: list[dict[str, Any]] = []
+
+    def bar(lane: str, what: str, status: str, start: datetime, ms: float) -> None:
+        offset = (start - run.started_at).total_seconds() * 1000
+        rows.append(
+            {
+                "lane": lane,
+                "what": what,
+                "status": status,
+                "start": offset,
+                "end": offset + ms,
+                "ms": round(ms, 1),
+            }
+        )
+
+    for step in steps:
+        bar(_LANES[0], f"step {step.index}", step.status, step.started_at, step.duration_ms)
+        for call in step.tool_calls:
+            bar(
+                _LANES[1],
+                f"step {step.index}: {call.name}",
+                "error" if call.error else "ok",
+                call.started_at,
+                call.duration_ms,
+            )
+    # Keep instant bars visible: at least 0.3% of the run's span wide.
+    span = max((r["end"] for r in rows), default=0.0)
+    for r in rows:
+        r["end"] = max(r["end"], r["start"] + span * 0.003)
+    return {
+        "data": {"values": rows},
+        "mark": {"type": "bar", "cornerRadius": 2},
+        "height": {"step": 32},
+        "encoding": {
+            "y": {"field": "lane", "type": "nominal", "title": None, "sort": _LANES},
+            "x": {
+                "field": "start",
+                "type": "quantitative",
+                "title": "milliseconds since the run started",
+            },
+            "x2": {"field": "end"},
+            "color": {
+                "field": "status",
+                "type": "nominal",
+                "legend": {"orient": "right"},
+                "scale": {"domain": list(_STATUS_COLORS), "range": list(_STATUS_COLORS.values())},
+            },
+            "tooltip": [
+                {"field": "what", "type": "nominal"},
+                {"field": "status", "type": "nominal"},
+                {"field": "ms", "type": "quantitative", "title": "duration (ms)"},
+            ],
+        },
+    }
+
+
+# -- steps -----------------------------------------------------------------------
+
+
+def tool_rows(step: Step) -> list[dict[str, str]]:
+    return [
+        {
+            "#": str(k),
+            "tool": call.name,
+            "arguments": _json(call.arguments),
+            "result": "" if call.error else _json(call.result),
+            "error": f"{call.error.type}: {call.error.message}" if call.error else "",
+            "duration": duration(call.duration_ms),
+        }
+        for k, call in enumerate(step.tool_calls)
+    ]
+
+
+def _change(before: VariableSnapshot | None, after: VariableSnapshot | None) -> str:
+    if before is None:
+        return "● added"
+    if after is None:
+        return "● removed"
+    return "● changed" if variable_differs(before, after) else ""
+
+
+def variable_rows(step: Step) -> list[dict[str, str]]:
+    """Every variable before and after the step; changed ones marked, listed first."""
+    before, after = step.variables_before, step.variables_after
+    rows = []
+    for name in sorted(set(before) | set(after)):
+        b, a = before.get(name), after.get(name)
+        shown = a or b
+        assert shown is not None
+        rows.append(
+            {
+                "change": _change(b, a),
+                "name": name,
+                "type": shown.type,
+                "before": cut(b.preview) if b else "",
+                "after": cut(a.preview) if a else "",
+                "restorable": "yes" if shown.restorable else f"no: {shown.reason or 'not stored'}",
+            }
+        )
+    return sorted(rows, key=lambda r: r["change"] == "")
+
+
+def sandbox_rows(spec: SandboxSpec) -> list[dict[str, str]]:
+    fields: list[tuple[str, Any]] = [
+        ("backend", spec.backend),
+        ("image", spec.image),
+        ("image id", spec.image_id),
+        ("repo digests", ", ".join(spec.repo_digests)),
+        ("layers digest", spec.layers_digest),
+        ("python", spec.python),
+        ("platform", spec.platform),
+        ("environment fingerprint", spec.env_fingerprint),
+        ("limits", json.dumps(spec.limits) if spec.limits else None),
+        ("hash seed", spec.hash_seed),
+    ]
+    return [{"field": k, "value": str(v)} for k, v in fields if v not in (None, "")]
+
+
+def follow(run: Run) -> None:
+    """While ``run`` is being recorded, rerun the page when it grows or ends."""
+
+    @st.fragment(run_every=REFRESH_S)
+    def watch() -> None:
+        now = _data.run(run.id)
+        if (now.status, now.step_count) != (run.status, run.step_count):
+            st.rerun()
+        st.caption("This run is still being recorded: the page follows it.")
+
+    watch()

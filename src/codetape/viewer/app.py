@@ -1,0 +1,16 @@
+"""The codetape viewer: ``codetape ui`` runs this file with Streamlit. It only declares
+the pages; each page is a short script in ``pages/``."""
+
+from pathlib import Path
+
+import streamlit as st
+
+pages = Path(__file__).parent / "pages"
+st.set_page_config(page_title="codetape", layout="wide")
+st.navigation(
+    [
+        st.Page(pages / "runs.py", title="Runs", url_path="runs", default=True),
+        st.Page(pages / "run.py", title="Run", url_path="run"),
+        st.Page(pages / "compare.py", title="Compare", url_path="compare"),
+    ]
+).run()

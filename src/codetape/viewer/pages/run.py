@@ -1,0 +1,66 @@
+"""Run: one run's facts, timeline and steps, 20 to a page. Query parameters: ``run``
+(an id, a unique prefix or ``last``) and ``step`` (the step to open)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from codetape.errors import CodetapeError
+from codetape.viewer import _data, _step
+from codetape.viewer import _widgets as w
+
+st.title("Run")
+wanted = st.query_params.get("run") or w.run_picker("Open a run", "run", _data.recent_runs())
+if not wanted:
+    st.info("Pick a run, or open one from the Runs page.")
+    st.stop()
+try:
+    run = _data.run(wanted)
+except CodetapeError as exc:
+    w.problem("The link names no run of this store.", exc)
+    st.stop()
+if wanted != run.id:
+    st.query_params["run"] = run.id  # a prefix or "last" becomes the id: a stable link
+steps = _data.steps(run)
+w.run_facts(run, steps)
+if run.replay_of:
+    st.page_link(
+        w.COMPARE_PAGE,
+        label="Compare with the run it replays",
+        query_params={"a": run.replay_of.rpartition(":")[0], "b": run.id},
+    )
+for replay in _data.replays_of(run.id):
+    st.page_link(
+        w.COMPARE_PAGE,
+        label=f"Compare with its replay {replay.id[:12]}",
+        query_params={"a": run.id, "b": replay.id},
+    )
+if run.status == "running":
+    w.follow(run)
+if not steps:
+    st.info("This run has no steps yet.")
+    st.stop()
+
+st.subheader("Timeline")
+st.vega_lite_chart(spec=w.timeline(run, steps), width="stretch")
+
+st.subheader("Steps")
+asked = w.int_param("step")
+indexes = [s.index for s in steps]
+if asked is not None and asked not in indexes:
+    st.warning("The run has no step with the number in the link.")
+failing = next((s.index for s in steps if s.status != "ok"), None)
+focus = asked if asked in indexes else failing
+per = _data.STEPS_PER_PAGE
+pages = _data.page_count(len(steps), per)
+first = indexes.index(focus) // per + 1 if focus is not None else 1
+page = st.pagination(pages, default=first, key=f"steps:{run.id}:{asked}") if pages > 1 else 1
+st.caption(f"{len(steps)} steps · page {page} of {pages}")
+for step in steps[(page - 1) * per : page * per]:
+    with st.expander(w.step_label(step), expanded=step.index == focus):
+        st.page_link(
+            w.RUN_PAGE,
+            label="Link to this step",
+            query_params={"run": run.id, "step": str(step.index)},
+        )
+        _step.show(run, step)
