@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_HOME ?= .codetape/demo
+DEMO_ARGS ?=
 IMAGE ?= $(or $(CODETAPE_IMAGE),codetape/python:bookworm)
 PYTEST_ARGS ?=
 
@@ -33,16 +34,9 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src tests examples bench
 	$(BIN)/ruff format src tests examples bench
 
-demo: $(STAMP)  ## record the orders agent (decorators, then sandboxed) and show its failed step
+demo: $(STAMP)  ## record the orders agent, replay its failing step, diff, open the viewer
 	@rm -rf $(DEMO_HOME)
-	$(BIN)/python examples/01_decorators.py --home $(DEMO_HOME)
-	@echo
-	CODETAPE_IMAGE=$(IMAGE) $(BIN)/python examples/02_sandbox_tools.py --home $(DEMO_HOME)
-	@echo
-	$(BIN)/codetape --home $(DEMO_HOME) runs
-	@echo
-	@echo "# step 2 of the sandboxed run (the last run), where the agent's KeyError happened:"
-	$(BIN)/codetape --home $(DEMO_HOME) show last --step 2
+	CODETAPE_IMAGE=$(IMAGE) $(BIN)/python examples/demo.py --home $(DEMO_HOME) $(DEMO_ARGS)
 
 bench: $(STAMP)  ## run the benchmarks (results go to BENCHMARKS.md by hand)
 	$(BIN)/python bench/overhead.py

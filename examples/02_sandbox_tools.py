@@ -45,6 +45,8 @@ SCRIPT = [
     'final_answer(f"refunded {len(refunded)} orders: '
     "{', '.join(r['order_id'] for r in refunded)}\")",
 ]
+# The same agent once its prompt is fixed: it never makes the mistake (--fixed).
+FIXED_SCRIPT = [SCRIPT[0], SCRIPT[1], SCRIPT[3], SCRIPT[4]]
 
 
 # Plain functions: the sandbox records each call, no @codetape.tool needed.
@@ -102,8 +104,10 @@ def open_sandbox(backend: str | None) -> codetape.Sandbox:
 
 
 @codetape.agent(name="orders-bot-sandbox")
-def solve(task: str, threshold: float = 100.0, backend: str | None = None) -> object:
-    model = ScriptedModel(SCRIPT)
+def solve(
+    task: str, threshold: float = 100.0, backend: str | None = None, fixed: bool = False
+) -> object:
+    model = ScriptedModel(FIXED_SCRIPT if fixed else SCRIPT)
     with open_sandbox(backend) as sandbox:
         print(f"sandbox: {sandbox!r}")
         sandbox.send_variables({"threshold": threshold})
@@ -129,9 +133,12 @@ def main() -> None:
         help="where code actions run (default: docker when the engine answers and the "
         "image exists, else local, with a warning)",
     )
+    parser.add_argument(
+        "--fixed", action="store_true", help="run the agent that does not make the mistake"
+    )
     args = parser.parse_args()
     codetape.configure(home=args.home)
-    answer = solve("Refund every order over $100", backend=args.backend)
+    answer = solve("Refund every order over $100", backend=args.backend, fixed=args.fixed)
     print(f"final answer: {answer}")
 
 

@@ -148,7 +148,7 @@ def runs(
         if column == "task":
             table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=1)
         else:
-            table.add_column(column, no_wrap=True, min_width=len(column))
+            table.add_column(column, no_wrap=True, min_width=12 if column == "run" else len(column))
     for run in found:
         table.add_row(
             run.id[:12],
