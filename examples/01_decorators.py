@@ -26,12 +26,18 @@ ORDERS = [
 ]
 
 SCRIPT = [
-    "orders = get_orders()\nprint(f\"{len(orders)} orders, {sum(o['total'] for o in orders):.2f} in all\")",
+    (
+        "orders = get_orders()\n"
+        "print(f\"{len(orders)} orders, {sum(o['total'] for o in orders):.2f} in all\")"
+    ),
     "big = [o for o in orders if o['total'] > threshold]\nprint([o['id'] for o in big])",
     # The mistake: the orders carry "id", not "order_id".
     "refunded = []\nfor order in big:\n    refunded.append(refund(order['order_id']))",
     "refunded = [refund(order['id']) for order in big]\nprint(refunded)",
-    "final_answer(f\"refunded {len(refunded)} orders: {', '.join(r['order_id'] for r in refunded)}\")",
+    (
+        'final_answer(f"refunded {len(refunded)} orders: '
+        "{', '.join(r['order_id'] for r in refunded)}\")"
+    ),
 ]
 
 
