@@ -10,6 +10,7 @@ import tarfile
 import tempfile
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,46 +186,66 @@ def _add_image(tar: tarfile.TarFile, image_id: str) -> None:
 def import_bundle(
     path: str | os.PathLike[str], *, home: str | os.PathLike[str] | None = None
 ) -> BundleInfo:
-    """Load a bundle into the store at ``home`` (and its images into Docker)."""
+    """Load a bundle into the store at ``home`` (and its images into Docker).
+
+    The bundle is read and checked whole before anything is written, so a damaged one
+    leaves the store as it was."""
     source = Path(path)
-    with _open_bundle(source) as tar:
-        manifest = _read_json(tar, "manifest.json", source)
-        if manifest.get("format") != FORMAT:
-            raise CodetapeError(f"{source} is not a codetape bundle (no bundle manifest)")
-        if int(manifest.get("version", 0)) > VERSION:
-            raise CodetapeError(
-                f"{source} was written by a newer codetape (bundle version {manifest['version']})",
-                hint="upgrade codetape to import it",
-            )
-        store = Store(home)
-        blobs = BlobStore(store.home / "blobs")
-        info = BundleInfo(source, manifest["run_id"])
-        for member in tar.getmembers():
-            if member.name.startswith("blobs/") and member.isfile():
-                data = _member(tar, member)
+    try:
+        with _open_bundle(source) as tar:
+            manifest = _manifest(tar, source)
+            members = tar.getmembers()
+            names = {m.name for m in members}
+            if "spans.jsonl" not in names:
+                raise CodetapeError(f"{source} is not a complete codetape bundle (no spans)")
+            spans = _member(tar, tar.getmember("spans.jsonl"))
+            blob_data = [
+                _member(tar, m) for m in members if m.name.startswith("blobs/") and m.isfile()
+            ]
+            store = Store(home)
+            info = BundleInfo(source, str(manifest["run_id"]))
+            blobs = BlobStore(store.home / "blobs")
+            for data in blob_data:
                 blobs.put(data)
-                info.blobs += 1
-        spans = _member(tar, tar.getmember("spans.jsonl"))
-        info.spans = spans.count(b"\n") - 1
-        for member in tar.getmembers():
-            if member.name.startswith("images/") and member.isfile():
-                info.images.append(_load_image(tar, member))
-        # An unlocked spool file is one whose writer is gone: ingestion takes it whole.
-        spool = live_dir(store.home)
-        spool.mkdir(parents=True, exist_ok=True)
-        name = f"import-{uuid.uuid4().hex[:8]}.jsonl"
-        hidden = spool / f".{name}.new"
-        hidden.write_bytes(spans)
-        os.replace(hidden, spool / name)
-    Store(store.home)
+            info.blobs = len(blob_data)
+            info.spans = spans.count(b"\n") - 1
+            for member in members:
+                if member.name.startswith("images/") and member.isfile():
+                    info.images.append(_load_image(tar, member))
+    except (EOFError, OSError, tarfile.TarError, zlib.error) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CodetapeError(f"{source} is not a readable codetape bundle: {first}") from None
+    # An unlocked spool file is one whose writer is gone: ingestion takes it whole.
+    spool = live_dir(store.home)
+    spool.mkdir(parents=True, exist_ok=True)
+    name = f"import-{uuid.uuid4().hex[:8]}.jsonl"
+    hidden = spool / f".{name}.new"
+    hidden.write_bytes(spans)
+    os.replace(hidden, spool / name)
+    store.refresh()
     return info
+
+
+def _manifest(tar: tarfile.TarFile, source: Path) -> dict[str, Any]:
+    manifest = _read_json(tar, "manifest.json", source)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CodetapeError(f"{source} is not a codetape bundle (no bundle manifest)")
+    version = manifest.get("version")
+    if not isinstance(version, int) or not isinstance(manifest.get("run_id"), str):
+        raise CodetapeError(f"{source} has a damaged bundle manifest")
+    if version > VERSION:
+        raise CodetapeError(
+            f"{source} was written by a newer codetape (bundle version {version})",
+            hint="upgrade codetape to import it",
+        )
+    return manifest
 
 
 def _open_bundle(source: Path) -> tarfile.TarFile:
     try:
         return tarfile.open(source, "r:*")
     except (OSError, tarfile.TarError) as exc:
-        raise CodetapeError(f"{source} is not a codetape bundle: {exc}") from None
+        raise CodetapeError(f"{source} is not a codetape bundle ({type(exc).__name__})") from None
 
 
 def _member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
@@ -234,11 +255,11 @@ def _member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     return handle.read()
 
 
-def _read_json(tar: tarfile.TarFile, name: str, source: Path) -> dict[str, Any]:
+def _read_json(tar: tarfile.TarFile, name: str, source: Path) -> Any:
     try:
-        data: dict[str, Any] = json.loads(_member(tar, tar.getmember(name)))
+        data = json.loads(_member(tar, tar.getmember(name)))
     except (KeyError, ValueError) as exc:
-        raise CodetapeError(f"{source} is not a codetape bundle: {exc}") from None
+        raise CodetapeError(f"{source} is not a codetape bundle ({type(exc).__name__})") from None
     return data
 
 

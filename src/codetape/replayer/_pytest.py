@@ -75,6 +75,7 @@ def write_pytest(
     if target.suffix != ".py":
         target = target.with_suffix(".py")
     bundle = target.with_name(target.stem + ".codetape")
+    target.parent.mkdir(parents=True, exist_ok=True)
     export_run(full, bundle, with_image=with_image, home=store.home)
     error = f"{recorded.error.type}: {recorded.error.message}" if recorded.error else "no error"
     extra = (

@@ -11,12 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import (
-    BlobNotFoundError,
     DockerUnavailableError,
     ImageNotFoundError,
     SandboxError,
+    StepNotFoundError,
 )
-from ..schemas import Limits, ReplayReport, Step, ToolCall
+from ..schemas import Limits, ReplayReport, Run, Step, ToolCall
 from ..store import Store
 from ..tracer import RunRecorder
 from ..tracer._config import recording_to
@@ -136,11 +136,40 @@ def replay(
     >>> report.verdict, [d.field for d in report.differences]
     ('diverged', ['stdout'])
     """
-    started = time.monotonic()
     store = Store(home)
-    full = store.resolve_run_id(run_id)
-    run = store.run(full)
-    recorded = store.step(full, step)
+    with store.session():
+        full = store.resolve_run_id(run_id)
+        recording = _Recording(store.run(full), store.steps(full))
+    return _replay_step(
+        store, recording, step, code=code, image=image, live_tools=live_tools, tools=tools
+    )
+
+
+class _Recording:
+    """A run as recorded, read once for however many of its steps are replayed."""
+
+    def __init__(self, run: Run, steps: list[Step]) -> None:
+        self.run = run
+        self.steps = {s.index: s for s in steps}
+        self.calls = [call for s in steps for call in s.tool_calls]
+
+
+def _replay_step(
+    store: Store,
+    recording: _Recording,
+    step: int,
+    *,
+    code: str | None,
+    image: str | None,
+    live_tools: bool,
+    tools: Iterable[Callable[..., Any]],
+) -> ReplayReport:
+    started = time.monotonic()
+    run = recording.run
+    full = run.id
+    recorded = recording.steps.get(step)
+    if recorded is None:
+        raise StepNotFoundError(full, step, sorted(recording.steps))
     spec = recorded.sandbox
     notes: list[str] = []
     if code is not None and code != recorded.code:
@@ -163,21 +192,23 @@ def replay(
 
     missing: dict[str, str] = {}
     values: dict[str, bytes] = {}
+    found = store.blobs_of(
+        snap.digest for snap in recorded.variables_before.values() if snap.digest is not None
+    )
     for name, snap in recorded.variables_before.items():
         if not snap.restorable or snap.digest is None:
             missing[name] = snap.reason or "its value was not recorded"
-            continue
-        try:
-            values[name] = store.blob(snap.digest)
-        except BlobNotFoundError:
+        elif snap.digest not in found:
             missing[name] = f"its value ({snap.digest}) is missing from the store"
+        else:
+            values[name] = found[snap.digest]
     if missing:
         listed = "; ".join(f"{name}: {why}" for name, why in sorted(missing.items()))
         return _not_run(
             full, step, "not_restorable", f"cannot restore {listed}", started, notes=notes
         )
 
-    all_calls = [call for s in store.steps(full) for call in s.tool_calls]
+    all_calls = recording.calls
     if live_tools:
         host_tools = {getattr(t, "__name__", ""): t for t in tools}
         absent = sorted({c.name for c in all_calls} - set(host_tools))
@@ -245,7 +276,8 @@ def replay(
                 backend=backend,
                 image=image_ref,
             )
-    replayed = Store(store.home).step(replay_run_.id, 0)
+    store.refresh()  # the replay run, so it can be read back as recorded
+    replayed = store.step(replay_run_.id, 0)
     differences = compare_steps(recorded, replayed)
     return ReplayReport(
         run_id=full,
@@ -273,11 +305,16 @@ def replay_run(
     """Replay every step of a run, each from its own recorded input, ``jobs`` at a time
     in parallel sandboxes. ``options`` are passed to :func:`replay`."""
     store = Store(home)
-    full = store.resolve_run_id(run_id)
-    indexes = [s.index for s in store.steps(full)]
+    with store.session():
+        full = store.resolve_run_id(run_id)
+        recording = _Recording(store.run(full), store.steps(full))
+    options = {"code": None, "image": None, "live_tools": False, "tools": (), **options}
 
     def one(index: int) -> ReplayReport:
-        return replay(full, index, home=store.home, **options)
+        # Each worker reads back its own replay run: a Store of its own.
+        return _replay_step(Store(store.home), recording, index, **options)
+
+    indexes = sorted(recording.steps)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = [pool.submit(contextvars.copy_context().run, one, i) for i in indexes]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import duckdb
 
 from ..errors import (
     AmbiguousRunIdError,
@@ -88,6 +91,7 @@ class Store:
         self.blobs = BlobStore(self.home / "blobs")
         self.last_ingest: IngestStats | None = None
         self._blob_cache: dict[str, bytes] = {}
+        self._session: duckdb.DuckDBPyConnection | None = None
         self.refresh()
 
     @property
@@ -102,8 +106,43 @@ class Store:
         return self.last_ingest
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self._session is not None:
+            return self._session.execute(sql, list(params)).fetchall()
         with connect(self.home, read_only=True) as con:
             return con.execute(sql, list(params)).fetchall()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Store]:
+        """Run the queries of a ``with`` block on one read-only connection, rather than
+        one each. Nothing in this process can ingest meanwhile, so keep it short.
+
+        >>> with store.session():                          # doctest: +SKIP
+        ...     run, steps = store.run("last"), store.steps("last")
+        """
+        if self._session is not None:
+            yield self
+            return
+        with connect(self.home, read_only=True) as con:
+            self._session = con
+            try:
+                yield self
+            finally:
+                self._session = None
+
+    def blobs_of(self, digests: Iterable[str]) -> dict[str, bytes]:
+        """Several blobs at once (small ones in one query); missing ones are left out."""
+        wanted = sorted(set(digests))
+        found: dict[str, bytes] = {}
+        if wanted:
+            for digest, data in self._query(
+                "SELECT digest, data FROM blobs WHERE list_contains(?, digest)", [wanted]
+            ):
+                found[digest] = bytes(data)
+        for digest in wanted:
+            if digest not in found:
+                with contextlib.suppress(BlobNotFoundError):
+                    found[digest] = self.blobs.get(digest)
+        return found
 
     # -- runs ------------------------------------------------------------------
 

@@ -1,0 +1,380 @@
+"""Bundles (``codetape export`` / ``codetape import``) carry a run, and optionally its
+sandbox image, from one store to another; ``codetape pytest`` freezes a recorded step
+into a test file that plain pytest runs.
+
+Tests that record or replay in Docker need a running engine and the offline sandbox
+image: they skip without them, and fail under ``CI=true``. The bad-bundle tests use an
+observed-mode recording and need no Docker.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import pytest
+from click.testing import CliRunner
+
+import codetape
+from codetape.cli import cli
+from codetape.errors import CodetapeError
+from codetape.replayer import export_run, import_bundle
+
+from .test_replay import (
+    LEAKED_PIPE,
+    Recording,
+    build_image,
+    docker_or_skip,
+    image_or_skip,
+    record,
+    recording_into,
+    remove_image,
+)
+
+pytestmark = pytest.mark.filterwarnings(LEAKED_PIPE)
+
+
+@pytest.fixture(scope="module")
+def docker_client() -> Any:
+    return docker_or_skip()
+
+
+@pytest.fixture(scope="module")
+def image(docker_client: Any) -> str:
+    return image_or_skip(docker_client)
+
+
+def invoke(home: Path, *args: str) -> Any:
+    return CliRunner().invoke(cli, ["--home", str(home), *args])
+
+
+def exchange_rate(currency: str) -> float:
+    return {"EUR": 1.08, "GBP": 1.27}[currency]
+
+
+INVOICE = [
+    # 0: deterministic, with a host tool
+    "prices = [12.5, 7.25, 3.0]\ncount = 0\nrate = exchange_rate('EUR')\nprint('rate', rate)",
+    # 1: raises ZeroDivisionError
+    "print('averaging', len(prices))\naverage = sum(prices) * rate / count\nprint(average)",
+    # 2: reads the clock
+    "import time\nstarted = time.time()\nprint('started', started)",
+]
+FIXED = (
+    "print('averaging', len(prices))\naverage = sum(prices) * rate / max(count, 1)\nprint(average)"
+)
+
+
+@pytest.fixture(scope="module")
+def invoice(tmp_path_factory: pytest.TempPathFactory, image: str) -> Recording:
+    rec = record(
+        tmp_path_factory.mktemp("invoice"),
+        "invoice-bot",
+        INVOICE,
+        image=image,
+        tools=[exchange_rate],
+    )
+    assert [s.status for s in rec.steps] == ["ok", "error", "ok"]
+    return rec
+
+
+# -- bundles ------------------------------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_a_bundle_with_its_image_replays_after_the_image_is_gone(
+    home: Path, tmp_path: Path, image: str, docker_client: Any
+) -> None:
+    import docker.errors
+
+    image_id = build_image(docker_client, image)
+    try:
+        rec = record(
+            tmp_path / "sender", "sender", ["answer = 6 * 7\nprint(answer)"], image=image_id
+        )
+        bundle = tmp_path / "run.codetape"
+        exported = invoke(rec.home, "export", rec.run_id[:12], "-o", str(bundle), "--with-image")
+        assert exported.exit_code == 0, exported.output
+        assert image_id in exported.stdout
+        with tarfile.open(bundle) as tar:
+            names = tar.getnames()
+        assert f"images/{image_id.removeprefix('sha256:')}.tar" in names
+
+        remove_image(docker_client, image_id)
+        with pytest.raises(docker.errors.ImageNotFound):
+            docker_client.images.get(image_id)
+        missing = codetape.replay(rec.run_id, 0, home=rec.home)
+        assert missing.verdict == "environment_missing", missing
+
+        receiver = tmp_path / "receiver"
+        imported = invoke(receiver, "import", str(bundle))
+        assert imported.exit_code == 0, imported.output
+        assert image_id in imported.stdout
+        assert docker_client.images.get(image_id).id == image_id
+
+        report = codetape.replay(rec.run_id, 0, home=receiver)
+        assert report.verdict == "reproduced", report.model_dump_json(indent=2)
+        assert report.image == image_id
+        replayed = codetape.Store(receiver).run(report.replay_run_id)  # type: ignore[arg-type]
+        assert replayed.replay_of == f"{rec.run_id}:0"
+    finally:
+        remove_image(docker_client, image_id)
+
+
+@pytest.mark.docker
+def test_a_bundle_without_the_image_keeps_every_step_field(
+    invoice: Recording, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "invoice.codetape"
+    info = export_run(invoice.run_id, bundle, home=invoice.home)
+    assert info.images == []
+    assert info.blobs > 0
+    with tarfile.open(bundle) as tar:
+        assert not [n for n in tar.getnames() if n.startswith("images/")]
+
+    receiver = tmp_path / "receiver"
+    loaded = import_bundle(bundle, home=receiver)
+    assert loaded.run_id == invoice.run_id
+    assert loaded.images == []
+
+    source, target = codetape.Store(invoice.home), codetape.Store(receiver)
+    assert target.steps(invoice.run_id) == source.steps(invoice.run_id)
+    assert target.run(invoice.run_id) == source.run(invoice.run_id)
+    # Every value the steps name travelled too.
+    for step in target.steps(invoice.run_id):
+        for snap in [*step.variables_before.values(), *step.variables_after.values()]:
+            if snap.digest is not None:
+                assert target.blob(snap.digest) == source.blob(snap.digest)
+
+
+# -- bad bundles --------------------------------------------------------------------------
+
+
+@codetape.code_action
+def execute(code: str, namespace: dict[str, Any]) -> None:
+    exec(code, namespace)
+
+
+@pytest.fixture(scope="module")
+def good_bundle(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A real bundle of an observed run (no Docker needed), as bytes."""
+    path = tmp_path_factory.mktemp("observed")
+    with recording_into(path), codetape.run("observed") as run:
+        execute("data = list(range(5000))\nprint(len(data))", {})
+    target = path / "good.codetape"
+    export_run(run.id, target, home=path)
+    return target.read_bytes()
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _manifest(**fields: Any) -> bytes:
+    return json.dumps(
+        {"format": "codetape-bundle", "version": 1, "run_id": "ab" * 16, **fields}
+    ).encode()
+
+
+def _rewrite_manifest(bundle: bytes, **fields: Any) -> bytes:
+    members: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(bundle)) as tar:
+        for member in tar.getmembers():
+            handle = tar.extractfile(member)
+            assert handle is not None
+            members[member.name] = handle.read()
+    manifest = json.loads(members["manifest.json"])
+    manifest.update(fields)
+    members["manifest.json"] = json.dumps(manifest).encode()
+    return _tar(members)
+
+
+BAD_BUNDLES: dict[str, Callable[[bytes], bytes]] = {
+    "random bytes": lambda good: os.urandom(4096),
+    "an empty file": lambda good: b"",
+    "a truncated bundle": lambda good: good[: len(good) // 2],
+    "a tar without a manifest": lambda good: _tar({"hello.txt": b"hi"}),
+    "a manifest that is not JSON": lambda good: _tar({"manifest.json": b"{not json"}),
+    "a manifest that is a JSON list": lambda good: _tar({"manifest.json": b"[1, 2]"}),
+    "another format": lambda good: _tar({"manifest.json": _manifest(format="zip")}),
+    "no spans.jsonl": lambda good: _tar({"manifest.json": _manifest()}),
+    "a non-numeric version": lambda good: _rewrite_manifest(good, version="1.1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BUNDLES))
+def test_importing_a_bad_bundle_is_a_clear_codetape_error(
+    case: str, good_bundle: bytes, tmp_path: Path
+) -> None:
+    path = tmp_path / "bad.codetape"
+    path.write_bytes(BAD_BUNDLES[case](good_bundle))
+    receiver = tmp_path / "receiver"
+    with pytest.raises(CodetapeError) as caught:
+        import_bundle(path, home=receiver)
+    assert str(path) in caught.value.message
+    assert codetape.Store(receiver).runs() == []
+
+
+def test_importing_a_newer_bundle_says_to_upgrade(good_bundle: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "newer.codetape"
+    path.write_bytes(_rewrite_manifest(good_bundle, version=99))
+    receiver = tmp_path / "receiver"
+    with pytest.raises(CodetapeError) as caught:
+        import_bundle(path, home=receiver)
+    assert "newer codetape" in caught.value.message
+    assert "version 99" in caught.value.message
+    assert caught.value.hint is not None
+    assert "upgrade codetape" in caught.value.hint
+    assert codetape.Store(receiver).runs() == []
+
+
+def test_the_good_bundle_imports(good_bundle: bytes, tmp_path: Path) -> None:
+    """The control for the bad ones: the unmodified bundle loads."""
+    path = tmp_path / "good.codetape"
+    path.write_bytes(good_bundle)
+    receiver = tmp_path / "receiver"
+    info = import_bundle(path, home=receiver)
+    assert [r.id for r in codetape.Store(receiver).runs()] == [info.run_id]
+
+
+@pytest.mark.parametrize("case", ["random bytes", "a truncated bundle", "newer"])
+def test_cli_import_of_a_bad_bundle_is_one_error_line(
+    case: str, good_bundle: bytes, home: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "bad.codetape"
+    data = (
+        _rewrite_manifest(good_bundle, version=99)
+        if case == "newer"
+        else BAD_BUNDLES[case](good_bundle)
+    )
+    path.write_bytes(data)
+    result = invoke(home, "import", str(path))
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines, result.output
+    assert lines[0].startswith("error:"), result.stderr
+    # One line for the error, optionally one for the hint; nothing else.
+    assert [line.split(":")[0] for line in lines] in (["error"], ["error", "hint"]), lines
+
+
+# -- codetape pytest ----------------------------------------------------------------------
+
+
+def write_test(rec: Recording, out: Path, step: int, *extra: str) -> Path:
+    result = invoke(rec.home, "pytest", rec.run_id, "--step", str(step), "-o", str(out), *extra)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert out.is_file()
+    assert out.with_suffix(".codetape").is_file()
+    return out
+
+
+@dataclass
+class Outcome:
+    passed: bool
+    text: str  # the failure message and report, or ""
+
+
+@pytest.fixture(scope="module")
+def generated(invoice: Recording, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    """The test files `codetape pytest` writes for the invoice run, run by plain pytest
+    in a directory of their own (none of this repository's settings), all in one
+    session: one interpreter start instead of four."""
+    folder = tmp_path_factory.mktemp("generated")
+    fix = folder / "fix.txt"
+    fix.write_text(FIXED)
+    files = {
+        "deterministic": write_test(invoice, folder / "test_invoice_step0.py", 0),
+        "clock": write_test(invoice, folder / "test_invoice_clock.py", 2),
+        "fixed": write_test(
+            invoice, folder / "test_invoice_fixed.py", 1, "--expect-fix", "--code", str(fix)
+        ),
+        "unfixed": write_test(invoice, folder / "test_invoice_unfixed.py", 1, "--expect-fix"),
+    }
+    report = folder / "report.xml"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *map(str, files.values()),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={report}",
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CODETAPE_")},
+    )
+    assert report.is_file(), done.stdout + done.stderr
+    cases = {
+        case.get("classname", "").rsplit(".", 1)[-1]: case
+        for case in ElementTree.parse(report).iter("testcase")
+    }
+    outcomes = {}
+    for key, path in files.items():
+        case = cases.get(path.stem)
+        assert case is not None, (path.stem, list(cases), done.stdout + done.stderr)
+        problems = [*case.iter("failure"), *case.iter("error")]
+        outcomes[key] = Outcome(
+            passed=not problems and not list(case.iter("skipped")),
+            text="\n".join((p.get("message") or "") + "\n" + (p.text or "") for p in problems),
+        )
+    return outcomes
+
+
+@pytest.mark.docker
+def test_pytest_file_of_a_deterministic_step_passes(generated: dict[str, Outcome]) -> None:
+    outcome = generated["deterministic"]
+    assert outcome.passed, outcome.text
+
+
+@pytest.mark.docker
+def test_pytest_file_of_a_clock_reading_step_fails(generated: dict[str, Outcome]) -> None:
+    outcome = generated["clock"]
+    assert not outcome.passed
+    assert "diverged" in outcome.text, outcome.text
+    assert "variable:started" in outcome.text, outcome.text
+
+
+@pytest.mark.docker
+def test_pytest_expect_fix_passes_with_the_fix(generated: dict[str, Outcome]) -> None:
+    outcome = generated["fixed"]
+    assert outcome.passed, outcome.text
+
+
+@pytest.mark.docker
+def test_pytest_expect_fix_fails_without_a_fix(generated: dict[str, Outcome]) -> None:
+    outcome = generated["unfixed"]
+    assert not outcome.passed
+    assert "still raises ZeroDivisionError" in outcome.text, outcome.text
+
+
+@pytest.mark.docker
+def test_pytest_output_into_a_new_directory_is_created(
+    invoice: Recording, home: Path, tmp_path: Path
+) -> None:
+    """``-o tests/regressions/test_x.py`` where tests/regressions does not exist yet."""
+    out = tmp_path / "regressions" / "test_invoice.py"
+    result = invoke(invoice.home, "pytest", invoice.run_id, "--step", "0", "-o", str(out))
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert out.is_file()
+    assert out.with_suffix(".codetape").is_file()
