@@ -715,11 +715,13 @@ def test_ingest_failure_is_logged_exactly_once(
     caplog: pytest.LogCaptureFixture,
     fresh_warnings: None,
 ) -> None:
-    monkeypatch.setattr(codetape.tracer._recording, "try_ingest", _boom)
+    # Runs are ingested on a background thread when they end.
+    monkeypatch.setattr(codetape.store._ingest, "try_ingest", _boom)
     caplog.set_level(logging.WARNING, logger="codetape")
     for i in range(3):
         with codetape.run("bot"):
             assert execute(f"result = {i}", {}) == i
+        assert codetape.tracer.runtime().ingester.flush()
     warnings = codetape_warnings(caplog)
     assert len(warnings) == 1, warnings
     assert "ingesting" in warnings[0]

@@ -623,6 +623,7 @@ def test_ui_serves_the_app_on_loopback_and_prints_the_url(
         sys.executable, "-m", "streamlit", "run", str(APP),
         "--server.address", "127.0.0.1", "--server.port", "8501",
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",
     ]  # fmt: skip
     assert env["CODETAPE_HOME"] == str(tmp_path.absolute())
     assert "warning" not in result.output

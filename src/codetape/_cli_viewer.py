@@ -43,6 +43,7 @@ def streamlit_command(host: str, port: int) -> list[str]:
         "--server.port", str(port),
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",  # no "Deploy" button: this is a local tool
     ]  # fmt: skip
 
 

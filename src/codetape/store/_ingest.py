@@ -33,7 +33,14 @@ def internal_errors(doing: str) -> contextlib.AbstractContextManager[None]:
     return guard(doing)
 
 
-__all__ = ["BackgroundIngester", "IngestStats", "ingest", "rebuild", "try_ingest"]
+__all__ = [
+    "BackgroundIngester",
+    "IngestStats",
+    "ingest",
+    "rebuild",
+    "try_ingest",
+    "wait_for_background",
+]
 
 _COLUMNS = (
     "{t: 'VARCHAR', trace_id: 'VARCHAR', span_id: 'VARCHAR', parent_id: 'VARCHAR', "
@@ -248,6 +255,17 @@ def rebuild(home: Path) -> tuple[Path | None, IngestStats]:
     return kept, ingest(home, files=files)
 
 
+_background: dict[Path, BackgroundIngester] = {}
+
+
+def wait_for_background(home: Path, timeout: float = 10.0) -> None:
+    """Let this process's background ingestion of ``home`` finish, so a reader sees the
+    runs that ended before it looked (and holds no conflicting connection)."""
+    ingester = _background.get(home)
+    if ingester is not None:
+        ingester.flush(timeout)
+
+
 class BackgroundIngester:
     """Ingests a store on a worker thread, so ending a run does not wait for DuckDB.
 
@@ -258,6 +276,7 @@ class BackgroundIngester:
 
     def __init__(self, home: Path) -> None:
         self.home = home
+        _background[home] = self
         self._wanted = threading.Event()
         self._idle = threading.Event()
         self._idle.set()

@@ -31,7 +31,7 @@ from ..schemas import attributes as A
 from ._blobs import BlobStore
 from ._db import DB_NAME, connect
 from ._home import resolve_home
-from ._ingest import IngestStats, try_ingest
+from ._ingest import IngestStats, try_ingest, wait_for_background
 from ._spool import live_dir
 
 __all__ = ["Store"]
@@ -100,6 +100,7 @@ class Store:
 
     def refresh(self) -> IngestStats | None:
         """Ingest pending spool records (skipped when another process is at it)."""
+        wait_for_background(self.home)
         if not live_dir(self.home).exists() and self.db_path.exists():
             return None
         self.last_ingest = try_ingest(self.home)

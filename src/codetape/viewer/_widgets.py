@@ -74,6 +74,10 @@ _STATUS_COLORS = {
 # -- formatting ------------------------------------------------------------------
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def cut(text: str | None, limit: int = _CELL) -> str:
     """One table cell's worth of ``text``."""
     if text is None:
@@ -101,7 +105,8 @@ def when(moment: datetime) -> str:
 
 def run_label(run: Run) -> str:
     """A picker's label for a run: id, status, start and size, nothing recorded."""
-    return f"{run.id[:12]} · {run.status} · {when(run.started_at)} · {run.step_count} steps"
+    steps = plural(run.step_count, "step")
+    return f"{run.id[:12]} · {run.status} · {when(run.started_at)} · {steps}"
 
 
 def step_label(step: Step) -> str:

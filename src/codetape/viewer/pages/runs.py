@@ -37,7 +37,7 @@ def listing() -> None:
     page = st.pagination(pages, key=f"runs-page:{filters}") if pages > 1 else 1
     runs = _data.runs(*filters, page)
     with above:
-        st.caption(f"{total} runs · page {page} of {pages} · select a row to open the run")
+        st.caption(f"{total} runs · page {page} of {pages} · tick a row's box to open the run")
         if not runs:
             st.info("No runs match.")
             return
