@@ -144,10 +144,18 @@ def main() -> None:
         f"Python {platform.python_version()}",
         "step_overhead": [
             step_overhead(args.steps, args.rounds, {}, "small namespace"),
-            step_overhead(args.steps // 10, args.rounds // 4 or 1,
-                          {"big": ten_mb_bytes}, "+ 10 MB bytes no step touches"),
-            step_overhead(args.steps // 10, args.rounds // 4 or 1,
-                          {"big": ten_mb_list}, "+ 10 MB list no step touches"),
+            step_overhead(
+                args.steps // 10,
+                args.rounds // 4 or 1,
+                {"big": ten_mb_bytes},
+                "+ 10 MB bytes no step touches",
+            ),
+            step_overhead(
+                args.steps // 10,
+                args.rounds // 4 or 1,
+                {"big": ten_mb_list},
+                "+ 10 MB list no step touches",
+            ),
         ],
         "ingestion": ingestion(args.spans),
     }
@@ -155,15 +163,21 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     print(f"machine: {results['machine']}")
-    print(f"{'case':34} {'bare exec':>10} {'recorded':>10} {'added':>10} {'ratio':>7} "
-          f"{'store/step':>11}")
+    print(
+        f"{'case':34} {'bare exec':>10} {'recorded':>10} {'added':>10} {'ratio':>7} "
+        f"{'store/step':>11}"
+    )
     for r in results["step_overhead"]:
         ratio = r["recorded_median_us"] / r["bare_exec_median_us"]
-        print(f"{r['case']:34} {r['bare_exec_median_us']:>8.1f}us {r['recorded_median_us']:>8.1f}us "
-              f"{r['added_median_us']:>8.1f}us {ratio:>6.1f}x {r['store_growth_per_step_bytes']:>10}B")
+        print(
+            f"{r['case']:34} {r['bare_exec_median_us']:>8.1f}us {r['recorded_median_us']:>8.1f}us "
+            f"{r['added_median_us']:>8.1f}us {ratio:>6.1f}x {r['store_growth_per_step_bytes']:>10}B"
+        )
     ing = results["ingestion"]
-    print(f"ingestion: {ing['spans_written']} spans ({ing['spool_mb']} MB of spool) in "
-          f"{ing['seconds']}s = {ing['spans_per_second']:,} spans/s, dropped {ing['dropped']}")
+    print(
+        f"ingestion: {ing['spans_written']} spans ({ing['spool_mb']} MB of spool) in "
+        f"{ing['seconds']}s = {ing['spans_per_second']:,} spans/s, dropped {ing['dropped']}"
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ def orders_run(home: Path) -> str:
     """The orders example recorded into ``home``; returns the run id."""
     result = subprocess.run(
         [sys.executable, str(EXAMPLE), "--home", str(home)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "final answer: refunded 2 orders" in result.stdout
     return codetape.Store(home).runs()[0].id
@@ -68,7 +70,8 @@ def test_show_json_has_every_step_with_its_outcome(home: Path, orders_run: str) 
     assert [s.index for s in detail.steps] == [0, 1, 2, 3, 4]
     failing = detail.steps[2]
     assert failing.status == "error"
-    assert failing.error is not None and failing.error.type == "KeyError"
+    assert failing.error is not None
+    assert failing.error.type == "KeyError"
     assert [c.name for c in detail.steps[3].tool_calls] == ["refund", "refund"]
     assert detail.steps[3].tool_calls[0].arguments == {"order_id": "A-1001"}
 
@@ -78,7 +81,8 @@ def test_show_step_for_people_points_at_the_failing_line(home: Path, orders_run:
     assert result.exit_code == 0
     assert "KeyError: 'order_id'" in result.output
     assert "❱ 3" in result.output  # the line the traceback points at is marked
-    assert "big" in result.output and "list" in result.output  # the variables table
+    assert "big" in result.output
+    assert "list" in result.output
     step = Step.model_validate_json(invoke(home, "show", "last", "--step", "2", "--json").output)
     assert step.index == 2
 
@@ -102,8 +106,11 @@ def test_errors_are_one_clear_line_without_traceback(
 def test_console_script_and_module_both_run(home: Path, orders_run: str) -> None:
     env = {**os.environ, "CODETAPE_HOME": str(home)}
     module = subprocess.run(
-        [sys.executable, "-m", "codetape", "runs", "--json"], capture_output=True, text=True,
-        env=env, check=True,
+        [sys.executable, "-m", "codetape", "runs", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     assert json.loads(module.stdout)[0]["id"] == orders_run
     script = shutil.which("codetape", path=str(Path(sys.executable).parent))
@@ -135,14 +142,17 @@ def test_doctor_reports_store_docker_image_and_browser(home: Path, orders_run: s
     env = {**os.environ, "CODETAPE_IMAGE": image}
     result = subprocess.run(
         [sys.executable, "-m", "codetape", "--home", str(home), "doctor", "--json"],
-        capture_output=True, text=True, env=env,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     checks = {c["name"]: c for c in json.loads(result.stdout)}
     assert checks["store"]["status"] == "ok"
     assert "1 runs, 5 steps" in checks["store"]["detail"]
     assert checks["docker"]["status"] == "ok"
     require(
-        checks["sandbox image"]["status"] == "ok", f"the sandbox image {image}",
+        checks["sandbox image"]["status"] == "ok",
+        f"the sandbox image {image}",
         f"scripts/build-offline-image.sh {image}",
     )
     require(checks["browser"]["status"] == "ok", "Chromium", "apt-get install chromium")
@@ -154,7 +164,9 @@ def test_doctor_says_how_to_get_a_missing_image(home: Path) -> None:
     env = {**os.environ, "CODETAPE_IMAGE": "codetape/no-such-image:never"}
     result = subprocess.run(
         [sys.executable, "-m", "codetape", "--home", str(home), "doctor"],
-        capture_output=True, text=True, env=env,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert "codetape/no-such-image:never is not in Docker" in result.stdout
     assert "scripts/build-offline-image.sh" in result.stdout
@@ -165,7 +177,8 @@ def test_doctor_fails_on_a_corrupt_store(home: Path) -> None:
     (home / "codetape.duckdb").write_bytes(b"not a database" * 100)
     result = invoke(home, "doctor")
     assert result.exit_code == 1
-    assert "FAIL" in result.output and "codetape.duckdb" in result.output
+    assert "FAIL" in result.output
+    assert "codetape.duckdb" in result.output
 
 
 def test_doctor_rebuild_recovers_a_corrupt_store_from_the_spool(

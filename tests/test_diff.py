@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -51,10 +52,8 @@ def _record(name: str, snippets: list[str]) -> str:
     namespace: dict[str, Any] = {}
     with codetape.run(name, task="diff me") as run:
         for code in snippets:
-            try:
+            with contextlib.suppress(Exception):
                 _execute(code, namespace)
-            except Exception:
-                pass
     return run.id
 
 
@@ -82,10 +81,12 @@ def test_failing_and_fixed_runs_part_at_the_edited_step(home: Path) -> None:
     assert "-ids = [o['order_id'] for o in big]" in first.code_diff
     assert "+ids = [o['id'] for o in big]" in first.code_diff
     assert (first.status_a, first.status_b) == ("error", "ok")
-    assert first.error_a is not None and first.error_a.type == "KeyError"
+    assert first.error_a is not None
+    assert first.error_a.type == "KeyError"
     assert first.variables_added == ["ids"]
     # The last step: same code and output, but b has a variable a never got.
-    assert diff.pairs[3].code_diff == [] and diff.pairs[3].variables_added == ["ids"]
+    assert diff.pairs[3].code_diff == []
+    assert diff.pairs[3].variables_added == ["ids"]
 
 
 def test_identical_runs_have_no_divergence(home: Path) -> None:
@@ -104,7 +105,8 @@ def test_changed_variable_value_is_reported_with_previews(home: Path) -> None:
     assert (change.name, change.a.preview, change.b.preview) == ("x", "1", "2")
     # Same code, different value: the second step differs by its variables only.
     second = diff.pairs[1]
-    assert second.code_diff == [] and [c.name for c in second.variables_changed] == ["x", "y"]
+    assert second.code_diff == []
+    assert [c.name for c in second.variables_changed] == ["x", "y"]
 
 
 def test_cli_diff_prints_the_first_divergence_and_json_is_the_model(home: Path) -> None:

@@ -9,9 +9,10 @@ import codetape.schemas
 def test_top_level_names() -> None:
     assert codetape.__all__ == sorted(codetape.__all__)
     assert set(codetape.__all__) == {
-        "CodetapeError", "Limits", "Sandbox", "StepResult", "Store", "agent", "code_action", "configure", "diff_runs", "errors", "replay", "replay_run", "run",
-        "schemas", "store", "tool",
-    }
+        "CodetapeError", "Limits", "Sandbox", "StepResult", "Store", "agent", "code_action",
+        "configure", "diff_runs", "errors", "replay", "replay_run", "run", "schemas", "store",
+        "tool",
+    }  # fmt: skip
     for name in codetape.__all__:
         assert getattr(codetape, name) is not None
 

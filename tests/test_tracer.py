@@ -303,7 +303,9 @@ def test_code_action_records_code_variables_output_and_result(
         assert snap.digest is not None
         assert snap.size > 0
     # The digest names the cloudpickled value, which the store holds.
-    assert after["orders"].digest == digest_of(cloudpickle.dumps([1, 2, 3], protocol=PICKLE_PROTOCOL))
+    assert after["orders"].digest == digest_of(
+        cloudpickle.dumps([1, 2, 3], protocol=PICKLE_PROTOCOL)
+    )
     assert cloudpickle.loads(codetape.Store(home).blob(after["orders"].digest)) == [1, 2, 3]
 
 
