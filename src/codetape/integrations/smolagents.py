@@ -267,11 +267,11 @@ class _CodeAction:
         self.printed = state.get("_print_outputs")
         self.printed_len = len(str(self.printed)) if self.printed is not None else 0
         self.step = StepRecorder(run, code, mode="observed", sandbox=observed_sandbox())
-        before: State | None = None
+        self.before: State | None = None
         with internal_errors("snapshotting the variables before a step"):
             if run.snapshotter is not None:
-                before = run.snapshotter.snapshot(_variables(state), run.last_state)
-        self.step.begin(before)
+                self.before = run.snapshotter.snapshot(_variables(state), run.last_state)
+        self.step.begin(self.before)
 
     def bind_tools(
         self, tools: object, recorded: Mapping[str, inspect.Signature | None]
@@ -318,7 +318,7 @@ class _CodeAction:
     def _after(self) -> State | None:
         with internal_errors("snapshotting the variables after a step"):
             if self.run.snapshotter is not None:
-                after = self.run.snapshotter.snapshot(_variables(self.state))
+                after = self.run.snapshotter.snapshot(_variables(self.state), self.before)
                 self.run.last_state = after
                 return after
         return None

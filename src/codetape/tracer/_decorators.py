@@ -162,7 +162,7 @@ class _ObservedStep:
         after: State | None = None
         with internal_errors("snapshotting the variables after a step"):
             if self.namespace is not None and self.run.snapshotter is not None:
-                after = self.run.snapshotter.snapshot(self.namespace)
+                after = self.run.snapshotter.snapshot(self.namespace, self.before)
                 self.run.last_state = after
         self.step.finish(
             status="error" if exc is not None else "ok",

@@ -157,23 +157,22 @@ class Snapshotter:
             ):
                 variables[name] = old
             else:
-                variables[name] = self._variable(value)
+                variables[name] = self._variable(value, old)
         if previous is not None and variables == previous.variables:
             return previous
         return State(variables, self.manifest(variables), ids, items)
 
-    def _variable(self, value: object) -> Variable:
+    def _variable(self, value: object, old: Variable | None = None) -> Variable:
         cached = self._immutable.get(id(value))
         if cached is not None and cached[0] is value:
             return cached[1]
-        snap = self._serialize(value)
+        snap = self._serialize(value, old)
         if isinstance(value, _IMMUTABLE):
             self._immutable[id(value)] = (value, snap)
         return snap
 
-    def _serialize(self, value: object) -> Variable:
+    def _serialize(self, value: object, old: Variable | None = None) -> Variable:
         kind = type_name(value)
-        shown = preview(value, self._redactor)
         try:
             if type(value) in _SCALARS:
                 data = pickle.dumps(value, protocol=PICKLE_PROTOCOL)
@@ -181,7 +180,13 @@ class Snapshotter:
                 data = cloudpickle.dumps(value, protocol=PICKLE_PROTOCOL)
         except Exception as exc:
             reason = f"cannot be serialized: {type(exc).__name__}: {exc}"
+            shown = preview(value, self._redactor)
             return Variable(kind, None, 0, shown, False, self._redactor.text(reason)[:300])
+        digest = digest_of(data)
+        if old is not None and old.digest == digest and old.type == kind:
+            # The same bytes as last time: the same value, preview and verdict.
+            return old
+        shown = preview(value, self._redactor)
         if self._redactor.contains_secret(data):
             return Variable(
                 kind,
@@ -191,4 +196,4 @@ class Snapshotter:
                 False,
                 "holds a secret, so its value was not stored (configure(redact=False) stores it)",
             )
-        return Variable(kind, self._blobs.put(data, digest_of(data)), len(data), shown, True)
+        return Variable(kind, self._blobs.put(data, digest), len(data), shown, True)
