@@ -105,11 +105,14 @@ class CappedPipe:
             self.kept += data[:room]
         self.dropped += max(0, len(data) - max(room, 0))
 
-    def drain(self, fd):
-        """Wait until everything written to ``fd`` so far has been read."""
+    def mark(self, fd):
+        """Put a marker after everything written to ``fd`` so far; ``wait`` for it."""
         with self._cond:
             target = self._marks + 1
         os.write(fd, self._MARK)
+        return target
+
+    def wait(self, target):
         with self._cond:
             self._cond.wait_for(lambda: self._marks >= target, timeout=5)
 
@@ -360,12 +363,15 @@ class Runner:
         return reply
 
     def _output(self):
-        for stream, fd, pipe in ((sys.stdout, 1, self.stdout), (sys.stderr, 2, self.stderr)):
+        for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:
                 pass
-            pipe.drain(fd)
+        # Both markers first, then both waits: the two pumps drain at the same time.
+        out_mark, err_mark = self.stdout.mark(1), self.stderr.mark(2)
+        self.stdout.wait(out_mark)
+        self.stderr.wait(err_mark)
         return self.stdout.take(), self.stderr.take()
 
     def serve(self):
