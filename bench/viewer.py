@@ -587,18 +587,17 @@ class TimedStore(Store):
             self.sql_ns += time.perf_counter_ns() - t0
             self.queries.append((sql, list(params)))
 
-    if hasattr(Store, "session"):  # a Store whose calls share one connection: time its opening
-
-        @contextlib.contextmanager
-        def session(self) -> Iterator[None]:
-            t0 = time.perf_counter_ns()
-            with super().session():  # type: ignore[misc]
-                self.sql_ns += time.perf_counter_ns() - t0
-                try:
-                    yield
-                finally:
-                    t0 = time.perf_counter_ns()
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Store]:
+        # Queries in a session share one connection: its opening and closing count too.
+        t0 = time.perf_counter_ns()
+        with super().session() as store:
             self.sql_ns += time.perf_counter_ns() - t0
+            try:
+                yield store
+            finally:
+                t0 = time.perf_counter_ns()
+        self.sql_ns += time.perf_counter_ns() - t0
 
 
 def _evict(path: Path) -> None:
@@ -1104,4 +1103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

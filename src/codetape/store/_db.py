@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS steps (
     PRIMARY KEY (run_id, span_id)
 );
 CREATE TABLE IF NOT EXISTS blobs (digest VARCHAR PRIMARY KEY, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS spans_trace_id ON spans (trace_id);
+CREATE INDEX IF NOT EXISTS steps_run_id ON steps (run_id);
 CREATE TABLE IF NOT EXISTS ingest_files (
     name VARCHAR PRIMARY KEY,
     "offset" BIGINT NOT NULL,
@@ -119,12 +121,10 @@ def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnecti
 
 
 def _version(con: duckdb.DuckDBPyConnection) -> int:
-    has_meta = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'meta'"
-    ).fetchone()
-    if not has_meta or not has_meta[0]:
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except duckdb.CatalogException:  # a new, empty database
         return 0
-    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return int(row[0]) if row else 0
 
 

@@ -39,14 +39,19 @@ __all__ = ["Store"]
 # Attributes whose value is a blob digest.
 _DIGEST_KEYS = (".digest", A.STATE_BEFORE, A.STATE_AFTER)
 
-_RUN_SELECT = """
-SELECT r.run_id, r.name, r.task, r.status, r.started_ns, r.ended_ns, r.final_answer,
-       r.replay_of, r.error_type, r.error_message,
-       coalesce(s.n, 0) AS step_count, coalesce(s.failed, 0) AS failed_steps
-FROM runs r LEFT JOIN (
+_RUN_COLUMNS = """r.run_id, r.name, r.task, r.status, r.started_ns, r.ended_ns, r.final_answer,
+       r.replay_of, r.error_type, r.error_message"""
+# Runs are chosen (filtered, ordered, paged) first; only their steps are counted.
+_RUN_PAGE = f"""
+WITH page AS (
+    SELECT {_RUN_COLUMNS} FROM runs r {{where}} ORDER BY r.started_ns DESC LIMIT ? OFFSET ?
+)
+SELECT r.*, coalesce(s.n, 0), coalesce(s.failed, 0)
+FROM page r LEFT JOIN (
     SELECT run_id, count(*) AS n, count(*) FILTER (WHERE status <> 'ok') AS failed
-    FROM steps GROUP BY run_id
+    FROM steps WHERE run_id IN (SELECT run_id FROM page) GROUP BY run_id
 ) s USING (run_id)
+ORDER BY r.started_ns DESC
 """
 
 
@@ -136,7 +141,9 @@ class Store:
         found: dict[str, bytes] = {}
         if wanted:
             for digest, data in self._query(
-                "SELECT digest, data FROM blobs WHERE list_contains(?, digest)", [wanted]
+                "SELECT b.digest, b.data FROM blobs b "
+                "JOIN (SELECT unnest(?::VARCHAR[]) AS digest) w USING (digest)",
+                [wanted],
             ):
                 found[digest] = bytes(data)
         for digest in wanted:
@@ -161,7 +168,7 @@ class Store:
         failed step; ``search`` keeps runs with that text in a step's code or output
         (their first 200 characters), its task or its final answer."""
         where, params = self._filters(status, agent, failed, search)
-        sql = _RUN_SELECT + where + " ORDER BY r.started_ns DESC LIMIT ? OFFSET ?"
+        sql = _RUN_PAGE.format(where=where)
         return [_run_from_row(r) for r in self._query(sql, [*params, limit, offset])]
 
     def count_runs(
@@ -174,7 +181,7 @@ class Store:
     ) -> int:
         """How many runs ``runs()`` would list with no limit."""
         where, params = self._filters(status, agent, failed, search)
-        rows = self._query(f"SELECT count(*) FROM ({_RUN_SELECT + where})", params)
+        rows = self._query(f"SELECT count(*) FROM runs r {where}", params)
         return int(rows[0][0])
 
     def agents(self) -> list[str]:
@@ -194,7 +201,10 @@ class Store:
             where.append("r.name = ?")
             params.append(agent)
         if failed:
-            where.append("(r.status IN ('error', 'incomplete') OR coalesce(s.failed, 0) > 0)")
+            where.append(
+                "(r.status IN ('error', 'incomplete') OR r.run_id IN "
+                "(SELECT run_id FROM steps WHERE status <> 'ok'))"
+            )
         if search:
             where.append(
                 "(contains(lower(coalesce(r.task, '')), ?) OR "
@@ -227,16 +237,24 @@ class Store:
         return str(rows[0][0])
 
     def run(self, run_id: str) -> Run:
-        full = self.resolve_run_id(run_id)
-        return _run_from_row(self._query(_RUN_SELECT + " WHERE r.run_id = ?", [full])[0])
+        with self.session():
+            full = self.resolve_run_id(run_id)
+            return _run_from_row(
+                self._query(_RUN_PAGE.format(where="WHERE r.run_id = ?"), [full, 1, 0])[0]
+            )
 
     def detail(self, run_id: str) -> RunDetail:
-        run = self.run(run_id)
-        return RunDetail(run=run, steps=self.steps(run.id))
+        with self.session():
+            run = self.run(run_id)
+            return RunDetail(run=run, steps=self.steps(run.id))
 
     # -- steps -----------------------------------------------------------------
 
     def steps(self, run_id: str) -> list[Step]:
+        with self.session():
+            return self._steps(run_id)
+
+    def _steps(self, run_id: str) -> list[Step]:
         full = self.resolve_run_id(run_id)
         spans = self._query(
             "SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message, "
@@ -246,15 +264,23 @@ class Store:
         return self._assemble(full, spans)
 
     def step(self, run_id: str, index: int) -> Step:
+        with self.session():
+            return self._step_at(run_id, index)
+
+    def _step_at(self, run_id: str, index: int) -> Step:
         full = self.resolve_run_id(run_id)
-        spans = self._query(
-            "SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message, "
-            "attributes FROM spans WHERE trace_id = ? AND (span_id = ("
-            "  SELECT span_id FROM steps WHERE run_id = ? AND step_index = ? LIMIT 1) OR "
-            "  parent_id = (SELECT span_id FROM steps WHERE run_id = ? AND step_index = ? "
-            "  LIMIT 1)) ORDER BY start_ns",
-            [full, full, index, full, index],
+        found = self._query(
+            "SELECT span_id FROM steps WHERE run_id = ? AND step_index = ? LIMIT 1",
+            [full, index],
         )
+        spans = []
+        if found:
+            spans = self._query(
+                "SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message, "
+                "attributes FROM spans WHERE trace_id = ? AND (span_id = ? OR parent_id = ?) "
+                "ORDER BY start_ns",
+                [full, found[0][0], found[0][0]],
+            )
         steps = self._assemble(full, spans)
         if not steps:
             available = [
@@ -360,7 +386,9 @@ class Store:
         self._blob_cache = {}
         if digests:
             for digest, data in self._query(
-                "SELECT digest, data FROM blobs WHERE list_contains(?, digest)", [sorted(digests)]
+                "SELECT b.digest, b.data FROM blobs b "
+                "JOIN (SELECT unnest(?::VARCHAR[]) AS digest) w USING (digest)",
+                [sorted(digests)],
             ):
                 self._blob_cache[digest] = bytes(data)
 
