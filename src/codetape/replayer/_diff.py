@@ -15,14 +15,10 @@ __all__ = ["align", "diff_runs"]
 _SIMILAR = 0.5
 
 
-def _lines(text: str) -> list[str]:
-    return text.splitlines()
-
-
 def _unified(a: str, b: str) -> list[str]:
     if a == b:
         return []
-    return list(difflib.unified_diff(_lines(a), _lines(b), "a", "b", lineterm="", n=2))
+    return list(difflib.unified_diff(a.splitlines(), b.splitlines(), "a", "b", lineterm="", n=2))
 
 
 def _similarity(a: str, b: str) -> float:

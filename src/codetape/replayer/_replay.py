@@ -230,7 +230,7 @@ def _replay_step(
                 RunRecorder(run.name, run.task, replay_of=f"{full}:{step}") as replay_run_,
                 Sandbox(
                     image=image_ref,
-                    tools=list(_named(stubs)),
+                    tools=list(stubs.values()),  # each named as its tool
                     backend=backend,
                     limits=limits,
                     hash_seed=spec.hash_seed,
@@ -290,13 +290,6 @@ def _replay_step(
         backend=backend,
         image=image_ref,
     )
-
-
-def _named(stubs: dict[str, Callable[..., Any]]) -> Iterable[Callable[..., Any]]:
-    for name, fn in stubs.items():
-        if getattr(fn, "__name__", None) != name:
-            fn.__name__ = name
-        yield fn
 
 
 def replay_run(
