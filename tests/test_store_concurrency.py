@@ -10,7 +10,6 @@ error for that, and every record lands in DuckDB exactly once.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import pytest
 import codetape
 from codetape.store import try_ingest
 
+from .test_store import child_env
+
 HERE = Path(__file__).parent
 RECORD = HERE / "_child_record.py"
 READER = HERE / "_child_reader.py"
@@ -33,18 +34,6 @@ TIMEOUT = 300  # a guard against hangs only; nothing here asserts on time
 
 WRITERS = 4
 STEPS = 50
-
-
-def child_env(home: Path) -> dict[str, str]:
-    env = {**os.environ, "CODETAPE_HOME": str(home), "CODETAPE_STRICT": "1"}
-    for name in (
-        "COLUMNS",
-        "LINES",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    ):
-        env.pop(name, None)
-    return env
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -16,6 +16,7 @@ import os
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,14 +25,6 @@ import duckdb
 from ..schemas import attributes as A
 from ._db import DB_NAME, connect, is_lock_error
 from ._spool import done_dir, live_dir, writer_alive
-
-
-def internal_errors(doing: str) -> contextlib.AbstractContextManager[None]:
-    # The tracer's guard: logged once, never raised into the agent.
-    from ..tracer._errors import internal_errors as guard
-
-    return guard(doing)
-
 
 __all__ = [
     "BackgroundIngester",
@@ -274,8 +267,13 @@ class BackgroundIngester:
     still leaves its runs ingested (and if it does not, readers ingest on open).
     """
 
-    def __init__(self, home: Path) -> None:
+    def __init__(
+        self, home: Path, guard: Callable[[str], contextlib.AbstractContextManager[None]]
+    ) -> None:
         self.home = home
+        # The recording path's error guard (log once, never raise into the agent): the
+        # tracer's, passed in, since the store does not depend on the tracer.
+        self._guard = guard
         _background[home] = self
         self._wanted = threading.Event()
         self._idle = threading.Event()
@@ -302,7 +300,7 @@ class BackgroundIngester:
                     return
                 self._wanted.clear()
             try:
-                with internal_errors("ingesting finished runs"):
+                with self._guard("ingesting finished runs"):
                     try_ingest(self.home, wait_s=0.5)
             except Exception:  # strict mode re-raised; readers ingest on open anyway
                 pass

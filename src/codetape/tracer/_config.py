@@ -22,6 +22,7 @@ from opentelemetry.trace import Tracer
 
 from ..errors import ConfigError
 from ..store import BackgroundIngester, BlobStore, SpoolWriter, resolve_home, set_default_home
+from ._errors import internal_errors
 from ._ids import SecureIdGenerator
 from ._processor import SpoolSpanProcessor
 from ._redact import Redactor
@@ -162,7 +163,7 @@ def _build(path: Path, target: OtlpTarget | None, redact: bool) -> Runtime:
         spool=spool,
         blobs=BlobStore(path / "blobs", spool=spool),
         otlp=target,
-        ingester=BackgroundIngester(path),
+        ingester=BackgroundIngester(path, internal_errors),
     )
 
 
