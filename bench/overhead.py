@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import codetape
-from codetape.store import Store, ingest
-from codetape.store._spool import live_dir
+from codetape.store import Store
+from codetape.store.internal import ingest
+from codetape.store.internal import live_dir
 
 SNIPPET = "x = x + 1\ntotal = sum(values) + x"
 

@@ -36,7 +36,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     if _config._current is not None:
         _config._current.shutdown()
     _config._current = None
-    codetape.store.set_default_home(None)
+    codetape.store.internal.set_default_home(None)
 
 
 @pytest.fixture

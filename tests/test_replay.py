@@ -31,7 +31,7 @@ from codetape.cli import cli
 from codetape.sandbox import NoIsolationWarning
 from codetape.schemas import ReplayReport, Step
 from codetape.schemas import attributes as A
-from codetape.store import BlobStore, set_default_home
+from codetape.store.internal import BlobStore, set_default_home
 from codetape.tracer import _config
 
 from .conftest import require

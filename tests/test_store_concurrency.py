@@ -22,7 +22,7 @@ import duckdb
 import pytest
 
 import codetape
-from codetape.store import try_ingest
+from codetape.store.internal import try_ingest
 
 from .test_store import child_env
 

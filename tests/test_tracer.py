@@ -31,7 +31,7 @@ from opentelemetry.trace import StatusCode
 
 import codetape
 from codetape.schemas import attributes as A
-from codetape.store import BlobStore, digest_of
+from codetape.store.internal import BlobStore, digest_of
 from codetape.tracer import _errors, _state
 from codetape.tracer._state import PICKLE_PROTOCOL
 

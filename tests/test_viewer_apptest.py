@@ -162,7 +162,7 @@ def tape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tape]:
             if _config._current is not None:
                 _config._current.shutdown()
             _config._current = None
-            codetape.store.set_default_home(None)
+            codetape.store.internal.set_default_home(None)
 
 
 @pytest.fixture(autouse=True)

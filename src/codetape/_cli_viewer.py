@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from .cli import _handle_errors, cli, err, out
 from .errors import CodetapeError
-from .store import resolve_home
+from .store.internal import resolve_home
 from .viewer import APP, url
 
 __all__: list[str] = []

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from .errors import CodetapeError
 from .sandbox import LABEL, default_image
-from .sandbox._backends import docker_client
+from .sandbox.internal import docker_client
 from .store import Store
 
 __all__ = ["Check", "Leftover", "clean_containers", "find_chromium", "find_leftovers", "run_checks"]

@@ -20,12 +20,13 @@ from rich.table import Table
 from ._doctor import Check, Leftover, clean_containers, run_checks
 from ._version import __version__
 from .errors import CodetapeError
-from .sandbox._image import build_image
-from .sandbox._image import dockerfile as image_dockerfile
+from .sandbox.internal import build_image
+from .sandbox.internal import dockerfile as image_dockerfile
 from .schemas import Run, Step
-from .store import Store, resolve_home
-from .store import rebuild as rebuild_store
-from .store._db import DB_NAME
+from .store import Store
+from .store.internal import resolve_home
+from .store.internal import rebuild as rebuild_store
+from .store.internal import DB_NAME
 from .viewer import url as viewer_url
 
 __all__ = ["main"]

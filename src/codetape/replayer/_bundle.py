@@ -18,8 +18,9 @@ from typing import Any
 from .._version import __version__
 from ..errors import CodetapeError, DockerUnavailableError
 from ..schemas import attributes as A
-from ..store import BlobStore, Store
-from ..store._spool import live_dir
+from ..store import Store
+from ..store.internal import BlobStore
+from ..store.internal import live_dir
 
 __all__ = ["BundleInfo", "export_run", "import_bundle"]
 
@@ -163,7 +164,7 @@ def export_run(
 
 
 def _add_image(tar: tarfile.TarFile, image_id: str) -> None:
-    from ..sandbox._backends import docker_client
+    from ..sandbox.internal import docker_client
 
     client = docker_client()
     try:
@@ -264,7 +265,7 @@ def _read_json(tar: tarfile.TarFile, name: str, source: Path) -> Any:
 
 
 def _load_image(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
-    from ..sandbox._backends import docker_client
+    from ..sandbox.internal import docker_client
 
     try:
         client = docker_client()

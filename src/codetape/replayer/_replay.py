@@ -20,7 +20,7 @@ from ..schemas import Limits, ReplayReport, Run, Step, ToolCall
 from ..store import Store
 from ..tracer import RunRecorder
 from ..tracer._config import recording_to
-from ..tracer._fingerprint import host_fingerprint
+from ..sandbox.internal import host_fingerprint
 from ._compare import compare_steps, normalize_json
 
 __all__ = ["ReplayToolError", "replay", "replay_run"]

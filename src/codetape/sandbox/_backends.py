@@ -239,7 +239,7 @@ class LocalBackend(Backend):
         self._dirs: dict[int, str] = {}
 
     def identity(self) -> dict[str, Any]:
-        from ..tracer._fingerprint import host_fingerprint
+        from ._fingerprint import host_fingerprint
 
         return {
             A.SANDBOX_BACKEND: self.name,

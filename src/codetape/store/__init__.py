@@ -1,23 +1,12 @@
-"""The durable store: per-process spool files, ingestion into DuckDB, blobs, read API."""
+"""The durable store: per-process spool files, ingestion into DuckDB, blobs, read API.
+
+Users read recorded runs through ``Store``. What codetape's other packages need of the
+spool, blobs and ingestion is in ``codetape.store.internal``.
+"""
 
 from __future__ import annotations
 
-from ._blobs import BlobStore, digest_of
-from ._home import resolve_home, set_default_home
-from ._ingest import BackgroundIngester, IngestStats, ingest, rebuild, try_ingest
+from ._ingest import IngestStats
 from ._read import Store
-from ._spool import SpoolWriter
 
-__all__ = [
-    "BackgroundIngester",
-    "BlobStore",
-    "IngestStats",
-    "SpoolWriter",
-    "Store",
-    "digest_of",
-    "ingest",
-    "rebuild",
-    "resolve_home",
-    "set_default_home",
-    "try_ingest",
-]
+__all__ = ["IngestStats", "Store"]

@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 from ..schemas import attributes as A
 from ._capture import Captured, capture_output
 from ._errors import internal_errors
-from ._fingerprint import host_fingerprint
+from ..sandbox.internal import host_fingerprint
 from ._recording import (
     RunRecorder,
     StepRecorder,

@@ -9,7 +9,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ..schemas import attributes as A
-from ..store import SpoolWriter
+from ..store.internal import SpoolWriter
 from ._errors import internal_errors
 
 __all__ = ["SpoolSpanProcessor", "span_record"]

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
-from ..store import BlobStore, digest_of
+from ..store.internal import BlobStore, digest_of
 from ._redact import Redactor
 
 __all__ = [

@@ -18,7 +18,8 @@ import streamlit as st
 from ..replayer import diff_runs
 from ..replayer import replay as replay_step
 from ..schemas import ReplayReport, Run, RunDiff, Step
-from ..store import Store, resolve_home
+from ..store import Store
+from ..store.internal import resolve_home
 
 __all__ = [
     "RUNS_PER_PAGE",

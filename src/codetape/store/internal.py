@@ -1,0 +1,37 @@
+"""The store as codetape's other packages use it: the spool, blobs, ingestion and the
+database file. Not for users: these names may change in any release (use ``Store``)."""
+
+from __future__ import annotations
+
+from ._blobs import SMALL_BLOB, BlobStore, blob_record, digest_of
+from ._db import DB_NAME, connect
+from ._home import resolve_home, set_default_home
+from ._ingest import (
+    BackgroundIngester,
+    IngestStats,
+    ingest,
+    rebuild,
+    try_ingest,
+    wait_for_background,
+)
+from ._spool import SpoolWriter, done_dir, live_dir
+
+__all__ = [
+    "DB_NAME",
+    "SMALL_BLOB",
+    "BackgroundIngester",
+    "BlobStore",
+    "IngestStats",
+    "SpoolWriter",
+    "blob_record",
+    "connect",
+    "digest_of",
+    "done_dir",
+    "ingest",
+    "live_dir",
+    "rebuild",
+    "resolve_home",
+    "set_default_home",
+    "try_ingest",
+    "wait_for_background",
+]
