@@ -22,7 +22,7 @@ import cloudpickle
 from ..errors import SandboxError
 from ..schemas import ErrorInfo, Limits, StepResult, StepStatus, VariableSnapshot
 from ..schemas import attributes as A
-from ..store import digest_of
+from ..store.internal import digest_of
 from ..tracer import RunRecorder, StepRecorder, current_run, record_tool_call, runtime
 from ..tracer._state import PICKLE_PROTOCOL, PREVIEW_CHARS, Snapshotter, State, Variable
 from ._backends import Backend, DockerBackend, LocalBackend

@@ -16,7 +16,6 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 from ..schemas import attributes as A
 from ._capture import Captured, capture_output
 from ._errors import internal_errors
-from ..sandbox.internal import host_fingerprint
 from ._recording import (
     RunRecorder,
     StepRecorder,
@@ -131,6 +130,8 @@ class _Binder:
 
 def observed_sandbox() -> dict[str, Any]:
     """The identity attributes of a step observed in this process (no image)."""
+    from ..sandbox.internal import host_fingerprint  # until the sandbox stops importing the tracer
+
     fp = host_fingerprint()
     return {
         A.SANDBOX_BACKEND: "observed",
