@@ -41,7 +41,7 @@ import codetape
 from codetape.replayer import _replay
 from codetape.sandbox import _backends, _sandbox
 from codetape.store import _db, _read
-from codetape.tracer import _recording
+from codetape.tracer import _recording, _sandboxed
 
 DEFAULT_IMAGE = "codetape/python:bookworm"
 LATENCY_TARGET = 1.5
@@ -115,7 +115,7 @@ PHASES: list[tuple[Any, str, str]] = [
     (_backends.DockerBackend, "start", "docker: spawn `docker run`"),
     (_sandbox.Sandbox, "_ensure_started", "container start -> runner ready"),
     (_sandbox.Sandbox, "send_pickled", "restore variables"),
-    (_sandbox.Sandbox, "run", "run + record the step"),
+    (_sandboxed.Sandbox, "run", "run + record the step"),
     (_backends.DockerBackend, "cleanup", "container removal"),
     (_recording.RunRecorder, "__enter__", "replay run: begin"),
     (_recording.RunRecorder, "__exit__", "replay run: end (flush + ingest)"),

@@ -87,7 +87,7 @@ def main() -> None:
     tag = args.tag or args.name
 
     import codetape
-    from codetape.tracer import current_run
+    from codetape.tracer.internal import current_run
 
     if args.pause_spool_open:
         pause_spool_open(*args.pause_spool_open)

@@ -138,7 +138,7 @@ def record_agent() -> str:
 
 
 def flush() -> None:
-    assert codetape.tracer.runtime().provider.force_flush(10_000)
+    assert codetape.tracer.internal.runtime().provider.force_flush(10_000)
 
 
 def test_spans_reach_the_collector(collector: Collector, home: Path) -> None:

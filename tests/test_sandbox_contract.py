@@ -22,7 +22,7 @@ import codetape
 from codetape import Limits, Sandbox, StepResult
 from codetape.sandbox import NoIsolationWarning
 from codetape.schemas import VariableSnapshot
-from codetape.tracer import current_run
+from codetape.tracer.internal import current_run
 
 from . import sandbox_fixtures as fx
 

@@ -27,7 +27,7 @@ import pytest
 
 import codetape
 from codetape import Limits, Sandbox, StepResult
-from codetape.tracer import RunRecorder
+from codetape.tracer.internal import RunRecorder
 
 from . import sandbox_fixtures as fx
 from .sandbox_fixtures import (

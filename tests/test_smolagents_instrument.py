@@ -136,7 +136,7 @@ def test_a_streamed_run_lasts_while_the_caller_iterates(recording: Path) -> None
     run, steps = only_run()
     assert (run.task, run.status, run.final_answer) == (TASK, "ok", FINAL)
     assert [s.code for s in steps] == SCRIPT
-    assert codetape.tracer.current_run() is None
+    assert codetape.tracer.internal.current_run() is None
 
 
 def test_inside_a_run_the_user_opened_the_steps_go_to_that_run(recording: Path) -> None:

@@ -28,7 +28,7 @@ from click.testing import CliRunner
 import codetape
 from codetape.cli import cli as command_line
 from codetape.errors import NewerStoreError
-from codetape.tracer._state import PICKLE_PROTOCOL
+from codetape.sandbox.internal import PICKLE_PROTOCOL
 
 HERE = Path(__file__).parent
 RECORD = HERE / "_child_record.py"

@@ -33,7 +33,7 @@ import codetape
 from codetape.schemas import attributes as A
 from codetape.store.internal import BlobStore, digest_of
 from codetape.tracer import _errors, _state
-from codetape.tracer._state import PICKLE_PROTOCOL
+from codetape.sandbox.internal import PICKLE_PROTOCOL
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACER_DIR = ROOT / "src" / "codetape" / "tracer"
@@ -110,7 +110,7 @@ def spans(home: Path) -> list[dict[str, Any]]:
 @pytest.fixture
 def memory_spans(home: Path) -> InMemorySpanExporter:
     exporter = InMemorySpanExporter()
-    codetape.tracer.runtime().provider.add_span_processor(SimpleSpanProcessor(exporter))
+    codetape.tracer.internal.runtime().provider.add_span_processor(SimpleSpanProcessor(exporter))
     return exporter
 
 
@@ -723,7 +723,7 @@ def test_ingest_failure_is_logged_exactly_once(
     for i in range(3):
         with codetape.run("bot"):
             assert execute(f"result = {i}", {}) == i
-        assert codetape.tracer.runtime().ingester.flush()
+        assert codetape.tracer.internal.runtime().ingester.flush()
     warnings = codetape_warnings(caplog)
     assert len(warnings) == 1, warnings
     assert "ingesting" in warnings[0]

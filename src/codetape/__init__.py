@@ -17,9 +17,9 @@ from . import errors, schemas, store
 from ._version import __version__ as __version__
 from .errors import CodetapeError
 from .replayer import diff_runs, replay, replay_run
-from .sandbox import Limits, Sandbox, StepResult
+from .schemas import Limits, StepResult
 from .store import Store
-from .tracer import agent, code_action, configure, run, tool
+from .tracer import Sandbox, agent, code_action, configure, run, tool
 
 __all__ = [
     "CodetapeError",

@@ -12,7 +12,7 @@ from typing import Any
 
 from smolagents.local_python_executor import CodeOutput, PythonExecutor
 
-from ..sandbox import Sandbox
+from ..tracer import Sandbox
 
 __all__ = ["CodetapeExecutor", "SandboxStepError"]
 

@@ -34,16 +34,19 @@ except ImportError as exc:
     ) from exc
 
 from ..schemas import ErrorInfo, StepStatus
-from ..tracer import (
+from ..tracer.internal import (
     RunRecorder,
+    State,
     StepRecorder,
+    bind_arguments,
     current_run,
     format_exception,
+    internal_errors,
     observed_sandbox,
     record_tool_call,
+    tool_signature,
+    type_name,
 )
-from ..tracer._errors import internal_errors
-from ..tracer._state import State, type_name
 
 __all__ = ["CodetapeExecutor", "instrument", "uninstrument"]
 
@@ -353,20 +356,7 @@ def _raised_by_code(exc: BaseException) -> BaseException:
 
 def _signatures(tools: Mapping[str, Any]) -> dict[str, inspect.Signature | None]:
     """The tools to record, each with the signature its arguments are bound to."""
-    return {name: _signature(tool) for name, tool in tools.items() if name not in _NOT_TOOLS}
-
-
-def _signature(tool: Any) -> inspect.Signature | None:
-    try:  # a Tool is called through __call__(*args, **kwargs), which calls forward
-        signature = inspect.signature(getattr(tool, "forward", tool))
-    except (TypeError, ValueError):
-        return None
-    params = list(signature.parameters.values())
-    inputs = getattr(tool, "inputs", None)
-    if params and params[0].name == "self" and isinstance(inputs, dict) and "self" not in inputs:
-        # smolagents' @tool makes forward a staticmethod whose signature starts with self
-        signature = signature.replace(parameters=params[1:])
-    return signature
+    return {name: tool_signature(tool) for name, tool in tools.items() if name not in _NOT_TOOLS}
 
 
 class _StepTool:
@@ -400,39 +390,10 @@ class _StepTool:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         arguments: dict[str, Any] = {"args": list(args), **kwargs}
         with internal_errors("binding a tool call's arguments"):
-            arguments = _arguments(self._tool, self._signature, args, kwargs)
+            arguments = bind_arguments(self._tool, args, kwargs, self._signature)
         return record_tool_call(
             self._name, arguments, lambda: self._tool(*args, **kwargs), step=self._step
         )
-
-
-def _arguments(
-    tool: Any, signature: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> dict[str, Any]:
-    """The call's arguments by parameter name, as the tool receives them."""
-    inputs = getattr(tool, "inputs", None)
-    if (
-        len(args) == 1
-        and not kwargs
-        and isinstance(args[0], dict)
-        and isinstance(inputs, dict)
-        and all(key in inputs for key in args[0])
-    ):  # Tool.__call__ takes a single dict of its inputs as keyword arguments
-        return dict(args[0])
-    if signature is not None:
-        try:
-            bound = signature.bind(*args, **kwargs)
-        except TypeError:
-            pass  # the tool raises its own TypeError; record what was passed
-        else:
-            arguments: dict[str, Any] = {}
-            for name, value in bound.arguments.items():
-                if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
-                    arguments.update(value)
-                else:
-                    arguments[name] = value
-            return arguments
-    return {"args": list(args), **kwargs} if args else dict(kwargs)
 
 
 # -- sandboxed mode -------------------------------------------------------------------------

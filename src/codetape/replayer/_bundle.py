@@ -19,8 +19,7 @@ from .._version import __version__
 from ..errors import CodetapeError, DockerUnavailableError
 from ..schemas import attributes as A
 from ..store import Store
-from ..store.internal import BlobStore
-from ..store.internal import live_dir
+from ..store.internal import BlobStore, live_dir
 
 __all__ = ["BundleInfo", "export_run", "import_bundle"]
 

@@ -16,11 +16,11 @@ from ..errors import (
     SandboxError,
     StepNotFoundError,
 )
+from ..sandbox.internal import host_fingerprint
 from ..schemas import Limits, ReplayReport, Run, Step, ToolCall
 from ..store import Store
-from ..tracer import RunRecorder
-from ..tracer._config import recording_to
-from ..sandbox.internal import host_fingerprint
+from ..tracer import Sandbox
+from ..tracer.internal import RunRecorder, recording_to
 from ._compare import compare_steps, normalize_json
 
 __all__ = ["ReplayToolError", "replay", "replay_run"]
@@ -222,8 +222,6 @@ def _replay_step(
         stubs = _RecordedTools(recorded.tool_calls).stubs({c.name for c in all_calls}, all_calls)
 
     limits = Limits(**spec.limits) if spec.limits else Limits()
-    from ..sandbox import Sandbox
-
     with recording_to(store.home):
         try:
             with (

@@ -222,6 +222,18 @@ class DockerBackend(Backend):
         process.wait()
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent) + os.sep
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside codetape: a warning points at the
+    user's line however many codetape layers it went through."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level
+
+
 class LocalBackend(Backend):
     """The runner in a subprocess of this Python: the same protocol, no isolation."""
 
@@ -234,7 +246,7 @@ class LocalBackend(Backend):
             "Python with no isolation from this machine; use the docker backend for "
             "untrusted code",
             NoIsolationWarning,
-            stacklevel=3,
+            stacklevel=_caller_level(),
         )
         self._dirs: dict[int, str] = {}
 

@@ -1,11 +1,14 @@
-"""``codetape.Sandbox``: runs code actions in a warm, locked-down runner and records
-each one as a step, with the agent's tools still running on the host."""
+"""``Sandbox``: runs code actions in a warm, locked-down runner, with the agent's tools
+still running on the host, and returns what each did as an ``Outcome``.
+
+It records nothing: ``codetape.Sandbox`` (the tracer's subclass) records each action
+as a step of the current run.
+"""
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import inspect
 import json
 import os
@@ -15,23 +18,25 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import cloudpickle
 
 from ..errors import SandboxError
-from ..schemas import ErrorInfo, Limits, StepResult, StepStatus, VariableSnapshot
+from ..schemas import ErrorInfo, Limits
 from ..schemas import attributes as A
-from ..store.internal import digest_of
-from ..tracer import RunRecorder, StepRecorder, current_run, record_tool_call, runtime
-from ..tracer._state import PICKLE_PROTOCOL, PREVIEW_CHARS, Snapshotter, State, Variable
 from ._backends import Backend, DockerBackend, LocalBackend
+from ._outcome import Outcome, RawVariable, RelayedCall
 from ._protocol import Channel, ChannelBroken, ChannelClosed, ChannelTimeout
 
-__all__ = ["DEFAULT_IMAGE", "Sandbox", "default_image"]
+__all__ = ["DEFAULT_IMAGE", "PICKLE_PROTOCOL", "Sandbox", "default_image", "tool_name"]
 
 DEFAULT_IMAGE = "python:3.12-slim"
+# The pickle protocol of recorded values, the same on the host and in the runner, so an
+# unchanged value has one digest wherever it was serialized.
+PICKLE_PROTOCOL = 4
 _STARTUP_TIMEOUT_S = 60.0
+_S = TypeVar("_S", bound="Sandbox")
 
 
 def default_image() -> str:
@@ -46,7 +51,9 @@ def _cloudpickle_modules() -> list[tuple[str, str]]:
     return modules
 
 
-def _tool_name(tool: Callable[..., Any]) -> str:
+def tool_name(tool: Callable[..., Any]) -> str:
+    """The name code in the sandbox calls ``tool`` by (a smolagents ``Tool``'s ``name``,
+    else ``__name__``)."""
     name = getattr(tool, "name", None) or getattr(tool, "__name__", None)
     if not isinstance(name, str) or not name.isidentifier():
         raise SandboxError(f"tool {tool!r} has no usable name (give it a __name__)")
@@ -62,11 +69,7 @@ def _bytes(size: str) -> int:
     return int(size)
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _jsonable(value: object) -> object:
+def _json_or_repr(value: object) -> object:
     try:
         json.dumps(value)
     except (TypeError, ValueError):
@@ -74,21 +77,28 @@ def _jsonable(value: object) -> object:
     return value
 
 
+class _Interrupted(Exception):
+    """The runner did not answer a code action: how the step ended, and why."""
+
+    def __init__(self, status: Any, error: ErrorInfo) -> None:
+        super().__init__(error.message)
+        self.status = status
+        self.error = error
+
+
 class Sandbox:
-    """A warm sandbox for code actions, with host tools bridged in.
+    """A warm sandbox for code actions, with host tools bridged in. Records nothing.
 
     ``backend="docker"`` (the default) runs a hardened container of ``image`` (default
     ``$CODETAPE_IMAGE`` or ``python:3.12-slim``); ``backend="local"`` runs the same
     runner in a subprocess of this Python, with no isolation, and warns so. Variables
-    persist between ``run`` calls. Each ``run`` is recorded as a step of the current
-    run, or as a run of its own.
+    persist between ``execute`` calls. ``codetape.Sandbox`` is this class plus
+    recording: use that one in an agent.
 
-    >>> import codetape
-    >>> def add(a: int, b: int) -> int:
-    ...     return a + b
-    >>> with codetape.Sandbox(tools=[add]) as sb:         # doctest: +SKIP
-    ...     sb.run("x = add(2, 3)\\nx * 10").result
-    '50'
+    >>> from codetape.sandbox import Sandbox
+    >>> with Sandbox(backend="local") as sb:                  # doctest: +SKIP
+    ...     sb.execute("x = 2 * 21\\nx").result
+    '42'
     """
 
     def __init__(
@@ -105,7 +115,7 @@ class Sandbox:
         self.hash_seed = hash_seed if hash_seed is not None else random.randrange(2**32)
         self.seed = seed if seed is not None else random.randrange(2**32)
         self._tools: dict[str, Callable[..., Any]] = {}
-        self._add_tools({_tool_name(tool): tool for tool in tools})
+        self._add_tools({tool_name(tool): tool for tool in tools})
         self._backend: Backend
         self.image: str | None
         if backend == "docker":
@@ -121,14 +131,12 @@ class Sandbox:
         self._channel: Channel | None = None
         self._ready: dict[str, Any] = {}
         self._identity_attrs: dict[str, Any] | None = None
-        self._state: State | None = None
-        self._bytes: dict[str, bytes] = {}  # values of the last good state, for restores
-        rt = runtime()
-        self._snapshotter = Snapshotter(rt.blobs, rt.redactor)
+        # The namespace as of the last good state; its bytes restore a new runner.
+        self.state: dict[str, RawVariable] = {}
 
     # -- life cycle -------------------------------------------------------------
 
-    def __enter__(self) -> Sandbox:
+    def __enter__(self: _S) -> _S:
         self._ensure_started()
         return self
 
@@ -144,12 +152,15 @@ class Sandbox:
         """Stop the runner and remove its container."""
         self._replace_runner()
 
+    def _owner(self) -> str:
+        """The run id the container is labelled with, so orphans can be found."""
+        return ""
+
     def _ensure_started(self) -> Channel:
         if self._channel is not None:
             return self._channel
-        run = current_run()
         env = {"PYTHONHASHSEED": str(self.hash_seed), "PYTHONDONTWRITEBYTECODE": "1"}
-        process = self._backend.start(env, run.id if run else "")
+        process = self._backend.start(env, self._owner())
         # Base64 state of up to the whole memory limit, plus room for output.
         channel = Channel(process, max_message=2 * _bytes(self.limits.memory) + (64 << 20))
         self._process, self._channel = process, channel
@@ -163,8 +174,8 @@ class Sandbox:
                     "output_bytes": self.limits.output_bytes,
                 },
             )
-            if self._bytes and self._state is not None:
-                self._restore()
+            if self.state:
+                self._restore(channel)
         except (ChannelClosed, ChannelTimeout) as exc:
             stderr = self._stderr()
             self.close()
@@ -196,15 +207,13 @@ class Sandbox:
                 raise SandboxError(f"the sandbox runner failed: {reply.get('message')}")
             return reply
 
-    def _restore(self) -> None:
-        assert self._channel is not None
-        assert self._state is not None
+    def _restore(self, channel: Channel) -> None:
         values = {
-            name: base64.b64encode(self._bytes[var.digest]).decode("ascii")
-            for name, var in self._state.variables.items()
-            if var.digest is not None and var.digest in self._bytes
+            name: base64.b64encode(var.data).decode("ascii")
+            for name, var in self.state.items()
+            if var.data is not None
         }
-        self._request(self._channel, {"op": "set_vars", "vars": values})
+        self._request(channel, {"op": "set_vars", "vars": values})
 
     def _replace_runner(self) -> None:
         """Kill a runner that timed out or died; the next step starts a new one and
@@ -216,6 +225,8 @@ class Sandbox:
                 if pipe is not None:
                     with contextlib.suppress(OSError):
                         pipe.close()
+
+    # -- tools --------------------------------------------------------------------
 
     def _add_tools(self, tools: Mapping[str, Callable[..., Any]]) -> None:
         for name, tool in tools.items():
@@ -232,11 +243,47 @@ class Sandbox:
         if self._channel is not None:
             self._request(self._channel, {"op": "set_tools", "tools": sorted(self._tools)})
 
+    def call_tool(
+        self, name: str, tool: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        """Call a host tool for the code in the sandbox. Subclasses wrap this (the
+        tracer records each call)."""
+        return tool(*args, **kwargs)
+
+    def _relay(self, message: dict[str, Any], calls: list[RelayedCall]) -> dict[str, Any]:
+        """Answer one tool call from the sandbox with the host tool's result."""
+        name = str(message.get("name"))
+        tool = self._tools.get(name)
+        try:
+            payload = json.loads(message.get("payload") or "{}")
+            args, kwargs = list(payload.get("args", [])), dict(payload.get("kwargs", {}))
+        except (ValueError, AttributeError) as exc:
+            return {"op": "tool_result", "error": {"type": "ValueError", "message": str(exc)}}
+        if tool is None:
+            return {
+                "op": "tool_result",
+                "error": {"type": "NameError", "message": f"no tool named {name!r}"},
+            }
+        call = RelayedCall(name, args, kwargs)
+        calls.append(call)
+        started = time.monotonic()
+        try:
+            call.result = self.call_tool(name, tool, args, kwargs)
+        except Exception as exc:
+            call.error = ErrorInfo(type=type(exc).__name__, message=str(exc))
+            return {"op": "tool_result", "error": {"type": call.error.type, "message": str(exc)}}
+        finally:
+            call.duration_ms = (time.monotonic() - started) * 1000
+        return {"op": "tool_result", "result": _json_or_repr(call.result)}
+
     # -- identity and state ------------------------------------------------------
 
-    def _identity(self) -> dict[str, Any]:
+    def identity(self) -> dict[str, Any]:
+        """Where the code runs, as span attributes: the image (or the host's
+        fingerprint), Python, platform, limits and hash seed."""
         if self._identity_attrs is not None:
             return self._identity_attrs
+        self._ensure_started()
         attrs = dict(self._backend.identity())
         attrs[A.SANDBOX_PYTHON] = self._ready.get("python", "")
         attrs[A.SANDBOX_PLATFORM] = self._ready.get("platform", "")
@@ -245,67 +292,29 @@ class Sandbox:
         self._identity_attrs = attrs
         return attrs
 
-    def _state_from(self, raw: Mapping[str, Mapping[str, Any]]) -> State:
-        """Turn the runner's snapshot into a recorded state. Digests of bytes the runner
-        sends are recomputed here: the sandbox is not trusted to name what it sends. A
-        value it did not send again is one the host already holds, unchanged."""
-        rt = runtime()
-        previous = self._state.variables if self._state is not None else {}
-        known = {var.digest: var for var in previous.values() if var.digest is not None}
-        variables: dict[str, Variable] = {}
-        kept: dict[str, bytes] = {}
-        for name, var in raw.items():
-            shown = _cut(rt.redactor.text(str(var.get("preview", ""))), PREVIEW_CHARS)
-            kind = str(var.get("type", "?"))
-            claimed = var.get("digest")
-            if var.get("data") is None and claimed in self._bytes:
-                kept[claimed] = self._bytes[claimed]
-                old = known.get(claimed)
-                if old is not None:  # same bytes: same digest and secret verdict
-                    variables[name] = old._replace(preview=shown, type=kind)
-                    continue
-                data = self._bytes[claimed]
-            elif var.get("data") is not None:
-                data = base64.b64decode(var["data"])
-            else:
-                reason = var.get("reason") or "the sandbox did not send this value"
-                variables[name] = Variable(
-                    kind,
-                    None,
-                    int(var.get("size") or 0),
-                    shown,
-                    False,
-                    rt.redactor.text(str(reason))[:300],
-                )
-                continue
-            digest = digest_of(data)
-            kept[digest] = data
-            if rt.redactor.contains_secret(data):
-                variables[name] = Variable(
-                    kind,
-                    None,
-                    len(data),
-                    shown,
-                    False,
-                    "holds a secret, so its value was not stored (configure(redact=False) "
-                    "stores it)",
-                )
-            else:
-                variables[name] = Variable(kind, rt.blobs.put(data, digest), len(data), shown, True)
-        self._bytes = kept
-        if self._state is not None and variables == self._state.variables:
-            return self._state
-        return State(variables, self._snapshotter.manifest(variables))
-
-    @property
-    def variables(self) -> dict[str, VariableSnapshot]:
-        """The namespace as of the last step (or the seeded variables), as previews."""
-        if self._state is None:
-            return {}
-        return {
-            name: VariableSnapshot(name=name, **var._asdict())
-            for name, var in self._state.variables.items()
+    def _take_state(self, raw: Mapping[str, Mapping[str, Any]]) -> dict[str, RawVariable]:
+        """The runner's snapshot with every value's bytes: a value it did not send
+        again is one this sandbox holds from the last state, unchanged."""
+        held: dict[object, bytes | None] = {
+            var.key: var.data for var in self.state.values() if var.key is not None
         }
+        state: dict[str, RawVariable] = {}
+        for name, var in raw.items():
+            key = var.get("digest")
+            encoded = var.get("data")
+            data = base64.b64decode(encoded) if encoded is not None else held.get(key)
+            state[name] = RawVariable(
+                type=str(var.get("type", "?")),
+                preview=str(var.get("preview", "")),
+                size=int(var.get("size") or 0),
+                data=data,
+                key=key if data is not None else None,
+                reason=None
+                if data is not None
+                else str(var.get("reason") or "the sandbox did not send this value"),
+            )
+        self.state = state
+        return state
 
     def send_variables(self, mapping: Mapping[str, Any]) -> None:
         """Seed the namespace with host values (pickled here, unpickled in the sandbox)."""
@@ -326,164 +335,106 @@ class Sandbox:
         loaded inside the sandbox (a module it needs may be missing from the image).
         """
         channel = self._ensure_started()
-        for data in values.values():
-            self._bytes[digest_of(data)] = data
         encoded = {name: base64.b64encode(data).decode("ascii") for name, data in values.items()}
         reply = self._request(channel, {"op": "set_vars", "vars": encoded})
-        self._state = self._state_from(reply["state"])
+        # The runner labels what it loaded by the digest of the bytes it was sent.
+        state = dict(reply.get("state") or {})
+        for name, data in values.items():
+            var = state.get(name)
+            if var is not None and var.get("data") is None and var.get("digest"):
+                state[name] = {**var, "data": base64.b64encode(data).decode("ascii")}
+        self._take_state(state)
         return dict(reply.get("errors") or {})
 
     # -- running code -----------------------------------------------------------
 
-    def run(self, code: str, *, random_seed: int | None = None) -> StepResult:
-        """Run one snippet and record it as a step of the current run (or a run of its
-        own). Never raises for the snippet's own errors: see ``status`` and ``error``.
-
-        ``random`` is seeded before each step (from the sandbox's ``seed`` and the step
-        index unless ``random_seed`` is given) and the seed recorded, for replay."""
-        own_run: RunRecorder | None = None
-        run = current_run()
-        if run is None:
-            own_run = run = RunRecorder("sandbox").__enter__()
-        try:
-            return self._run_step(run, code, random_seed)
-        finally:
-            if own_run is not None:
-                own_run.__exit__(None, None, None)
-
-    def _run_step(self, run: RunRecorder, code: str, random_seed: int | None) -> StepResult:
+    def execute(self, code: str, *, seed: int | None = None) -> Outcome:
+        """Run one snippet and say what it did. Never raises for the snippet's own
+        errors: see the outcome's ``status`` and ``error``. ``random`` is seeded with
+        ``seed`` first when it is given."""
         channel = self._ensure_started()
-        step = StepRecorder(run, code, mode="sandboxed", sandbox=self._identity())
-        step_seed = random_seed
-        if step_seed is None:
-            step_seed = int.from_bytes(
-                hashlib.sha256(f"{self.seed}:{step.index}".encode()).digest()[:4], "big"
-            )
-        step.begin(self._state)
-        if step.span is not None:
-            step.span.set_attribute(A.STEP_RANDOM_SEED, step_seed)
         started = time.monotonic()
-        deadline = started + self.limits.timeout_s
-        status: StepStatus = "ok"
-        reply: dict[str, Any] = {}
-        error: ErrorInfo | None = None
+        outcome = Outcome(status="ok", seed=seed)
         try:
-            request = uuid.uuid4().hex
-            channel.send({"op": "run", "id": request, "code": code, "seed": step_seed})
+            reply = self._exchange(channel, code, seed, outcome.tool_calls)
+        except _Interrupted as stopped:
+            outcome.status, outcome.error = stopped.status, stopped.error
+        else:
+            outcome.status = "ok" if reply.get("status") == "ok" else "error"
+            if reply.get("error"):
+                outcome.error = ErrorInfo(**reply["error"])
+            outcome.stdout, outcome.stderr = reply.get("stdout", ""), reply.get("stderr", "")
+            outcome.has_result = bool(reply.get("has_result"))
+            outcome.result = reply.get("result") if outcome.has_result else None
+            outcome.result_type = reply.get("result_type")
+            outcome.final_answer = reply.get("final_answer")
+            outcome.state = self._take_state(reply.get("state") or {})
+        outcome.duration_ms = (time.monotonic() - started) * 1000
+        return outcome
+
+    def _exchange(
+        self, channel: Channel, code: str, seed: int | None, calls: list[RelayedCall]
+    ) -> dict[str, Any]:
+        """Send the code, answer its tool calls, and return the runner's reply."""
+        deadline = time.monotonic() + self.limits.timeout_s
+        request = uuid.uuid4().hex
+        try:
+            channel.send({"op": "run", "id": request, "code": code, "seed": seed})
             while True:
                 message = channel.receive(deadline)
                 if message.get("op") == "fatal" and message.get("id") == request:
                     raise SandboxError(f"the sandbox runner failed: {message.get('message')}")
                 if message.get("op") == "tool_call":
                     tool_started = time.monotonic()
-                    channel.send(self._call_tool(message, step))
+                    channel.send(self._relay(message, calls))
                     deadline += time.monotonic() - tool_started  # host time is not the code's
-                    continue
-                if message.get("id") == request:
-                    reply = message
-                    break
+                elif message.get("id") == request:
+                    return message
                 # Anything else was written by the code itself: not the runner's reply.
         except ChannelTimeout:
-            status = "timeout"
-            error = ErrorInfo(
+            raise self._timed_out() from None
+        except ChannelClosed as closed:
+            raise self._died(closed) from None
+
+    def _timed_out(self) -> _Interrupted:
+        self._backend.kill(self._process)
+        self._replace_runner()
+        return _Interrupted(
+            "timeout",
+            ErrorInfo(
                 type="TimeoutError",
                 message=f"the code action ran past its {self.limits.timeout_s:g}s limit and "
                 "was stopped; the sandbox was replaced and its variables restored from the "
                 "last good step",
-            )
+            ),
+        )
+
+    def _died(self, closed: ChannelClosed) -> _Interrupted:
+        if isinstance(closed, ChannelBroken):
+            # Alive but talking nonsense: code in the sandbox wrote to the channel.
             self._backend.kill(self._process)
             self._replace_runner()
-        except ChannelClosed as closed:
-            if isinstance(closed, ChannelBroken):
-                # Alive but talking nonsense: code in the sandbox wrote to the channel.
-                self._backend.kill(self._process)
-                status = "killed"
-                error = ErrorInfo(
+            return _Interrupted(
+                "killed",
+                ErrorInfo(
                     type="SandboxKilled",
                     message=f"the sandbox broke its protocol ({closed}) and was stopped; "
                     "it was replaced and its variables restored from the last good step",
-                )
-            else:
-                status = self._backend.death_status(self._process)
-                what = "ran out of memory" if status == "oom" else "was killed"
-                error = ErrorInfo(
-                    type="MemoryError" if status == "oom" else "SandboxKilled",
-                    message=f"the sandbox {what} during this code action (limit "
-                    f"{self.limits.memory}); it was replaced and its variables restored "
-                    "from the last good step",
-                )
-            self._replace_runner()
-        if reply:
-            status = "ok" if reply.get("status") == "ok" else "error"
-            if reply.get("error"):
-                error = ErrorInfo(**reply["error"])
-            self._state = self._state_from(reply.get("state") or {})
-        duration_ms = (time.monotonic() - started) * 1000
-        stdout, stderr = reply.get("stdout", ""), reply.get("stderr", "")
-        final = reply.get("final_answer")
-        step.finish(
-            status=status,
-            stdout=stdout,
-            stderr=stderr,
-            has_result=bool(reply.get("has_result")),
-            result_preview=reply.get("result"),
-            result_type=reply.get("result_type"),
-            error=error,
-            after=self._state if reply else None,
+                ),
+            )
+        status = self._backend.death_status(self._process)
+        self._replace_runner()
+        what = "ran out of memory" if status == "oom" else "was killed"
+        return _Interrupted(
+            status,
+            ErrorInfo(
+                type="MemoryError" if status == "oom" else "SandboxKilled",
+                message=f"the sandbox {what} during this code action (limit "
+                f"{self.limits.memory}); it was replaced and its variables restored "
+                "from the last good step",
+            ),
         )
-        if final is not None:
-            run.final_answer = final["value"]
-        rt = runtime()
-        return StepResult(
-            run_id=run.id,
-            index=step.index,
-            status=status,
-            stdout=rt.redactor.text(stdout),
-            stderr=rt.redactor.text(stderr),
-            result=_cut(rt.redactor.text(reply["result"]), PREVIEW_CHARS)
-            if reply.get("has_result")
-            else None,
-            result_type=reply.get("result_type"),
-            error=error,
-            has_final_answer=final is not None,
-            final_answer=final["value"] if final is not None else None,
-            variables=self.variables,
-            duration_ms=duration_ms,
-        )
-
-    def _call_tool(self, message: dict[str, Any], step: StepRecorder) -> dict[str, Any]:
-        name = str(message.get("name"))
-        tool = self._tools.get(name)
-        try:
-            payload = json.loads(message.get("payload") or "{}")
-            args, kwargs = list(payload.get("args", [])), dict(payload.get("kwargs", {}))
-        except (ValueError, AttributeError) as exc:
-            return {"op": "tool_result", "error": {"type": "ValueError", "message": str(exc)}}
-        if tool is None:
-            return {
-                "op": "tool_result",
-                "error": {"type": "NameError", "message": f"no tool named {name!r}"},
-            }
-        arguments = _bind(tool, args, kwargs)
-        try:
-            result = record_tool_call(name, arguments, lambda: tool(*args, **kwargs), step=step)
-        except Exception as exc:
-            return {"op": "tool_result", "error": {"type": type(exc).__name__, "message": str(exc)}}
-        return {"op": "tool_result", "result": _jsonable(result)}
 
     def __repr__(self) -> str:
         where = self.image or "host"
         return f"<Sandbox {self.backend} {where}>"
-
-
-def _bind(tool: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Arguments by parameter name, for the record."""
-    # A smolagents Tool is called through __call__(*args, **kwargs); its parameters
-    # are the keys of its ``inputs``, in order.
-    inputs = getattr(tool, "inputs", None)
-    if isinstance(inputs, dict) and len(args) <= len(inputs):
-        return {**dict(zip(inputs, args, strict=False)), **kwargs}
-    try:
-        return dict(inspect.signature(tool).bind(*args, **kwargs).arguments)
-    except (TypeError, ValueError):
-        return {"args": args, **kwargs}

@@ -1,20 +1,27 @@
-"""The sandbox as codetape's other packages use it: backends, the Docker client, image
-building and the host's environment fingerprint. Not for users: these names may change
-in any release (use ``Sandbox``)."""
+"""The sandbox as codetape's other packages use it: the outcome's parts, backends, the
+Docker client, image building and the host's environment fingerprint. Not for users:
+these names may change in any release (use ``Sandbox``)."""
 
 from __future__ import annotations
 
 from ._backends import LABEL, docker_client
 from ._fingerprint import Fingerprint, host_fingerprint
 from ._image import BuiltImage, build_image, default_tag, dockerfile
+from ._outcome import Outcome, RawVariable, RelayedCall
+from ._sandbox import PICKLE_PROTOCOL, tool_name
 
 __all__ = [
     "LABEL",
+    "PICKLE_PROTOCOL",
     "BuiltImage",
     "Fingerprint",
+    "Outcome",
+    "RawVariable",
+    "RelayedCall",
     "build_image",
     "default_tag",
     "docker_client",
     "dockerfile",
     "host_fingerprint",
+    "tool_name",
 ]

@@ -1,36 +1,14 @@
-"""The tracer: decorators, run and step recording, state snapshots, spool and OTLP."""
+"""The tracer: decorators, run and step recording, state snapshots, spool and OTLP.
+
+Users record with ``agent``, ``code_action``, ``tool``, ``run``, ``configure`` and
+``Sandbox`` (the sandbox with each code action recorded). What codetape's other
+packages need of the recording machinery is in ``codetape.tracer.internal``.
+"""
 
 from __future__ import annotations
 
-from ._config import Runtime, configure, runtime
-from ._decorators import agent, code_action, observed_sandbox, run, tool
-from ._recording import (
-    RunRecorder,
-    StepRecorder,
-    ToolCallRecorder,
-    current_run,
-    current_step,
-    format_exception,
-    record_tool_call,
-)
-from ._state import Snapshotter, State
+from ._config import configure
+from ._decorators import agent, code_action, run, tool
+from ._sandboxed import Sandbox
 
-__all__ = [
-    "RunRecorder",
-    "Runtime",
-    "Snapshotter",
-    "State",
-    "StepRecorder",
-    "ToolCallRecorder",
-    "agent",
-    "code_action",
-    "configure",
-    "current_run",
-    "current_step",
-    "format_exception",
-    "observed_sandbox",
-    "record_tool_call",
-    "run",
-    "runtime",
-    "tool",
-]
+__all__ = ["Sandbox", "agent", "code_action", "configure", "run", "tool"]

@@ -21,7 +21,13 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Tracer
 
 from ..errors import ConfigError
-from ..store.internal import BackgroundIngester, BlobStore, SpoolWriter, resolve_home, set_default_home
+from ..store.internal import (
+    BackgroundIngester,
+    BlobStore,
+    SpoolWriter,
+    resolve_home,
+    set_default_home,
+)
 from ._errors import internal_errors
 from ._ids import SecureIdGenerator
 from ._processor import SpoolSpanProcessor

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
+from ..sandbox.internal import host_fingerprint
 from ..schemas import attributes as A
 from ._capture import Captured, capture_output
 from ._errors import internal_errors
@@ -130,8 +131,6 @@ class _Binder:
 
 def observed_sandbox() -> dict[str, Any]:
     """The identity attributes of a step observed in this process (no image)."""
-    from ..sandbox.internal import host_fingerprint  # until the sandbox stops importing the tracer
-
     fp = host_fingerprint()
     return {
         A.SANDBOX_BACKEND: "observed",

@@ -21,11 +21,19 @@ from typing import Any, Literal, TypeVar
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from .._format import (
+    MESSAGE_CHARS,
+    PREVIEW_CHARS,
+    STACK_CHARS,
+    STATUS_CHARS,
+    TEXT_PREVIEW_CHARS,
+    cut,
+)
 from ..schemas import ErrorInfo, StepStatus
 from ..schemas import attributes as A
 from ._config import Runtime, runtime
 from ._errors import internal_errors
-from ._state import PREVIEW_CHARS, Snapshotter, State, preview, type_name
+from ._state import Snapshotter, State, preview, type_name
 
 __all__ = [
     "RunRecorder",
@@ -38,7 +46,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-PREVIEW = 200
 
 _run_var: ContextVar[RunRecorder | None] = ContextVar("codetape_run", default=None)
 _step_var: ContextVar[StepRecorder | None] = ContextVar("codetape_step", default=None)
@@ -50,10 +57,6 @@ def current_run() -> RunRecorder | None:
 
 def current_step() -> StepRecorder | None:
     return _step_var.get()
-
-
-def _cut(text: str, limit: int = PREVIEW) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent) + os.sep
@@ -68,24 +71,27 @@ def format_exception(exc: BaseException) -> str:
     return "".join(te.format())
 
 
-def _record_exception(span: Span, rt: Runtime, exc: BaseException) -> tuple[str, str, str]:
-    """Exception event and status by the OTel conventions, with the text redacted
-    (``Span.record_exception`` would write the raw message and stack)."""
-    etype = type_name(exc)
-    message = rt.redactor.text(str(exc))
-    stack = rt.redactor.text(format_exception(exc))
+def _exception_event(span: Span, etype: str, message: str, stack: str) -> None:
+    """Exception event, ``error.type`` and status by the OTel conventions, from text
+    that is already redacted (``Span.record_exception`` would write the raw text)."""
     span.add_event(
         "exception",
         {
             "exception.type": etype,
-            "exception.message": _cut(message, 2000),
-            "exception.stacktrace": _cut(stack, 8000),
+            "exception.message": cut(message, MESSAGE_CHARS),
+            "exception.stacktrace": cut(stack, STACK_CHARS),
         },
     )
     span.set_attribute(A.ERROR_TYPE, etype)
-    span.set_attribute(A.ERROR_MESSAGE, _cut(message, 2000))
-    span.set_status(Status(StatusCode.ERROR, _cut(message, 500)))
-    return etype, message, stack
+    span.set_attribute(A.ERROR_MESSAGE, cut(message, MESSAGE_CHARS))
+    span.set_status(Status(StatusCode.ERROR, cut(message, STATUS_CHARS)))
+
+
+def _record_exception(span: Span, rt: Runtime, exc: BaseException) -> str:
+    """Record ``exc`` on ``span``; returns its redacted traceback."""
+    stack = rt.redactor.text(format_exception(exc))
+    _exception_event(span, type_name(exc), rt.redactor.text(str(exc)), stack)
+    return stack
 
 
 class RunRecorder:
@@ -164,7 +170,7 @@ class RunRecorder:
                     answer = self.final_answer
                     text = answer if isinstance(answer, str) else preview(answer, rt.redactor, 2000)
                     text = rt.redactor.text(text)
-                    span.set_attribute(A.RUN_FINAL_ANSWER, _cut(text, 2000))
+                    span.set_attribute(A.RUN_FINAL_ANSWER, cut(text, MESSAGE_CHARS))
                     if (digest := _put_text(rt, text)) is not None:
                         span.set_attribute(A.RUN_FINAL_ANSWER_DIGEST, digest)
         finally:
@@ -208,7 +214,7 @@ class StepRecorder:
                 A.GEN_AI_OPERATION_NAME: A.OP_EXECUTE_CODE,
                 A.STEP_INDEX: self.index,
                 A.STEP_MODE: self._mode,
-                A.CODE_PREVIEW: _cut(code),
+                A.CODE_PREVIEW: cut(code, TEXT_PREVIEW_CHARS),
                 **self._sandbox,
             }
             if (digest := _put_text(rt, code)) is not None:
@@ -283,13 +289,13 @@ class StepRecorder:
         ):
             if text:
                 text = rt.redactor.text(text)
-                attrs[preview_key] = _cut(text)
+                attrs[preview_key] = cut(text, TEXT_PREVIEW_CHARS)
                 if (digest := _put_text(rt, text)) is not None:
                     attrs[digest_key] = digest
         if has_result:
             attrs[A.RESULT_TYPE] = result_type or type_name(result)
             attrs[A.RESULT_PREVIEW] = (
-                _cut(rt.redactor.text(result_preview), PREVIEW_CHARS)
+                cut(rt.redactor.text(result_preview), PREVIEW_CHARS)
                 if result_preview is not None
                 else preview(result, rt.redactor)
             )
@@ -298,25 +304,14 @@ class StepRecorder:
             attrs[A.STATE_VARIABLES] = len(after.variables)
         span.set_attributes(attrs)
         if isinstance(error, BaseException):
-            _, _, stack = _record_exception(span, rt, error)
-            if (digest := _put_text(rt, stack)) is not None:
-                span.set_attribute(A.ERROR_TRACEBACK_DIGEST, digest)
+            stack = _record_exception(span, rt, error)
         elif error is not None:
-            message = rt.redactor.text(error.message)
             stack = rt.redactor.text(error.traceback or "")
-            span.add_event(
-                "exception",
-                {
-                    "exception.type": error.type,
-                    "exception.message": _cut(message, 2000),
-                    "exception.stacktrace": _cut(stack, 8000),
-                },
-            )
-            span.set_attribute(A.ERROR_TYPE, error.type)
-            span.set_attribute(A.ERROR_MESSAGE, _cut(message, 2000))
-            if stack and (digest := _put_text(rt, stack)) is not None:
-                span.set_attribute(A.ERROR_TRACEBACK_DIGEST, digest)
-            span.set_status(Status(StatusCode.ERROR, _cut(message, 500)))
+            _exception_event(span, error.type, rt.redactor.text(error.message), stack)
+        else:
+            return
+        if stack and (digest := _put_text(rt, stack)) is not None:
+            span.set_attribute(A.ERROR_TRACEBACK_DIGEST, digest)
 
 
 def _put_text(rt: Runtime, text: str) -> str | None:
@@ -330,7 +325,7 @@ def _put_text(rt: Runtime, text: str) -> str | None:
 def _json_blob(rt: Runtime, value: object) -> tuple[str, str]:
     """Tool arguments and results as redacted JSON (a repr where JSON cannot say it)."""
     text = json.dumps(rt.redactor.value(_jsonable(value)), default=repr, ensure_ascii=False)
-    return rt.blobs.put_text(text), _cut(text)
+    return rt.blobs.put_text(text), cut(text, TEXT_PREVIEW_CHARS)
 
 
 def _jsonable(value: object) -> object:

@@ -18,12 +18,14 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
+from .._format import PREVIEW_CHARS, cut
+from ..sandbox.internal import PICKLE_PROTOCOL
 from ..store.internal import BlobStore, digest_of
 from ._redact import Redactor
 
 __all__ = [
     "PICKLE_PROTOCOL",
-    "PREVIEW_CHARS",
+    "SECRET_REASON",
     "Snapshotter",
     "State",
     "Variable",
@@ -31,10 +33,7 @@ __all__ = [
     "type_name",
 ]
 
-PREVIEW_CHARS = 300
-# The pickle protocol of recorded values, the same on the host and in the runner, so an
-# unchanged value has one digest wherever it was serialized.
-PICKLE_PROTOCOL = 4
+SECRET_REASON = "holds a secret, so its value was not stored (configure(redact=False) stores it)"
 _IMMUTABLE = (bytes, str, int, float, complex, bool, frozenset, range, type(None))
 # Scalars pickle the same with the C pickler, at a fraction of cloudpickle's set-up cost.
 _SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
@@ -86,8 +85,7 @@ def preview(value: object, redactor: Redactor, limit: int = PREVIEW_CHARS) -> st
             text = entry[1].repr(value)
     except Exception as exc:  # a broken __repr__ is the user's, not ours to raise
         text = f"<{type_name(value)}: repr failed: {type(exc).__name__}>"
-    text = redactor.text(text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return cut(redactor.text(text), limit)
 
 
 def is_state(name: str, value: object) -> bool:
@@ -181,19 +179,12 @@ class Snapshotter:
         except Exception as exc:
             reason = f"cannot be serialized: {type(exc).__name__}: {exc}"
             shown = preview(value, self._redactor)
-            return Variable(kind, None, 0, shown, False, self._redactor.text(reason)[:300])
+            return Variable(kind, None, 0, shown, False, cut(self._redactor.text(reason)))
         digest = digest_of(data)
         if old is not None and old.digest == digest and old.type == kind:
             # The same bytes as last time: the same value, preview and verdict.
             return old
         shown = preview(value, self._redactor)
         if self._redactor.contains_secret(data):
-            return Variable(
-                kind,
-                None,
-                len(data),
-                shown,
-                False,
-                "holds a secret, so its value was not stored (configure(redact=False) stores it)",
-            )
+            return Variable(kind, None, len(data), shown, False, SECRET_REASON)
         return Variable(kind, self._blobs.put(data, digest), len(data), shown, True)

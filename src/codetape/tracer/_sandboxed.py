@@ -1,0 +1,173 @@
+"""``codetape.Sandbox``: the sandbox, with each code action recorded as a step.
+
+The sandbox executes and returns an outcome; this subclass turns the outcome into the
+step span, its blobs, redaction and secret checks, and records each tool call the
+sandbox relays, so a sandboxed step looks in the store like an observed one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .._format import PREVIEW_CHARS, cut
+from ..sandbox import Sandbox as _ExecutingSandbox
+from ..sandbox.internal import Outcome, RawVariable
+from ..schemas import StepResult, VariableSnapshot
+from ..schemas import attributes as A
+from ..store.internal import digest_of
+from ._arguments import bind_arguments
+from ._config import runtime
+from ._recording import RunRecorder, StepRecorder, current_run, record_tool_call
+from ._state import SECRET_REASON, Snapshotter, State, Variable
+
+__all__ = ["Sandbox"]
+
+
+def step_seed(sandbox_seed: int, index: int) -> int:
+    """The ``random`` seed of step ``index``: recorded, so a replay draws the same."""
+    return int.from_bytes(hashlib.sha256(f"{sandbox_seed}:{index}".encode()).digest()[:4], "big")
+
+
+class Sandbox(_ExecutingSandbox):
+    """A warm sandbox for code actions, with host tools bridged in; each ``run`` is
+    recorded as a step of the current run (or as a run of its own).
+
+    ``backend="docker"`` (the default) runs a hardened container of ``image`` (default
+    ``$CODETAPE_IMAGE`` or ``python:3.12-slim``); ``backend="local"`` runs the same
+    runner in a subprocess of this Python, with no isolation, and warns so. Variables
+    persist between ``run`` calls.
+
+    >>> import codetape
+    >>> def add(a: int, b: int) -> int:
+    ...     return a + b
+    >>> with codetape.Sandbox(tools=[add]) as sb:         # doctest: +SKIP
+    ...     sb.run("x = add(2, 3)\\nx * 10").result
+    '50'
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        rt = runtime()
+        self._snapshotter = Snapshotter(rt.blobs, rt.redactor)
+        self._recorded: State | None = None
+        # The bytes object each variable was recorded from: the same object again
+        # means the sandbox did not send the value again, so it did not change.
+        self._seen: dict[str, tuple[bytes, Variable]] = {}
+        self._step: StepRecorder | None = None
+
+    def _owner(self) -> str:
+        run = current_run()
+        return run.id if run is not None else ""
+
+    # -- state --------------------------------------------------------------------
+
+    @property
+    def variables(self) -> dict[str, VariableSnapshot]:
+        """The namespace as of the last step (or the seeded variables), as previews."""
+        if self._recorded is None:
+            return {}
+        return {
+            name: VariableSnapshot(name=name, **var._asdict())
+            for name, var in self._recorded.variables.items()
+        }
+
+    def _take_state(self, raw: Mapping[str, Mapping[str, Any]]) -> dict[str, RawVariable]:
+        state = super()._take_state(raw)
+        self._recorded = self._record_state(state)
+        return state
+
+    def _record_state(self, raw: Mapping[str, RawVariable]) -> State:
+        """The sandbox's namespace as a recorded state. Digests are computed here: the
+        sandbox is not trusted to name what it sends."""
+        rt = runtime()
+        variables: dict[str, Variable] = {}
+        seen: dict[str, tuple[bytes, Variable]] = {}
+        for name, var in raw.items():
+            shown = cut(rt.redactor.text(var.preview), PREVIEW_CHARS)
+            if var.data is None:
+                reason = cut(rt.redactor.text(var.reason or ""), PREVIEW_CHARS)
+                variables[name] = Variable(var.type, None, var.size, shown, False, reason)
+                continue
+            old = self._seen.get(var.key or "")
+            if old is not None and old[0] is var.data:  # same bytes: same digest and verdict
+                variable = old[1]._replace(preview=shown, type=var.type)
+            elif rt.redactor.contains_secret(var.data):
+                variable = Variable(var.type, None, len(var.data), shown, False, SECRET_REASON)
+            else:
+                digest = rt.blobs.put(var.data, digest_of(var.data))
+                variable = Variable(var.type, digest, len(var.data), shown, True)
+            variables[name] = variable
+            if var.key is not None:
+                seen[var.key] = (var.data, variable)
+        self._seen = seen
+        if self._recorded is not None and variables == self._recorded.variables:
+            return self._recorded
+        return State(variables, self._snapshotter.manifest(variables))
+
+    # -- running code ---------------------------------------------------------------
+
+    def run(self, code: str, *, random_seed: int | None = None) -> StepResult:
+        """Run one snippet and record it as a step of the current run (or a run of its
+        own). Never raises for the snippet's own errors: see ``status`` and ``error``.
+
+        ``random`` is seeded before each step (from the sandbox's ``seed`` and the step
+        index unless ``random_seed`` is given) and the seed recorded, for replay."""
+        run = current_run()
+        if run is None:
+            with RunRecorder("sandbox") as own:
+                return self._record_step(own, code, random_seed)
+        return self._record_step(run, code, random_seed)
+
+    def _record_step(self, run: RunRecorder, code: str, random_seed: int | None) -> StepResult:
+        identity = self.identity()  # starts the sandbox before the step is opened
+        step = StepRecorder(run, code, mode="sandboxed", sandbox=identity)
+        seed = random_seed if random_seed is not None else step_seed(self.seed, step.index)
+        step.begin(self._recorded)
+        if step.span is not None:
+            step.span.set_attribute(A.STEP_RANDOM_SEED, seed)
+        self._step = step
+        try:
+            outcome = self.execute(code, seed=seed)
+        finally:
+            self._step = None
+        step.finish(
+            status=outcome.status,
+            stdout=outcome.stdout,
+            stderr=outcome.stderr,
+            has_result=outcome.has_result,
+            result_preview=outcome.result,
+            result_type=outcome.result_type,
+            error=outcome.error,
+            after=self._recorded if outcome.state is not None else None,
+        )
+        if outcome.final_answer is not None:
+            run.final_answer = outcome.final_answer["value"]
+        return self._step_result(run.id, step.index, outcome)
+
+    def call_tool(
+        self, name: str, tool: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        arguments = bind_arguments(tool, args, kwargs)
+        return record_tool_call(name, arguments, lambda: tool(*args, **kwargs), step=self._step)
+
+    def _step_result(self, run_id: str, index: int, outcome: Outcome) -> StepResult:
+        redact = runtime().redactor.text
+        final = outcome.final_answer
+        return StepResult(
+            run_id=run_id,
+            index=index,
+            status=outcome.status,
+            stdout=redact(outcome.stdout),
+            stderr=redact(outcome.stderr),
+            result=cut(redact(outcome.result), PREVIEW_CHARS)
+            if outcome.has_result and outcome.result is not None
+            else None,
+            result_type=outcome.result_type,
+            error=outcome.error,
+            has_final_answer=final is not None,
+            final_answer=final["value"] if final is not None else None,
+            variables=self.variables,
+            duration_ms=outcome.duration_ms,
+        )

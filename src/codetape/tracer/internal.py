@@ -1,0 +1,43 @@
+"""The tracer as codetape's other packages use it: the recorders of runs, steps and
+tool calls, state snapshots, the runtime and the error guard of the recording path.
+Not for users: these names may change in any release."""
+
+from __future__ import annotations
+
+from ._arguments import bind_arguments, tool_signature
+from ._config import Runtime, recording_to, runtime
+from ._decorators import observed_sandbox
+from ._errors import internal_errors
+from ._recording import (
+    RunRecorder,
+    StepRecorder,
+    ToolCallRecorder,
+    current_run,
+    current_step,
+    format_exception,
+    record_tool_call,
+)
+from ._sandboxed import step_seed
+from ._state import Snapshotter, State, Variable, type_name
+
+__all__ = [
+    "RunRecorder",
+    "Runtime",
+    "Snapshotter",
+    "State",
+    "StepRecorder",
+    "ToolCallRecorder",
+    "Variable",
+    "bind_arguments",
+    "current_run",
+    "current_step",
+    "format_exception",
+    "internal_errors",
+    "observed_sandbox",
+    "record_tool_call",
+    "recording_to",
+    "runtime",
+    "step_seed",
+    "tool_signature",
+    "type_name",
+]
