@@ -1,23 +1,44 @@
 """One home for how codetape shortens and shows things: preview and cut lengths, the
-ellipsis, durations, status colours and the failing line of a traceback. The tracer,
-the CLI and the viewer all use these, so a value looks the same wherever it is shown.
+ellipsis, durations, the statuses and their colours, and the failing line of a
+traceback. The tracer, the CLI and the viewer all use these, so a value looks the same
+wherever it is shown.
+
+Colours are named here once; each front end renders a name its own way (a rich style
+in the terminal, a hex colour or an alert in the viewer).
 
 Internal: imports nothing of codetape but ``schemas``.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Literal, get_args
+
+from .schemas import RunStatus, Step, StepStatus, Verdict
+
 __all__ = [
     "ATTRIBUTE_CHARS",
+    "DIFFERENCE_CHARS",
+    "ELLIPSIS",
     "MESSAGE_CHARS",
     "PREVIEW_CHARS",
+    "RUN_STATUSES",
     "STACK_CHARS",
     "STATUS_CHARS",
+    "STATUS_COLORS",
+    "STEP_STATUSES",
+    "TASK_CHARS",
     "TEXT_PREVIEW_CHARS",
+    "VERDICTS",
+    "VERDICT_COLORS",
+    "Color",
     "cut",
+    "duration",
+    "failing_line",
 ]
 
-# A value's preview (variables, results): what a table cell or a diff line shows.
+# A value's preview (variables, results, tool JSON, a replay's differing value): what a
+# table cell or a diff line shows.
 PREVIEW_CHARS = 300
 # The preview of a text that is stored whole as a blob (code, stdout, stderr, tool JSON).
 TEXT_PREVIEW_CHARS = 200
@@ -29,16 +50,75 @@ STACK_CHARS = 8000
 STATUS_CHARS = 500
 # Any other recorded string attribute.
 ATTRIBUTE_CHARS = 2000
+# A recorded or replayed text (stdout, stderr) kept in a replay's difference.
+DIFFERENCE_CHARS = 2000
+# A run's task in a list of runs.
+TASK_CHARS = 120
 
 ELLIPSIS = "…"
 
+RUN_STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
+STEP_STATUSES: tuple[StepStatus, ...] = get_args(StepStatus)
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 
-def cut(text: str, limit: int = PREVIEW_CHARS) -> str:
-    """``text`` shortened to at most ``limit`` characters, ending in ``…`` when cut.
+Color = Literal["green", "red", "yellow", "orange", "purple", "grey", "cyan"]
+
+# Every run and step status (a test checks that none is missing).
+STATUS_COLORS: dict[str, Color] = {
+    "ok": "green",
+    "error": "red",
+    "timeout": "orange",
+    "oom": "purple",
+    "killed": "grey",
+    "running": "cyan",
+    "incomplete": "yellow",
+}
+VERDICT_COLORS: dict[Verdict, Color] = {
+    "reproduced": "green",
+    "diverged": "red",
+    "not_restorable": "yellow",
+    "environment_missing": "yellow",
+}
+
+# Frames of a step's code: the sandbox compiles it as "<code action>"; an observed step
+# run with plain exec() shows as "<string>". Other "<...>" frames (frozen importlib,
+# codetape's tool stubs) are not the step's code.
+_CODE_FRAME = re.compile(r'File "<(?:code action|string)>", line (\d+)')
+
+
+def cut(text: str | None, limit: int = PREVIEW_CHARS) -> str:
+    """``text`` shortened to at most ``limit`` characters, ending in ``…`` when cut;
+    ``None`` shows as the empty string.
 
     >>> cut("abcdef", 4)
     'abc…'
     >>> cut("abc", 4)
     'abc'
     """
+    if text is None:
+        return ""
     return text if len(text) <= limit else text[: max(0, limit - 1)] + ELLIPSIS
+
+
+def duration(ms: float | None, missing: str = "—") -> str:
+    """A duration for people; ``missing`` when there is none (a run still going).
+
+    >>> duration(12.3), duration(1234), duration(75_000), duration(None, "-")
+    ('12 ms', '1.2 s', '1 min 15 s', '-')
+    """
+    if ms is None:
+        return missing
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{int(ms // 60_000)} min {ms % 60_000 / 1000:.0f} s"
+
+
+def failing_line(step: Step) -> int | None:
+    """The line of the step's code that raised: the last frame of its code in the
+    traceback, or ``None`` when the step did not raise."""
+    if step.error is None or not step.error.traceback:
+        return None
+    found = _CODE_FRAME.findall(step.error.traceback)
+    return int(found[-1]) if found else None

@@ -6,21 +6,15 @@ import json
 import re
 from typing import Any
 
+from .._format import DIFFERENCE_CHARS, cut
 from ..schemas import Difference, ErrorInfo, Step, ToolCall, VariableSnapshot
 
-__all__ = ["clip", "compare_steps", "normalize_json", "variable_differs"]
+__all__ = ["compare_steps", "normalize_json", "variable_differs"]
 
-_CLIP = 2000
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 # Values whose pickles embed where they were defined: equal by name, not by bytes.
 _SET_TYPES = frozenset({"set", "frozenset"})
 _CODE_TYPES = frozenset({"function", "type", "method", "builtin_function_or_method", "ABCMeta"})
-
-
-def clip(text: str | None, limit: int = _CLIP) -> str | None:
-    if text is None or len(text) <= limit:
-        return text
-    return text[:limit] + f"… [{len(text) - limit} more characters]"
 
 
 def normalize_json(value: Any) -> Any:
@@ -68,7 +62,13 @@ def compare_steps(recorded: Step, replayed: Step) -> list[Difference]:
     for field in ("stdout", "stderr"):
         old, new = getattr(recorded, field), getattr(replayed, field)
         if old != new:
-            diffs.append(Difference(field=field, recorded=clip(old), replayed=clip(new)))
+            diffs.append(
+                Difference(
+                    field=field,
+                    recorded=cut(old, DIFFERENCE_CHARS),
+                    replayed=cut(new, DIFFERENCE_CHARS),
+                )
+            )
     if recorded.result != replayed.result:
         diffs.append(Difference(field="result", recorded=recorded.result, replayed=replayed.result))
     if _error(recorded.error) != _error(replayed.error):

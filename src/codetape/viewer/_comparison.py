@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from .._format import MESSAGE_CHARS, cut
 from ..schemas import ErrorInfo, RunDiff
 from . import _widgets as w
 
@@ -55,7 +56,7 @@ def divergence(diff: RunDiff) -> None:
 
 
 def _error(error: ErrorInfo | None) -> str:
-    return "" if error is None else w.cut(f"{error.type}: {error.message}", 2000)
+    return "" if error is None else cut(f"{error.type}: {error.message}", MESSAGE_CHARS)
 
 
 def pair_details(diff: RunDiff, k: int) -> None:
@@ -108,8 +109,8 @@ def pair_details(diff: RunDiff, k: int) -> None:
         {
             "variable": c.name,
             "difference": "changed",
-            "A": w.cut(c.a.preview),
-            "B": w.cut(c.b.preview),
+            "A": cut(c.a.preview),
+            "B": cut(c.b.preview),
         }
         for c in pair.variables_changed
     ]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from .._format import RUN_STATUSES
 from ..replayer import diff_runs
 from ..replayer import replay as replay_step
 from ..schemas import ReplayReport, Run, RunDiff, Step
@@ -41,7 +42,7 @@ __all__ = [
 
 RUNS_PER_PAGE = 50
 STEPS_PER_PAGE = 20
-STATUSES = ("running", "ok", "error", "incomplete")
+STATUSES = RUN_STATUSES
 # How far back the pickers and the replay lookup look.
 _RECENT = 500
 

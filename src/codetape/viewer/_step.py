@@ -8,23 +8,33 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
 
+from .._format import VERDICT_COLORS, Color, cut, failing_line
 from ..errors import CodetapeError
-from ..schemas import ReplayReport, Run, Step
+from ..schemas import ReplayReport, Run, Step, Verdict
 from . import _data
 from . import _widgets as w
 
 __all__ = ["show", "show_report"]
 
-_VERDICTS = {
-    "reproduced": (st.success, "Reproduced: the replay matches the recording."),
-    "diverged": (st.error, "Diverged: the replay differs from the recording."),
-    "not_restorable": (st.warning, "Not restorable: the step's input could not be restored."),
-    "environment_missing": (st.warning, "Environment missing: the recorded sandbox is not here."),
+_HEADLINES: dict[Verdict, str] = {
+    "reproduced": "Reproduced: the replay matches the recording.",
+    "diverged": "Diverged: the replay differs from the recording.",
+    "not_restorable": "Not restorable: the step's input could not be restored.",
+    "environment_missing": "Environment missing: the recorded sandbox is not here.",
 }
+# How the viewer shows a verdict's colour: as an alert.
+_ALERTS: dict[Color, Callable[[str], Any]] = {
+    "green": st.success,
+    "red": st.error,
+    "yellow": st.warning,
+}
+# A result's type name.
+_TYPE_CHARS = 200
 _TEXT_FIELDS = ("stdout", "stderr", "result")
 
 
@@ -54,7 +64,7 @@ def _code_and_output(step: Step, key: str) -> None:
         line_numbers=True,
         empty="No code recorded.",
     )
-    line = w.failing_line(step)
+    line = failing_line(step)
     if line is not None:
         st.caption(f"Failing line: line {line} (from the traceback).")
         lines = step.code.splitlines()
@@ -69,11 +79,11 @@ def _code_and_output(step: Step, key: str) -> None:
         w.text_block(step.stderr, key=f"all-stderr:{key}", empty="No stderr.")
     if step.result is not None:
         st.caption("Result of the last expression")
-        st.code(f"{w.cut(step.result_type, 200)}: {w.cut(step.result, w.LIMIT)}", language=None)
+        st.code(f"{cut(step.result_type, _TYPE_CHARS)}: {cut(step.result, w.LIMIT)}", language=None)
     if step.error is not None or step.status != "ok":
         st.error(f"The step ended with status {step.status}.")
         if step.error is not None:
-            st.code(w.cut(f"{step.error.type}: {step.error.message}", w.LIMIT), language=None)
+            st.code(cut(f"{step.error.type}: {step.error.message}", w.LIMIT), language=None)
             w.text_block(step.error.traceback or "", key=f"all-tb:{key}", empty="No traceback.")
 
 
@@ -131,8 +141,7 @@ def _replay(run: Run, step: Step, code: str | None, slot: str) -> None:
 
 def show_report(report: ReplayReport, key: str) -> None:
     """A replay's verdict, reason, notes and differences, and links to its run."""
-    alert, headline = _VERDICTS[report.verdict]
-    alert(headline)
+    _ALERTS.get(VERDICT_COLORS[report.verdict], st.info)(_HEADLINES[report.verdict])
     if report.backend == "local":
         st.caption("Replayed with the local backend: no isolation.")
     if report.reason:
@@ -174,5 +183,5 @@ def show_report(report: ReplayReport, key: str) -> None:
 
 def _shown(value: Any) -> str:
     if isinstance(value, str):
-        return w.cut(value)
-    return w.cut(json.dumps(value, ensure_ascii=False, default=repr))
+        return cut(value)
+    return cut(json.dumps(value, ensure_ascii=False, default=repr))

@@ -11,7 +11,6 @@ ids. Links and query parameters carry run ids and step numbers, nothing recorded
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +18,15 @@ from typing import Any, Literal
 
 import streamlit as st
 
+from .._format import (
+    PREVIEW_CHARS,
+    STATUS_COLORS,
+    STEP_STATUSES,
+    TASK_CHARS,
+    Color,
+    cut,
+    duration,
+)
 from ..errors import CodetapeError
 from ..replayer import variable_differs
 from ..schemas import Run, SandboxSpec, Step, VariableSnapshot
@@ -30,9 +38,6 @@ __all__ = [
     "REFRESH_S",
     "RUNS_PAGE",
     "RUN_PAGE",
-    "cut",
-    "duration",
-    "failing_line",
     "follow",
     "int_param",
     "problem",
@@ -59,15 +64,24 @@ COMPARE_PAGE = PAGES / "compare.py"
 LIMIT = 20_000
 # How often a page showing a run still being recorded looks for news, in seconds.
 REFRESH_S = 2.0
-_CELL = 300
-_FAILING_LINE = re.compile(r'File "<code action>", line (\d+)')
+# An agent's name in a list of runs, and a run's facts in the facts table.
+_NAME_CHARS = 60
+_FACT_CHARS = 4000
 _LANES = ["code actions", "tool calls"]
-_STATUS_COLORS = {
-    "ok": "#2e9e5b",
-    "error": "#d64545",
-    "timeout": "#e08a1e",
-    "oom": "#a0459b",
-    "killed": "#6b6b6b",
+# How the viewer shows codetape's colour names.
+_HEX: dict[Color, str] = {
+    "green": "#2e9e5b",
+    "red": "#d64545",
+    "yellow": "#c9a227",
+    "orange": "#e08a1e",
+    "purple": "#a0459b",
+    "grey": "#6b6b6b",
+    "cyan": "#2b8fb3",
+}
+# The timeline's bars: coloured by step status (a tool call is "ok" or "error").
+_STATUS_SCALE = {
+    "domain": list(STEP_STATUSES),
+    "range": [_HEX[STATUS_COLORS[s]] for s in STEP_STATUSES],
 }
 
 
@@ -78,25 +92,8 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def cut(text: str | None, limit: int = _CELL) -> str:
-    """One table cell's worth of ``text``."""
-    if text is None:
-        return ""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _json(value: Any, limit: int = _CELL) -> str:
+def _json(value: Any, limit: int = PREVIEW_CHARS) -> str:
     return cut(json.dumps(value, ensure_ascii=False, default=repr), limit)
-
-
-def duration(ms: float | None) -> str:
-    if ms is None:
-        return "—"
-    if ms < 1000:
-        return f"{ms:.0f} ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.1f} s"
-    return f"{int(ms // 60_000)} min {ms % 60_000 / 1000:.0f} s"
 
 
 def when(moment: datetime) -> str:
@@ -116,14 +113,6 @@ def step_label(step: Step) -> str:
         f"{mark} Step {step.index} · {step.status} · {duration(step.duration_ms)} · "
         f"{tools} tool call{'' if tools == 1 else 's'}"
     )
-
-
-def failing_line(step: Step) -> int | None:
-    """The line of the step's code that raised: the last ``<code action>`` frame."""
-    if step.error is None or not step.error.traceback:
-        return None
-    found = _FAILING_LINE.findall(step.error.traceback)
-    return int(found[-1]) if found else None
 
 
 # -- generic blocks --------------------------------------------------------------
@@ -209,8 +198,8 @@ def run_rows(runs: list[Run]) -> list[dict[str, Any]]:
         {
             "run": r.id[:12],
             "status": r.status,
-            "agent": cut(r.name, 60),
-            "task": cut(r.task, 120),
+            "agent": cut(r.name, _NAME_CHARS),
+            "task": cut(r.task, TASK_CHARS),
             "steps": r.step_count,
             "failed": r.failed_steps,
             "duration": _run_duration(r),
@@ -257,7 +246,7 @@ def run_facts(run: Run, steps: list[Step]) -> None:
         ("sandbox", image),
         ("replay of", run.replay_of or ""),
     ]
-    table([{"field": k, "value": cut(v, 4000)} for k, v in rows if v != ""], empty="")
+    table([{"field": k, "value": cut(v, _FACT_CHARS)} for k, v in rows if v != ""], empty="")
 
 
 def timeline(run: Run, steps: list[Step]) -> dict[str, Any]:
@@ -307,7 +296,7 @@ def timeline(run: Run, steps: list[Step]) -> dict[str, Any]:
                 "field": "status",
                 "type": "nominal",
                 "legend": {"orient": "right"},
-                "scale": {"domain": list(_STATUS_COLORS), "range": list(_STATUS_COLORS.values())},
+                "scale": _STATUS_SCALE,
             },
             "tooltip": [
                 {"field": "what", "type": "nominal"},
