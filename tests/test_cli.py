@@ -14,12 +14,36 @@ import pytest
 from click.testing import CliRunner
 
 import codetape
+from codetape._format import (
+    RUN_STATUSES,
+    STATUS_COLORS,
+    STEP_STATUSES,
+    VERDICT_COLORS,
+    VERDICTS,
+    failing_line,
+)
 from codetape.cli import cli
 from codetape.schemas import Run, RunDetail, Step
 
 from .conftest import require
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "01_decorators.py"
+# A step with nothing in it, for the formatting tests.
+STEP_FIELDS: dict[str, Any] = {
+    "run_id": "r",
+    "index": 0,
+    "span_id": "s",
+    "code": "",
+    "stdout": "",
+    "stderr": "",
+    "result": None,
+    "variables_before": {},
+    "variables_after": {},
+    "tool_calls": [],
+    "sandbox": {"backend": "local"},
+    "started_at": "2025-01-01T00:00:00Z",
+    "duration_ms": 1.0,
+}
 
 
 def invoke(home: Path, *args: str) -> Any:
@@ -192,3 +216,38 @@ def test_doctor_rebuild_recovers_a_corrupt_store_from_the_spool(
     assert (home / "codetape.duckdb.old-1").read_bytes() == b"not a database" * 100
     runs = json.loads(invoke(home, "runs", "--json").output)
     assert [(r["id"], r["step_count"]) for r in runs] == [(orders_run, 5)]
+
+
+def test_every_status_and_verdict_has_one_colour() -> None:
+    assert set(STATUS_COLORS) == {*RUN_STATUSES, *STEP_STATUSES}
+    assert set(VERDICT_COLORS) == set(VERDICTS)
+
+
+@pytest.mark.parametrize(
+    ("frames", "line"),
+    [
+        (['File "<code action>", line 3, in <module>'], 3),
+        (['File "<string>", line 2, in <module>'], 2),  # an observed step run with exec()
+        (
+            [
+                'File "<code action>", line 1, in <module>',
+                'File "<code action>", line 5, in helper',
+                'File "<frozen importlib._bootstrap>", line 1204, in _gcd_import',
+            ],
+            5,
+        ),
+        (['File "/usr/lib/python3.12/json/__init__.py", line 346, in loads'], None),
+    ],
+)
+def test_the_failing_line_is_the_last_frame_of_the_steps_code(
+    frames: list[str], line: int | None
+) -> None:
+    traceback = "Traceback (most recent call last):\n" + "\n".join(f"  {f}" for f in frames)
+    step = Step.model_validate(
+        {
+            **STEP_FIELDS,
+            "status": "error",
+            "error": {"type": "E", "message": "", "traceback": traceback},
+        }
+    )
+    assert failing_line(step) == line

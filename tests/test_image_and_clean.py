@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 import codetape
-from codetape._doctor import EXITED_GRACE_S, find_leftovers
 from codetape.cli import cli
+from codetape.cli._doctor import EXITED_GRACE_S, find_leftovers
 
 from .conftest import require
 

@@ -25,7 +25,7 @@ from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 import codetape
-from codetape import _cli_viewer
+from codetape.cli import _view as _cli_viewer
 from codetape.cli import cli
 from codetape.sandbox import NoIsolationWarning
 from codetape.tracer import _config

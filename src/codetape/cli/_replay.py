@@ -1,4 +1,5 @@
-"""``codetape replay``, ``export``, ``import`` and ``pytest``: the replay commands."""
+"""``codetape replay``, ``export``, ``import`` and ``pytest``: re-run recorded steps,
+carry runs between machines, and freeze a step into a test."""
 
 from __future__ import annotations
 
@@ -13,22 +14,27 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import _handle_errors, _print_json, cli, err, out
-from .errors import CodetapeError
-from .replayer import diff_runs, export_run, import_bundle, replay, replay_run, write_pytest
-from .schemas import ReplayReport, RunDiff, StepPair
-from .store import Store
-from .tracer import configure
-from .viewer import url as viewer_url
+from .._format import PREVIEW_CHARS, cut, duration
+from ..errors import CodetapeError
+from ..replayer import export_run, import_bundle, replay, replay_run, write_pytest
+from ..schemas import Difference, ReplayReport
+from ..store import Store
+from ..tracer import configure
+from ._app import (
+    cli,
+    err,
+    handle_errors,
+    open_store,
+    out,
+    print_json,
+    style_lines,
+    verdict_markup,
+)
 
 __all__: list[str] = []
 
-_VERDICT_STYLE = {
-    "reproduced": "green",
-    "diverged": "red",
-    "not_restorable": "yellow",
-    "environment_missing": "yellow",
-}
+# How many lines of a differing stdout or stderr are shown.
+_DIFF_LINES = 40
 
 
 def _tools_from(module_name: str) -> list[Any]:
@@ -41,8 +47,7 @@ def _tools_from(module_name: str) -> list[Any]:
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value, default=str, ensure_ascii=False)
-    return escape(text if len(text) <= 400 else text[:400] + "…")
+    return escape(cut(json.dumps(value, default=str, ensure_ascii=False), PREVIEW_CHARS))
 
 
 def _print_text_diff(recorded: str, replayed: str) -> None:
@@ -51,11 +56,22 @@ def _print_text_diff(recorded: str, replayed: str) -> None:
             recorded.splitlines(), replayed.splitlines(), "recorded", "replayed", lineterm="", n=1
         )
     )
-    for line in lines[:40]:
-        style = "red" if line.startswith("-") else "green" if line.startswith("+") else "dim"
-        out.print(f"    [{style}]{escape(line)}[/]", soft_wrap=True)
-    if len(lines) > 40:
-        out.print(f"    [dim]… {len(lines) - 40} more lines[/]")
+    style_lines(lines, _DIFF_LINES)
+    if len(lines) > _DIFF_LINES:
+        out.print(f"    [dim]… {len(lines) - _DIFF_LINES} more lines[/]")
+
+
+def _print_difference(d: Difference) -> None:
+    out.print(f"  [bold]{escape(d.field)}[/]")
+    if (
+        d.field in ("stdout", "stderr")
+        and isinstance(d.recorded, str)
+        and isinstance(d.replayed, str)
+    ):
+        _print_text_diff(d.recorded, d.replayed)
+        return
+    out.print(f"    [red]- recorded[/] {_show(d.recorded)}", soft_wrap=True)
+    out.print(f"    [green]+ replayed[/] {_show(d.replayed)}", soft_wrap=True)
 
 
 def _print_reports(reports: list[ReplayReport]) -> None:
@@ -63,12 +79,11 @@ def _print_reports(reports: list[ReplayReport]) -> None:
     for column in ("step", "verdict", "differences", "duration", "replay run"):
         table.add_column(column)
     for r in reports:
-        style = _VERDICT_STYLE[r.verdict]
         table.add_row(
             str(r.step),
-            f"[{style}]{r.verdict}[/]",
+            verdict_markup(r.verdict),
             ", ".join(d.field for d in r.differences) or "-",
-            f"{r.duration_ms / 1000:.2f}s",
+            duration(r.duration_ms, "-"),
             (r.replay_run_id or "-")[:12],
         )
     out.print(table)
@@ -80,16 +95,14 @@ def _print_reports(reports: list[ReplayReport]) -> None:
         if r.differences:
             out.print(f"\n[bold]step {r.step} differs in {len(r.differences)} fields[/]")
             for d in r.differences:
-                out.print(f"  [bold]{escape(d.field)}[/]")
-                if (
-                    d.field in ("stdout", "stderr")
-                    and isinstance(d.recorded, str)
-                    and isinstance(d.replayed, str)
-                ):
-                    _print_text_diff(d.recorded, d.replayed)
-                    continue
-                out.print(f"    [red]- recorded[/] {_show(d.recorded)}", soft_wrap=True)
-                out.print(f"    [green]+ replayed[/] {_show(d.replayed)}", soft_wrap=True)
+                _print_difference(d)
+
+
+def _first_failed_step(store: Store, run_id: str) -> int:
+    failed = [s.index for s in store.steps(run_id) if s.status != "ok"]
+    if not failed:
+        raise CodetapeError(f"run {run_id[:12]} has no failed step", hint="pass --step N or --all")
+    return failed[0]
 
 
 @cli.command("replay")
@@ -124,7 +137,7 @@ def _print_reports(reports: list[ReplayReport]) -> None:
 @click.option("--jobs", default=2, show_default=True, help="Parallel sandboxes for --all.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ReplayReport models as JSON.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def replay_command(
     ctx: click.Context,
     run_id: str,
@@ -143,7 +156,7 @@ def replay_command(
     Exit status: 0 when every step reproduced, 1 when any diverged, 2 when a replay
     could not run (a variable not restorable, the image missing).
     """
-    store = Store(ctx.obj.get("home"))
+    store = open_store(ctx)
     configure(home=store.home)
     full = store.resolve_run_id(run_id)
     tools = _tools_from(tools_module) if tools_module else []
@@ -155,16 +168,11 @@ def replay_command(
             reports = replay_run(full, jobs=jobs, home=store.home, **options)
     else:
         if step_index is None:
-            failed = [s.index for s in store.steps(full) if s.status != "ok"]
-            if not failed:
-                raise CodetapeError(
-                    f"run {full[:12]} has no failed step", hint="pass --step N or --all"
-                )
-            step_index = failed[0]
+            step_index = _first_failed_step(store, full)
         with err.status(f"replaying step {step_index} of {full[:12]}…"):
             reports = [replay(full, step_index, home=store.home, **options)]
     if as_json:
-        _print_json(reports)
+        print_json(reports)
     else:
         _print_reports(reports)
     verdicts = {r.verdict for r in reports}
@@ -189,7 +197,7 @@ def replay_command(
     help="Also carry the run's sandbox images (docker save), to replay anywhere.",
 )
 @click.pass_context
-@_handle_errors
+@handle_errors
 def export_command(ctx: click.Context, run_id: str, output: Path, with_image: bool) -> None:
     """Write a run (spans, blobs, optionally its images) to one file."""
     with err.status("writing the bundle…"):
@@ -205,7 +213,7 @@ def export_command(ctx: click.Context, run_id: str, output: Path, with_image: bo
 @cli.command("import")
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_context
-@_handle_errors
+@handle_errors
 def import_command(ctx: click.Context, bundle: Path) -> None:
     """Load a bundle written by `codetape export` into this store (and Docker)."""
     with err.status("importing the bundle…"):
@@ -242,7 +250,7 @@ def import_command(ctx: click.Context, bundle: Path) -> None:
 @click.option("--image", metavar="REF", help="With --expect-fix: the image to try.")
 @click.option("--with-image", is_flag=True, help="Put the sandbox image in the bundle too.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def pytest_command(
     ctx: click.Context,
     run_id: str,
@@ -266,94 +274,4 @@ def pytest_command(
     )
     out.print(
         f"wrote {path} and {path.with_suffix('.codetape').name}; run: pytest {path}", soft_wrap=True
-    )
-
-
-def _pair_summary(pair: StepPair) -> str:
-    if pair.a is None:
-        return "only in b"
-    if pair.b is None:
-        return "only in a"
-    parts = []
-    if pair.code_diff:
-        parts.append("code")
-    if pair.stdout_diff:
-        parts.append("stdout")
-    if pair.status_a != pair.status_b:
-        parts.append(f"status {pair.status_a}→{pair.status_b}")
-    elif pair.error_a != pair.error_b:
-        parts.append("error")
-    for label, names in (
-        ("+", pair.variables_added),
-        ("-", pair.variables_removed),
-        ("~", [c.name for c in pair.variables_changed]),
-    ):
-        if names:
-            parts.append(label + ",".join(names))
-    return ", ".join(parts) or "same"
-
-
-def _print_diff(diff: RunDiff) -> None:
-    a, b = diff.a, diff.b
-    out.print(
-        f"[bold]a[/] {a.id[:12]} {escape(a.name)} {a.status}   "
-        f"[bold]b[/] {b.id[:12]} {escape(b.name)} {b.status}"
-    )
-    table = Table(box=None, header_style="bold")
-    for column in ("", "a", "b", "status", "differs in"):
-        table.add_column(column)
-    for k, pair in enumerate(diff.pairs):
-        mark = "[red]▶[/]" if k == diff.first_divergence else ""
-        status = f"{pair.status_a or '-'} / {pair.status_b or '-'}"
-        style = "" if pair.same else "yellow"
-        table.add_row(
-            mark,
-            str(pair.a if pair.a is not None else "-"),
-            str(pair.b if pair.b is not None else "-"),
-            status,
-            f"[{style}]{escape(_pair_summary(pair))}[/]" if style else "same",
-        )
-    out.print(table)
-    if diff.first_divergence is None:
-        out.print("[green]the runs match step for step[/]")
-        return
-    pair = diff.pairs[diff.first_divergence]
-    out.print(f"\n[bold]first divergence[/]: step a={pair.a} b={pair.b}")
-    for title, lines in (("code", pair.code_diff), ("stdout", pair.stdout_diff)):
-        if lines:
-            out.print(f"  [bold]{title}[/]")
-            for line in lines[:40]:
-                style = (
-                    "red" if line.startswith("-") else "green" if line.startswith("+") else "dim"
-                )
-                out.print(f"    [{style}]{escape(line)}[/]", soft_wrap=True)
-    if pair.error_a != pair.error_b:
-        for side, error in (("a", pair.error_a), ("b", pair.error_b)):
-            shown = f"{error.type}: {error.message}" if error else "no error"
-            out.print(f"  [bold]error {side}[/] {escape(shown)}", soft_wrap=True)
-    for change in pair.variables_changed:
-        out.print(
-            f"  [bold]{escape(change.name)}[/] [red]{escape(change.a.preview)}[/] → "
-            f"[green]{escape(change.b.preview)}[/]",
-            soft_wrap=True,
-        )
-
-
-@cli.command("diff")
-@click.argument("run_a", metavar="A")
-@click.argument("run_b", metavar="B")
-@click.option("--json", "as_json", is_flag=True, help="Print the RunDiff model as JSON.")
-@click.pass_context
-@_handle_errors
-def diff_command(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
-    """Compare two runs (or a run and its replay) step by step, and point at the first
-    step where they part."""
-    diff = diff_runs(run_a, run_b, home=ctx.obj.get("home"))
-    if as_json:
-        _print_json(diff)
-        return
-    _print_diff(diff)
-    out.print(
-        f"\n[dim]in the viewer (codetape ui):[/] {viewer_url(a=diff.a.id, b=diff.b.id)}",
-        soft_wrap=True,
     )

@@ -12,10 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import CodetapeError
-from .sandbox import LABEL, default_image
-from .sandbox.internal import docker_client
-from .store import Store
+from ..errors import CodetapeError
+from ..sandbox import default_image
+from ..sandbox.internal import LABEL, docker_client
+from ..store import Store
 
 __all__ = ["Check", "Leftover", "clean_containers", "find_chromium", "find_leftovers", "run_checks"]
 

@@ -1,0 +1,20 @@
+"""The ``codetape`` command: a thin layer that opens the store, calls the library and
+prints with rich (for people) or ``--json`` (the pydantic models, for scripts).
+
+``_app`` holds the click group, the consoles and the error handler; each command group
+is one module that registers its commands on the group when imported:
+
+- ``_inspect``: ``runs``, ``show``, ``doctor`` (its checks and container cleanup are in
+  ``_doctor``)
+- ``_replay``: ``replay``, ``export``, ``import``, ``pytest``
+- ``_view``: ``diff``, ``ui``
+- ``_image``: ``image build``
+"""
+
+from __future__ import annotations
+
+# Importing a command module registers its commands on ``cli``.
+from . import _image, _inspect, _replay, _view  # noqa: F401
+from ._app import cli, main
+
+__all__ = ["cli", "main"]

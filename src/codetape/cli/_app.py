@@ -1,0 +1,130 @@
+"""The ``codetape`` group and what every command shares: the consoles, ``--json``
+printing, the one error handler, the store and the status colours."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+from pydantic import BaseModel
+from rich.console import Console
+from rich.markup import escape
+
+from .._format import STATUS_COLORS, VERDICT_COLORS, Color
+from .._version import __version__
+from ..errors import CodetapeError
+from ..schemas import Verdict
+from ..store import Store
+
+__all__ = [
+    "cli",
+    "err",
+    "handle_errors",
+    "main",
+    "open_store",
+    "out",
+    "print_json",
+    "status_markup",
+    "style_lines",
+    "verdict_markup",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+out = Console(highlight=False)
+# soft_wrap: paths and commands in messages must stay on one line, to copy them whole.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# How the terminal shows codetape's colour names.
+_RICH: dict[Color, str] = {
+    "green": "green",
+    "red": "red",
+    "yellow": "yellow",
+    "orange": "dark_orange",
+    "purple": "magenta",
+    "grey": "grey50",
+    "cyan": "cyan",
+}
+
+
+def status_markup(value: str) -> str:
+    """A run or step status, coloured."""
+    color = STATUS_COLORS.get(value)
+    return f"[{_RICH[color] if color else 'white'}]{value}[/]"
+
+
+def verdict_markup(value: Verdict) -> str:
+    """A replay verdict, coloured."""
+    return f"[{_RICH[VERDICT_COLORS[value]]}]{value}[/]"
+
+
+def style_lines(lines: Sequence[str], limit: int = 40) -> None:
+    """The first ``limit`` lines of a unified diff, removed red and added green."""
+    for line in lines[:limit]:
+        style = "red" if line.startswith("-") else "green" if line.startswith("+") else "dim"
+        out.print(f"    [{style}]{escape(line)}[/]", soft_wrap=True)
+
+
+def print_json(value: BaseModel | Sequence[BaseModel] | Any) -> None:
+    if isinstance(value, BaseModel):
+        text = value.model_dump_json(indent=2)
+    elif isinstance(value, list) and all(isinstance(v, BaseModel) for v in value):
+        text = "[" + ",".join(v.model_dump_json(indent=2) for v in value) + "]"
+        text = json.dumps(json.loads(text), indent=2)
+    else:
+        text = json.dumps(value, indent=2, default=str)
+    click.echo(text)
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn codetape's errors into one line on stderr and an exit code, no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except CodetapeError as exc:
+            err.print(f"[red]error:[/] {escape(exc.message)}")
+            if exc.hint:
+                err.print(f"[dim]hint:[/] {escape(exc.hint)}")
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+def open_store(ctx: click.Context) -> Store:
+    home: Path | None = ctx.obj.get("home")
+    return Store(home)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="CODETAPE_HOME",
+    help="Store directory (default: $CODETAPE_HOME, else ./.codetape).",
+)
+@click.version_option(__version__, prog_name="codetape")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None) -> None:
+    """Record, replay and diff the code actions of code-acting AI agents.
+
+    \b
+    Typical use:
+      codetape runs --failed        runs that errored, died, or have a failed step
+      codetape show RUN             the steps of a run (a unique id prefix is enough)
+      codetape show RUN --step 3    one step: code, variables, output, tool calls
+      codetape doctor               check the store, Docker, the sandbox image, the browser
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["home"] = home
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(args=list(argv) if argv is not None else None, prog_name="codetape")

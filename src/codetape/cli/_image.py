@@ -1,0 +1,74 @@
+"""``codetape image build``: build a sandbox image from a generated Dockerfile."""
+
+from __future__ import annotations
+
+import click
+from rich.markup import escape
+
+from ..sandbox.internal import build_image, dockerfile
+from ._app import cli, err, handle_errors, out, print_json
+
+__all__: list[str] = []
+
+
+@cli.group()
+def image() -> None:
+    """Build sandbox images."""
+
+
+@image.command("build")
+@click.option(
+    "--python",
+    "python",
+    default="3.12",
+    show_default=True,
+    metavar="VERSION",
+    help="Python version of the default base image python:VERSION-slim.",
+)
+@click.option(
+    "--pip",
+    "packages",
+    multiple=True,
+    metavar="PKG",
+    help="A requirement to pip install into the image (repeat for more).",
+)
+@click.option("--tag", metavar="NAME", help="Image name [default: codetape-sandbox:pyVERSION].")
+@click.option(
+    "--base",
+    metavar="IMAGE",
+    help="Base image [default: python:VERSION-slim]; any image with python3 works.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the Dockerfile and build nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the tag, id and Dockerfile as JSON.")
+@handle_errors
+def image_build(
+    python: str,
+    packages: tuple[str, ...],
+    tag: str | None,
+    base: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Build a sandbox image from a generated Dockerfile (needs a registry for the base
+    image unless --base names a local one).
+
+    \b
+      codetape image build --pip pandas --pip 'numpy<2'
+      codetape image build --base codetape/python:bookworm --tag my-sandbox   # offline
+      codetape image build --pip pandas --dry-run                            # the Dockerfile
+    """
+    if dry_run:
+        click.echo(dockerfile(python, packages, base), nl=False)
+        return
+    built = build_image(
+        tag, python, packages, base, on_line=lambda line: err.print(escape(line), style="dim")
+    )
+    if as_json:
+        print_json({"tag": built.tag, "id": built.id, "dockerfile": built.dockerfile})
+        return
+    out.print(f"built [bold]{escape(built.tag)}[/] ({built.id[:19]})")
+    out.print(
+        f"use it: export CODETAPE_IMAGE={escape(built.tag)}  "
+        f"or  codetape.Sandbox(image={escape(repr(built.tag))})",
+        soft_wrap=True,
+    )

@@ -1,0 +1,197 @@
+"""``codetape diff`` and ``ui``: compare runs in the terminal, or serve the web viewer
+with Streamlit (on loopback unless told)."""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from ..errors import CodetapeError
+from ..replayer import diff_runs
+from ..schemas import RunDiff, StepPair
+from ..store.internal import resolve_home
+from ..viewer import APP, url
+from ._app import cli, err, handle_errors, out, print_json, style_lines
+
+__all__ = ["streamlit_command"]
+
+_LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
+
+
+def _pair_summary(pair: StepPair) -> str:
+    if pair.a is None:
+        return "only in b"
+    if pair.b is None:
+        return "only in a"
+    parts = []
+    if pair.code_diff:
+        parts.append("code")
+    if pair.stdout_diff:
+        parts.append("stdout")
+    if pair.status_a != pair.status_b:
+        parts.append(f"status {pair.status_a}→{pair.status_b}")
+    elif pair.error_a != pair.error_b:
+        parts.append("error")
+    for label, names in (
+        ("+", pair.variables_added),
+        ("-", pair.variables_removed),
+        ("~", [c.name for c in pair.variables_changed]),
+    ):
+        if names:
+            parts.append(label + ",".join(names))
+    return ", ".join(parts) or "same"
+
+
+def _print_pairs(diff: RunDiff) -> None:
+    table = Table(box=None, header_style="bold")
+    for column in ("", "a", "b", "status", "differs in"):
+        table.add_column(column)
+    for k, pair in enumerate(diff.pairs):
+        mark = "[red]▶[/]" if k == diff.first_divergence else ""
+        status = f"{pair.status_a or '-'} / {pair.status_b or '-'}"
+        style = "" if pair.same else "yellow"
+        table.add_row(
+            mark,
+            str(pair.a if pair.a is not None else "-"),
+            str(pair.b if pair.b is not None else "-"),
+            status,
+            f"[{style}]{escape(_pair_summary(pair))}[/]" if style else "same",
+        )
+    out.print(table)
+
+
+def _print_divergence(pair: StepPair) -> None:
+    out.print(f"\n[bold]first divergence[/]: step a={pair.a} b={pair.b}")
+    for title, lines in (("code", pair.code_diff), ("stdout", pair.stdout_diff)):
+        if lines:
+            out.print(f"  [bold]{title}[/]")
+            style_lines(lines)
+    if pair.error_a != pair.error_b:
+        for side, error in (("a", pair.error_a), ("b", pair.error_b)):
+            shown = f"{error.type}: {error.message}" if error else "no error"
+            out.print(f"  [bold]error {side}[/] {escape(shown)}", soft_wrap=True)
+    for change in pair.variables_changed:
+        out.print(
+            f"  [bold]{escape(change.name)}[/] [red]{escape(change.a.preview)}[/] → "
+            f"[green]{escape(change.b.preview)}[/]",
+            soft_wrap=True,
+        )
+
+
+def _print_diff(diff: RunDiff) -> None:
+    a, b = diff.a, diff.b
+    out.print(
+        f"[bold]a[/] {a.id[:12]} {escape(a.name)} {a.status}   "
+        f"[bold]b[/] {b.id[:12]} {escape(b.name)} {b.status}"
+    )
+    _print_pairs(diff)
+    if diff.first_divergence is None:
+        out.print("[green]the runs match step for step[/]")
+        return
+    _print_divergence(diff.pairs[diff.first_divergence])
+
+
+@cli.command("diff")
+@click.argument("run_a", metavar="A")
+@click.argument("run_b", metavar="B")
+@click.option("--json", "as_json", is_flag=True, help="Print the RunDiff model as JSON.")
+@click.pass_context
+@handle_errors
+def diff_command(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
+    """Compare two runs (or a run and its replay) step by step, and point at the first
+    step where they part."""
+    diff = diff_runs(run_a, run_b, home=ctx.obj.get("home"))
+    if as_json:
+        print_json(diff)
+        return
+    _print_diff(diff)
+    out.print(
+        f"\n[dim]in the viewer (codetape ui):[/] {url(a=diff.a.id, b=diff.b.id)}",
+        soft_wrap=True,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _base_url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{shown}:{port}"
+
+
+def streamlit_command(host: str, port: int) -> list[str]:
+    """The command ``codetape ui`` runs (the viewer's store comes from CODETAPE_HOME)."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(APP),
+        "--server.address", host,
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",  # no "Deploy" button: this is a local tool
+    ]  # fmt: skip
+
+
+@cli.command("ui")
+@click.option(
+    "--home",
+    "ui_home",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Store directory (default: the one given to codetape, $CODETAPE_HOME, ./.codetape).",
+)
+@click.option(
+    "--port",
+    default=8501,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port to serve on.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind. Anything but loopback makes recorded code and output, "
+    "and the replay buttons, reachable from other machines.",
+)
+@click.pass_context
+@handle_errors
+def ui_command(ctx: click.Context, ui_home: Path | None, port: int, host: str) -> None:
+    """Open the web viewer: runs, steps, a timeline, replay buttons and run diffs.
+
+    \b
+      codetape ui                      http://127.0.0.1:8501
+      codetape ui --port 8502 --home runs/.codetape
+    """
+    if importlib.util.find_spec("streamlit") is None:
+        raise CodetapeError(
+            "the viewer needs Streamlit, which is not installed",
+            hint="pip install 'codetape[viewer]'",
+        )
+    home = resolve_home(ui_home or ctx.obj.get("home"))
+    base = _base_url(host, port)
+    if not _is_loopback(host):
+        err.print(
+            f"[yellow]warning:[/] binding {escape(host)}: anyone who can reach it sees the "
+            "recorded code, output and variables, and can replay steps on this machine",
+            soft_wrap=True,
+        )
+    out.print(f"codetape viewer: {escape(url(base))}  (store {escape(str(home))})", soft_wrap=True)
+    out.print("[dim]Ctrl+C to stop[/]")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Streamlit takes this process's place: signals reach the server, and no server is
+    # left behind when the command is stopped.
+    command = streamlit_command(host, port)
+    os.execve(command[0], command, {**os.environ, "CODETAPE_HOME": str(home)})
