@@ -136,11 +136,7 @@ def find_leftovers(client: Any | None = None) -> list[Leftover]:
     process (the ``codetape.sandbox.pid`` label) is gone, and those that exited more
     than ``EXITED_GRACE_S`` ago. Containers of other hosts are never touched."""
     if client is None:
-        client = docker_client()
-        try:
-            return find_leftovers(client)
-        finally:
-            client.close()
+        client = docker_client()  # the process's shared client: not this function's to close
     host = socket.gethostname()
     found = []
     for summary in client.api.containers(all=True, filters={"label": f"{LABEL}=1"}):
@@ -182,11 +178,7 @@ def clean_containers(client: Any | None = None) -> list[Leftover]:
     ...     print(gone.name, gone.reason)
     """
     if client is None:
-        client = docker_client()
-        try:
-            return clean_containers(client)
-        finally:
-            client.close()
+        client = docker_client()  # the process's shared client: not this function's to close
     removed = []
     for leftover in find_leftovers(client):
         try:
