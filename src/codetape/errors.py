@@ -1,23 +1,32 @@
 """The one exception tree of codetape.
 
-Every error codetape raises on purpose is a :class:`CodetapeError`. The CLI turns
-them into one line and an exit code; nothing else catches them. Exceptions carry
+Every error codetape raises on purpose is a :class:`CodetapeError`. Exceptions carry
 fields, not only text, so callers can act on them::
 
     CodetapeError
     ├── ConfigError              bad configuration (home, OTLP endpoint, protocol)
+    ├── AmbiguousRunIdError      a run id prefix matches more than one run
     ├── SandboxError             the sandbox cannot start or lost its runner
     │   ├── DockerUnavailableError   no Docker engine answers
     │   └── ImageNotFoundError       the sandbox image is not in Docker
+    ├── CodeActionError          a code action failed, told to a framework that
+    │                            expects an exception (smolagents' executor)
+    ├── ReplayError              a replay could not go on
+    │   └── ReplayToolError      a replayed step called a tool the recording has no
+    │                            answer for
     └── StoreError               anything about the store directory
         ├── CorruptStoreError    the DuckDB file cannot be opened as a database
         ├── NewerStoreError      the store was written by a newer codetape
         ├── StoreBusyError       another process held the store for too long
         └── NotFoundError        a run, step or blob is not in the store
             ├── RunNotFoundError
-            ├── AmbiguousRunIdError
             ├── StepNotFoundError
             └── BlobNotFoundError
+
+Who catches them: the CLI turns each into one line, its hint and an exit code; the
+viewer shows one as an error box on the page that asked; ``codetape doctor`` reports
+one as a failed check; ``replay`` turns a missing Docker engine or image into the
+``environment_missing`` verdict. Everything else lets them reach the caller.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from pathlib import Path
 __all__ = [
     "AmbiguousRunIdError",
     "BlobNotFoundError",
+    "CodeActionError",
     "CodetapeError",
     "ConfigError",
     "CorruptStoreError",
@@ -34,6 +44,8 @@ __all__ = [
     "ImageNotFoundError",
     "NewerStoreError",
     "NotFoundError",
+    "ReplayError",
+    "ReplayToolError",
     "RunNotFoundError",
     "SandboxError",
     "StepNotFoundError",
@@ -93,6 +105,27 @@ class ImageNotFoundError(SandboxError):
         self.image = image
 
 
+class CodeActionError(CodetapeError):
+    """A code action failed in the sandbox: raised to an agent framework whose executor
+    contract expects an exception for a failed action. The step is recorded."""
+
+    def __init__(self, status: str, error_type: str | None, message: str) -> None:
+        described = f"{error_type}: {message}" if error_type else message or status
+        super().__init__(f"Code execution failed ({status}): {described}")
+        self.status = status
+        self.error_type = error_type
+        self.error_message = message
+
+
+class ReplayError(CodetapeError):
+    """A replay could not go on."""
+
+
+class ReplayToolError(ReplayError):
+    """A replayed step called a tool the recording has no answer for (raised inside the
+    replayed code, where it is the tool call's error)."""
+
+
 class StoreError(CodetapeError):
     """A problem with the store directory."""
 
@@ -141,7 +174,7 @@ class RunNotFoundError(NotFoundError):
         self.run_id = run_id
 
 
-class AmbiguousRunIdError(NotFoundError):
+class AmbiguousRunIdError(CodetapeError):
     def __init__(self, prefix: str, matches: list[str]) -> None:
         shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
         super().__init__(

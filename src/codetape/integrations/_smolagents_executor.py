@@ -12,16 +12,13 @@ from typing import Any
 
 from smolagents.local_python_executor import CodeOutput, PythonExecutor
 
+from ..errors import CodeActionError
 from ..tracer import Sandbox
 
-__all__ = ["CodetapeExecutor", "SandboxStepError"]
+__all__ = ["CodetapeExecutor"]
 
 # The runner defines final_answer itself: the agent's FinalAnswerTool is not bridged.
 _BUILTIN_TOOLS = frozenset({"final_answer"})
-
-
-class SandboxStepError(Exception):
-    """A code action failed inside the sandbox; the agent sees its type and message."""
 
 
 class CodetapeExecutor(PythonExecutor):
@@ -52,8 +49,9 @@ class CodetapeExecutor(PythonExecutor):
         self.state["_print_outputs"] = logs
         if result.status != "ok":
             error = result.error
-            described = f"{error.type}: {error.message}" if error else result.status
-            raise SandboxStepError(f"Code execution failed ({result.status}): {described}")
+            raise CodeActionError(
+                result.status, error.type if error else None, error.message if error else ""
+            )
         if result.has_final_answer:
             return CodeOutput(output=result.final_answer, logs=logs, is_final_answer=True)
         return CodeOutput(output=result.result, logs=logs, is_final_answer=False)

@@ -7,11 +7,10 @@ from ._bundle import BundleInfo, export_run, import_bundle
 from ._compare import compare_steps, variable_differs
 from ._diff import align, diff_runs
 from ._pytest import write_pytest
-from ._replay import ReplayToolError, replay, replay_run
+from ._replay import replay, replay_run
 
 __all__ = [
     "BundleInfo",
-    "ReplayToolError",
     "align",
     "compare_steps",
     "diff_runs",

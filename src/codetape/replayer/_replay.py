@@ -13,21 +13,18 @@ from typing import Any
 from ..errors import (
     DockerUnavailableError,
     ImageNotFoundError,
+    ReplayToolError,
     SandboxError,
     StepNotFoundError,
 )
 from ..sandbox.internal import host_fingerprint
-from ..schemas import Limits, ReplayReport, Run, Step, ToolCall
+from ..schemas import Limits, ReplayReport, Run, Step, ToolCall, Verdict
 from ..store import Store
 from ..tracer import Sandbox
 from ..tracer.internal import RunRecorder, recording_to
 from ._compare import compare_steps, normalize_json
 
-__all__ = ["ReplayToolError", "replay", "replay_run"]
-
-
-class ReplayToolError(Exception):
-    """A replayed step called a tool the recording has no answer for."""
+__all__ = ["replay", "replay_run"]
 
 
 def _error_class(type_name: str, message: str) -> type[Exception]:
@@ -87,19 +84,6 @@ class _RecordedTools:
         return answer
 
 
-def _not_run(
-    run_id: str, step: int, verdict: str, reason: str, started: float, **extra: Any
-) -> ReplayReport:
-    return ReplayReport(
-        run_id=run_id,
-        step=step,
-        verdict=verdict,
-        reason=reason,
-        duration_ms=(time.monotonic() - started) * 1000,
-        **extra,
-    )
-
-
 def _missing_image_reason(recorded: Step, image: str) -> str:
     spec = recorded.sandbox
     name = f"{spec.image} ({spec.image_id})" if spec.image and image == spec.image_id else image
@@ -154,6 +138,121 @@ class _Recording:
         self.calls = [call for s in steps for call in s.tool_calls]
 
 
+class _Attempt:
+    """Where and how one step is replayed, and the report it ends in."""
+
+    def __init__(self, run_id: str, recorded: Step, code: str | None, image: str | None) -> None:
+        self.started = time.monotonic()
+        self.run_id = run_id
+        self.recorded = recorded
+        self.code = code if code is not None else recorded.code
+        spec = recorded.sandbox
+        self.backend = "docker" if image is not None or spec.backend == "docker" else "local"
+        self.image = (image or spec.image_id) if self.backend == "docker" else None
+        self.notes: list[str] = []
+        if code is not None and code != recorded.code:
+            self.notes.append(
+                "the code was edited: the replay ran the new code on the recorded input"
+            )
+        if image is not None and image not in (spec.image, spec.image_id):
+            self.notes.append(f"replayed in {image}, recorded in {spec.image or spec.backend}")
+        if spec.backend == "observed":
+            self._note_observed()
+
+    def _note_observed(self) -> None:
+        spec = self.recorded.sandbox
+        self.notes.append(
+            "an observed step: codetape did not control its hash seed or random state, "
+            "so set-order or random-dependent output may differ"
+        )
+        here = host_fingerprint()
+        if self.backend == "local" and spec.env_fingerprint != here.digest:
+            self.notes.append(
+                "the environment fingerprint differs from the recording's (Python "
+                f"{spec.python} then, {here.python} now, or other packages)"
+            )
+
+    def report(self, verdict: Verdict, **fields: Any) -> ReplayReport:
+        return ReplayReport(
+            run_id=self.run_id,
+            step=self.recorded.index,
+            verdict=verdict,
+            duration_ms=(time.monotonic() - self.started) * 1000,
+            notes=self.notes,
+            backend=self.backend,
+            image=self.image,
+            **fields,
+        )
+
+
+def _inputs(store: Store, recorded: Step) -> tuple[dict[str, bytes], dict[str, str]]:
+    """The step's recorded input values, and why each missing one cannot be restored."""
+    missing: dict[str, str] = {}
+    values: dict[str, bytes] = {}
+    before = recorded.variables_before
+    found = store.blobs_of(snap.digest for snap in before.values() if snap.digest is not None)
+    for name, snap in before.items():
+        if not snap.restorable or snap.digest is None:
+            missing[name] = snap.reason or "its value was not recorded"
+        elif snap.digest not in found:
+            missing[name] = f"its value ({snap.digest}) is missing from the store"
+        else:
+            values[name] = found[snap.digest]
+    return values, missing
+
+
+def _tools(
+    recording: _Recording, recorded: Step, live_tools: bool, tools: Iterable[Callable[..., Any]]
+) -> list[Callable[..., Any]]:
+    """The replay's tools, each named as its tool: the host's own with ``live_tools``,
+    else stubs answering from the recording."""
+    all_calls = recording.calls
+    if not live_tools:
+        stubs = _RecordedTools(recorded.tool_calls).stubs({c.name for c in all_calls}, all_calls)
+        return list(stubs.values())
+    host_tools = {getattr(t, "__name__", ""): t for t in tools}
+    absent = sorted({c.name for c in all_calls} - set(host_tools))
+    if absent:
+        raise SandboxError(
+            f"live tools asked for, but no host function given for {', '.join(absent)}",
+            hint="pass tools=[...] (CLI: --tools MODULE) with functions of those names",
+        )
+    return list(host_tools.values())
+
+
+def _listed(reasons: dict[str, str]) -> str:
+    return "; ".join(f"{name}: {why}" for name, why in sorted(reasons.items()))
+
+
+def _run_replay(
+    attempt: _Attempt, run: Run, values: dict[str, bytes], tools: list[Callable[..., Any]]
+) -> str | ReplayReport:
+    """Run the step in a fresh sandbox, recorded as a replay run; returns that run's
+    id, or the report when the step could not run."""
+    spec = attempt.recorded.sandbox
+    with (
+        RunRecorder(
+            run.name, run.task, replay_of=f"{attempt.run_id}:{attempt.recorded.index}"
+        ) as replay_run_,
+        Sandbox(
+            image=attempt.image,
+            tools=tools,
+            backend=attempt.backend,
+            limits=Limits(**spec.limits) if spec.limits else Limits(),
+            hash_seed=spec.hash_seed,
+        ) as sandbox,
+    ):
+        errors = sandbox.send_pickled(values)
+        if errors:
+            return attempt.report(
+                "not_restorable",
+                reason=f"cannot load in the sandbox {_listed(errors)}",
+                replay_run_id=replay_run_.id,
+            )
+        sandbox.run(attempt.code, random_seed=attempt.recorded.random_seed)
+    return replay_run_.id
+
+
 def _replay_step(
     store: Store,
     recording: _Recording,
@@ -164,129 +263,28 @@ def _replay_step(
     live_tools: bool,
     tools: Iterable[Callable[..., Any]],
 ) -> ReplayReport:
-    started = time.monotonic()
-    run = recording.run
-    full = run.id
     recorded = recording.steps.get(step)
     if recorded is None:
-        raise StepNotFoundError(full, step, sorted(recording.steps))
-    spec = recorded.sandbox
-    notes: list[str] = []
-    if code is not None and code != recorded.code:
-        notes.append("the code was edited: the replay ran the new code on the recorded input")
-
-    backend = "docker" if image is not None or spec.backend == "docker" else "local"
-    image_ref = image or spec.image_id if backend == "docker" else None
-    if image is not None and image not in (spec.image, spec.image_id):
-        notes.append(f"replayed in {image}, recorded in {spec.image or spec.backend}")
-    if spec.backend == "observed":
-        notes.append(
-            "an observed step: codetape did not control its hash seed or random state, "
-            "so set-order or random-dependent output may differ"
-        )
-        if backend == "local" and spec.env_fingerprint != host_fingerprint().digest:
-            notes.append(
-                "the environment fingerprint differs from the recording's (Python "
-                f"{spec.python} then, {host_fingerprint().python} now, or other packages)"
-            )
-
-    missing: dict[str, str] = {}
-    values: dict[str, bytes] = {}
-    found = store.blobs_of(
-        snap.digest for snap in recorded.variables_before.values() if snap.digest is not None
-    )
-    for name, snap in recorded.variables_before.items():
-        if not snap.restorable or snap.digest is None:
-            missing[name] = snap.reason or "its value was not recorded"
-        elif snap.digest not in found:
-            missing[name] = f"its value ({snap.digest}) is missing from the store"
-        else:
-            values[name] = found[snap.digest]
+        raise StepNotFoundError(recording.run.id, step, sorted(recording.steps))
+    attempt = _Attempt(recording.run.id, recorded, code, image)
+    values, missing = _inputs(store, recorded)
     if missing:
-        listed = "; ".join(f"{name}: {why}" for name, why in sorted(missing.items()))
-        return _not_run(
-            full, step, "not_restorable", f"cannot restore {listed}", started, notes=notes
-        )
-
-    all_calls = recording.calls
-    if live_tools:
-        host_tools = {getattr(t, "__name__", ""): t for t in tools}
-        absent = sorted({c.name for c in all_calls} - set(host_tools))
-        if absent:
-            raise SandboxError(
-                f"live tools asked for, but no host function given for {', '.join(absent)}",
-                hint="pass tools=[...] (CLI: --tools MODULE) with functions of those names",
-            )
-        stubs: dict[str, Callable[..., Any]] = host_tools
-    else:
-        stubs = _RecordedTools(recorded.tool_calls).stubs({c.name for c in all_calls}, all_calls)
-
-    limits = Limits(**spec.limits) if spec.limits else Limits()
+        return attempt.report("not_restorable", reason=f"cannot restore {_listed(missing)}")
+    host_tools = _tools(recording, recorded, live_tools, tools)
     with recording_to(store.home):
         try:
-            with (
-                RunRecorder(run.name, run.task, replay_of=f"{full}:{step}") as replay_run_,
-                Sandbox(
-                    image=image_ref,
-                    tools=list(stubs.values()),  # each named as its tool
-                    backend=backend,
-                    limits=limits,
-                    hash_seed=spec.hash_seed,
-                ) as sandbox,
-            ):
-                errors = sandbox.send_pickled(values)
-                if errors:
-                    listed = "; ".join(f"{n}: {why}" for n, why in sorted(errors.items()))
-                    return _not_run(
-                        full,
-                        step,
-                        "not_restorable",
-                        f"cannot load in the sandbox {listed}",
-                        started,
-                        notes=notes,
-                        replay_run_id=replay_run_.id,
-                        backend=backend,
-                        image=image_ref,
-                    )
-                sandbox.run(
-                    code if code is not None else recorded.code,
-                    random_seed=recorded.random_seed,
-                )
+            ran = _run_replay(attempt, recording.run, values, host_tools)
         except ImageNotFoundError:
-            return _not_run(
-                full,
-                step,
-                "environment_missing",
-                _missing_image_reason(recorded, str(image_ref)),
-                started,
-                notes=notes,
-                backend=backend,
-                image=image_ref,
-            )
-        except (DockerUnavailableError, SandboxError) as exc:
-            return _not_run(
-                full,
-                step,
-                "environment_missing",
-                str(exc),
-                started,
-                notes=notes,
-                backend=backend,
-                image=image_ref,
-            )
+            reason = _missing_image_reason(recorded, str(attempt.image))
+            return attempt.report("environment_missing", reason=reason)
+        except DockerUnavailableError as exc:
+            return attempt.report("environment_missing", reason=str(exc))
+    if isinstance(ran, ReplayReport):
+        return ran
     store.refresh()  # the replay run, so it can be read back as recorded
-    replayed = store.step(replay_run_.id, 0)
-    differences = compare_steps(recorded, replayed)
-    return ReplayReport(
-        run_id=full,
-        step=step,
-        verdict="diverged" if differences else "reproduced",
-        differences=differences,
-        replay_run_id=replay_run_.id,
-        duration_ms=(time.monotonic() - started) * 1000,
-        notes=notes,
-        backend=backend,
-        image=image_ref,
+    differences = compare_steps(recorded, store.step(ran, 0))
+    return attempt.report(
+        "diverged" if differences else "reproduced", differences=differences, replay_run_id=ran
     )
 
 

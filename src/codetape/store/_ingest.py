@@ -280,6 +280,8 @@ class BackgroundIngester:
         self._idle.set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # What the guard let through (strict mode): raised by the next flush().
+        self._error: Exception | None = None
 
     def request(self) -> None:
         with self._lock:
@@ -302,11 +304,17 @@ class BackgroundIngester:
             try:
                 with self._guard("ingesting finished runs"):
                     try_ingest(self.home, wait_s=0.5)
-            except Exception:  # strict mode re-raised; readers ingest on open anyway
-                pass
+            except Exception as exc:  # strict mode: the thread cannot raise to anyone
+                self._error = exc
 
     def flush(self, timeout: float = 10.0) -> bool:
-        return self._idle.wait(timeout)
+        """Wait for the pending work; ``False`` if it did not finish in ``timeout``.
+        Raises what a pass raised under strict mode (otherwise the guard logged it)."""
+        idle = self._idle.wait(timeout)
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        return idle
 
 
 def try_ingest(home: Path, *, wait_s: float = 0.5) -> IngestStats | None:
