@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import codetape
 from codetape.cli import cli
-from codetape.replayer import align
+from codetape.replayer.internal import align
 from codetape.schemas import RunDiff
 
 

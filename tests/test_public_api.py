@@ -1,23 +1,68 @@
-"""The public surface is deliberate: adding or removing a name is a visible change."""
+"""The public surface is deliberate: adding or removing a name is a visible change.
+
+Each package's ``__init__`` exports what a user may touch; what other codetape packages
+need goes through the package's ``internal`` module, which promises nothing to users.
+"""
 
 from __future__ import annotations
 
+import importlib
+
+import pytest
+
 import codetape
-import codetape.schemas
+import codetape.errors
 
-
-def test_top_level_names() -> None:
-    assert codetape.__all__ == sorted(codetape.__all__)
-    assert set(codetape.__all__) == {
+SURFACES: dict[str, set[str]] = {
+    "codetape": {
         "CodetapeError", "Limits", "Sandbox", "StepResult", "Store", "agent", "code_action",
         "configure", "diff_runs", "errors", "replay", "replay_run", "run", "schemas", "store",
         "tool",
-    }  # fmt: skip
-    for name in codetape.__all__:
-        assert getattr(codetape, name) is not None
+    },
+    "codetape.schemas": {
+        "Difference", "ErrorInfo", "Limits", "ReplayReport", "Run", "RunDetail", "RunDiff",
+        "RunStatus", "SandboxSpec", "Step", "StepPair", "StepResult", "StepStatus", "ToolCall",
+        "VariableChange", "VariableSnapshot", "Verdict", "attributes",
+    },
+    "codetape.errors": {
+        "AmbiguousRunIdError", "BlobNotFoundError", "CodeActionError", "CodetapeError",
+        "ConfigError", "CorruptStoreError", "DockerUnavailableError", "ImageNotFoundError",
+        "NewerStoreError", "NotFoundError", "ReplayError", "ReplayToolError",
+        "RunNotFoundError", "SandboxError", "StepNotFoundError", "StoreBusyError", "StoreError",
+    },
+    "codetape.store": {"IngestStats", "Store"},
+    "codetape.sandbox": {
+        "DEFAULT_IMAGE", "Limits", "NoIsolationWarning", "Outcome", "Sandbox", "StepResult",
+        "default_image",
+    },
+    "codetape.tracer": {"Sandbox", "agent", "code_action", "configure", "run", "tool"},
+    "codetape.replayer": {
+        "BundleInfo", "diff_runs", "export_run", "import_bundle", "replay", "replay_run",
+        "write_pytest",
+    },
+    "codetape.viewer": {"APP", "DEFAULT_URL", "url"},
+    "codetape.integrations.smolagents": {"CodetapeExecutor", "instrument", "uninstrument"},
+}  # fmt: skip
 
 
-def test_schema_names() -> None:
-    assert codetape.schemas.__all__ == sorted(codetape.schemas.__all__)
-    for name in ("Run", "Step", "ToolCall", "VariableSnapshot", "SandboxSpec", "RunDetail"):
-        assert name in codetape.schemas.__all__
+@pytest.mark.parametrize("module", sorted(SURFACES))
+def test_each_package_exports_what_users_touch(module: str) -> None:
+    imported = importlib.import_module(module)
+    exported = list(imported.__all__)
+    assert exported == sorted(exported), f"{module}.__all__ is not sorted"
+    assert set(exported) == SURFACES[module]
+    for name in exported:
+        assert getattr(imported, name) is not None
+
+
+def test_codetape_sandbox_is_the_recording_sandbox() -> None:
+    """``codetape.Sandbox`` records; ``codetape.sandbox.Sandbox`` only executes."""
+    assert issubclass(codetape.Sandbox, codetape.sandbox.Sandbox)
+    assert hasattr(codetape.Sandbox, "run")
+    assert not hasattr(codetape.sandbox.Sandbox, "run")
+
+
+def test_every_error_codetape_raises_is_a_codetape_error() -> None:
+    for name in codetape.errors.__all__:
+        error = getattr(codetape.errors, name)
+        assert issubclass(error, codetape.errors.CodetapeError), name

@@ -28,7 +28,7 @@ from .._format import (
     duration,
 )
 from ..errors import CodetapeError
-from ..replayer import variable_differs
+from ..replayer.internal import variable_differs
 from ..schemas import Run, SandboxSpec, Step, VariableSnapshot
 from . import _data
 
