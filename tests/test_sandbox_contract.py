@@ -507,3 +507,30 @@ def test_the_no_isolation_warning_points_at_the_callers_line(home: Path) -> None
         sb = Sandbox(backend="local", limits=LIMITS)
     sb.close()
     assert [Path(w.filename).name for w in caught] == [Path(__file__).name]
+
+
+@pytest.mark.docker
+def test_a_sandbox_that_cannot_start_marks_its_own_run_failed(
+    home: Path, docker_image: str
+) -> None:
+    """Outside any run, ``run`` records a run of its own: when the container cannot
+    start (Docker refuses a 1 MB memory limit), that run is an error, not ``ok``."""
+    sb = Sandbox(image=docker_image, limits=Limits(memory="1m"))
+    with pytest.raises(codetape.errors.SandboxError, match="did not start"):
+        sb.run("x = 1")
+    (run,) = codetape.Store().runs()
+    assert (run.name, run.status) == ("sandbox", "error")
+    error = codetape.Store().run(run.id).error
+    assert error is not None and "did not start" in error.message
+
+
+def test_the_sandbox_alone_executes_and_records_nothing(home: Path) -> None:
+    """``codetape.sandbox.Sandbox`` returns an outcome; no run, step or span is stored."""
+    with pytest.warns(NoIsolationWarning):
+        sb = codetape.sandbox.Sandbox(backend="local", tools=[len], limits=LIMITS)
+    with sb:
+        outcome = sb.execute("n = len([1, 2, 3])\nprint('hi')\nn * 2", seed=7)
+    assert (outcome.status, outcome.stdout, outcome.result) == ("ok", "hi\n", "6")
+    assert [(c.name, c.args, c.result) for c in outcome.tool_calls] == [("len", [[1, 2, 3]], 3)]
+    assert outcome.state is not None and outcome.state["n"].preview == "3"
+    assert codetape.Store().runs() == []
