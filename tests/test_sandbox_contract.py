@@ -521,7 +521,8 @@ def test_a_sandbox_that_cannot_start_marks_its_own_run_failed(
     (run,) = codetape.Store().runs()
     assert (run.name, run.status) == ("sandbox", "error")
     error = codetape.Store().run(run.id).error
-    assert error is not None and "did not start" in error.message
+    assert error is not None
+    assert "did not start" in error.message
 
 
 def test_the_sandbox_alone_executes_and_records_nothing(home: Path) -> None:
@@ -532,5 +533,6 @@ def test_the_sandbox_alone_executes_and_records_nothing(home: Path) -> None:
         outcome = sb.execute("n = len([1, 2, 3])\nprint('hi')\nn * 2", seed=7)
     assert (outcome.status, outcome.stdout, outcome.result) == ("ok", "hi\n", "6")
     assert [(c.name, c.args, c.result) for c in outcome.tool_calls] == [("len", [[1, 2, 3]], 3)]
-    assert outcome.state is not None and outcome.state["n"].preview == "3"
+    assert outcome.state is not None
+    assert outcome.state["n"].preview == "3"
     assert codetape.Store().runs() == []
