@@ -1,5 +1,9 @@
 """Shared fixtures. Tests that need Docker or a browser skip with a reason outside CI
-and fail under ``CI=true``, where they must run."""
+and fail under ``CI=true``, where they must run: every skip goes through ``require``.
+
+``home`` is codetape's own ``captape`` fixture (``codetape.testing``); the Docker
+fixtures are in ``sandbox_fixtures``.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-import codetape
-from codetape.tracer import _config
+from codetape.testing import CapturedRuns
+
+pytest_plugins = ["codetape.testing", "pytester", "tests.sandbox_fixtures"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -24,19 +29,19 @@ def require(condition: bool, what: str, how: str) -> None:
     pytest.skip(f"{what} is missing; to run this test: {how}")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _default_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """What a test records with no store of its own goes to a temporary one, never to
+    ``./.codetape`` in the working tree."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CODETAPE_HOME", str(tmp_path_factory.mktemp("default-home")))
+        yield
+
+
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh store directory, configured as codetape's default for the test."""
-    store_home = tmp_path / "store"
-    monkeypatch.setenv("CODETAPE_HOME", str(store_home))
-    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
-    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
-    codetape.configure(home=store_home, otlp=False)
-    yield store_home
-    if _config._current is not None:
-        _config._current.shutdown()
-    _config._current = None
-    codetape.store.internal.set_default_home(None)
+def home(captape: CapturedRuns) -> Path:
+    """A fresh store directory, codetape's default for the test (and ``CODETAPE_HOME``)."""
+    return captape.home
 
 
 @pytest.fixture
