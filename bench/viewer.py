@@ -3,17 +3,15 @@
 Run: ``.venv/bin/python bench/viewer.py [--store-dir DIR] [--json] [--explain]``.
 
 The store is built once and cached in ``--store-dir`` (default: a directory under the
-system temp dir named after the sizes); later runs reuse it and only measure. To build
-it, real runs are recorded with ``codetape.run`` + ``@codetape.code_action`` +
-``@codetape.tool`` (a step with one tool call, one with two, one with none, a failing
-step, and a run that raises), and their spool records, blob records included, are
-stamped out with fresh trace and span ids into one spool file per 100 runs, then
-ingested with one ``codetape.store.ingest`` call (``--ingest per-file``: one per file).
-Blob records are written as often as a real spool has them and keep the template's
-digests, so they dedupe, except each step's code and output: those are made distinct
-per step, as an agent's are (4 distinct previews in 600,000 steps would make scans and
-searches unrealistically cheap: DuckDB filters a dictionary-compressed column once per
-distinct value). ``--shared-code`` keeps the template's code and output as well.
+system temp dir named after the sizes); later runs reuse it and only measure. It is
+built by ``codetape.testing.StoreBuilder``, which records each kind of step once through
+codetape's tracer and writes every run from those records through the store's own spool
+and blob writers, one spool file per 100 runs (as one recording process would leave),
+then ingested with one ``ingest`` pass (``--ingest per-file``: one per file). Each step's
+code and output are its own, as an agent's are (4 distinct previews in 600,000 steps
+would make scans and searches unrealistically cheap: DuckDB filters a
+dictionary-compressed column once per distinct value); ``--shared-code`` gives every
+step of a kind the same code and output instead.
 
 The mix (default sizes): runs of 1-111 steps, 60 on average and 4 in 5 between 20 and
 100, each step with 0-2 tool calls; three in ten runs have failing steps, 5% raise, 1%
@@ -23,32 +21,31 @@ page is measured on it (and on a typical 60-step run).
 Each page's loads are timed as the viewer makes them, through ``codetape.Store``, in
 this one process: "cold" is the first call on a freshly opened Store, "warm" the median
 of 9 more, "evicted" a first call after dropping the database file from the OS page
-cache (``posix_fadvise``, that file only). "sql" is the part of the warm time spent in
-``Store._query`` (opening DuckDB and running the SQL); the rest is Python building the
-models. Opening a Store ingests pending spool first, so it is timed on its own: with
-nothing pending, and with one finished run pending (on a copy of the store). A page
-passes when its calls add up to at most 300 ms, cold and warm. ``--explain`` profiles
-the SQL of every call over target (EXPLAIN ANALYZE, as an indented operator tree).
+cache (``posix_fadvise``, that file only). "sql" is the part of the warm time spent
+inside DuckDB (connecting, running the SQL, fetching the rows, closing: every
+``duckdb.connect`` of the process is wrapped to time it); the rest is Python building
+the models. A read first catches up with the spool, so a first read from a new Store
+is timed on its own: with nothing pending, and with one finished run pending (on a
+copy of the store). A page passes when its calls add up to at most 300 ms, cold and
+warm. ``--explain`` profiles the SQL of every call over target (EXPLAIN ANALYZE, as an
+indented operator tree).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import io
 import json
 import os
 import platform
 import random
 import shlex
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,23 +53,21 @@ from typing import Any
 import duckdb
 
 import codetape
-from codetape.schemas import attributes as A
-from codetape.store import IngestStats, Store, ingest
-from codetape.store._db import DB_NAME, connect
-from codetape.store._spool import done_dir, live_dir
+from codetape.store import IngestStats, Store
+from codetape.store.internal import DB_NAME, connect, done_dir, ingest, live_dir
+from codetape.testing import STEP_KINDS, RunSpec, RunStatus, StepKind, StoreBuilder, synthetic_step
 
 TARGET_MS = 300.0
 WARM_REPEATS = 9
 RUNS_PER_FILE = 100  # runs per spool file, that is per recording process
 BIG_RUN_STEPS = 500
-FORMAT = 2  # bump when the synthesized store changes shape: cached stores get rebuilt
+FORMAT = 3  # bump when the synthesized store changes shape: cached stores get rebuilt
 MARKER = "bench-viewer.json"
 EXTRAS = "viewer also"  # calls the viewer makes beyond the issue's list
 PROBE = "pending-probe"  # a scratch copy of the store, inside it, while measuring
 SEED = 20250101
-T0_NS = 1_735_689_600 * 10**9  # 2025-01-01T00:00:00Z
 RARE_CUSTOMER = 4242  # only a handful of tasks mention this customer
-COMMON_TERM = "send_email("  # in the code of every step of the two-tool kind
+COMMON_TERM = "send_email("  # in the code of every step of the "notify" kind
 
 AGENTS = (
     ("orders-agent", 30),
@@ -90,195 +85,10 @@ TASKS = (
     "Clean up the address records of customer {c}",
     "Explain why the monthly report for customer {c} changed",
 )
-
-# -- the template: one real recorded run -----------------------------------------
-
-STEP_CODE = {
-    "tool1": "orders = lookup('orders', customer=customer)\nprint(len(orders), 'orders')",
-    "tool2": (
-        "late = [o for o in orders if o['late']]\n"
-        "lookup('shipments', customer=customer)\n"
-        "send_email(to=f'c{customer}@example.com', body=f'{len(late)} late orders')\n"
-        "print('emailed', len(late))"
-    ),
-    "plain": "total = sum(o['amount'] for o in orders)\nprint(f'total: {total:.2f}')",
-    "error": "average_refund = total / len(refunds)",
-}
 # Share of each kind of step: runs without errors, and the three in ten with some.
-WEIGHTS_CLEAN = {"tool1": 45, "tool2": 12, "plain": 43, "error": 0}
-WEIGHTS_FLAKY = {"tool1": 40, "tool2": 10, "plain": 38, "error": 12}
-
-
-@dataclass
-class SpanTemplate:
-    """One span record of the template as a %-format string, with its times relative to
-    the start of its step."""
-
-    fmt: str
-    start: int
-    end: int
-    events: list[int]
-    is_step: bool
-    code: str = ""  # a step's code and output, as the template recorded them
-    stdout: str = ""
-    digests: tuple[str, ...] = ()  # of those two blobs
-
-
-@dataclass
-class UnitTemplate:
-    """One step as the spool holds it: the blob records written ahead of it, its tool
-    spans and its execute_code span."""
-
-    kind: str
-    blob_lines: list[tuple[str, str]]  # (digest, spool line)
-    spans: list[SpanTemplate]  # tool spans first, the step span last
-
-    @property
-    def span_count(self) -> int:
-        return len(self.spans)
-
-
-@dataclass
-class Template:
-    units: dict[str, UnitTemplate]
-    start: dict[str, Any]  # a run's start record
-    root_ok: dict[str, Any]  # a run's root span, ended well
-    root_error: dict[str, Any]  # a run's root span, after an exception
-    blob_lines: list[str]  # every blob record of the template, once
-
-
-def record_template(home: Path) -> list[dict[str, Any]]:
-    """Record the template runs for real and return their spool records."""
-    codetape.configure(home=home, otlp=False)
-
-    @codetape.tool
-    def lookup(table: str, customer: int) -> list[dict[str, Any]]:
-        return [
-            {"id": i, "table": table, "customer": customer, "amount": 12.5 * i, "late": i % 2 == 0}
-            for i in range(1, 6)
-        ]
-
-    @codetape.tool
-    def send_email(to: str, body: str) -> str:
-        return f"queued for {to}"
-
-    @codetape.code_action
-    def execute(code: str, namespace: dict[str, Any]) -> None:
-        exec(code, namespace)
-
-    namespace: dict[str, Any] = {
-        "lookup": lookup,
-        "send_email": send_email,
-        "customer": 1,
-        "refunds": [],
-    }
-    task = TASKS[0].format(c=1)
-    with contextlib.redirect_stdout(io.StringIO()), codetape.run("template", task=task) as run:
-        for kind in ("tool1", "tool2", "plain", "error"):
-            with contextlib.suppress(ZeroDivisionError):  # an agent carries on after it
-                execute(STEP_CODE[kind], namespace)
-        run.final_answer = "Refunded 2 duplicate charges"
-    with (
-        contextlib.redirect_stdout(io.StringIO()),
-        contextlib.suppress(RuntimeError),
-        codetape.run("template", task=task),
-    ):
-        execute(STEP_CODE["tool1"], namespace)
-        raise RuntimeError("the model gave up after 1 step")
-    codetape.configure(home=home, otlp=False)  # closes the template's spool file
-    lines: list[dict[str, Any]] = []
-    for path in sorted(live_dir(home).glob("*.jsonl")) + sorted(done_dir(home).glob("*.jsonl")):
-        lines += [json.loads(line) for line in path.read_text().splitlines() if line]
-    return lines
-
-
-def _line(record: dict[str, Any]) -> str:
-    return json.dumps(record, separators=(",", ":"))
-
-
-def _digest(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def _preview(text: str) -> str:
-    """As the recorder cuts a preview, JSON-escaped for the inside of a string."""
-    cut = text if len(text) <= 200 else text[:199] + "\u2026"
-    return json.dumps(cut)[1:-1]
-
-
-def _span_template(
-    record: dict[str, Any], step_start: int, is_step: bool, texts: dict[str, str]
-) -> SpanTemplate:
-    rec = json.loads(json.dumps(record))
-    rec["trace_id"], rec["span_id"], rec["parent_id"] = "@T@", "@S@", "@P@"
-    rec["start_ns"], rec["end_ns"] = "@B@", "@E@"
-    attrs = rec["attributes"]
-    code = stdout = ""
-    digests: list[str] = []
-    if is_step:
-        attrs[A.STEP_INDEX] = "@I@"
-        digests.append(attrs[A.CODE_DIGEST])
-        code = texts[attrs[A.CODE_DIGEST]]
-        attrs[A.CODE_DIGEST], attrs[A.CODE_PREVIEW] = "@CD@", "@CP@"
-        if A.STDOUT_DIGEST in attrs:
-            digests.append(attrs[A.STDOUT_DIGEST])
-            stdout = texts[attrs[A.STDOUT_DIGEST]]
-            attrs[A.STDOUT_DIGEST], attrs[A.STDOUT_PREVIEW] = "@OD@", "@OP@"
-    if A.GEN_AI_TOOL_CALL_ID in attrs:
-        attrs[A.GEN_AI_TOOL_CALL_ID] = "@C@"
-    events = []
-    for n, event in enumerate(rec.get("events") or []):
-        events.append(event["ts"] - step_start)
-        event["ts"] = f"@V{n}@"
-    fmt = _line(rec).replace("%", "%%")
-    fmt = fmt.replace('"@T@"', '"%(trace)s"').replace('"@S@"', '"%(span)s"')
-    fmt = fmt.replace('"@P@"', '"%(parent)s"').replace('"@C@"', '"%(call)s"')
-    fmt = fmt.replace('"@B@"', "%(start)d").replace('"@E@"', "%(end)d")
-    fmt = fmt.replace('"@I@"', "%(index)d")
-    fmt = fmt.replace('"@CD@"', '"%(code_digest)s"').replace('"@CP@"', '"%(code_preview)s"')
-    fmt = fmt.replace('"@OD@"', '"%(out_digest)s"').replace('"@OP@"', '"%(out_preview)s"')
-    for n in range(len(events)):
-        fmt = fmt.replace(f'"@V{n}@"', f"%(ev{n})d")
-    start, end = record["start_ns"] - step_start, record["end_ns"] - step_start
-    return SpanTemplate(fmt, start, end, events, is_step, code, stdout, tuple(digests))
-
-
-def parse_template(records: list[dict[str, Any]]) -> Template:
-    starts = [r for r in records if r["t"] == "start"]
-    roots = [r for r in records if r["t"] == "span" and r["parent_id"] is None]
-    ok_trace = next(r["trace_id"] for r in roots if r["attributes"].get(A.RUN_STATUS) == "ok")
-    root_ok = next(r for r in roots if r["trace_id"] == ok_trace)
-    root_error = next(r for r in roots if r["trace_id"] != ok_trace)
-    texts = {r["digest"]: r["text"] for r in records if r["t"] == "blob" and "text" in r}
-    units: dict[str, UnitTemplate] = {}
-    kinds = iter(("tool1", "tool2", "plain", "error"))
-    blobs: list[dict[str, Any]] = []
-    spans: list[dict[str, Any]] = []
-    for rec in records:
-        if rec["t"] == "blob":
-            blobs.append(rec)
-        elif rec["t"] == "span" and rec["trace_id"] == ok_trace and rec["parent_id"] is not None:
-            spans.append(rec)
-            if rec["name"] == A.SPAN_EXECUTE_CODE:
-                kind = next(kinds)
-                step_start = rec["start_ns"]
-                units[kind] = UnitTemplate(
-                    kind,
-                    [(b["digest"], _line(b)) for b in blobs],
-                    [_span_template(s, step_start, s is rec, texts) for s in spans],
-                )
-                blobs, spans = [], []
-        elif rec["t"] == "span" and rec["trace_id"] == ok_trace:
-            blobs = []  # blobs written for the root span (its final answer)
-    assert set(units) == set(STEP_CODE), f"template steps not found: {sorted(units)}"
-    all_blobs = {r["digest"]: _line(r) for r in records if r["t"] == "blob"}
-    return Template(
-        units,
-        next(r for r in starts if r["trace_id"] == ok_trace),
-        root_ok,
-        root_error,
-        list(all_blobs.values()),
-    )
+WEIGHTS_CLEAN: dict[StepKind, int] = {"lookup": 45, "notify": 12, "compute": 43, "fails": 0}
+WEIGHTS_FLAKY: dict[StepKind, int] = {"lookup": 40, "notify": 10, "compute": 38, "fails": 12}
+SPANS = {kind: 1 + len(synthetic_step(kind, 0, 0).tool_calls) for kind in STEP_KINDS}
 
 
 # -- the plan: which runs, with which steps ------------------------------------------
@@ -286,187 +96,85 @@ def parse_template(records: list[dict[str, Any]]) -> Template:
 
 @dataclass
 class RunPlan:
-    number: int  # position in time
-    trace_id: str
     agent: str
     customer: int
     task: str
-    status: str  # ok | error | incomplete
-    kinds: list[str] = field(default_factory=list)
+    status: RunStatus
+    kinds: list[StepKind] = field(default_factory=list)
+
+    def spec(self, shared_code: bool) -> RunSpec:
+        """The run, each step with code and output of its own (or its kind's, shared)."""
+        steps = tuple(
+            synthetic_step(kind, 0, 1) if shared_code else synthetic_step(kind, i, self.customer)
+            for i, kind in enumerate(self.kinds)
+        )
+        answer = f"Done: {self.task.lower()} ({len(steps)} steps)"
+        return RunSpec(
+            self.agent,
+            self.task,
+            steps,
+            self.status,
+            answer if self.status == "ok" else None,
+            RuntimeError("the model gave up"),
+        )
 
 
-def _span_cost(template: Template, kind: str) -> int:
-    return template.units[kind].span_count
-
-
-def _fill(template: Template, rng: random.Random, budget: int, flaky: bool) -> list[str]:
+def _fill(rng: random.Random, budget: int, flaky: bool) -> list[StepKind]:
     """Step kinds whose spans add up to exactly ``budget``."""
     weights = WEIGHTS_FLAKY if flaky else WEIGHTS_CLEAN
-    kinds: list[str] = []
+    kinds: list[StepKind] = []
     while budget > 0:
-        fits = [k for k, w in weights.items() if w and _span_cost(template, k) <= budget]
+        fits = [k for k, w in weights.items() if w and SPANS[k] <= budget]
         kind = rng.choices(fits, [weights[k] for k in fits])[0]
         kinds.append(kind)
-        budget -= _span_cost(template, kind)
+        budget -= SPANS[kind]
     return kinds
 
 
-def plan_runs(template: Template, runs: int, spans: int, seed: int) -> list[RunPlan]:
-    rng = random.Random(seed)
-    agents, agent_weights = zip(*AGENTS, strict=True)
-    plans = []
-    for number in range(runs):
-        customer = rng.randint(1000, 9999)
-        while customer == RARE_CUSTOMER:
-            customer = rng.randint(1000, 9999)
-        roll = rng.random()
-        status = "incomplete" if roll < 0.01 else "error" if roll < 0.06 else "ok"
-        plans.append(
-            RunPlan(
-                number,
-                f"{rng.getrandbits(128):032x}",
-                rng.choices(agents, agent_weights)[0],
-                customer,
-                rng.choice(TASKS).format(c=customer),
-                status,
-            )
-        )
-    for plan in rng.sample(plans, min(3, runs)):  # the rare search term
-        plan.customer = RARE_CUSTOMER
-        plan.task = rng.choice(TASKS).format(c=RARE_CUSTOMER)
-    big = plans[runs // 2]
-    big.status = "ok"
-    big.kinds = rng.choices(list(WEIGHTS_FLAKY), list(WEIGHTS_FLAKY.values()), k=BIG_RUN_STEPS)
-    big_spans = 1 + sum(_span_cost(template, k) for k in big.kinds)
-    others = [p for p in plans if p is not big]
-    # Spans per run: a tenth short, the rest ~20-100 steps; scaled to the exact total.
-    raw = [rng.randint(3, 30) if rng.random() < 0.1 else rng.randint(35, 170) for _ in others]
-    left = spans - big_spans - sum(1 for p in others if p.status != "incomplete")
-    if left < 2 * len(others):
-        raise SystemExit(f"--spans {spans} is too few for --runs {runs}")
-    scale = left / sum(raw)
+def _budgets(rng: random.Random, count: int, total: int) -> list[int]:
+    """Spans for ``count`` runs adding up to ``total``: a tenth short, the rest ~20-100
+    steps."""
+    raw = [rng.randint(3, 30) if rng.random() < 0.1 else rng.randint(35, 170) for _ in range(count)]
+    scale = total / sum(raw)
     budgets = [max(1, int(r * scale)) for r in raw]
-    short = left - sum(budgets)
-    for i in sorted(range(len(budgets)), key=lambda i: raw[i] * scale - budgets[i])[::-1]:
+    short = total - sum(budgets)
+    for i in sorted(range(count), key=lambda i: raw[i] * scale - budgets[i])[::-1]:
         if short == 0:
             break
         step = 1 if short > 0 else -1
         if budgets[i] + step >= 1:
             budgets[i] += step
             short -= step
-    for plan, budget in zip(others, budgets, strict=True):
-        plan.kinds = _fill(template, rng, budget, flaky=rng.random() < 0.3)
+    return budgets
+
+
+def plan_runs(runs: int, spans: int, seed: int) -> list[RunPlan]:
+    rng = random.Random(seed)
+    agents, agent_weights = zip(*AGENTS, strict=True)
+    plans = []
+    for _ in range(runs):
+        customer = rng.randint(1000, 9999)
+        while customer == RARE_CUSTOMER:
+            customer = rng.randint(1000, 9999)
+        roll = rng.random()
+        status: RunStatus = "incomplete" if roll < 0.01 else "error" if roll < 0.06 else "ok"
+        agent = rng.choices(agents, agent_weights)[0]
+        plans.append(RunPlan(agent, customer, rng.choice(TASKS).format(c=customer), status))
+    for plan in rng.sample(plans, min(3, runs)):  # the rare search term
+        plan.customer = RARE_CUSTOMER
+        plan.task = rng.choice(TASKS).format(c=RARE_CUSTOMER)
+    big = plans[runs // 2]
+    big.status = "ok"
+    big.kinds = rng.choices(list(WEIGHTS_FLAKY), list(WEIGHTS_FLAKY.values()), k=BIG_RUN_STEPS)
+    others = [p for p in plans if p is not big]
+    # Every run but an incomplete one has a span of its own besides its steps' spans.
+    left = spans - (1 + sum(SPANS[k] for k in big.kinds))
+    left -= sum(1 for p in others if p.status != "incomplete")
+    if left < 2 * len(others):
+        raise SystemExit(f"--spans {spans} is too few for --runs {runs}")
+    for plan, budget in zip(others, _budgets(rng, len(others), left), strict=True):
+        plan.kinds = _fill(rng, budget, flaky=rng.random() < 0.3)
     return plans
-
-
-# -- writing the spool ---------------------------------------------------------------
-
-
-class SpoolBuilder:
-    """Stamps out the template's records for a plan, as the recording process would."""
-
-    def __init__(self, template: Template, seed: int, shared_code: bool) -> None:
-        self.t = template
-        self.rng = random.Random(seed + 1)
-        self.shared_code = shared_code
-
-    def _id(self) -> str:
-        return f"{self.rng.getrandbits(64):016x}"
-
-    def _texts(self, step: SpanTemplate, plan: RunPlan, index: int) -> dict[str, tuple[str, str]]:
-        """A step's code and output: the template's, or made distinct per step as an
-        agent's are (which is what makes previews realistic to scan and search)."""
-        if self.shared_code:
-            code, out = step.code, step.stdout
-        else:
-            code = f"# step {index}: customer {plan.customer}\n{step.code}"
-            out = f"[step {index}, customer {plan.customer}] {step.stdout}" if step.stdout else ""
-        return {"code": (code, _digest(code)), "out": (out, _digest(out) if out else "")}
-
-    def run_lines(self, plan: RunPlan, pid: int) -> Iterator[str]:
-        t = self.t
-        start_ns = T0_NS + plan.number * 120 * 10**9 + self.rng.randrange(10**9)
-        root_id = self._id()
-        attrs = {
-            **t.start["attributes"],
-            A.GEN_AI_AGENT_NAME: plan.agent,
-            A.RUN_TASK: plan.task,
-            A.RUN_PID: pid,
-        }
-        head = {
-            "trace_id": plan.trace_id,
-            "span_id": root_id,
-            "parent_id": None,
-            "name": f"{A.SPAN_INVOKE_AGENT} {plan.agent}",
-            "start_ns": start_ns,
-        }
-        yield _line({**t.start, **head, "attributes": attrs})
-        step_start = start_ns + 800_000_000
-        end = step_start
-        for index, kind in enumerate(plan.kinds):
-            unit = t.units[kind]
-            step = unit.spans[-1]
-            texts = self._texts(step, plan, index)
-            for digest, line in unit.blob_lines:
-                if self.shared_code or digest not in step.digests:
-                    yield line
-            if not self.shared_code:
-                for text, digest in texts.values():
-                    if text:
-                        yield _line({"t": "blob", "digest": digest, "text": text})
-            step_id = self._id()
-            for span in unit.spans:
-                values: dict[str, Any] = {
-                    "trace": plan.trace_id,
-                    "span": step_id if span.is_step else self._id(),
-                    "parent": root_id if span.is_step else step_id,
-                    "call": self._id(),
-                    "start": step_start + span.start,
-                    "end": step_start + span.end,
-                    "index": index,
-                    "code_digest": texts["code"][1],
-                    "code_preview": _preview(texts["code"][0]),
-                    "out_digest": texts["out"][1],
-                    "out_preview": _preview(texts["out"][0]),
-                }
-                for n, ev in enumerate(span.events):
-                    values[f"ev{n}"] = step_start + ev
-                yield span.fmt % values
-                end = max(end, step_start + span.end)
-            step_start = end + 1_500_000_000  # the model thinks between steps
-        if plan.status == "incomplete":
-            return  # the process died before the run ended
-        template = t.root_ok if plan.status == "ok" else t.root_error
-        attrs = {**template["attributes"], **attrs}
-        if plan.status == "ok":
-            answer = f"Done: {plan.task.lower()} ({len(plan.kinds)} steps)"
-            digest = _digest(answer)
-            yield _line({"t": "blob", "digest": digest, "text": answer})
-            attrs[A.RUN_FINAL_ANSWER] = answer
-            attrs[A.RUN_FINAL_ANSWER_DIGEST] = digest
-        events = [{**e, "ts": end + 1000} for e in template.get("events") or []]
-        yield _line(
-            {**template, **head, "end_ns": end + 2000, "attributes": attrs, "events": events}
-        )
-
-
-def write_spool(
-    home: Path, template: Template, plans: list[RunPlan], seed: int, shared_code: bool
-) -> int:
-    live = live_dir(home)
-    live.mkdir(parents=True, exist_ok=True)
-    builder = SpoolBuilder(template, seed, shared_code)
-    host = socket.gethostname()
-    written = 0
-    for first in range(0, len(plans), RUNS_PER_FILE):
-        pid = 100_000 + first // RUNS_PER_FILE
-        lines = list(template.blob_lines)  # what earlier runs of the process had written
-        for plan in plans[first : first + RUNS_PER_FILE]:
-            lines.extend(builder.run_lines(plan, pid))
-        data = ("\n".join(lines) + "\n").encode()
-        (live / f"{host}-{pid}-bench{first // RUNS_PER_FILE:05d}.jsonl").write_bytes(data)
-        written += len(data)
-    return written
 
 
 # -- the cached store ----------------------------------------------------------------
@@ -509,7 +217,7 @@ def cached_store(home: Path, args: argparse.Namespace) -> dict[str, Any] | None:
     return info
 
 
-def build_store(home: Path, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+def _clear(home: Path) -> None:
     if home.exists() and any(home.iterdir()) and not (home / MARKER).exists():
         raise SystemExit(f"{home} is not empty and not a bench store; pick another --store-dir")
     for name in (DB_NAME, DB_NAME + ".wal", "spool", "tmp", "blobs", MARKER, PROBE):
@@ -519,32 +227,40 @@ def build_store(home: Path, args: argparse.Namespace, log: Callable[[str], None]
         elif path.exists():
             path.unlink()
     home.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="codetape-bench-template-") as tmp:
-        records = record_template(Path(tmp))
-    template = parse_template(records)
-    plans = plan_runs(template, args.runs, args.spans, args.seed)
+
+
+def _ingest(home: Path, how: str) -> IngestStats:
+    if how == "once":
+        return ingest(home, wait_s=60)
+    stats = IngestStats()  # as if each process's runs were ingested when it finished
+    for path in sorted(live_dir(home).glob("*.jsonl")):
+        part = ingest(home, wait_s=60, files=[path])
+        stats.files += part.files
+        stats.records += part.records
+    return stats
+
+
+def build_store(home: Path, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    _clear(home)
+    plans = plan_runs(args.runs, args.spans, args.seed)
+    specs = [plan.spec(args.shared_code) for plan in plans]
     log(f"writing spool for {args.runs:,} runs / {args.spans:,} spans ...")
     t0 = time.perf_counter()
-    spool_bytes = write_spool(home, template, plans, args.seed, args.shared_code)
+    with StoreBuilder(home, seed=args.seed, runs_per_spool=RUNS_PER_FILE) as builder:
+        ids = builder.add_runs(specs)
     write_s = time.perf_counter() - t0
+    spool_bytes = sum(p.stat().st_size for p in live_dir(home).glob("*.jsonl"))
     log(f"  {spool_bytes / 1e6:,.0f} MB in {write_s:.1f}s; ingesting ...")
     t0 = time.perf_counter()
-    if args.ingest == "once":
-        stats = ingest(home, wait_s=60)
-    else:  # as if each process's runs were ingested when it finished
-        stats = IngestStats()
-        for path in sorted(live_dir(home).glob("*.jsonl")):
-            part = ingest(home, wait_s=60, files=[path])
-            stats.files += part.files
-            stats.records += part.records
+    stats = _ingest(home, args.ingest)
     ingest_s = time.perf_counter() - t0
     log(f"  ingested {stats.records:,} records from {stats.files} files in {ingest_s:.1f}s")
     if not args.keep_spool:  # ingested; the store does not need them to be read
         shutil.rmtree(done_dir(home), ignore_errors=True)
-    big = plans[args.runs // 2]
+    big = args.runs // 2
     typical = min(
-        (p for p in plans[: args.runs // 3] if p.status == "ok"),
-        key=lambda p: abs(len(p.kinds) - 60),
+        (i for i in range(args.runs // 3) if plans[i].status == "ok"),
+        key=lambda i: abs(len(plans[i].kinds) - 60),
     )
     info = {
         "params": _params(args),
@@ -556,8 +272,8 @@ def build_store(home: Path, args: argparse.Namespace, log: Callable[[str], None]
         "ingest_seconds": round(ingest_s, 2),
         "ingest_spans_per_second": round(args.spans / ingest_s),
         "db_mb": round((home / DB_NAME).stat().st_size / 1e6, 1),
-        "big_run": {"id": big.trace_id, "steps": len(big.kinds)},
-        "typical_run": {"id": typical.trace_id, "steps": len(typical.kinds)},
+        "big_run": {"id": ids[big], "steps": len(plans[big].kinds)},
+        "typical_run": {"id": ids[typical], "steps": len(plans[typical].kinds)},
         "rare_search": f"customer {RARE_CUSTOMER}",
         "common_search": COMMON_TERM,
         "built_with": f"codetape {codetape.__version__}, duckdb {duckdb.__version__}",
@@ -571,33 +287,71 @@ def build_store(home: Path, args: argparse.Namespace, log: Callable[[str], None]
 # -- measuring -----------------------------------------------------------------------
 
 
-class TimedStore(Store):
-    """A Store that notes the time and SQL of each of its DuckDB round trips."""
+class _TimedConnection:
+    """A DuckDB connection that adds the time of each of its calls to ``clock``."""
 
-    def __init__(self, home: Path) -> None:
-        self.sql_ns = 0
-        self.queries: list[tuple[str, list[Any]]] = []
-        super().__init__(home)
+    def __init__(self, con: duckdb.DuckDBPyConnection, clock: DuckDBClock) -> None:
+        self._con = con
+        self._clock = clock
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        t0 = time.perf_counter_ns()
-        try:
-            return super()._query(sql, params)
-        finally:
-            self.sql_ns += time.perf_counter_ns() - t0
-            self.queries.append((sql, list(params)))
+    def execute(self, sql: str, params: Any = None) -> _TimedConnection:
+        self._clock.statements.append((sql, list(params or [])))
+        with self._clock.timing():
+            if params is None:
+                self._con.execute(sql)
+            else:
+                self._con.execute(sql, params)
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._con, name)
+        if not callable(attr):
+            return attr
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with self._clock.timing():
+                result = attr(*args, **kwargs)
+            return self if result is self._con else result
+
+        return timed
+
+
+class DuckDBClock:
+    """The time this process spends inside DuckDB, and the SQL it runs: every
+    ``duckdb.connect`` (codetape's too) returns a connection that times its calls.
+    ``threads`` caps the threads of every connection."""
+
+    def __init__(self, threads: int = 0) -> None:
+        self.ns = 0
+        self.statements: list[tuple[str, list[Any]]] = []
+        real = duckdb.connect
+
+        def connect(
+            database: str = ":memory:",
+            read_only: bool = False,
+            config: dict[str, Any] | None = None,
+            **kwargs: Any,
+        ) -> Any:
+            config = {**({"threads": threads} if threads else {}), **(config or {})}
+            with self.timing():
+                con = real(database, read_only=read_only, config=config, **kwargs)
+            return _TimedConnection(con, self)
+
+        duckdb.connect = connect  # type: ignore[assignment]
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[Store]:
-        # Queries in a session share one connection: its opening and closing count too.
+    def timing(self) -> Iterator[None]:
         t0 = time.perf_counter_ns()
-        with super().session() as store:
-            self.sql_ns += time.perf_counter_ns() - t0
-            try:
-                yield store
-            finally:
-                t0 = time.perf_counter_ns()
-        self.sql_ns += time.perf_counter_ns() - t0
+        try:
+            yield
+        finally:
+            self.ns += time.perf_counter_ns() - t0
+
+    def reset(self) -> None:
+        self.ns, self.statements = 0, []
+
+
+CLOCK: DuckDBClock | None = None  # set by main() before anything opens DuckDB
 
 
 def _evict(path: Path) -> None:
@@ -649,23 +403,29 @@ def _size(value: object) -> int:
     return len(value) if isinstance(value, list) else 1
 
 
+def _clock() -> DuckDBClock:
+    assert CLOCK is not None, "main() sets up the DuckDB clock first"
+    return CLOCK
+
+
 def measure(home: Path, page: str, name: str, call: str, fn: Callable[[Store], object]) -> Result:
+    clock = _clock()
     _evict(home / DB_NAME)
-    store = TimedStore(home)
+    store = Store(home)
     t0 = time.perf_counter_ns()
     fn(store)
     evicted = (time.perf_counter_ns() - t0) / 1e6
-    store = TimedStore(home)
+    store = Store(home)
     t0 = time.perf_counter_ns()
     value = fn(store)
     cold = (time.perf_counter_ns() - t0) / 1e6
     times, sql = [], []
     for _ in range(WARM_REPEATS):
-        store.sql_ns, store.queries = 0, []
+        clock.reset()
         t0 = time.perf_counter_ns()
         fn(store)
         times.append((time.perf_counter_ns() - t0) / 1e6)
-        sql.append(store.sql_ns / 1e6)
+        sql.append(clock.ns / 1e6)
     return Result(
         page,
         name,
@@ -675,49 +435,24 @@ def measure(home: Path, page: str, name: str, call: str, fn: Callable[[Store], o
         round(min(times), 1),
         round(evicted, 1),
         round(statistics.median(sql), 1),
-        len(store.queries),
+        len(clock.statements),
         _size(value),
-        store.queries,
+        clock.statements,
     )
 
 
-def measure_open(home: Path) -> Result:
-    _evict(home / DB_NAME)
-    t0 = time.perf_counter_ns()
-    Store(home)
-    evicted = (time.perf_counter_ns() - t0) / 1e6
-    t0 = time.perf_counter_ns()
-    Store(home)
-    cold = (time.perf_counter_ns() - t0) / 1e6
-    times = []
-    for _ in range(WARM_REPEATS):
+Timing = tuple[float | None, float, list[float]]  # evicted, cold, warm (ms)
+
+
+def _timed(once: Callable[[], object], path: Path | None) -> Timing:
+    """``once`` after evicting ``path`` (if given), once more, then ``WARM_REPEATS``
+    times: the evicted, cold and warm times in ms."""
+    evicted = None
+    if path is not None:
+        _evict(path)
         t0 = time.perf_counter_ns()
-        Store(home)
-        times.append((time.perf_counter_ns() - t0) / 1e6)
-    warm = statistics.median(times)
-    return Result(
-        "open",
-        "Store(home)",
-        "Store(home) (ingests pending spool)",
-        round(cold, 1),
-        round(warm, 1),
-        round(min(times), 1),
-        round(evicted, 1),
-        0.0,
-        0,
-        1,
-    )
-
-
-def measure_connect(home: Path) -> Result:
-    def once() -> None:
-        with connect(home, read_only=True):
-            pass
-
-    _evict(home / DB_NAME)
-    t0 = time.perf_counter_ns()
-    once()
-    evicted = (time.perf_counter_ns() - t0) / 1e6
+        once()
+        evicted = (time.perf_counter_ns() - t0) / 1e6
     t0 = time.perf_counter_ns()
     once()
     cold = (time.perf_counter_ns() - t0) / 1e6
@@ -726,67 +461,71 @@ def measure_connect(home: Path) -> Result:
         t0 = time.perf_counter_ns()
         once()
         times.append((time.perf_counter_ns() - t0) / 1e6)
+    return evicted, cold, times
+
+
+def _opened(name: str, call: str, timed: Timing) -> Result:
+    evicted, cold, times = timed
     warm = statistics.median(times)
     return Result(
         "open",
-        "connect",
-        "connect(home, read_only=True), no query",
+        name,
+        call,
         round(cold, 1),
         round(warm, 1),
         round(min(times), 1),
-        round(evicted, 1),
-        round(warm, 1),
-        1,
+        None if evicted is None else round(evicted, 1),
+        round(warm, 1) if name == "connect" else 0.0,
+        1 if name == "connect" else 0,
         1,
     )
 
 
+def measure_open(home: Path) -> Result:
+    """A first read (``count_runs()``) from a new ``Store`` with nothing pending: what
+    a reader pays to catch up with the spool when there is nothing to catch up with."""
+    timed = _timed(lambda: Store(home).count_runs(), home / DB_NAME)
+    return _opened("Store(home)", "Store(home).count_runs()", timed)
+
+
+def measure_connect(home: Path) -> Result:
+    def once() -> None:
+        with connect(home, read_only=True):
+            pass
+
+    return _opened(
+        "connect", "connect(home, read_only=True), no query", _timed(once, home / DB_NAME)
+    )
+
+
 def measure_pending(home: Path, seed: int) -> Result:
-    """``Store(home)`` while one finished run (~100 spans) waits in the spool, as when
-    agents record while the viewer reads. On a copy of the database, so the cached
+    """The same first read while one finished run (~100 spans) waits in the spool, as
+    when agents record while the viewer reads. On a copy of the database, so the cached
     store stays as it was built."""
-    with tempfile.TemporaryDirectory(prefix="codetape-bench-template-") as tmp:
-        template = parse_template(record_template(Path(tmp)))
     probe = home / PROBE
     shutil.rmtree(probe, ignore_errors=True)
     probe.mkdir()
     shutil.copyfile(home / DB_NAME, probe / DB_NAME)
     rng = random.Random(seed + 2)
-    builder = SpoolBuilder(template, seed + 2, shared_code=False)
-    times = []
+    builder = StoreBuilder(probe, seed=seed + 2)
+
+    def once() -> None:
+        customer = rng.randint(1000, 9999)
+        plan = RunPlan(AGENTS[0][0], customer, TASKS[0].format(c=customer), "ok")
+        plan.kinds = _fill(rng, 99, flaky=True)
+        builder.add_run(plan.spec(shared_code=False))
+        builder.close()  # its process ended: the spool file waits, finished
+        t0 = time.perf_counter_ns()
+        Store(probe).count_runs()
+        took.append((time.perf_counter_ns() - t0) / 1e6)
+
+    took: list[float] = []
     try:
-        for n in range(1 + WARM_REPEATS):
-            customer = rng.randint(1000, 9999)
-            plan = RunPlan(
-                number=10**6 + n,
-                trace_id=f"{rng.getrandbits(128):032x}",
-                agent=AGENTS[0][0],
-                customer=customer,
-                task=TASKS[0].format(c=customer),
-                status="ok",
-                kinds=_fill(template, rng, 99, flaky=True),
-            )
-            live = live_dir(probe)
-            live.mkdir(parents=True, exist_ok=True)
-            lines = builder.run_lines(plan, pid=99)
-            (live / f"pending-{n}.jsonl").write_text("\n".join(lines) + "\n")
-            t0 = time.perf_counter_ns()
-            Store(probe)
-            times.append((time.perf_counter_ns() - t0) / 1e6)
+        _timed(once, None)
     finally:
         shutil.rmtree(probe, ignore_errors=True)
-    return Result(
-        "open",
-        "Store(home), 1 run pending",
-        "Store(home) with 1 run (100 spans) pending",
-        round(times[0], 1),
-        round(statistics.median(times[1:]), 1),
-        round(min(times[1:]), 1),
-        None,
-        0.0,
-        0,
-        1,
-    )
+    call = "Store(home).count_runs(), 1 run pending"
+    return _opened("Store(home), 1 run pending", call, (None, took[0], took[1:]))
 
 
 def run_benchmarks(home: Path, info: dict[str, Any]) -> list[Result]:
@@ -962,23 +701,6 @@ def _default_dir(args: argparse.Namespace) -> Path:
     return Path(tempfile.gettempdir()) / name
 
 
-def _cap_threads(threads: int) -> None:
-    """Every DuckDB connection of this process, codetape's too, gets at most ``threads``."""
-    real = duckdb.connect
-
-    def capped(
-        database: str = ":memory:",
-        read_only: bool = False,
-        config: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> duckdb.DuckDBPyConnection:
-        return real(
-            database, read_only=read_only, config={"threads": threads, **(config or {})}, **kwargs
-        )
-
-    duckdb.connect = capped  # type: ignore[assignment]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store-dir", type=Path, help="where the built store is cached")
@@ -989,7 +711,7 @@ def main() -> None:
     parser.add_argument(
         "--shared-code",
         action="store_true",
-        help="every step of a kind has the template's code and output (and "
+        help="every step of a kind has the same code and output (and "
         "blobs) instead of its own: fewer blobs, but unrealistically cheap "
         "to scan and search",
     )
@@ -1019,8 +741,8 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
-    if args.threads:
-        _cap_threads(args.threads)
+    global CLOCK
+    CLOCK = DuckDBClock(args.threads)
     home = (args.store_dir or _default_dir(args)).absolute()
 
     def log(text: str) -> None:
@@ -1094,8 +816,8 @@ def main() -> None:
         print(
             f"\nms. cold: first call on a fresh Store; warm: median of {WARM_REPEATS} more "
             "(min: their fastest);\nevicted: first call with the database file dropped from "
-            "the OS page cache;\nsql: of the warm time, the part in Store._query (opening "
-            "DuckDB and running the SQL).\npass: cold and warm both within target."
+            "the OS page cache;\nsql: of the warm time, the part inside DuckDB (connecting, "
+            "running the SQL, fetching, closing).\npass: cold and warm both within target."
         )
         print(f"\nreproduce: {command}")
     if args.explain:
