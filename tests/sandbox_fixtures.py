@@ -1,14 +1,19 @@
-"""Fixtures and helpers shared by the sandbox tests (test_sandbox_hardening.py and
-test_sandbox_contract.py).
+"""The one home of the Docker fixtures and helpers the tests share.
 
-Tests that need Docker ask for ``docker_image``: it skips outside CI, and fails under
-``CI=true``, when the engine or the offline sandbox image is missing. Nothing here pulls
-an image: no registry is reachable.
+Tests that need Docker ask for ``docker_client`` (a running engine) and
+``docker_image`` (the offline sandbox image, present in that engine): they skip
+outside CI, and fail under ``CI=true``, when either is missing. Both are made once per
+session. Nothing here pulls an image: no registry is reachable. conftest.py registers
+this module as a plugin, so every test module sees these fixtures.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,56 +22,87 @@ import pytest
 from .conftest import require
 
 __all__ = [
+    "BUILD_IMAGE",
+    "START_DOCKER",
     "TEST_IMAGE",
+    "build_image",
     "container_gone",
     "containers_of_run",
     "docker_api",
+    "docker_client",
     "docker_image",
     "host_pids_in_container",
     "host_process_count",
     "host_processes_with",
+    "remove_image",
 ]
 
 TEST_IMAGE = os.environ.get("CODETAPE_IMAGE", "codetape/python:bookworm")
-START_DOCKER = "start dockerd (scripts/start-dockerd.sh, or `make ci`)"
+START_DOCKER = "start dockerd (scripts/start-dockerd.sh, as .ci/run does)"
 BUILD_IMAGE = "build it offline: `make image` (scripts/build-offline-image.sh {image})"
 RUN_ID_LABEL = "codetape.sandbox.run_id"
 
 
-def _client() -> Any:
+@pytest.fixture(scope="session")
+def _docker_session() -> Iterator[Any]:
+    """A docker-py client, or ``None`` when no engine answers."""
     try:
         import docker
 
-        client = docker.from_env(timeout=30)
+        client = docker.from_env(timeout=60)  # image builds take a while
         client.ping()
     except Exception:  # docker-py raises many unrelated types when there is no engine
-        return None
-    return client
+        yield None
+        return
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")
-def _docker_session() -> Any:
-    return _client()
-
-
-@pytest.fixture
-def docker_api(_docker_session: Any) -> Any:
+def docker_client(_docker_session: Any) -> Any:
     """A docker-py client to a running engine (skips outside CI, fails under CI)."""
     require(_docker_session is not None, "a running Docker engine", START_DOCKER)
     return _docker_session
 
 
-@pytest.fixture
-def docker_image(docker_api: Any) -> str:
+@pytest.fixture(scope="session")
+def docker_api(docker_client: Any) -> Any:
+    """``docker_client``, under the name the sandbox tests use."""
+    return docker_client
+
+
+@pytest.fixture(scope="session")
+def docker_image(docker_client: Any) -> str:
     """The sandbox image to test with: ``$CODETAPE_IMAGE`` or the offline
     ``codetape/python:bookworm``; it must already be present (never pulled)."""
     try:
-        docker_api.images.get(TEST_IMAGE)
+        docker_client.images.get(TEST_IMAGE)
         present = True
     except Exception:
         present = False
     require(present, f"the sandbox image {TEST_IMAGE}", BUILD_IMAGE.format(image=TEST_IMAGE))
     return TEST_IMAGE
+
+
+# -- images of the tests' own ------------------------------------------------------------
+
+
+def build_image(client: Any, base: str, *lines: str) -> str:
+    """A distinct image built offline FROM ``base`` (no network step); returns its id."""
+    tag = f"codetape-test/{uuid.uuid4().hex[:10]}:1"
+    dockerfile = "\n".join([f"FROM {base}", *lines, f"LABEL codetape.test={tag}"]) + "\n"
+    built, _ = client.images.build(
+        fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, network_mode="none"
+    )
+    return str(built.id)
+
+
+def remove_image(client: Any, image_id: str) -> None:
+    """Remove a test image (and only it: the base image shares its layers and stays)."""
+    import docker.errors
+
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        client.images.remove(image_id, force=True)
 
 
 # -- looking at containers and host processes --------------------------------------------

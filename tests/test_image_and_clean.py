@@ -10,7 +10,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,47 +21,14 @@ from codetape.cli import cli
 from codetape.cli._doctor import EXITED_GRACE_S, find_leftovers
 
 from .conftest import require
+from .sandbox_fixtures import TEST_IMAGE as IMAGE
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "02_sandbox_tools.py"
-IMAGE = os.environ.get("CODETAPE_IMAGE", "codetape/python:bookworm")
 HOST = socket.gethostname()
-# Sandbox.close() leaves the runner's pipes to the garbage collector (a sandbox bug that
-# test_sandbox_hardening.py owns); the tests here that open a sandbox ignore exactly that.
-LEAKED_PIPE = (
-    r"ignore:Exception ignored in. <_io\.FileIO name=\d+ mode='[rw]b' closefd=True>"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
 
 
 def invoke(*args: str) -> Any:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-@pytest.fixture(scope="module")
-def _engine() -> Iterator[Any]:
-    try:
-        import docker
-
-        client = docker.from_env(timeout=30)
-        client.ping()
-    except Exception:  # docker-py raises many unrelated types when there is no engine
-        yield None
-        return
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def docker_client(_engine: Any) -> Any:
-    """A docker client; skips (fails under CI) without the engine or the sandbox image."""
-    require(
-        _engine is not None, "a running Docker engine", "start dockerd (scripts/start-dockerd.sh)"
-    )
-    try:
-        _engine.images.get(IMAGE)
-    except Exception:
-        require(False, f"the sandbox image {IMAGE}", f"scripts/build-offline-image.sh {IMAGE}")
-    return _engine
 
 
 def _dead_pid() -> int:
@@ -131,7 +97,7 @@ def test_image_build_without_docker_is_one_line() -> None:
 
 
 @pytest.mark.docker
-@pytest.mark.filterwarnings(LEAKED_PIPE)
+@pytest.mark.usefixtures("docker_image")
 def test_image_build_offline_then_a_sandbox_runs_code_in_it(home: Path, docker_client: Any) -> None:
     client = docker_client
     tag = f"codetape-test-image:{uuid.uuid4().hex[:10]}"
@@ -238,8 +204,9 @@ def test_a_reused_pid_does_not_keep_a_container_alive() -> None:
     # The container is older than the process now holding its pid: the pid was reused.
     container = _summary("reused", "running", os.getpid())
     container["Created"] = int(time.time()) - 10 * 24 * 3600
-    if not Path("/proc/self/stat").exists():
-        pytest.skip("needs /proc to tell a reused pid apart")
+    require(
+        Path("/proc/self/stat").exists(), "/proc", "run on Linux: a pid's start time is read there"
+    )
     found = find_leftovers(FakeClient([container], {}))
     assert [c.name for c in found] == ["reused"]
 
@@ -266,7 +233,7 @@ def _containers_of(client: Any, pid: int) -> list[dict[str, Any]]:
 
 
 @pytest.mark.docker
-@pytest.mark.filterwarnings(LEAKED_PIPE)
+@pytest.mark.usefixtures("docker_image")
 def test_doctor_clean_removes_what_a_killed_process_left_and_spares_live_ones(
     home: Path, tmp_path: Path, docker_client: Any
 ) -> None:
@@ -302,6 +269,7 @@ def test_doctor_clean_removes_what_a_killed_process_left_and_spares_live_ones(
 
 
 @pytest.mark.docker
+@pytest.mark.usefixtures("docker_image")
 def test_doctor_clean_for_people_says_what_it_removed(tmp_path: Path, docker_client: Any) -> None:
     client = docker_client
     dead = _dead_pid()
@@ -390,6 +358,7 @@ def test_example_without_docker_falls_back_to_local_and_says_how_to_get_docker(
 
 
 @pytest.mark.docker
+@pytest.mark.usefixtures("docker_image")
 def test_example_runs_with_the_docker_backend(home: Path, docker_client: Any) -> None:
     client = docker_client
     result = run_example(home, "--backend", "docker", env={"CODETAPE_IMAGE": IMAGE})
@@ -402,6 +371,7 @@ def test_example_runs_with_the_docker_backend(home: Path, docker_client: Any) ->
 
 
 @pytest.mark.docker
+@pytest.mark.usefixtures("docker_image")
 def test_example_picks_docker_by_default_when_it_can(home: Path, docker_client: Any) -> None:
     result = run_example(home, env={"CODETAPE_IMAGE": IMAGE})
     assert "<Sandbox docker" in result.stdout
