@@ -28,29 +28,10 @@ import codetape
 from codetape.cli import cli
 from codetape.errors import CodetapeError
 from codetape.replayer import export_run, import_bundle
+from codetape.testing import capture
 
-from .test_replay import (
-    LEAKED_PIPE,
-    Recording,
-    build_image,
-    docker_or_skip,
-    image_or_skip,
-    record,
-    recording_into,
-    remove_image,
-)
-
-pytestmark = pytest.mark.filterwarnings(LEAKED_PIPE)
-
-
-@pytest.fixture(scope="module")
-def docker_client() -> Any:
-    return docker_or_skip()
-
-
-@pytest.fixture(scope="module")
-def image(docker_client: Any) -> str:
-    return image_or_skip(docker_client)
+from .sandbox_fixtures import build_image, remove_image
+from .test_replay import Recording, record
 
 
 def invoke(home: Path, *args: str) -> Any:
@@ -75,12 +56,12 @@ FIXED = (
 
 
 @pytest.fixture(scope="module")
-def invoice(tmp_path_factory: pytest.TempPathFactory, image: str) -> Recording:
+def invoice(tmp_path_factory: pytest.TempPathFactory, docker_image: str) -> Recording:
     rec = record(
         tmp_path_factory.mktemp("invoice"),
         "invoice-bot",
         INVOICE,
-        image=image,
+        image=docker_image,
         tools=[exchange_rate],
     )
     assert [s.status for s in rec.steps] == ["ok", "error", "ok"]
@@ -92,11 +73,11 @@ def invoice(tmp_path_factory: pytest.TempPathFactory, image: str) -> Recording:
 
 @pytest.mark.docker
 def test_a_bundle_with_its_image_replays_after_the_image_is_gone(
-    home: Path, tmp_path: Path, image: str, docker_client: Any
+    home: Path, tmp_path: Path, docker_image: str, docker_client: Any
 ) -> None:
     import docker.errors
 
-    image_id = build_image(docker_client, image)
+    image_id = build_image(docker_client, docker_image)
     try:
         rec = record(
             tmp_path / "sender", "sender", ["answer = 6 * 7\nprint(answer)"], image=image_id
@@ -168,7 +149,7 @@ def execute(code: str, namespace: dict[str, Any]) -> None:
 def good_bundle(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """A real bundle of an observed run (no Docker needed), as bytes."""
     path = tmp_path_factory.mktemp("observed")
-    with recording_into(path), codetape.run("observed") as run:
+    with capture(path), codetape.run("observed") as run:
         execute("data = list(range(5000))\nprint(len(data))", {})
     target = path / "good.codetape"
     export_run(run.id, target, home=path)

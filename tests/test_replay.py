@@ -11,13 +11,11 @@ a running Docker engine and the offline sandbox image (``$CODETAPE_IMAGE`` or
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,89 +29,12 @@ from codetape.cli import cli
 from codetape.sandbox import NoIsolationWarning
 from codetape.schemas import ReplayReport, Step
 from codetape.schemas import attributes as A
-from codetape.store.internal import BlobStore, set_default_home
-from codetape.tracer import _config
+from codetape.store.internal import BlobStore
+from codetape.testing import capture
 
-from .conftest import require
-from .sandbox_fixtures import BUILD_IMAGE, START_DOCKER, TEST_IMAGE
+from .sandbox_fixtures import build_image, remove_image
 
-# The sandbox does not close its runner's pipes (a known product bug, owned by
-# tests/test_sandbox_hardening.py): the garbage collector closes them later with a
-# ResourceWarning that filterwarnings=error would pin on whichever test runs then.
-LEAKED_PIPE = (
-    r"ignore:Exception ignored in. <_io\.(FileIO|Buffered\w+) name=\d+"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
-pytestmark = [pytest.mark.docker, pytest.mark.filterwarnings(LEAKED_PIPE)]
-
-
-# -- Docker, and recordings shared by the module -----------------------------------------
-
-
-def docker_or_skip() -> Any:
-    """A docker-py client, or skip (fail under CI) when no engine answers."""
-    try:
-        import docker
-
-        client = docker.from_env(timeout=60)
-        client.ping()
-    except Exception:  # docker-py raises many unrelated types when there is no engine
-        client = None
-    require(client is not None, "a running Docker engine", START_DOCKER)
-    return client
-
-
-def image_or_skip(client: Any) -> str:
-    """The offline sandbox image, or skip (fail under CI); never pulled, never removed."""
-    try:
-        client.images.get(TEST_IMAGE)
-        present = True
-    except Exception:
-        present = False
-    require(present, f"the sandbox image {TEST_IMAGE}", BUILD_IMAGE.format(image=TEST_IMAGE))
-    return TEST_IMAGE
-
-
-@pytest.fixture(scope="module")
-def docker_client() -> Any:
-    return docker_or_skip()
-
-
-@pytest.fixture(scope="module")
-def image(docker_client: Any) -> str:
-    return image_or_skip(docker_client)
-
-
-def build_image(client: Any, base: str, *lines: str) -> str:
-    """A distinct image built offline FROM ``base`` (no network step); returns its id."""
-    tag = f"codetape-replay-test/{uuid.uuid4().hex[:10]}:1"
-    dockerfile = "\n".join([f"FROM {base}", *lines, f"LABEL codetape.test={tag}"]) + "\n"
-    built, _ = client.images.build(
-        fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, network_mode="none"
-    )
-    return str(built.id)
-
-
-def remove_image(client: Any, image_id: str) -> None:
-    """Remove a test image (and only it: the base image shares its layers and stays)."""
-    import docker.errors
-
-    with contextlib.suppress(docker.errors.ImageNotFound):
-        client.images.remove(image_id, force=True)
-
-
-@contextlib.contextmanager
-def recording_into(path: Path) -> Iterator[Path]:
-    """Make ``path`` codetape's store while a module fixture records, then put the
-    global configuration back the way the ``home`` fixture leaves it."""
-    codetape.configure(home=path, otlp=False)
-    try:
-        yield path
-    finally:
-        if _config._current is not None:
-            _config._current.shutdown()
-        _config._current = None
-        set_default_home(None)
+pytestmark = pytest.mark.docker
 
 
 @dataclass
@@ -153,7 +74,7 @@ def record(
     image: str,
     tools: list[Callable[..., Any]] = (),  # type: ignore[assignment]
 ) -> Recording:
-    with recording_into(path):
+    with capture(path):
         TOOL_CALLS.clear()
         with codetape.run(name) as run, codetape.Sandbox(image=image, tools=tools) as sb:
             for snippet in snippets:
@@ -220,9 +141,13 @@ CORPUS = [
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory, image: str) -> Recording:
+def corpus(tmp_path_factory: pytest.TempPathFactory, docker_image: str) -> Recording:
     rec = record(
-        tmp_path_factory.mktemp("corpus"), "corpus", CORPUS, image=image, tools=[lookup, price]
+        tmp_path_factory.mktemp("corpus"),
+        "corpus",
+        CORPUS,
+        image=docker_image,
+        tools=[lookup, price],
     )
     statuses = [s.status for s in rec.steps]
     assert statuses == ["ok"] * 7 + ["error"], [(s.index, s.error) for s in rec.steps]
@@ -243,9 +168,13 @@ DIVERGING = [
 
 
 @pytest.fixture(scope="module")
-def diverging(tmp_path_factory: pytest.TempPathFactory, image: str) -> Recording:
+def diverging(tmp_path_factory: pytest.TempPathFactory, docker_image: str) -> Recording:
     rec = record(
-        tmp_path_factory.mktemp("diverging"), "diverging", DIVERGING, image=image, tools=[fetch]
+        tmp_path_factory.mktemp("diverging"),
+        "diverging",
+        DIVERGING,
+        image=docker_image,
+        tools=[fetch],
     )
     assert [s.status for s in rec.steps] == ["ok"] * 4
     assert rec.steps[3].stdout == "marker None\n"
@@ -253,22 +182,22 @@ def diverging(tmp_path_factory: pytest.TempPathFactory, image: str) -> Recording
 
 
 @pytest.fixture(scope="module")
-def generator_run(tmp_path_factory: pytest.TempPathFactory, image: str) -> Recording:
+def generator_run(tmp_path_factory: pytest.TempPathFactory, docker_image: str) -> Recording:
     """A namespace holding a generator, which cannot be pickled, before step 1."""
     return record(
         tmp_path_factory.mktemp("generator"),
         "generator",
         ["g = (i * i for i in range(5))\nn = 3", "print(next(g) + n)"],
-        image=image,
+        image=docker_image,
     )
 
 
 @pytest.fixture(scope="module")
 def vanished_image_run(
-    tmp_path_factory: pytest.TempPathFactory, image: str, docker_client: Any
+    tmp_path_factory: pytest.TempPathFactory, docker_image: str, docker_client: Any
 ) -> Recording:
     """A run recorded in a test image that is then removed from Docker."""
-    image_id = build_image(docker_client, image)
+    image_id = build_image(docker_client, docker_image)
     try:
         rec = record(tmp_path_factory.mktemp("vanished"), "vanished", ["z = 1 + 1"], image=image_id)
     finally:
@@ -480,11 +409,11 @@ def test_unedited_code_passed_as_code_is_not_an_edit(diverging: Recording) -> No
 
 
 def test_a_different_image_diverges_where_it_behaves_differently(
-    diverging: Recording, image: str, docker_client: Any
+    diverging: Recording, docker_image: str, docker_client: Any
 ) -> None:
     # ENV, not a RUN layer: removing an image with a layer of its own takes Docker
     # tens of seconds here.
-    marker_image = build_image(docker_client, image, "ENV CODETAPE_MARKER=hi")
+    marker_image = build_image(docker_client, docker_image, "ENV CODETAPE_MARKER=hi")
     try:
         report = codetape.replay(diverging.run_id, 3, image=marker_image, home=diverging.home)
         same = codetape.replay(diverging.run_id, 0, image=marker_image, home=diverging.home)
@@ -498,7 +427,7 @@ def test_a_different_image_diverges_where_it_behaves_differently(
     assert (stdout.recorded, stdout.replayed) == ("marker None\n", "marker hi\n")
     marker = difference(report, "variable:marker")
     assert (marker.recorded["preview"], marker.replayed["preview"]) == ("None", "'hi'")
-    assert any(marker_image in note and image in note for note in report.notes), report.notes
+    assert any(marker_image in note and docker_image in note for note in report.notes), report.notes
     replayed = codetape.Store(diverging.home).step(report.replay_run_id, 0)  # type: ignore[arg-type]
     assert replayed.sandbox.image_id == marker_image
     # Where the other image behaves the same, the step reproduces (with the note).
@@ -596,7 +525,7 @@ OBSERVED = [
 @pytest.fixture(scope="module")
 def observed_run(tmp_path_factory: pytest.TempPathFactory) -> Recording:
     path = tmp_path_factory.mktemp("observed")
-    with recording_into(path):
+    with capture(path):
         namespace: dict[str, Any] = {}
         with codetape.run("observed") as run:
             for snippet in OBSERVED:
@@ -621,16 +550,18 @@ def test_observed_steps_replay_locally_by_default(observed_run: Recording) -> No
         )
 
 
-def test_observed_steps_replay_in_docker_with_an_image(observed_run: Recording, image: str) -> None:
+def test_observed_steps_replay_in_docker_with_an_image(
+    observed_run: Recording, docker_image: str
+) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", NoIsolationWarning)  # no local sandbox here
-        report = codetape.replay(observed_run.run_id, 1, image=image, home=observed_run.home)
+        report = codetape.replay(observed_run.run_id, 1, image=docker_image, home=observed_run.home)
     assert report.verdict == "reproduced", explain(report)
     assert report.backend == "docker"
-    assert report.image == image
+    assert report.image == docker_image
     replayed = codetape.Store(observed_run.home).step(report.replay_run_id, 0)  # type: ignore[arg-type]
     assert replayed.sandbox.backend == "docker"
-    assert replayed.sandbox.image == image
+    assert replayed.sandbox.image == docker_image
 
 
 # -- 5. the CLI ---------------------------------------------------------------------------
