@@ -113,7 +113,7 @@ def attributes(kvs: Any) -> dict[str, Any]:
 
 
 @codetape.code_action
-def execute(code: str, namespace: dict) -> Any:
+def execute(code: str, namespace: dict[str, Any]) -> Any:
     exec(code, namespace)
     return namespace.get("result")
 

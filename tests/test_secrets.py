@@ -135,7 +135,7 @@ def leaks(home: Path, fragments: dict[str, str]) -> dict[str, list[str]]:
 
 
 @codetape.code_action
-def execute(code: str, namespace: dict) -> Any:
+def execute(code: str, namespace: dict[str, Any]) -> Any:
     exec(code, namespace)
     return namespace.get("result")
 
@@ -144,7 +144,7 @@ def record_leaky_agent(c: Canaries) -> str:
     """An agent that leaks every canary through every recorded field; returns its run id."""
 
     @codetape.tool
-    def lookup(token: str, url: str) -> dict:
+    def lookup(token: str, url: str) -> dict[str, str]:
         return {"echo": token, "dsn": url, "key": c.openai, "jwt": c.jwt}
 
     @codetape.agent(name="leaky-bot")
@@ -290,7 +290,7 @@ def test_long_values_do_not_leak_part_of_a_secret(
     else:
 
         @codetape.agent
-        def solve(task: str) -> dict:
+        def solve(task: str) -> dict[str, str]:
             return {"notes": long_text}
 
         solve("summarise")

@@ -32,12 +32,14 @@ from codetape.sandbox import NoIsolationWarning
 from .conftest import require
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Locator, Page
+    from playwright.sync_api import Dialog, Locator, Page
 
 try:
     from playwright.sync_api import expect, sync_playwright
 except ImportError:  # the `chromium` fixture skips, or fails under CI=true
-    expect = sync_playwright = None
+    HAVE_PLAYWRIGHT = False
+else:
+    HAVE_PLAYWRIGHT = True
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -112,7 +114,7 @@ def _free_port() -> int:
 def chromium() -> Path:
     """Debian's chromium and the playwright package, or a skip (a failure under CI)."""
     require(
-        sync_playwright is not None,
+        HAVE_PLAYWRIGHT,
         "the playwright Python package",
         "pip install -e '.[dev]' (never `playwright install`: Debian's chromium is used)",
     )
@@ -167,13 +169,14 @@ def server(home: Path) -> Iterator[tuple[str, str]]:
 def grid_rows(grid: Locator) -> list[dict[str, str]]:
     """The rows an ``st.dataframe`` shows. Glide data grid draws on a canvas, and keeps
     the visible cells in an accessible table inside it: read them from there."""
-    return grid.locator("canvas table").evaluate(
+    rows: list[dict[str, str]] = grid.locator("canvas table").evaluate(
         """table => {
             const head = [...table.querySelectorAll("thead th")].map(th => th.textContent);
             return [...table.querySelectorAll("tbody tr")].map(tr => Object.fromEntries(
                 [...tr.querySelectorAll("td")].map((td, i) => [head[i], td.textContent])));
         }"""
     )
+    return rows
 
 
 def grid_with(page: Page, text: str, cell: str = "td") -> Locator:
@@ -243,7 +246,12 @@ def test_runs_list_to_failed_run_replay_and_compare_in_chromium(
             context = browser.new_context(viewport={"width": 1400, "height": 1000})
             page = context.new_page()
             page.set_default_timeout(WAIT_MS)
-            page.on("dialog", lambda d: (dialogs.append(f"{d.type}: {d.message}"), d.dismiss()))
+
+            def dismiss(dialog: Dialog) -> None:
+                dialogs.append(f"{dialog.type}: {dialog.message}")
+                dialog.dismiss()
+
+            page.on("dialog", dismiss)
             page.on("pageerror", lambda e: page_errors.append(str(e)))
 
             # 1. The runs list: the failed run's row, with its status and task.
