@@ -16,6 +16,7 @@ import re
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 import codetape
+from codetape.sandbox.internal import PICKLE_PROTOCOL
 from codetape.schemas import attributes as A
 from codetape.store.internal import BlobStore, digest_of
 from codetape.tracer import _errors, _state
-from codetape.sandbox.internal import PICKLE_PROTOCOL
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACER_DIR = ROOT / "src" / "codetape" / "tracer"
@@ -43,13 +44,13 @@ TRACER_DIR = ROOT / "src" / "codetape" / "tracer"
 
 
 @codetape.code_action
-def execute(code: str, namespace: dict) -> Any:
+def execute(code: str, namespace: dict[str, Any]) -> Any:
     exec(code, namespace)
     return namespace.get("result")
 
 
 @codetape.code_action
-async def aexecute(code: str, namespace: dict) -> Any:
+async def aexecute(code: str, namespace: dict[str, Any]) -> Any:
     await asyncio.sleep(0)
     exec(code, namespace)
     await asyncio.sleep(0)
@@ -66,7 +67,7 @@ class ToolFailed(Exception):
 
 
 @codetape.tool
-def flaky(order_id: int) -> dict:
+def flaky(order_id: int) -> dict[str, Any]:
     raise ToolFailed(f"order {order_id} is locked")
 
 
@@ -149,7 +150,7 @@ def test_agent_bare_sync_records_one_run_with_task_status_and_answer(home: Path)
 
 def test_agent_with_name_async(home: Path) -> None:
     @codetape.agent(name="orders-bot")
-    async def solve(question: str, retries: int = 2) -> dict:
+    async def solve(question: str, retries: int = 2) -> dict[str, Any]:
         await asyncio.sleep(0)
         return {"refunded": [1, 2]}
 
@@ -189,7 +190,7 @@ def test_one_call_is_one_run(home: Path) -> None:
     solve("a")
     solve("b")
     runs = codetape.Store(home).runs()
-    assert sorted(r.task for r in runs) == ["a", "b"]
+    assert sorted((r.task for r in runs), key=str) == ["a", "b"]
     assert len({r.id for r in runs}) == 2
 
 
@@ -199,13 +200,14 @@ def test_agent_error_propagates_the_same_exception_and_is_recorded(
 ) -> None:
     boom = RuntimeError("model returned garbage")
 
+    call: Callable[[], object]
     if is_async:
 
-        @codetape.agent
-        async def solve(task: str) -> str:
+        @codetape.agent(name="solve")
+        async def solve_async(task: str) -> str:
             raise boom
 
-        call = lambda: asyncio.run(solve("t"))  # noqa: E731
+        call = lambda: asyncio.run(solve_async("t"))  # noqa: E731
     else:
 
         @codetape.agent
@@ -390,7 +392,9 @@ def test_code_action_unannotated_uses_first_str_argument(home: Path) -> None:
 
 def test_code_action_explicit_code_and_state(home: Path) -> None:
     @codetape.code_action(code="src", state="env")
-    def run_code(label: str, src: str, env: dict, namespace: dict | None = None) -> None:
+    def run_code(
+        label: str, src: str, env: dict[str, Any], namespace: dict[str, Any] | None = None
+    ) -> None:
         exec(src, env)
 
     decoy: dict[str, Any] = {"decoy": True}
@@ -403,7 +407,7 @@ def test_code_action_explicit_code_and_state(home: Path) -> None:
 
 
 def test_code_action_explicit_names_must_exist() -> None:
-    def run_code(src: str, env: dict) -> None: ...
+    def run_code(src: str, env: dict[str, Any]) -> None: ...
 
     with pytest.raises(TypeError, match="env2"):
         codetape.code_action(code="src", state="env2")(run_code)
@@ -414,7 +418,7 @@ def test_code_action_error_is_reraised_unchanged_and_recorded(home: Path) -> Non
     ns: dict[str, Any] = {"boom": boom, "x": 1}
 
     @codetape.code_action
-    def users_executor(code: str, namespace: dict) -> None:
+    def users_executor(code: str, namespace: dict[str, Any]) -> None:
         exec(code, namespace)
 
     with codetape.run("bot") as r:
@@ -539,7 +543,7 @@ def test_tool_error_is_recorded_and_reraised_unchanged(home: Path) -> None:
     seen: list[BaseException] = []
 
     @codetape.code_action
-    def run_code(code: str, namespace: dict) -> None:
+    def run_code(code: str, namespace: dict[str, Any]) -> None:
         try:
             flaky(order_id=7)
         except ToolFailed as exc:
@@ -584,10 +588,10 @@ def test_tool_outside_a_code_action_is_not_recorded_but_works(home: Path) -> Non
 
 def test_async_tool_in_async_code_action(home: Path) -> None:
     @codetape.code_action
-    async def run_code(code: str, namespace: dict) -> list[int]:
+    async def run_code(code: str, namespace: dict[str, Any]) -> list[int]:
         exec(code, namespace)
-        namespace["result"] = await fetch(namespace["n"])
-        return namespace["result"]
+        result = namespace["result"] = await fetch(namespace["n"])
+        return result
 
     async def agent() -> str:
         with codetape.run("bot") as r:
@@ -609,7 +613,7 @@ def test_tool_with_unjsonable_arguments_is_recorded_by_repr(home: Path) -> None:
             return "Receipt(7)"
 
     @codetape.tool
-    def describe(items: set, *rest: Any, **options: Any) -> object:
+    def describe(items: set[int], *rest: Any, **options: Any) -> object:
         return Receipt()
 
     with codetape.run("bot") as r:
@@ -944,7 +948,7 @@ def test_seeding_random_does_not_merge_runs(home: Path) -> None:
         random.setstate(saved)
     assert len(set(ids)) == 3, ids
     store = codetape.Store(home)
-    assert sorted(run.task for run in store.runs()) == ["first", "second", "third"]
+    assert sorted((run.task for run in store.runs()), key=str) == ["first", "second", "third"]
     for run_id, task in zip(ids, ("first", "second", "third"), strict=True):
         assert store.step(run_id, 0).result == repr(task)
 
