@@ -25,7 +25,7 @@ venv: $(STAMP)  ## create .venv with codetape and its dev tools
 test: $(STAMP)  ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)  ## ruff and mypy --strict
+lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict (src and tests)
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/ruff format --check src tests examples bench
 	$(BIN)/mypy

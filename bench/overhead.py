@@ -22,8 +22,7 @@ from typing import Any
 
 import codetape
 from codetape.store import Store
-from codetape.store.internal import ingest
-from codetape.store.internal import live_dir
+from codetape.store.internal import ingest, live_dir
 
 SNIPPET = "x = x + 1\ntotal = sum(values) + x"
 
