@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib.util
 import json
 import os
 import shutil
@@ -25,10 +26,9 @@ from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 import codetape
-from codetape.cli import _view as _cli_viewer
 from codetape.cli import cli
 from codetape.sandbox import NoIsolationWarning
-from codetape.tracer import _config
+from codetape.testing import capture
 from codetape.viewer import APP, url
 
 SCRIPT = "<script>alert(1)</script>"
@@ -125,11 +125,10 @@ def _child_env() -> dict[str, str]:
 def tape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tape]:
     """One store for the module. Tests that replay work on a copy (``copy_of``)."""
     home = tmp_path_factory.mktemp("viewer") / "store"
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, capture(home):
         mp.setenv("CODETAPE_HOME", str(home))
         mp.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
         mp.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
-        codetape.configure(home=home, otlp=False)
         bulk = [_record("bulk", [f"n = {i}"], task=f"bulk {i}") for i in range(55)]
         failing, fixed = _record("orders", FAILING), _record("orders", FIXED)
         long = _record(
@@ -159,10 +158,6 @@ def tape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tape]:
                        incomplete, recorder.id, bulk, add_live_step)  # fmt: skip
         finally:
             live_context.run(recorder.__exit__, None, None, None)
-            if _config._current is not None:
-                _config._current.shutdown()
-            _config._current = None
-            codetape.store.internal.set_default_home(None)
 
 
 @pytest.fixture(autouse=True)
@@ -608,7 +603,7 @@ def launched(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], dict[str,
         assert path == command[0]
         calls.append((command, env))
 
-    monkeypatch.setattr(_cli_viewer.os, "execve", execve)
+    monkeypatch.setattr("codetape.cli._view.os.execve", execve)
     return calls
 
 
@@ -647,9 +642,9 @@ def test_ui_binds_elsewhere_only_when_told_and_warns(
 def test_ui_without_streamlit_says_how_to_install(
     launched: list[tuple[list[str], dict[str, str]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = _cli_viewer.importlib.util.find_spec
+    real = importlib.util.find_spec
     monkeypatch.setattr(
-        _cli_viewer.importlib.util, "find_spec",
+        "codetape.cli._view.importlib.util.find_spec",
         lambda name, *a: None if name == "streamlit" else real(name, *a),
     )  # fmt: skip
     result = CliRunner().invoke(cli, ["ui"])
