@@ -150,18 +150,9 @@ def test_empty_store_says_so(home: Path) -> None:
     assert "no runs" in result.output
 
 
-def _docker_ready() -> bool:
-    try:
-        import docker
-
-        docker.from_env(timeout=5).ping()
-    except Exception:
-        return False
-    return True
-
-
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_client")
 def test_doctor_reports_store_docker_image_and_browser(home: Path, orders_run: str) -> None:
-    require(_docker_ready(), "a running Docker engine", "start dockerd (scripts/start-dockerd.sh)")
     image = os.environ.get("CODETAPE_IMAGE", "codetape/python:bookworm")
     env = {**os.environ, "CODETAPE_IMAGE": image}
     result = subprocess.run(
@@ -183,8 +174,9 @@ def test_doctor_reports_store_docker_image_and_browser(home: Path, orders_run: s
     assert result.returncode == 0
 
 
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_client")
 def test_doctor_says_how_to_get_a_missing_image(home: Path) -> None:
-    require(_docker_ready(), "a running Docker engine", "start dockerd (scripts/start-dockerd.sh)")
     env = {**os.environ, "CODETAPE_IMAGE": "codetape/no-such-image:never"}
     result = subprocess.run(
         [sys.executable, "-m", "codetape", "--home", str(home), "doctor"],
