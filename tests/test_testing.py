@@ -104,8 +104,15 @@ def _run_fields(run: Run) -> dict[str, Any]:
     return run.model_dump(exclude={"id", "started_at", "ended_at"})
 
 
+# What a step records of its state (the checkpoints its manifests name, random's state)
+# depends on the steps before it in its run; a built step's is its template's, recorded
+# as the first step of a run of its own. So they are compared for first steps only.
+_STATE = {"state_before", "state_after", "random_state"}
+
+
 def _step_fields(step: Step) -> dict[str, Any]:
-    fields = step.model_dump(exclude={"run_id", "span_id", "started_at", "duration_ms"})
+    ids_and_times = {"run_id", "span_id", "started_at", "duration_ms"}
+    fields = step.model_dump(exclude=ids_and_times | (_STATE if step.index else set()))
     if fields["error"] is not None:  # the template's traceback names other lines
         fields["error"]["traceback"] = bool(fields["error"]["traceback"])
     for call in fields["tool_calls"]:

@@ -174,7 +174,10 @@ class Templates:
             home = Path(tmp)
             quiet = contextlib.redirect_stdout(io.StringIO())
             with capture(home, redact=False), quiet, contextlib.redirect_stderr(io.StringIO()):
-                ok_run = _record_ok_run(list(steps.values()))
+                ok_run = _record_run([], _ANSWER)
+                # Each step in a run of its own: what a step records of its state
+                # depends on the steps before it in its run, and a template's must not.
+                step_runs = {key: _record_run([spec], None) for key, spec in steps.items()}
                 error_runs = {key: _record_error_run(error) for key, error in errors.items()}
             records, blobs = _read_spool(home)
         spans = [r for r in records if r["t"] == "span"]
@@ -183,16 +186,14 @@ class Templates:
         self._runs[_RUN_OK] = _run_template(starts[ok_run], roots[ok_run], blobs, answer=True)
         for key, run_id in error_runs.items():
             self._runs[key] = _run_template(starts[run_id], roots[run_id], blobs, answer=False)
-        step_spans = sorted(
-            (s for s in spans if s["trace_id"] == ok_run and s["name"] == A.SPAN_EXECUTE_CODE),
-            key=lambda s: int(s["attributes"][A.STEP_INDEX]),
-        )
-        _check(len(step_spans) == len(steps), "the steps of a run")
-        for (key, spec), span in zip(steps.items(), step_spans, strict=True):
+        for key, run_id in step_runs.items():
+            [span] = (
+                s for s in spans if s["trace_id"] == run_id and s["name"] == A.SPAN_EXECUTE_CODE
+            )
             tools = sorted(
                 (s for s in spans if s["parent_id"] == span["span_id"]), key=lambda s: s["start_ns"]
             )
-            self._steps[key] = _step_template(spec, span, tools, blobs)
+            self._steps[key] = _step_template(steps[key], span, tools, blobs)
 
 
 def _returning(value: object) -> Callable[[], object]:
@@ -217,11 +218,11 @@ def _record_step(spec: StepSpec) -> None:
             raise
 
 
-def _record_ok_run(steps: list[StepSpec]) -> str:
+def _record_run(steps: list[StepSpec], answer: str | None) -> str:
     with run(_AGENT, task=_TASK) as recorder:
         for spec in steps:
             _record_step(spec)
-        recorder.final_answer = _ANSWER
+        recorder.final_answer = answer
     return recorder.id
 
 
