@@ -16,7 +16,8 @@ import codetape.errors
 SURFACES: dict[str, set[str]] = {
     "codetape": {
         "CodetapeError", "Limits", "Sandbox", "StepResult", "Store", "agent", "code_action",
-        "configure", "diff_runs", "errors", "replay", "replay_run", "run", "schemas", "store",
+        "configure", "diff_runs", "errors", "replay", "replay_from", "replay_run", "run", "schemas",
+        "store",
         "tool",
     },
     "codetape.schemas": {
@@ -37,8 +38,8 @@ SURFACES: dict[str, set[str]] = {
     },
     "codetape.tracer": {"Sandbox", "agent", "code_action", "configure", "run", "tool"},
     "codetape.replayer": {
-        "BundleInfo", "diff_runs", "export_run", "import_bundle", "replay", "replay_run",
-        "write_pytest",
+        "BundleInfo", "diff_runs", "export_run", "import_bundle", "replay", "replay_from",
+        "replay_run", "write_pytest",
     },
     "codetape.viewer": {"APP", "DEFAULT_URL", "url"},
     "codetape.integrations.smolagents": {"CodetapeExecutor", "instrument", "uninstrument"},

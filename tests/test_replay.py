@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import uuid
 import warnings
 from collections.abc import Callable
@@ -190,6 +191,23 @@ def generator_run(tmp_path_factory: pytest.TempPathFactory, docker_image: str) -
         ["g = (i * i for i in range(5))\nn = 3", "print(next(g) + n)"],
         image=docker_image,
     )
+
+
+@pytest.fixture(scope="module")
+def unrestorable_run(tmp_path_factory: pytest.TempPathFactory) -> Recording:
+    """An observed run whose namespace held a lock from its start: no checkpoint can
+    bring it back, and no step made it, so re-running cannot either."""
+    home = tmp_path_factory.mktemp("unrestorable") / "store"
+
+    @codetape.code_action
+    def execute(code: str, namespace: dict[str, Any]) -> None:
+        exec(code, namespace)
+
+    with capture(home), codetape.run("unrestorable") as run:
+        namespace: dict[str, Any] = {"guard": threading.Lock()}
+        execute("n = 3\nprint(n)", namespace)
+        execute("print(n + 1, guard.locked())", namespace)
+    return Recording(home, run.id, codetape.Store(home).steps(run.id))
 
 
 @pytest.fixture(scope="module")
@@ -380,7 +398,7 @@ def test_a_tool_call_the_recording_does_not_have_diverges(diverging: Recording) 
     }
     error = difference(report, "error").replayed
     assert error["type"] == "ReplayToolError"
-    assert "not in the recording" in error["message"]
+    assert "no recorded answer for fetch(symbol='XYZ')" in error["message"]
 
 
 def test_a_tool_called_with_other_arguments_diverges(diverging: Recording) -> None:
@@ -454,7 +472,7 @@ def test_a_step_that_reads_the_clock_diverges_showing_both_values(
 # -- 3. verdicts for replays that cannot run ------------------------------------------------
 
 
-def test_an_unpicklable_input_variable_is_not_restorable_naming_it(
+def test_an_unpicklable_input_is_rebuilt_by_re_running_the_step_that_made_it(
     generator_run: Recording,
 ) -> None:
     before = generator_run.steps[1].variables_before
@@ -463,12 +481,27 @@ def test_an_unpicklable_input_variable_is_not_restorable_naming_it(
 
     report = codetape.replay(generator_run.run_id, 1, home=generator_run.home)
 
+    assert report.verdict == "reproduced", explain(report)
+    assert any("re-running step 0" in note for note in report.notes), report.notes
+    replayed = codetape.Store(generator_run.home).step(report.replay_run_id or "", 0)
+    assert replayed.stdout == "3\n"  # next(g) of the rebuilt generator, plus n
+
+
+def test_an_input_nothing_can_rebuild_is_not_restorable_naming_it(
+    unrestorable_run: Recording,
+) -> None:
+    before = unrestorable_run.steps[1].variables_before
+    assert not before["guard"].restorable
+    assert before["n"].restorable
+
+    report = codetape.replay(unrestorable_run.run_id, 1, home=unrestorable_run.home)
+
     assert report.verdict == "not_restorable", explain(report)
     assert report.differences == []
     assert report.replay_run_id is None  # nothing ran
     reason = report.reason or ""
-    assert "g:" in reason, reason
-    assert "generator" in reason, reason
+    assert "guard:" in reason, reason
+    assert "lock" in reason, reason
     assert "n:" not in reason, reason
 
 
@@ -578,7 +611,7 @@ def reports_of(output: str) -> list[ReplayReport]:
 
 
 def test_cli_replay_exit_codes_and_json(
-    home: Path, diverging: Recording, generator_run: Recording, vanished_image_run: Recording
+    home: Path, diverging: Recording, unrestorable_run: Recording, vanished_image_run: Recording
 ) -> None:
     ok = invoke(diverging.home, "replay", diverging.run_id[:10], "--step", "0", "--json")
     assert ok.exit_code == 0, ok.output
@@ -591,7 +624,7 @@ def test_cli_replay_exit_codes_and_json(
     assert report.verdict == "diverged"
     assert [d.field for d in report.differences] == ["stdout", "variable:stamp"]
 
-    gen = invoke(generator_run.home, "replay", generator_run.run_id, "--step", "1", "--json")
+    gen = invoke(unrestorable_run.home, "replay", unrestorable_run.run_id, "--step", "1", "--json")
     assert gen.exit_code == 2, gen.output
     assert [r.verdict for r in reports_of(gen.stdout)] == ["not_restorable"]
 
@@ -603,7 +636,7 @@ def test_cli_replay_exit_codes_and_json(
 
 
 def test_cli_replay_for_people_shows_the_diff_and_reason(
-    home: Path, diverging: Recording, generator_run: Recording
+    home: Path, diverging: Recording, unrestorable_run: Recording
 ) -> None:
     edited = home / "edited.py"
     edited.write_text(DIVERGING[1].replace("quote * 2", "quote * 3"))
@@ -617,19 +650,30 @@ def test_cli_replay_for_people_shows_the_diff_and_reason(
     assert "37.5" in result.stdout
     assert "code was edited" in result.stdout
 
-    gen = invoke(generator_run.home, "replay", generator_run.run_id, "--step", "1")
+    gen = invoke(unrestorable_run.home, "replay", unrestorable_run.run_id, "--step", "1")
     assert gen.exit_code == 2
     assert "not_restorable" in gen.stdout
-    assert "generator" in gen.stdout
+    assert "lock" in gen.stdout
 
 
-def test_cli_replay_all_with_two_jobs(home: Path, generator_run: Recording) -> None:
+def test_cli_replay_all_with_two_jobs(home: Path, unrestorable_run: Recording) -> None:
+    result = invoke(
+        unrestorable_run.home, "replay", unrestorable_run.run_id, "--all", "--jobs", "2", "--json"
+    )
+    assert result.exit_code == 2, result.output  # no step can be restored
+    reports = reports_of(result.stdout)
+    assert [(r.step, r.verdict) for r in reports] == [(0, "not_restorable"), (1, "not_restorable")]
+
+
+def test_cli_replay_all_rebuilds_what_cannot_be_pickled(
+    home: Path, generator_run: Recording
+) -> None:
     result = invoke(
         generator_run.home, "replay", generator_run.run_id, "--all", "--jobs", "2", "--json"
     )
-    assert result.exit_code == 2, result.output  # one step cannot be restored
+    assert result.exit_code == 0, result.output
     reports = reports_of(result.stdout)
-    assert [(r.step, r.verdict) for r in reports] == [(0, "reproduced"), (1, "not_restorable")]
+    assert [(r.step, r.verdict) for r in reports] == [(0, "reproduced"), (1, "reproduced")]
     assert replay_run_of(reports[0], generator_run.home).replay_of == (f"{generator_run.run_id}:0")
 
 

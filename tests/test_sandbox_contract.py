@@ -534,5 +534,5 @@ def test_the_sandbox_alone_executes_and_records_nothing(home: Path) -> None:
     assert (outcome.status, outcome.stdout, outcome.result) == ("ok", "hi\n", "6")
     assert [(c.name, c.args, c.result) for c in outcome.tool_calls] == [("len", [[1, 2, 3]], 3)]
     assert outcome.state is not None
-    assert outcome.state["n"].preview == "3"
+    assert outcome.state.variables["n"].preview == "3"
     assert codetape.Store().runs() == []

@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 import codetape
-from codetape.sandbox.internal import PICKLE_PROTOCOL
+from codetape.sandbox.internal import PICKLE_PROTOCOL, state_codec
 from codetape.schemas import attributes as A
 from codetape.store.internal import BlobStore, digest_of
 from codetape.tracer import _errors, _state
@@ -304,11 +304,13 @@ def test_code_action_records_code_variables_output_and_result(
         assert snap.restorable
         assert snap.digest is not None
         assert snap.size > 0
-    # The digest names the cloudpickled value, which the store holds.
+    # The digest fingerprints the value (plain data: its pickle); the step's checkpoint
+    # brings it back.
     assert after["orders"].digest == digest_of(
         cloudpickle.dumps([1, 2, 3], protocol=PICKLE_PROTOCOL)
     )
-    assert cloudpickle.loads(codetape.Store(home).blob(after["orders"].digest)) == [1, 2, 3]
+    store = codetape.Store(home)
+    assert checkpoint_values(store, store.step(r.id, 0).state_after)["orders"] == [1, 2, 3]
 
 
 def test_code_action_observed_sandbox(home: Path) -> None:
@@ -931,7 +933,20 @@ def test_round_trip_keeps_every_field(home: Path, variables: dict[str, Any], mes
             assert snap.preview == repr(value)
             assert snap.restorable
             assert snap.digest == expected_digest
-        assert cloudpickle.loads(store.blob(expected_digest)) == value
+        assert checkpoint_values(store, step.state_before)[name] == value
+        assert checkpoint_values(store, step.state_after)[f"{name}_copy"] == value
+
+
+def checkpoint_values(store: codetape.Store, manifest_digest: str | None) -> dict[str, Any]:
+    """The variables a recorded state's checkpoint restores, loaded as a sandbox would."""
+    assert manifest_digest is not None
+    manifest = json.loads(store.blob(manifest_digest))
+    point = manifest["checkpoint"]
+    assert manifest["complete"], point
+    large = {key: store.blob(key) for key in point["large"]}
+    codec = state_codec.Codec(cloudpickle)
+    restored: dict[str, Any] = codec.restore(store.blob(point["digest"]), large, {})["values"]
+    return restored
 
 
 def test_seeding_random_does_not_merge_runs(home: Path) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from . import errors, schemas, store
 from ._version import __version__ as __version__
 from .errors import CodetapeError
-from .replayer import diff_runs, replay, replay_run
+from .replayer import diff_runs, replay, replay_from, replay_run
 from .schemas import Limits, StepResult
 from .store import Store
 from .tracer import Sandbox, agent, code_action, configure, run, tool
@@ -33,6 +33,7 @@ __all__ = [
     "diff_runs",
     "errors",
     "replay",
+    "replay_from",
     "replay_run",
     "run",
     "schemas",

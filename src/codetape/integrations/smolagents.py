@@ -43,6 +43,7 @@ from ..tracer.internal import (
     format_exception,
     internal_errors,
     observed_sandbox,
+    random_state_blob,
     record_tool_call,
     tool_signature,
     type_name,
@@ -238,7 +239,7 @@ class _RecordingExecutor:
         inner = self._inner
         action: _CodeAction | None = None
         with internal_errors("starting a step"):
-            action = _CodeAction(run, code_action, inner.state)
+            action = _CodeAction(run, code_action, inner)
         if action is None:
             return inner(code_action)
         tools = inner.static_tools
@@ -264,16 +265,24 @@ PythonExecutor.register(_RecordingExecutor)
 class _CodeAction:
     """One call of the executor, recorded as a step. None of it raises into the agent."""
 
-    def __init__(self, run: RunRecorder, code: str, state: dict[str, Any]) -> None:
+    def __init__(self, run: RunRecorder, code: str, executor: Any) -> None:
         self.run = run
-        self.state = state
+        self.executor = executor
+        self.state = state = executor.state
         self.printed = state.get("_print_outputs")
         self.printed_len = len(str(self.printed)) if self.printed is not None else 0
-        self.step = StepRecorder(run, code, mode="observed", sandbox=observed_sandbox())
+        imports = list(getattr(executor, "additional_authorized_imports", None) or [])
+        self.step = StepRecorder(
+            run,
+            code,
+            mode="observed",
+            sandbox=observed_sandbox({"kind": "smolagents", "imports": imports}),
+        )
+        self.step.random_state = random_state_blob()
         self.before: State | None = None
         with internal_errors("snapshotting the variables before a step"):
             if run.snapshotter is not None:
-                self.before = run.snapshotter.snapshot(_variables(state), run.last_state)
+                self.before = run.snapshotter.snapshot(_variables(executor), run.last_state)
         self.step.begin(self.before)
 
     def bind_tools(
@@ -321,14 +330,20 @@ class _CodeAction:
     def _after(self) -> State | None:
         with internal_errors("snapshotting the variables after a step"):
             if self.run.snapshotter is not None:
-                after = self.run.snapshotter.snapshot(_variables(self.state), self.before)
+                after = self.run.snapshotter.snapshot(_variables(self.executor), self.before)
                 self.run.last_state = after
                 return after
         return None
 
 
-def _variables(state: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in list(state.items()) if k not in _EXECUTOR_KEYS}
+def _variables(executor: Any) -> dict[str, Any]:
+    """The names the agent's code sees: the executor's state, and the functions its
+    code defined (smolagents keeps those among its custom tools)."""
+    names = {k: v for k, v in list(executor.state.items()) if k not in _EXECUTOR_KEYS}
+    custom = getattr(executor, "custom_tools", None)
+    if isinstance(custom, dict):
+        names.update(custom)
+    return names
 
 
 def _describe(exc: BaseException) -> tuple[StepStatus, ErrorInfo]:
@@ -377,7 +392,7 @@ class _StepTool:
         self._step = step
         # A tool is not state: code that keeps one in a variable (``f = refund``) keeps
         # this object (inside smolagents' wrapper, which copies this attribute).
-        self.__codetape_tool__ = True
+        self.__codetape_tool__ = name
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in ("_name", "_tool", "_signature", "_step"):

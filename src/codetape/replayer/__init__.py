@@ -6,7 +6,7 @@ from __future__ import annotations
 from ._bundle import BundleInfo, export_run, import_bundle
 from ._diff import diff_runs
 from ._pytest import write_pytest
-from ._replay import replay, replay_run
+from ._replay import replay, replay_from, replay_run
 
 __all__ = [
     "BundleInfo",
@@ -14,6 +14,7 @@ __all__ = [
     "export_run",
     "import_bundle",
     "replay",
+    "replay_from",
     "replay_run",
     "write_pytest",
 ]

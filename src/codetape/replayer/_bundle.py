@@ -25,7 +25,7 @@ __all__ = ["BundleInfo", "export_run", "import_bundle"]
 
 FORMAT = "codetape-bundle"
 VERSION = 1
-_STATE_KEYS = (A.STATE_BEFORE, A.STATE_AFTER)
+_STATE_KEYS = (A.STATE_BEFORE, A.STATE_AFTER, A.STEP_RANDOM_STATE)
 
 
 @dataclass
@@ -106,12 +106,24 @@ def _digests(store: Store, records: list[dict[str, Any]]) -> set[str]:
             ):
                 found.add(value)
     for record in records:
-        for key in _STATE_KEYS:
+        for key in (A.STATE_BEFORE, A.STATE_AFTER):
             manifest = record.get("attributes", {}).get(key)
             if manifest:
-                for snap in json.loads(store.blob(manifest)).values():
-                    if snap.get("digest"):
-                        found.add(snap["digest"])
+                found.update(_manifest_blobs(json.loads(store.blob(manifest))))
+    return found
+
+
+def _manifest_blobs(manifest: dict[str, Any]) -> set[str]:
+    """The blobs a recorded state names: its checkpoint, large values and files (or,
+    in a store written before checkpoints, each variable's value)."""
+    if manifest.get("format") != 2:
+        return {snap["digest"] for snap in manifest.values() if snap.get("digest")}
+    point = manifest.get("checkpoint") or {}
+    if not point.get("digest"):
+        return set()
+    found = {point["digest"], *point.get("large", [])}
+    if point.get("files"):
+        found.add(point["files"])
     return found
 
 

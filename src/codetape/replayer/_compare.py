@@ -42,7 +42,7 @@ def variable_differs(a: VariableSnapshot, b: VariableSnapshot) -> bool:
     return True
 
 
-def _shown(snap: VariableSnapshot | None) -> dict[str, Any] | None:
+def shown(snap: VariableSnapshot | None) -> dict[str, Any] | None:
     if snap is None:
         return None
     return {"type": snap.type, "preview": snap.preview, "digest": snap.digest}
@@ -81,9 +81,7 @@ def compare_steps(recorded: Step, replayed: Step) -> list[Difference]:
     for name in sorted(set(before) | set(after)):
         a, b = before.get(name), after.get(name)
         if a is None or b is None or variable_differs(a, b):
-            diffs.append(
-                Difference(field=f"variable:{name}", recorded=_shown(a), replayed=_shown(b))
-            )
+            diffs.append(Difference(field=f"variable:{name}", recorded=shown(a), replayed=shown(b)))
     old_calls, new_calls = recorded.tool_calls, replayed.tool_calls
     for i in range(max(len(old_calls), len(new_calls))):
         a_call = old_calls[i] if i < len(old_calls) else None

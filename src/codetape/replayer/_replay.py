@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import inspect
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -13,75 +12,18 @@ from typing import Any
 from ..errors import (
     DockerUnavailableError,
     ImageNotFoundError,
-    ReplayToolError,
     SandboxError,
     StepNotFoundError,
 )
 from ..sandbox.internal import host_fingerprint
-from ..schemas import Limits, ReplayReport, Run, Step, ToolCall, Verdict
+from ..schemas import Difference, Limits, ReplayReport, Step, Verdict
 from ..store import Store
 from ..tracer import Sandbox
 from ..tracer.internal import RunRecorder, recording_to
-from ._compare import compare_steps, normalize_json
+from ._compare import compare_steps, shown
+from ._rebuild import Plan, Recording, ToolOracle, input_differences, plan, rebuild, restore
 
-__all__ = ["replay", "replay_run"]
-
-
-def _error_class(type_name: str, message: str) -> type[Exception]:
-    """An exception that looks like the recorded one: same type name, same text."""
-    import builtins
-
-    base = getattr(builtins, type_name, None)
-    if not (isinstance(base, type) and issubclass(base, Exception)):
-        base = Exception
-    return type(type_name, (base,), {"__str__": lambda self: message})
-
-
-class _RecordedTools:
-    """Answers tool calls from a recording, in order: the replay runs no host tool."""
-
-    def __init__(self, calls: list[ToolCall]) -> None:
-        self.calls = calls
-        self.next = 0
-
-    def stubs(
-        self, names: Iterable[str], all_calls: list[ToolCall]
-    ) -> dict[str, Callable[..., Any]]:
-        return {name: self._stub(name, all_calls) for name in sorted(set(names))}
-
-    def _stub(self, name: str, all_calls: list[ToolCall]) -> Callable[..., Any]:
-        # Parameter names as the recording knew them, so arguments are recorded alike.
-        params: dict[str, None] = {}
-        for call in all_calls:
-            if call.name == name and isinstance(call.arguments, dict):
-                params.update(dict.fromkeys(call.arguments))
-        oracle = self
-
-        def answer(*args: Any, **kwargs: Any) -> Any:
-            i = oracle.next
-            oracle.next += 1
-            if i >= len(oracle.calls):
-                raise ReplayToolError(
-                    f"tool call #{i} ({name}) is not in the recording: it recorded "
-                    f"{len(oracle.calls)} calls"
-                )
-            recorded = oracle.calls[i]
-            if recorded.name != name:
-                raise ReplayToolError(
-                    f"tool call #{i} is {name} here but {recorded.name} in the recording"
-                )
-            if recorded.error is not None:
-                raise _error_class(recorded.error.type, recorded.error.message)()
-            return normalize_json(recorded.result)
-
-        answer.__name__ = name
-        answer.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [
-                inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
-                for p in params
-            ]
-        )
-        return answer
+__all__ = ["replay", "replay_from", "replay_run"]
 
 
 def _missing_image_reason(recorded: Step, image: str) -> str:
@@ -96,6 +38,12 @@ def _missing_image_reason(recorded: Step, image: str) -> str:
     return f"the image {name} is not in Docker: {how}"
 
 
+def _read(store: Store, run_id: str) -> Recording:
+    with store.session():
+        full = store.resolve_run_id(run_id)
+        return Recording(store, store.run(full), store.steps(full))
+
+
 def replay(
     run_id: str,
     step: int,
@@ -108,34 +56,56 @@ def replay(
 ) -> ReplayReport:
     """Re-run one recorded step and say whether it reproduced.
 
-    The step runs in a fresh sandbox: for a sandboxed step, a container of the recorded
-    image id with the recorded limits, hash seed and ``random`` seed; for an observed
-    step, the local backend (or Docker with ``image=``). Its recorded input variables
-    are restored, and every tool call is answered from the recording, in order, unless
-    ``live_tools`` (then ``tools`` are called). ``code`` replaces the recorded code (the
-    "does my fix work" loop). The replay is recorded as a run whose ``replay_of`` names
-    the step.
+    The step's input is rebuilt in a fresh sandbox: for a sandboxed step, a container of
+    the recorded image id with the recorded limits and hash seed; for an observed step,
+    a subprocess running the code the way the recording did (plain ``exec``, the
+    executor named with ``@code_action(replay=...)``, or smolagents' interpreter), or
+    Docker with ``image=``. The input comes from the latest checkpoint that restores
+    every variable, and the recorded steps after it are re-run with their recorded
+    seeds and tool answers. Then the step runs with its own recorded seed and every
+    tool call answered from the recording, in order, unless ``live_tools`` (then
+    ``tools`` are called). ``code`` replaces the recorded code (the "does my fix work"
+    loop). The replay is recorded as a run whose ``replay_of`` names the step.
 
     >>> report = codetape.replay("3f2a", 2)            # doctest: +SKIP
     >>> report.verdict, [d.field for d in report.differences]
     ('diverged', ['stdout'])
     """
     store = Store(home)
-    with store.session():
-        full = store.resolve_run_id(run_id)
-        recording = _Recording(store.run(full), store.steps(full))
     return _replay_step(
-        store, recording, step, code=code, image=image, live_tools=live_tools, tools=tools
-    )
+        store, _read(store, run_id), step, code=code, image=image, live_tools=live_tools,
+        tools=tools,
+    )  # fmt: skip
 
 
-class _Recording:
-    """A run as recorded, read once for however many of its steps are replayed."""
+def replay_from(
+    run_id: str,
+    step: int,
+    *,
+    code: str | None = None,
+    image: str | None = None,
+    live_tools: bool = False,
+    tools: Iterable[Callable[..., Any]] = (),
+    home: str | os.PathLike[str] | None = None,
+) -> list[ReplayReport]:
+    """Replay step ``step`` (or ``code`` in its place) and then every later recorded step
+    in the same sandbox, each compared with the recording: does a fix carry through the
+    rest of the trajectory? One report per step run, in order.
 
-    def __init__(self, run: Run, steps: list[Step]) -> None:
-        self.run = run
-        self.steps = {s.index: s for s in steps}
-        self.calls = [call for s in steps for call in s.tool_calls]
+    Tool calls are answered from the recording. A call it does not have (the edited
+    code asks something new) is answered by the host's ``tools`` only with
+    ``live_tools``; otherwise the replay stops there, and that step's report says which
+    call had no recorded answer.
+
+    >>> reports = codetape.replay_from("3f2a", 1, code=fixed)      # doctest: +SKIP
+    >>> [r.verdict for r in reports]
+    ['diverged', 'reproduced', 'reproduced']
+    """
+    store = Store(home)
+    recording = _read(store, run_id)
+    if step not in recording.steps:
+        raise StepNotFoundError(recording.run.id, step, sorted(recording.steps))
+    return _Session(store, recording, step, code, image, live_tools, tools).run_from()
 
 
 class _Attempt:
@@ -173,9 +143,9 @@ class _Attempt:
             )
 
     def report(self, verdict: Verdict, **fields: Any) -> ReplayReport:
+        fields.setdefault("step", self.recorded.index)
         return ReplayReport(
             run_id=self.run_id,
-            step=self.recorded.index,
             verdict=verdict,
             duration_ms=(time.monotonic() - self.started) * 1000,
             notes=self.notes,
@@ -185,77 +155,167 @@ class _Attempt:
         )
 
 
-def _inputs(store: Store, recorded: Step) -> tuple[dict[str, bytes], dict[str, str]]:
-    """The step's recorded input values, and why each missing one cannot be restored."""
-    missing: dict[str, str] = {}
-    values: dict[str, bytes] = {}
-    before = recorded.variables_before
-    found = store.blobs_of(snap.digest for snap in before.values() if snap.digest is not None)
-    for name, snap in before.items():
-        if not snap.restorable or snap.digest is None:
-            missing[name] = snap.reason or "its value was not recorded"
-        elif snap.digest not in found:
-            missing[name] = f"its value ({snap.digest}) is missing from the store"
-        else:
-            values[name] = found[snap.digest]
-    return values, missing
-
-
-def _tools(
-    recording: _Recording, recorded: Step, live_tools: bool, tools: Iterable[Callable[..., Any]]
-) -> list[Callable[..., Any]]:
-    """The replay's tools, each named as its tool: the host's own with ``live_tools``,
-    else stubs answering from the recording."""
-    all_calls = recording.calls
-    if not live_tools:
-        stubs = _RecordedTools(recorded.tool_calls).stubs({c.name for c in all_calls}, all_calls)
-        return list(stubs.values())
-    host_tools = {getattr(t, "__name__", ""): t for t in tools}
-    absent = sorted({c.name for c in all_calls} - set(host_tools))
-    if absent:
-        raise SandboxError(
-            f"live tools asked for, but no host function given for {', '.join(absent)}",
-            hint="pass tools=[...] (CLI: --tools MODULE) with functions of those names",
-        )
-    return list(host_tools.values())
-
-
 def _listed(reasons: dict[str, str]) -> str:
     return "; ".join(f"{name}: {why}" for name, why in sorted(reasons.items()))
 
 
-def _run_replay(
-    attempt: _Attempt, run: Run, values: dict[str, bytes], tools: list[Callable[..., Any]]
-) -> str | ReplayReport:
-    """Run the step in a fresh sandbox, recorded as a replay run; returns that run's
-    id, or the report when the step could not run."""
-    spec = attempt.recorded.sandbox
-    with (
-        RunRecorder(
-            run.name, run.task, replay_of=f"{attempt.run_id}:{attempt.recorded.index}"
-        ) as replay_run_,
-        Sandbox(
-            image=attempt.image,
-            tools=tools,
-            backend=attempt.backend,
+def _steps_text(rerun: range) -> str:
+    first, last = rerun.start, rerun.stop - 1
+    return f"step {first}" if first == last else f"steps {first} to {last}"
+
+
+class _Session:
+    """One replay: a replay run, one sandbox, the step's input rebuilt in it, then the
+    step (and, replaying from it, every later recorded step)."""
+
+    def __init__(
+        self,
+        store: Store,
+        recording: Recording,
+        step: int,
+        code: str | None,
+        image: str | None,
+        live_tools: bool,
+        tools: Iterable[Callable[..., Any]],
+        *,
+        every_call_live: bool = False,
+    ) -> None:
+        recorded = recording.steps.get(step)
+        if recorded is None:
+            raise StepNotFoundError(recording.run.id, step, sorted(recording.steps))
+        self.store, self.recording, self.recorded = store, recording, recorded
+        self.attempt = _Attempt(recording.run.id, recorded, code, image)
+        host = {getattr(t, "__name__", ""): t for t in tools} if live_tools else None
+        if host is not None and every_call_live:
+            absent = sorted({c.name for c in recording.calls} - set(host))
+            if absent:
+                raise SandboxError(
+                    f"live tools asked for, but no host function given for {', '.join(absent)}",
+                    hint="pass tools=[...] (CLI: --tools MODULE) with functions of those names",
+                )
+        self.oracle = ToolOracle(recording.calls, live=host, every_call_live=every_call_live)
+        self.input_differences: list[Difference] = []
+
+    def _sandbox(self) -> Sandbox:
+        spec = self.recorded.sandbox
+        executor = self.recorded.executor if spec.backend == "observed" else None
+        return Sandbox(
+            image=self.attempt.image,
+            tools=self.oracle.stubs(self._tool_names()),
+            backend=self.attempt.backend,
             limits=Limits(**spec.limits) if spec.limits else Limits(),
             hash_seed=spec.hash_seed,
-        ) as sandbox,
-    ):
-        errors = sandbox.send_pickled(values)
+            executor=executor,
+        )
+
+    def _tool_names(self) -> set[str]:
+        names = {call.name for call in self.recording.calls}
+        for step in self.recording.steps.values():
+            names.update((step.executor or {}).get("tools", []))
+            manifest = self.recording.manifest(step.state_before) or {}
+            if manifest.get("format") == 2:
+                names.update(manifest.get("tools", {}).values())
+        return names - {"final_answer"}
+
+    def _prepare(self, sandbox: Sandbox, chosen: Plan, replay_run_id: str) -> ReplayReport | None:
+        """Restore the checkpoint and re-run the steps after it; a report when the
+        input cannot be had."""
+        errors = restore(sandbox, chosen)
         if errors:
-            return attempt.report(
-                "not_restorable",
-                reason=f"cannot load in the sandbox {_listed(errors)}",
-                replay_run_id=replay_run_.id,
+            reason = f"cannot load in the sandbox {_listed(errors)}"
+            return self.attempt.report("not_restorable", reason=reason, replay_run_id=replay_run_id)
+        target = self.recorded.index
+        rerun = chosen.rerun(target)
+        if rerun:
+            self.attempt.notes.append(
+                f"the input was rebuilt by re-running {_steps_text(rerun)} on the "
+                f"checkpoint of step {chosen.start}'s input"
             )
-        sandbox.run(attempt.code, random_seed=attempt.recorded.random_seed)
-    return replay_run_.id
+            self.attempt.notes.extend(rebuild(sandbox, self.recording, chosen, target, self.oracle))
+        for name, (a, b) in input_differences(sandbox, self.recorded.variables_before).items():
+            self.input_differences.append(
+                Difference(field=f"input:{name}", recorded=shown(a), replayed=shown(b))
+            )
+        return None
+
+    def _run(self, sandbox: Sandbox, step: Step, code: str) -> None:
+        self.oracle.answer_for(step.tool_calls)
+        random_state = self.recording.blob(step.random_state)
+        sandbox.run(code, random_seed=step.random_seed, random_state=random_state)
+
+    def run_one(self) -> ReplayReport:
+        return self._replay([self.recorded])[0]
+
+    def run_from(self) -> list[ReplayReport]:
+        first = self.recorded.index
+        steps = self.recording.steps
+        return self._replay([steps[i] for i in sorted(steps) if i >= first])
+
+    def _replay(self, steps: list[Step]) -> list[ReplayReport]:
+        """Rebuild the input of the first of ``steps``, run them in order (stopping at a
+        tool call the recording has no answer for), and compare each."""
+        chosen = plan(self.recording, self.recorded.index)
+        if chosen.start < 0:
+            reason = f"cannot restore {_listed(chosen.reasons)}"
+            return [self.attempt.report("not_restorable", reason=reason)]
+        run = self.recording.run
+        replay_of = f"{run.id}:{self.recorded.index}"
+        ran: list[tuple[Step, list[str]]] = []
+        with recording_to(self.store.home):
+            try:
+                with (
+                    RunRecorder(run.name, run.task, replay_of=replay_of) as replay_run_,
+                    self._sandbox() as sandbox,
+                ):
+                    failed = self._prepare(sandbox, chosen, replay_run_.id)
+                    if failed is not None:
+                        return [failed]
+                    for step in steps:
+                        code = self.attempt.code if step is self.recorded else step.code
+                        self._run(sandbox, step, code)
+                        ran.append((step, list(self.oracle.missed)))
+                        if self.oracle.missed and len(steps) > 1:
+                            break
+            except (ImageNotFoundError, DockerUnavailableError) as exc:
+                return [self._environment_missing(exc)]
+        self.store.refresh()  # the replay run, so it can be read back as recorded
+        replayed = self.store.steps(replay_run_.id)
+        return [
+            self._compared(step, again, replay_run_.id, missed)
+            for (step, missed), again in zip(ran, replayed, strict=False)
+        ]
+
+    def _environment_missing(self, exc: Exception) -> ReplayReport:
+        if isinstance(exc, ImageNotFoundError):
+            reason = _missing_image_reason(self.recorded, str(self.attempt.image))
+        else:
+            reason = str(exc)
+        return self.attempt.report("environment_missing", reason=reason)
+
+    def _compared(
+        self, recorded: Step, replayed: Step, replay_run_id: str, missed: list[str]
+    ) -> ReplayReport:
+        differences = compare_steps(recorded, replayed)
+        reason = None
+        if recorded is self.recorded and self.input_differences:
+            names = ", ".join(d.field.removeprefix("input:") for d in self.input_differences)
+            reason = f"the rebuilt input differs from the recording in {names}"
+            differences = [*self.input_differences, *differences]
+        if missed:
+            reason = f"no recorded answer for {missed[0]}"
+        verdict: Verdict = "diverged" if differences or missed else "reproduced"
+        return self.attempt.report(
+            verdict,
+            step=recorded.index,
+            differences=differences,
+            replay_run_id=replay_run_id,
+            reason=reason,
+        )
 
 
 def _replay_step(
     store: Store,
-    recording: _Recording,
+    recording: Recording,
     step: int,
     *,
     code: str | None,
@@ -263,45 +323,23 @@ def _replay_step(
     live_tools: bool,
     tools: Iterable[Callable[..., Any]],
 ) -> ReplayReport:
-    recorded = recording.steps.get(step)
-    if recorded is None:
-        raise StepNotFoundError(recording.run.id, step, sorted(recording.steps))
-    attempt = _Attempt(recording.run.id, recorded, code, image)
-    values, missing = _inputs(store, recorded)
-    if missing:
-        return attempt.report("not_restorable", reason=f"cannot restore {_listed(missing)}")
-    host_tools = _tools(recording, recorded, live_tools, tools)
-    with recording_to(store.home):
-        try:
-            ran = _run_replay(attempt, recording.run, values, host_tools)
-        except ImageNotFoundError:
-            reason = _missing_image_reason(recorded, str(attempt.image))
-            return attempt.report("environment_missing", reason=reason)
-        except DockerUnavailableError as exc:
-            return attempt.report("environment_missing", reason=str(exc))
-    if isinstance(ran, ReplayReport):
-        return ran
-    store.refresh()  # the replay run, so it can be read back as recorded
-    differences = compare_steps(recorded, store.step(ran, 0))
-    return attempt.report(
-        "diverged" if differences else "reproduced", differences=differences, replay_run_id=ran
-    )
+    session = _Session(store, recording, step, code, image, live_tools, tools, every_call_live=True)
+    return session.run_one()
 
 
 def replay_run(
     run_id: str, *, jobs: int = 2, home: str | os.PathLike[str] | None = None, **options: Any
 ) -> list[ReplayReport]:
-    """Replay every step of a run, each from its own recorded input, ``jobs`` at a time
+    """Replay every step of a run, each from its own rebuilt input, ``jobs`` at a time
     in parallel sandboxes. ``options`` are passed to :func:`replay`."""
     store = Store(home)
-    with store.session():
-        full = store.resolve_run_id(run_id)
-        recording = _Recording(store.run(full), store.steps(full))
+    recording = _read(store, run_id)
     options = {"code": None, "image": None, "live_tools": False, "tools": (), **options}
 
     def one(index: int) -> ReplayReport:
         # Each worker reads back its own replay run: a Store of its own.
-        return _replay_step(Store(store.home), recording, index, **options)
+        own = Recording(Store(store.home), recording.run, list(recording.steps.values()))
+        return _replay_step(own.store, own, index, **options)
 
     indexes = sorted(recording.steps)
 

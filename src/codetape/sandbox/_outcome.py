@@ -11,24 +11,93 @@ from typing import Any, NamedTuple
 
 from ..schemas import ErrorInfo, StepStatus
 
-__all__ = ["Outcome", "RawVariable", "RelayedCall"]
+__all__ = ["Checkpoint", "Outcome", "RawState", "RawVariable", "RelayedCall"]
 
 
 class RawVariable(NamedTuple):
-    """One variable of the runner's namespace as the runner described it.
+    """One variable of a namespace as a snapshot described it.
 
-    ``data`` is the value's pickle (never unpickled on the host), or ``None`` when the
-    runner could not pickle it (``reason`` says why). ``key`` is the runner's label
-    for those bytes: equal keys in two states mean the runner did not send the value
-    again and the sandbox supplied the bytes it already held.
+    ``digest`` is the value's fingerprint (equal values, equal digests), or ``None``
+    when it could not be taken; ``reason`` says why a value cannot be restored from a
+    checkpoint (None when it can). ``data`` is the pickle the fingerprint was taken
+    from, when it came with this snapshot (a value seen before comes without it).
     """
 
     type: str
     preview: str
     size: int
+    digest: str | None
     data: bytes | None
-    key: str | None
     reason: str | None = None
+
+
+@dataclass
+class Checkpoint:
+    """The whole namespace as one pickle that keeps its object graph, with its large
+    values pickled on their own (``large``: key → pickle) and, in a container, the
+    files under ``/tmp``. ``digest`` is None when no checkpoint could be made
+    (``reason`` says why). Bytes are never unpickled on the host: they go back into a
+    sandbox to restore it."""
+
+    digest: str | None
+    data: bytes | None = None
+    large: dict[str, bytes] = field(default_factory=dict)
+    files: str | None = None
+    files_data: bytes | None = None
+    reason: str | None = None
+    name: str | None = None
+
+
+@dataclass
+class RawState:
+    """A namespace as a snapshot saw it: variables, the names bound to modules
+    (``st`` → ``statistics``) and to tools, and its checkpoint."""
+
+    variables: dict[str, RawVariable]
+    modules: dict[str, str] = field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=dict)
+    checkpoint: Checkpoint = field(default_factory=lambda: Checkpoint(None, reason="empty"))
+
+    @classmethod
+    def from_snapshot(cls, taken: dict[str, Any]) -> RawState:
+        """A state from the state codec's snapshot taken in this process."""
+        data = taken["data"]
+        point = taken["checkpoint"]
+        variables = {
+            name: RawVariable(
+                type=var["type"],
+                preview=var["preview"],
+                size=var["size"],
+                digest=var["digest"],
+                data=data.get(var["digest"]),
+                reason=var["reason"],
+            )
+            for name, var in taken["variables"].items()
+        }
+        checkpoint = Checkpoint(
+            point.get("digest"),
+            data=point.get("data"),
+            large={
+                key: data.get(key) or point["large"][key]
+                for key in point.get("keys", [])
+                if key in data or key in point["large"]
+            },
+            reason=point.get("reason"),
+            name=point.get("name"),
+        )
+        return cls(variables, dict(taken["modules"]), dict(taken["tools"]), checkpoint)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the checkpoint restores every variable."""
+        checkpoint = self.checkpoint
+        return (
+            checkpoint.digest is not None
+            and checkpoint.reason is None
+            and all(
+                var.reason is None and var.digest is not None for var in self.variables.values()
+            )
+        )
 
 
 @dataclass
@@ -61,6 +130,6 @@ class Outcome:
     result_type: str | None = None
     error: ErrorInfo | None = None
     final_answer: dict[str, Any] | None = None
-    state: dict[str, RawVariable] | None = None
+    state: RawState | None = None
     tool_calls: list[RelayedCall] = field(default_factory=list)
     duration_ms: float = 0.0

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import platform
 import random
 import reprlib
@@ -127,9 +128,6 @@ class CappedPipe:
         return text
 
 
-_IMMUTABLE = (str, bytes, int, float, complex, bool, frozenset, range, type(None))
-
-
 class FinalAnswer(BaseException):
     """Raised by final_answer() to end the code action, as agents expect."""
 
@@ -143,10 +141,14 @@ class ToolError(Exception):
 
 
 def _exception_class(name):
+    """The class of a host tool's error, named as the host named it (``module.Qualname``,
+    or a builtin's name), so the step's error reads the same when replayed."""
     found = getattr(builtins, name, None)
     if isinstance(found, type) and issubclass(found, Exception):
         return found
-    return type(name, (ToolError,), {})
+    module, _, qualname = name.rpartition(".")
+    short = qualname.rpartition(".")[2]
+    return type(short, (ToolError,), {"__module__": module or "builtins", "__qualname__": qualname})
 
 
 def _jsonable(value):
@@ -157,36 +159,151 @@ def _jsonable(value):
         return repr(value), False
 
 
-# Previews are long here on purpose: the host redacts secrets and only then shortens
-# them, so a secret is never cut in two before it can be recognised.
+# Replaced by the state codec's repr when the host sends it (``init``): previews are
+# taken alike on both sides.
 _repr = reprlib.Repr()
-_repr.maxstring = _repr.maxother = 4000
-_repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = 12
-_repr.maxlevel = 3
 
 
-def _user_traceback(exc):
+def _user_traceback(exc, filename="<code action>"):
     """The traceback from the first frame of the user's code on: the runner's frames
     (and, for a SyntaxError, the parser's) are not the user's business."""
     te = traceback.TracebackException.from_exception(exc)
     frames = list(te.stack)
-    first = next((i for i, f in enumerate(frames) if f.filename == "<code action>"), len(frames))
+    first = next((i for i, f in enumerate(frames) if f.filename == filename), len(frames))
     te.stack = traceback.StackSummary.from_list(frames[first:])
     return "".join(te.format())
+
+
+# The executor's bookkeeping in smolagents' state dict, not variables of the agent's code.
+_SMOLAGENTS_KEYS = frozenset(["_print_outputs", "_operations_count"])
+_FILES_CAP = 8 << 20
+
+
+def _b64(data):
+    return base64.b64encode(data).decode("ascii")
+
+
+class _Executor:
+    """Runs code the way the recorded step ran: ``runner`` (exec, the last expression's
+    value as the result), ``exec`` (plain ``exec``, no result), ``callable`` (a named
+    function ``fn(code, namespace)``) or ``smolagents`` (its LocalPythonExecutor)."""
+
+    filename = "<code action>"
+
+    def __init__(self, spec, namespace):
+        self.kind = spec.get("kind") or "runner"
+        self.spec = spec
+        self.namespace = namespace
+        self.target = None
+        self.smol = None
+        if self.kind == "exec":
+            self.filename = "<string>"
+        elif self.kind == "callable":
+            module, _, qualname = spec["target"].partition(":")
+            found = __import__(module, fromlist=["_"])
+            for part in qualname.split("."):
+                found = getattr(found, part)
+            self.target = getattr(found, "__wrapped__", found)
+            self.filename = "<string>"
+        elif self.kind == "smolagents":
+            from smolagents.local_python_executor import LocalPythonExecutor
+
+            self.smol = LocalPythonExecutor(list(spec.get("imports") or []))
+            self.namespace = self.smol.state
+
+    def set_tools(self, stubs):
+        if self.smol is not None:
+            tools = dict(stubs)
+            tools["final_answer"] = lambda *args, **kwargs: args[0] if args else kwargs
+            self.smol.send_tools(tools)
+        else:
+            self.namespace.update(stubs)
+
+    def variables(self):
+        if self.smol is None:
+            return list(self.namespace.items())
+        items = [(k, v) for k, v in list(self.namespace.items()) if k not in _SMOLAGENTS_KEYS]
+        return items + list(self.smol.custom_tools.items())
+
+    def run(self, code, reply):
+        if self.smol is not None:
+            return self._run_smolagents(code, reply)
+        if self.kind == "exec":
+            exec(compile(code, self.filename, "exec"), self.namespace)
+            return
+        if self.kind == "callable":
+            names = (self.spec.get("code"), self.spec.get("state"))
+            if all(names):
+                value = self.target(**{names[0]: code, names[1]: self.namespace})
+            else:
+                value = self.target(code, self.namespace)
+            _set_result(reply, value)
+            return
+        tree = ast.parse(code, self.filename, "exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, self.filename, "exec"), self.namespace)
+        if last is not None:
+            _set_result(reply, eval(compile(last, self.filename, "eval"), self.namespace))
+
+    def _run_smolagents(self, code, reply):
+        try:
+            output = self.smol(code)
+        except BaseException as exc:
+            reply["smolagents_output"] = str(self.namespace.get("_print_outputs", ""))
+            raise _raised_by_interpreter(exc) from None
+        reply["smolagents_output"] = str(self.namespace.get("_print_outputs", ""))
+        if output.is_final_answer:
+            raise FinalAnswer(output.output)
+        _set_result(reply, output.output)
+
+
+def _raised_by_interpreter(exc):
+    """The error as the agent's code raised it: smolagents wraps it in an
+    InterpreterError, whose message stays the one the agent was shown."""
+    wrapped = exc
+    name = type(exc).__name__
+    if name == "InterpreterError" and exc.__cause__ is None and exc.__context__:
+        wrapped = exc.__context__
+    while type(wrapped).__name__ == "InterpreterError" and wrapped.__cause__ is not None:
+        wrapped = wrapped.__cause__
+    exc.codetape_type = _qualified(type(wrapped))
+    return exc
+
+
+def _qualified(cls):
+    return sys.modules["codetape_state"].qualified_name(cls)
+
+
+def _set_result(reply, value):
+    if value is None:
+        return
+    reply["has_result"] = True
+    reply["result_type"] = type(value).__name__
+    try:
+        reply["result"] = _mask(_repr.repr(value))
+    except Exception as exc:
+        reply["result"] = "<%s: repr failed: %s>" % (type(value).__name__, type(exc).__name__)
+
+
+def _mask(text):
+    return sys.modules["codetape_state"].mask_addresses(text)
 
 
 class Runner:
     def __init__(self):
         self.namespace = {"__name__": "__main__", "__builtins__": builtins}
-        self.sent = set()  # digests whose bytes the host already has
+        self.executor = None
         self.tools = []
+        self.bindings = {}  # variable name -> tool name, for tools kept under other names
         self.cloudpickle = None
+        self.codec = None
+        self.snapshots = None
+        self.files_root = None
         self.stdout = self.stderr = None
         self.calls = 0
         self.tool_lock = threading.Lock()
-        # Immutable values cannot change: describe and pickle each once. The cache holds
-        # the object, so its id cannot be reused by another while cached.
-        self.immutable = {}
 
     # -- set-up ------------------------------------------------------------------
 
@@ -198,14 +315,24 @@ class Runner:
                 module.__path__ = []
             sys.modules[name] = module
             exec(compile(source, module.__file__, "exec"), module.__dict__)
+        global _repr
         self.cloudpickle = sys.modules["cloudpickle"]
+        state_codec = sys.modules["codetape_state"]
+        self.codec = state_codec.Codec(self.cloudpickle)
+        _repr = state_codec.make_repr()
+        self.snapshots = state_codec.Snapshotter(self.codec, _repr)
+        self.files_root = msg.get("files_root")
         limit = int(msg.get("output_bytes", 1000000))
         self.stdout = CappedPipe(1, limit)
         self.stderr = CappedPipe(2, limit)
         sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", buffering=0), write_through=True)
         sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", buffering=0), write_through=True)
+        spec = msg.get("executor") or {}
+        if spec.get("kind", "runner") != "runner":
+            self.namespace = {}
+        self.executor = _Executor(spec, self.namespace)
+        self.namespace = self.executor.namespace
         self.set_tools(msg.get("tools", []))
-        self.namespace["final_answer"] = self._final_answer
         return {
             "op": "ready",
             "python": platform.python_version(),
@@ -215,8 +342,10 @@ class Runner:
 
     def set_tools(self, names):
         self.tools = list(names)
-        for name in names:
-            self.namespace[name] = self._tool_stub(name)
+        stubs = dict((name, self._tool_stub(name)) for name in names)
+        if self.executor.kind == "runner":
+            stubs["final_answer"] = self._final_answer
+        self.executor.set_tools(stubs)
 
     def _tool_stub(self, name):
         runner = self
@@ -241,105 +370,117 @@ class Runner:
 
         call_tool.__name__ = name
         call_tool.__qualname__ = name
-        call_tool.__codetape_tool__ = True
+        call_tool.__codetape_tool__ = name
         return call_tool
+
+    def _stubs(self):
+        stubs = dict((name, self._tool_stub(name)) for name in self.tools)
+        stubs["final_answer"] = self._final_answer
+        return stubs
 
     @staticmethod
     def _final_answer(value):
         raise FinalAnswer(value)
 
+    _final_answer.__func__.__codetape_tool__ = "final_answer"
+
     # -- state ---------------------------------------------------------------------
 
     def snapshot(self):
-        # Values go out only when the host lacks them: the host keeps the bytes of the
-        # previous snapshot, so "sent" is exactly that snapshot's digests.
-        state, sent = {}, set()
-        for name, value in list(self.namespace.items()):
-            if name.startswith("__") or isinstance(value, types.ModuleType):
-                continue
-            if getattr(value, "__codetape_tool__", False) or value is self._final_answer:
-                continue
-            state[name] = var = self._variable(value, with_data=True)
-            if var["digest"]:
-                sent.add(var["digest"])
-        self.sent = sent
-        return state
-
-    def _variable(self, value, with_data=False):
-        cached = self.immutable.get(id(value))
-        if cached is not None and cached[0] is value:
-            var, data = dict(cached[1]), cached[2]
-        else:
-            var, data = self._describe(value)
-            if type(value) in _IMMUTABLE and data is not None:
-                self.immutable[id(value)] = (value, dict(var), data)
-        if with_data and data is not None and var["digest"] not in self.sent:
-            var["data"] = base64.b64encode(data).decode("ascii")
-        return var
-
-    def _describe(self, value):
-        """The variable's record and its pickled bytes (None when it cannot be pickled)."""
-        cls = type(value)
-        kind = (
-            cls.__qualname__
-            if cls.__module__ == "builtins"
-            else "%s.%s" % (cls.__module__, cls.__qualname__)
+        """Each variable's fingerprint and preview, the module and tool bindings, and a
+        checkpoint of the whole namespace (and its files). Bytes go out only when the
+        host lacks them: it keeps what it was sent."""
+        files = self._files()
+        snap = self.snapshots.take(
+            self.executor.variables(),
+            self.executor.namespace.get("__name__"),
+            (files.get("files"), files.get("reason")),
         )
-        try:
-            shown = _repr.repr(value)
-        except Exception as exc:
-            shown = "<%s: repr failed: %s>" % (kind, type(exc).__name__)
-        try:
-            data = self.cloudpickle.dumps(value, protocol=4)
-        except Exception as exc:
-            reason = "cannot be serialized: %s: %s" % (type(exc).__name__, exc)
-            return {
-                "type": kind,
-                "preview": shown,
-                "size": 0,
-                "digest": None,
-                "reason": reason,
-            }, None
+        checkpoint = dict(snap["checkpoint"])
+        if checkpoint.get("data") is not None:
+            checkpoint["data"] = _b64(checkpoint["data"])
+        checkpoint["large"] = dict((k, _b64(v)) for k, v in checkpoint["large"].items())
+        if files:
+            checkpoint["files"] = files
+        return {
+            "variables": snap["variables"],
+            "data": dict((k, _b64(v)) for k, v in snap["data"].items()),
+            "modules": snap["modules"],
+            "tools": snap["tools"],
+            "checkpoint": checkpoint,
+        }
+
+    def _files(self):
+        """The files under the sandbox's /tmp, for the checkpoint (docker only)."""
+        if not self.files_root:
+            return {}
+        found, total = {}, 0
+        for top, _dirs, names in os.walk(self.files_root):
+            for name in names:
+                path = os.path.join(top, name)
+                if not os.path.isfile(path) or os.path.islink(path):
+                    continue
+                total += os.path.getsize(path)
+                if total > _FILES_CAP:
+                    return {"reason": "its files under /tmp are over 8 MB"}
+                with open(path, "rb") as handle:
+                    found[os.path.relpath(path, self.files_root)] = handle.read()
+        if not found:
+            return {}
+        data = pickle.dumps(found, protocol=4)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        return {"type": kind, "preview": shown, "size": len(data), "digest": digest}, data
+        record = {"files": digest}
+        if digest not in self.snapshots.known:
+            record["data"] = _b64(data)
+            self.snapshots.known.add(digest)
+        return record
+
+    def set_state(self, msg):
+        """Restore a checkpoint (and its files) into a fresh namespace."""
+        large = dict((k, base64.b64decode(v)) for k, v in (msg.get("large") or {}).items())
+        stubs = self._stubs()
+        restored = self.codec.restore(base64.b64decode(msg["data"]), large, stubs)
+        values = restored["values"]
+        if restored.get("name") is not None:
+            self.executor.namespace["__name__"] = restored["name"]
+        for binding, tool in (msg.get("tools") or {}).items():
+            if tool in stubs:
+                values[binding] = stubs[tool]
+        self.executor.namespace.update(values)
+        if msg.get("files"):
+            self._write_files(pickle.loads(base64.b64decode(msg["files"])))
+        self.snapshots.known.update(large)
+        self.snapshots.forget_checkpoint()
+        return {"op": "state", "state": self.snapshot()}
+
+    def _write_files(self, files):
+        for relpath, data in files.items():
+            path = os.path.join(self.files_root or "/tmp", relpath)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as handle:
+                handle.write(data)
 
     def set_vars(self, msg):
         errors = {}
         for name, encoded in msg["vars"].items():
             data = base64.b64decode(encoded)
             try:
-                self.namespace[name] = self.cloudpickle.loads(data)
+                self.executor.namespace[name] = self.cloudpickle.loads(data)
             except Exception as exc:  # e.g. a module the value needs is not in this image
                 errors[name] = "%s: %s" % (type(exc).__name__, exc)
-                continue
-            self.sent.add("sha256:" + hashlib.sha256(data).hexdigest())
         return {"op": "state", "state": self.snapshot(), "errors": errors}
 
     # -- running code ----------------------------------------------------------------
 
     def run(self, msg):
         code = msg["code"]
-        if msg.get("seed") is not None:
+        if msg.get("random_state") is not None:
+            random.setstate(pickle.loads(base64.b64decode(msg["random_state"])))
+        elif msg.get("seed") is not None:
             random.seed(msg["seed"])
         reply = {"op": "result", "status": "ok", "has_result": False}
         try:
-            tree = ast.parse(code, "<code action>", "exec")
-            last = None
-            if tree.body and isinstance(tree.body[-1], ast.Expr):
-                last = ast.Expression(tree.body.pop().value)
-            exec(compile(tree, "<code action>", "exec"), self.namespace)
-            if last is not None:
-                value = eval(compile(last, "<code action>", "eval"), self.namespace)
-                if value is not None:
-                    reply["has_result"] = True
-                    reply["result_type"] = type(value).__name__
-                    try:
-                        reply["result"] = _repr.repr(value)
-                    except Exception as exc:
-                        reply["result"] = "<%s: repr failed: %s>" % (
-                            type(value).__name__,
-                            type(exc).__name__,
-                        )
+            self.executor.run(code, reply)
         except FinalAnswer as done:
             value, is_json = _jsonable(done.value)
             reply["final_answer"] = {
@@ -350,15 +491,17 @@ class Runner:
         except BaseException as exc:  # the user's error, reported, never fatal here
             reply["status"] = "error"
             reply["error"] = {
-                "type": type(exc).__name__,
+                "type": getattr(exc, "codetape_type", None) or _qualified(type(exc)),
                 "message": str(exc),
-                "traceback": _user_traceback(exc),
+                "traceback": _user_traceback(exc, self.executor.filename),
             }
         if os.getpid() != MAIN_PID:
             # A process the user's code forked has left that code: it must not go on
             # into the runner's reply (or wait on its output pipes).
             os._exit(0)
         reply["stdout"], reply["stderr"] = self._output()
+        if "smolagents_output" in reply:
+            reply["stdout"] = reply.pop("smolagents_output")
         reply["state"] = self.snapshot()
         return reply
 
@@ -379,6 +522,7 @@ class Runner:
             "init": self.init,
             "run": self.run,
             "set_vars": self.set_vars,
+            "set_state": self.set_state,
             "snapshot": lambda msg: {"op": "state", "state": self.snapshot()},
             "set_tools": lambda msg: (self.set_tools(msg["tools"]), {"op": "ok"})[1],
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import inspect
 import json
 import os
@@ -26,7 +27,7 @@ from ..errors import SandboxError
 from ..schemas import ErrorInfo, Limits
 from ..schemas import attributes as A
 from ._backends import Backend, DockerBackend, LocalBackend
-from ._outcome import Outcome, RawVariable, RelayedCall
+from ._outcome import Checkpoint, Outcome, RawState, RawVariable, RelayedCall
 from ._protocol import Channel, ChannelBroken, ChannelClosed, ChannelTimeout
 
 __all__ = ["DEFAULT_IMAGE", "PICKLE_PROTOCOL", "Sandbox", "default_image", "tool_name"]
@@ -43,12 +44,23 @@ def default_image() -> str:
     return os.environ.get("CODETAPE_IMAGE") or DEFAULT_IMAGE
 
 
-def _cloudpickle_modules() -> list[tuple[str, str]]:
-    """cloudpickle's own source, sent to the runner so the image needs only python3."""
+def _runner_modules() -> list[tuple[str, str]]:
+    """cloudpickle's source and codetape's state codec, sent to the runner so the image
+    needs only python3."""
     package = Path(inspect.getfile(cloudpickle)).parent
-    modules = [("cloudpickle", (package / "__init__.py").read_text())]
-    modules.insert(0, ("cloudpickle.cloudpickle", (package / "cloudpickle.py").read_text()))
-    return modules
+    return [
+        ("cloudpickle.cloudpickle", (package / "cloudpickle.py").read_text()),
+        ("cloudpickle", (package / "__init__.py").read_text()),
+        ("codetape_state", Path(__file__).with_name("_statecodec.py").read_text()),
+    ]
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _decode(encoded: object) -> bytes | None:
+    return base64.b64decode(encoded) if isinstance(encoded, str) else None
 
 
 def tool_name(tool: Callable[..., Any]) -> str:
@@ -110,8 +122,12 @@ class Sandbox:
         *,
         hash_seed: int | None = None,
         seed: int | None = None,
+        executor: Mapping[str, Any] | None = None,
     ) -> None:
         self.limits = limits or Limits()
+        # How the runner executes code: as the sandbox does by default, or the way an
+        # observed step ran (plain exec, a named function, smolagents), for replay.
+        self._executor = dict(executor or {"kind": "runner"})
         self.hash_seed = hash_seed if hash_seed is not None else random.randrange(2**32)
         self.seed = seed if seed is not None else random.randrange(2**32)
         self._tools: dict[str, Callable[..., Any]] = {}
@@ -131,8 +147,8 @@ class Sandbox:
         self._channel: Channel | None = None
         self._ready: dict[str, Any] = {}
         self._identity_attrs: dict[str, Any] | None = None
-        # The namespace as of the last good state; its bytes restore a new runner.
-        self.state: dict[str, RawVariable] = {}
+        # The namespace as of the last good state; its checkpoint restores a new runner.
+        self.state: RawState | None = None
 
     # -- life cycle -------------------------------------------------------------
 
@@ -169,13 +185,17 @@ class Sandbox:
                 channel,
                 {
                     "op": "init",
-                    "modules": _cloudpickle_modules(),
+                    "modules": _runner_modules(),
                     "tools": sorted(self._tools),
                     "output_bytes": self.limits.output_bytes,
+                    "executor": self._executor,
+                    # Files under a container's /tmp are part of its state; the local
+                    # backend's /tmp is the host's own.
+                    "files_root": "/tmp" if self.backend == "docker" else None,
                 },
             )
-            if self.state:
-                self._restore(channel)
+            if self.state is not None and self.state.checkpoint.data is not None:
+                self._restore(channel, self.state)
         except (ChannelClosed, ChannelTimeout) as exc:
             stderr = self._stderr()
             self.close()
@@ -207,13 +227,28 @@ class Sandbox:
                 raise SandboxError(f"the sandbox runner failed: {reply.get('message')}")
             return reply
 
-    def _restore(self, channel: Channel) -> None:
-        values = {
-            name: base64.b64encode(var.data).decode("ascii")
-            for name, var in self.state.items()
-            if var.data is not None
+    def _restore(self, channel: Channel, state: RawState) -> RawState:
+        checkpoint = state.checkpoint
+        assert checkpoint.data is not None
+        message = {
+            "op": "set_state",
+            "data": base64.b64encode(checkpoint.data).decode("ascii"),
+            "large": {k: base64.b64encode(v).decode("ascii") for k, v in checkpoint.large.items()},
+            "files": base64.b64encode(checkpoint.files_data).decode("ascii")
+            if checkpoint.files_data is not None
+            else None,
+            "tools": state.tools,
         }
-        self._request(channel, {"op": "set_vars", "vars": values})
+        reply = self._request(channel, message)
+        return self._take_state(reply.get("state") or {})
+
+    def restore(self, state: RawState) -> RawState:
+        """Load a recorded checkpoint (a step's input) into this sandbox's namespace;
+        returns the namespace as the sandbox then sees it. The host does not unpickle
+        the checkpoint: only the sandbox does."""
+        if state.checkpoint.data is None:
+            raise SandboxError(f"no checkpoint to restore: {state.checkpoint.reason}")
+        return self._restore(self._ensure_started(), state)
 
     def _replace_runner(self) -> None:
         """Kill a runner that timed out or died; the next step starts a new one and
@@ -292,29 +327,72 @@ class Sandbox:
         self._identity_attrs = attrs
         return attrs
 
-    def _take_state(self, raw: Mapping[str, Mapping[str, Any]]) -> dict[str, RawVariable]:
-        """The runner's snapshot with every value's bytes: a value it did not send
-        again is one this sandbox holds from the last state, unchanged."""
-        held: dict[object, bytes | None] = {
-            var.key: var.data for var in self.state.values() if var.key is not None
-        }
-        state: dict[str, RawVariable] = {}
-        for name, var in raw.items():
-            key = var.get("digest")
-            encoded = var.get("data")
-            data = base64.b64decode(encoded) if encoded is not None else held.get(key)
-            state[name] = RawVariable(
+    def _take_state(self, raw: Mapping[str, Any]) -> RawState:
+        """The runner's snapshot, with its bytes checked against their digests (the
+        sandbox is not trusted to name what it sends) and the checkpoint's bytes held
+        here for the next restore: the runner sends bytes only when the host lacks them."""
+        data = {}
+        for digest, encoded in dict(raw.get("data") or {}).items():
+            value = _decode(encoded)
+            if value is not None and _sha256(value) == digest:
+                data[digest] = value
+        variables = {}
+        for name, var in dict(raw.get("variables") or {}).items():
+            digest = var.get("digest")
+            variables[str(name)] = RawVariable(
                 type=str(var.get("type", "?")),
                 preview=str(var.get("preview", "")),
                 size=int(var.get("size") or 0),
-                data=data,
-                key=key if data is not None else None,
-                reason=None
-                if data is not None
-                else str(var.get("reason") or "the sandbox did not send this value"),
+                digest=digest if isinstance(digest, str) else None,
+                data=data.get(digest) if isinstance(digest, str) else None,
+                reason=str(var["reason"]) if var.get("reason") else None,
             )
+        state = RawState(
+            variables,
+            modules={str(k): str(v) for k, v in dict(raw.get("modules") or {}).items()},
+            tools={str(k): str(v) for k, v in dict(raw.get("tools") or {}).items()},
+            checkpoint=self._take_checkpoint(dict(raw.get("checkpoint") or {}), data),
+        )
         self.state = state
         return state
+
+    def _take_checkpoint(self, raw: dict[str, Any], data: dict[str, bytes]) -> Checkpoint:
+        held = self.state.checkpoint if self.state is not None else Checkpoint(None)
+        digest = raw.get("digest") if isinstance(raw.get("digest"), str) else None
+        files = dict(raw.get("files") or {})
+        checkpoint = Checkpoint(
+            digest,
+            reason=str(raw["reason"]) if raw.get("reason") else files.get("reason"),
+            name=raw.get("name") if isinstance(raw.get("name"), str) else None,
+            files=files.get("files") if isinstance(files.get("files"), str) else None,
+        )
+        body = _decode(raw.get("data"))
+        if digest is not None:
+            checkpoint.data = (
+                body if body is not None else (held.data if held.digest == digest else None)
+            )
+            if checkpoint.data is None or _sha256(checkpoint.data) != digest:
+                checkpoint.digest, checkpoint.data = None, None
+                checkpoint.reason = "the sandbox did not send its checkpoint"
+        pool = {**held.large, **data}
+        for key, encoded in dict(raw.get("large") or {}).items():
+            value = _decode(encoded)
+            if value is not None:
+                pool[key] = value
+        for key in raw.get("keys") or []:
+            if key in pool and _sha256(pool[key]) == key:
+                checkpoint.large[key] = pool[key]
+            elif checkpoint.digest is not None:
+                checkpoint.digest, checkpoint.data = None, None
+                checkpoint.reason = f"the sandbox did not send the large value {key}"
+        if checkpoint.files is not None:
+            body = _decode(files.get("data"))
+            checkpoint.files_data = (
+                body
+                if body is not None
+                else (held.files_data if held.files == checkpoint.files else None)
+            )
+        return checkpoint
 
     def send_variables(self, mapping: Mapping[str, Any]) -> None:
         """Seed the namespace with host values (pickled here, unpickled in the sandbox)."""
@@ -329,7 +407,7 @@ class Sandbox:
             raise SandboxError(f"variable {name!r} could not be loaded in the sandbox: {why}")
 
     def send_pickled(self, values: Mapping[str, bytes]) -> dict[str, str]:
-        """Seed the namespace with already pickled values (a recording's, for replay).
+        """Seed the namespace with already pickled values, one pickle each.
 
         The host does not unpickle them. Returns, by name, why a value could not be
         loaded inside the sandbox (a module it needs may be missing from the image).
@@ -337,26 +415,25 @@ class Sandbox:
         channel = self._ensure_started()
         encoded = {name: base64.b64encode(data).decode("ascii") for name, data in values.items()}
         reply = self._request(channel, {"op": "set_vars", "vars": encoded})
-        # The runner labels what it loaded by the digest of the bytes it was sent.
-        state = dict(reply.get("state") or {})
-        for name, data in values.items():
-            var = state.get(name)
-            if var is not None and var.get("data") is None and var.get("digest"):
-                state[name] = {**var, "data": base64.b64encode(data).decode("ascii")}
-        self._take_state(state)
+        self._take_state(reply.get("state") or {})
         return dict(reply.get("errors") or {})
 
     # -- running code -----------------------------------------------------------
 
-    def execute(self, code: str, *, seed: int | None = None) -> Outcome:
+    def execute(
+        self, code: str, *, seed: int | None = None, random_state: bytes | None = None
+    ) -> Outcome:
         """Run one snippet and say what it did. Never raises for the snippet's own
         errors: see the outcome's ``status`` and ``error``. ``random`` is seeded with
-        ``seed`` first when it is given."""
+        ``seed`` first, or set to ``random_state`` (a pickled ``random.getstate()``)."""
         channel = self._ensure_started()
         started = time.monotonic()
         outcome = Outcome(status="ok", seed=seed)
+        request: dict[str, Any] = {"op": "run", "code": code, "seed": seed}
+        if random_state is not None:
+            request["random_state"] = base64.b64encode(random_state).decode("ascii")
         try:
-            reply = self._exchange(channel, code, seed, outcome.tool_calls)
+            reply = self._exchange(channel, request, outcome.tool_calls)
         except _Interrupted as stopped:
             outcome.status, outcome.error = stopped.status, stopped.error
         else:
@@ -373,13 +450,13 @@ class Sandbox:
         return outcome
 
     def _exchange(
-        self, channel: Channel, code: str, seed: int | None, calls: list[RelayedCall]
+        self, channel: Channel, message: dict[str, Any], calls: list[RelayedCall]
     ) -> dict[str, Any]:
         """Send the code, answer its tool calls, and return the runner's reply."""
         deadline = time.monotonic() + self.limits.timeout_s
-        request = uuid.uuid4().hex
+        request = message["id"] = uuid.uuid4().hex
         try:
-            channel.send({"op": "run", "id": request, "code": code, "seed": seed})
+            channel.send(message)
             while True:
                 message = channel.receive(deadline)
                 if message.get("op") == "fatal" and message.get("id") == request:

@@ -4,24 +4,33 @@ these names may change in any release (use ``Sandbox``)."""
 
 from __future__ import annotations
 
+from . import _statecodec as state_codec
 from ._backends import LABEL, docker_client
 from ._fingerprint import Fingerprint, host_fingerprint
 from ._image import BuiltImage, build_image, default_tag, dockerfile
-from ._outcome import Outcome, RawVariable, RelayedCall
+from ._outcome import Checkpoint, Outcome, RawState, RawVariable, RelayedCall
 from ._sandbox import PICKLE_PROTOCOL, tool_name
+from ._statecodec import Snapshotter as StateSnapshotter
+from ._statecodec import mask_addresses, qualified_name
 
 __all__ = [
     "LABEL",
     "PICKLE_PROTOCOL",
     "BuiltImage",
+    "Checkpoint",
     "Fingerprint",
     "Outcome",
+    "RawState",
     "RawVariable",
     "RelayedCall",
+    "StateSnapshotter",
     "build_image",
     "default_tag",
     "docker_client",
     "dockerfile",
     "host_fingerprint",
+    "mask_addresses",
+    "qualified_name",
+    "state_codec",
     "tool_name",
 ]

@@ -38,9 +38,11 @@ class _Model(BaseModel):
 class VariableSnapshot(_Model):
     """One variable of a step's namespace, as recorded.
 
-    ``digest`` names the blob holding the cloudpickled value; it is ``None`` when the
-    value could not be serialized (or held a secret), and then ``restorable`` is False
-    and ``reason`` says why.
+    ``digest`` is the value's fingerprint: equal values have equal digests, whichever
+    process took them (a class made by the agent's code is named by its name and code,
+    not by where it lives). It is ``None`` when the value could not be serialized (or
+    held a secret); ``restorable`` is False when the step's checkpoint cannot bring the
+    value back (``reason`` says why: a replay then rebuilds it by re-running steps).
     """
 
     name: str
@@ -143,6 +145,12 @@ class Step(_Model):
     started_at: datetime
     duration_ms: float
     random_seed: int | None = None
+    # The blobs of the recorded states (manifests naming the checkpoints), for replay.
+    state_before: str | None = None
+    state_after: str | None = None
+    # Observed steps: how the code was executed, and random's state before it.
+    executor: dict[str, Any] | None = None
+    random_state: str | None = None
 
 
 class Run(_Model):

@@ -64,6 +64,10 @@ SANDBOX_ENV_FINGERPRINT: Final = "codetape.sandbox.env_fingerprint"
 SANDBOX_LIMITS: Final = "codetape.sandbox.limits"  # JSON text
 SANDBOX_HASH_SEED: Final = "codetape.sandbox.hash_seed"  # PYTHONHASHSEED inside
 STEP_RANDOM_SEED: Final = "codetape.step.random_seed"  # random.seed() before the step
+# Observed steps: the blob of random.getstate() before the step, restored by a replay.
+STEP_RANDOM_STATE: Final = "codetape.step.random_state"
+# Observed steps: how the code was executed, as JSON, so a replay runs it the same way.
+STEP_EXECUTOR: Final = "codetape.step.executor"
 
 # codetape: tool calls.
 TOOL_ARGUMENTS_DIGEST: Final = "codetape.tool.arguments.digest"

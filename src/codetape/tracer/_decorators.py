@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
+import pickle
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, cast, overload
@@ -16,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 from ..sandbox.internal import host_fingerprint
 from ..schemas import attributes as A
 from ._capture import Captured, capture_output
+from ._config import runtime
 from ._errors import internal_errors
 from ._recording import (
     RunRecorder,
@@ -129,28 +133,60 @@ class _Binder:
         return code, namespace if isinstance(namespace, dict) else None
 
 
-def observed_sandbox() -> dict[str, Any]:
-    """The identity attributes of a step observed in this process (no image)."""
+def observed_sandbox(executor: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The identity attributes of a step observed in this process (no image), with how
+    its code was executed (``executor``: what a replay runs it with)."""
     fp = host_fingerprint()
-    return {
+    attrs: dict[str, Any] = {
         A.SANDBOX_BACKEND: "observed",
         A.SANDBOX_PYTHON: fp.python,
         A.SANDBOX_PLATFORM: fp.platform,
         A.SANDBOX_ENV_FINGERPRINT: fp.digest,
     }
+    if executor is not None:
+        attrs[A.STEP_EXECUTOR] = json.dumps(dict(executor), separators=(",", ":"))
+    return attrs
+
+
+def random_state_blob() -> str | None:
+    """Store ``random``'s state before an observed step, for its replay to start from."""
+    with internal_errors("recording the random state"):
+        return runtime().blobs.put(pickle.dumps(random.getstate(), protocol=4))
+    return None
+
+
+def _replay_executor(
+    func: Callable[..., Any], binder: _Binder, replay: str | Callable[..., Any] | None
+) -> dict[str, Any]:
+    """How a replay runs this code action: plain ``exec`` unless the user named their
+    own executor (``replay=``), a function ``fn(code, namespace)``."""
+    if replay is None:
+        return {"kind": "exec"}
+    if callable(replay):
+        replay = f"{replay.__module__}:{replay.__qualname__}"
+    if ":" not in replay:
+        raise TypeError(f"replay={replay!r} of {func.__qualname__}: use 'module:function'")
+    return {"kind": "callable", "target": replay, "code": binder.code, "state": binder.state}
 
 
 class _ObservedStep:
     """The bookkeeping around one observed code action, shared by sync and async."""
 
-    def __init__(self, func_name: str, code: str, namespace: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        func_name: str,
+        code: str,
+        namespace: dict[str, Any] | None,
+        executor: Mapping[str, Any],
+    ) -> None:
         self.namespace = namespace
         self.own_run: RunRecorder | None = None
         run = current_run()
         if run is None:  # a code action outside any run is a run of its own
             run = self.own_run = RunRecorder(func_name).__enter__()
         self.run = run
-        self.step = StepRecorder(run, code, mode="observed", sandbox=observed_sandbox())
+        self.step = StepRecorder(run, code, mode="observed", sandbox=observed_sandbox(executor))
+        self.step.random_state = random_state_blob()
         self.before: State | None = None
         with internal_errors("snapshotting the variables before a step"):
             if namespace is not None and run.snapshotter is not None:
@@ -181,10 +217,18 @@ class _ObservedStep:
 def code_action(fn: Callable[P, R], /) -> Callable[P, R]: ...
 @overload
 def code_action(
-    *, code: str | None = None, state: str | None = None
+    *,
+    code: str | None = None,
+    state: str | None = None,
+    replay: str | Callable[..., Any] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def code_action(
-    fn: Callable[P, R] | None = None, /, *, code: str | None = None, state: str | None = None
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    code: str | None = None,
+    state: str | None = None,
+    replay: str | Callable[..., Any] | None = None,
 ) -> Any:
     """Record each call of ``fn``, the function that executes a snippet, as a step.
 
@@ -192,6 +236,12 @@ def code_action(
     named ``namespace``, ``state``, ``globals``, ``locals`` or ``variables``; name them
     with ``code=`` and ``state=`` when they are called something else. Output is teed
     (you still see it) and exceptions are re-raised unchanged.
+
+    A replay runs the step's code with plain ``exec`` in a fresh namespace rebuilt from
+    the recording. When your executor does more (returns a value, wraps the code),
+    name a function that does the same for replay: ``replay="mypkg.agent:execute"``
+    (or the function itself), called as ``fn(code, namespace)`` with the parameter
+    names found above.
 
     >>> import codetape
     >>> @codetape.code_action
@@ -203,13 +253,14 @@ def code_action(
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         binder = _Binder(func, code, state)
         func_name = func.__qualname__
+        executor = _replay_executor(func, binder, replay)
         if inspect.iscoroutinefunction(func):
             async_func = cast(Callable[P, Awaitable[Any]], func)
 
             @functools.wraps(func)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
                 snippet, namespace = binder.find(args, kwargs)
-                observed = _ObservedStep(func_name, snippet, namespace)
+                observed = _ObservedStep(func_name, snippet, namespace, executor)
                 with capture_output() as captured:
                     try:
                         result = await async_func(*args, **kwargs)
@@ -224,7 +275,7 @@ def code_action(
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             snippet, namespace = binder.find(args, kwargs)
-            observed = _ObservedStep(func_name, snippet, namespace)
+            observed = _ObservedStep(func_name, snippet, namespace, executor)
             with capture_output() as captured:
                 try:
                     result = func(*args, **kwargs)
@@ -268,12 +319,12 @@ def tool(fn: F) -> F:
                 recorder.succeeded(result)
                 return result
 
-        async_wrapper.__codetape_tool__ = True  # type: ignore[attr-defined]
+        async_wrapper.__codetape_tool__ = name  # type: ignore[attr-defined]
         return cast(F, async_wrapper)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         return record_tool_call(name, arguments(args, kwargs), lambda: fn(*args, **kwargs))
 
-    wrapper.__codetape_tool__ = True  # type: ignore[attr-defined]
+    wrapper.__codetape_tool__ = name  # type: ignore[attr-defined]
     return cast(F, wrapper)

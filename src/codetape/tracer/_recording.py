@@ -203,6 +203,8 @@ class StepRecorder:
         self.index = run.next_index()
         self._mode = mode
         self._sandbox = dict(sandbox)
+        # Observed steps: the blob of random's state before the step.
+        self.random_state: str | None = None
         self._span: Span | None = None
         self._token: Any = None
 
@@ -221,6 +223,8 @@ class StepRecorder:
                 attrs[A.CODE_DIGEST] = digest
             if before is not None:
                 attrs[A.STATE_BEFORE] = before.digest
+            if self.random_state is not None:
+                attrs[A.STEP_RANDOM_STATE] = self.random_state
             parent = self.run._span or trace.INVALID_SPAN
             self._span = rt.tracer.start_span(
                 A.SPAN_EXECUTE_CODE, context=trace.set_span_in_context(parent), attributes=attrs

@@ -13,14 +13,13 @@ from typing import Any
 
 from .._format import PREVIEW_CHARS, cut
 from ..sandbox import Sandbox as _ExecutingSandbox
-from ..sandbox.internal import Outcome, RawVariable
+from ..sandbox.internal import Outcome, RawState
 from ..schemas import StepResult, VariableSnapshot
 from ..schemas import attributes as A
-from ..store.internal import digest_of
 from ._arguments import bind_arguments
 from ._config import runtime
 from ._recording import RunRecorder, StepRecorder, current_run, record_tool_call
-from ._state import SECRET_REASON, Snapshotter, State, Variable
+from ._state import State, StateRecorder
 
 __all__ = ["Sandbox"]
 
@@ -50,11 +49,8 @@ class Sandbox(_ExecutingSandbox):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         rt = runtime()
-        self._snapshotter = Snapshotter(rt.blobs, rt.redactor)
+        self._recorder = StateRecorder(rt.blobs, rt.redactor)
         self._recorded: State | None = None
-        # The bytes object each variable was recorded from: the same object again
-        # means the sandbox did not send the value again, so it did not change.
-        self._seen: dict[str, tuple[bytes, Variable]] = {}
         self._step: StepRecorder | None = None
 
     def _owner(self) -> str:
@@ -73,63 +69,46 @@ class Sandbox(_ExecutingSandbox):
             for name, var in self._recorded.variables.items()
         }
 
-    def _take_state(self, raw: Mapping[str, Mapping[str, Any]]) -> dict[str, RawVariable]:
+    def _take_state(self, raw: Mapping[str, Any]) -> RawState:
         state = super()._take_state(raw)
-        self._recorded = self._record_state(state)
+        self._recorded = self._recorder.record(state, self._recorded)
         return state
-
-    def _record_state(self, raw: Mapping[str, RawVariable]) -> State:
-        """The sandbox's namespace as a recorded state. Digests are computed here: the
-        sandbox is not trusted to name what it sends."""
-        rt = runtime()
-        variables: dict[str, Variable] = {}
-        seen: dict[str, tuple[bytes, Variable]] = {}
-        for name, var in raw.items():
-            shown = cut(rt.redactor.text(var.preview), PREVIEW_CHARS)
-            if var.data is None:
-                reason = cut(rt.redactor.text(var.reason or ""), PREVIEW_CHARS)
-                variables[name] = Variable(var.type, None, var.size, shown, False, reason)
-                continue
-            old = self._seen.get(var.key or "")
-            if old is not None and old[0] is var.data:  # same bytes: same digest and verdict
-                variable = old[1]._replace(preview=shown, type=var.type)
-            elif rt.redactor.contains_secret(var.data):
-                variable = Variable(var.type, None, len(var.data), shown, False, SECRET_REASON)
-            else:
-                digest = rt.blobs.put(var.data, digest_of(var.data))
-                variable = Variable(var.type, digest, len(var.data), shown, True)
-            variables[name] = variable
-            if var.key is not None:
-                seen[var.key] = (var.data, variable)
-        self._seen = seen
-        if self._recorded is not None and variables == self._recorded.variables:
-            return self._recorded
-        return State(variables, self._snapshotter.manifest(variables))
 
     # -- running code ---------------------------------------------------------------
 
-    def run(self, code: str, *, random_seed: int | None = None) -> StepResult:
+    def run(
+        self, code: str, *, random_seed: int | None = None, random_state: bytes | None = None
+    ) -> StepResult:
         """Run one snippet and record it as a step of the current run (or a run of its
         own). Never raises for the snippet's own errors: see ``status`` and ``error``.
 
         ``random`` is seeded before each step (from the sandbox's ``seed`` and the step
-        index unless ``random_seed`` is given) and the seed recorded, for replay."""
+        index unless ``random_seed`` is given) and the seed recorded, for replay; a
+        replay of an observed step sets ``random_state`` instead."""
         run = current_run()
         if run is None:
             with RunRecorder("sandbox") as own:
-                return self._record_step(own, code, random_seed)
-        return self._record_step(run, code, random_seed)
+                return self._record_step(own, code, random_seed, random_state)
+        return self._record_step(run, code, random_seed, random_state)
 
-    def _record_step(self, run: RunRecorder, code: str, random_seed: int | None) -> StepResult:
+    def _record_step(
+        self,
+        run: RunRecorder,
+        code: str,
+        random_seed: int | None,
+        random_state: bytes | None = None,
+    ) -> StepResult:
         identity = self.identity()  # starts the sandbox before the step is opened
         step = StepRecorder(run, code, mode="sandboxed", sandbox=identity)
-        seed = random_seed if random_seed is not None else step_seed(self.seed, step.index)
+        seed: int | None = random_seed
+        if seed is None and random_state is None:
+            seed = step_seed(self.seed, step.index)
         step.begin(self._recorded)
-        if step.span is not None:
+        if step.span is not None and seed is not None:
             step.span.set_attribute(A.STEP_RANDOM_SEED, seed)
         self._step = step
         try:
-            outcome = self.execute(code, seed=seed)
+            outcome = self.execute(code, seed=seed, random_state=random_state)
         finally:
             self._step = None
         step.finish(

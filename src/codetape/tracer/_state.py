@@ -1,42 +1,58 @@
-"""State snapshots: each variable of a step's namespace, cloudpickled into a blob.
+"""State snapshots: each variable's fingerprint and preview, and a checkpoint of the
+whole namespace that keeps its object graph, stored as blobs.
 
-Per-variable digests make an unchanged value cost its bytes once per store and make
-state diffs a comparison of digests. A value that cannot be serialized is recorded by
-type and repr with ``restorable=False``; it never stops the agent.
+The sandbox takes its snapshots in the runner; an observed step's namespace is taken
+here, in the agent's process, with the same state codec, so a value has one
+fingerprint either way. This module turns a snapshot into a recorded state: previews
+redacted and shortened, values holding a secret kept out of the store, the checkpoint
+and its large values written as blobs, and the manifest (``codetape.state.*``) that
+names them. Nothing here ever stops the agent.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
-import pickle
 import reprlib
-import types
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import cloudpickle
 
 from .._format import PREVIEW_CHARS, cut
-from ..sandbox.internal import PICKLE_PROTOCOL
+from ..sandbox.internal import (
+    PICKLE_PROTOCOL,
+    Checkpoint,
+    RawState,
+    StateSnapshotter,
+    mask_addresses,
+    qualified_name,
+    state_codec,
+)
 from ..store.internal import BlobStore, digest_of
 from ._redact import Redactor
 
 __all__ = [
+    "MANIFEST_FORMAT",
     "PICKLE_PROTOCOL",
     "SECRET_REASON",
     "Snapshotter",
     "State",
+    "StateRecorder",
     "Variable",
     "preview",
     "type_name",
 ]
 
+MANIFEST_FORMAT = 2
 SECRET_REASON = "holds a secret, so its value was not stored (configure(redact=False) stores it)"
-_IMMUTABLE = (bytes, str, int, float, complex, bool, frozenset, range, type(None))
-# Scalars pickle the same with the C pickler, at a fraction of cloudpickle's set-up cost.
-_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
+_CHECKPOINT_SECRET = (
+    "a variable holds a secret, so the checkpoint was not stored; replay rebuilds this "
+    "state by re-running the steps before it"
+)
+# Scalars' reprs are their values: no reprlib needed.
+_SCALARS = frozenset({int, float, complex, bool, type(None)})
 
 
 class _RedactingRepr(reprlib.Repr):
@@ -46,9 +62,10 @@ class _RedactingRepr(reprlib.Repr):
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
         self.redactor = redactor
-        self.maxstring = self.maxother = 200
-        self.maxlist = self.maxtuple = self.maxset = self.maxdict = 12
-        self.maxlevel = 3
+        # The same limits as the state codec's repr, so a preview taken here reads as
+        # one taken in a sandbox (both are redacted and shortened afterwards).
+        for name, value in vars(state_codec.make_repr()).items():
+            setattr(self, name, value)
 
     def repr_str(self, x: str, level: int) -> str:
         return super().repr_str(self.redactor.text(x), level)
@@ -69,9 +86,8 @@ _reprs: dict[int, tuple[Redactor, _RedactingRepr]] = {}
 
 
 def type_name(value: object) -> str:
-    cls = type(value)
-    module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+    """The qualified name of ``value``'s type, as recorded and as replayed."""
+    return str(qualified_name(type(value)))
 
 
 def preview(value: object, redactor: Redactor, limit: int = PREVIEW_CHARS) -> str:
@@ -79,20 +95,10 @@ def preview(value: object, redactor: Redactor, limit: int = PREVIEW_CHARS) -> st
     if entry is None or entry[0] is not redactor:
         entry = _reprs[id(redactor)] = (redactor, _RedactingRepr(redactor))
     try:
-        if type(value) in _SCALARS and not isinstance(value, (str, bytes)):
-            text = repr(value)
-        else:
-            text = entry[1].repr(value)
+        text = repr(value) if type(value) in _SCALARS else entry[1].repr(value)
     except Exception as exc:  # a broken __repr__ is the user's, not ours to raise
         text = f"<{type_name(value)}: repr failed: {type(exc).__name__}>"
-    return cut(redactor.text(text), limit)
-
-
-def is_state(name: str, value: object) -> bool:
-    """Modules, dunders and codetape tools are rebuilt on restore, so they are not state."""
-    if name.startswith("__") or isinstance(value, types.ModuleType):
-        return False
-    return not getattr(value, "__codetape_tool__", False)
+    return cut(redactor.text(mask_addresses(text)), limit)
 
 
 class Variable(NamedTuple):
@@ -111,80 +117,100 @@ class Variable(NamedTuple):
 
 @dataclass
 class State:
-    """A snapshot of a namespace: the manifest (name → snapshot) and its blob digest."""
+    """A recorded state: the manifest (name → variable) and its blob digest, the
+    checkpoint's digest (None when there is none) and whether it restores every
+    variable (``complete``)."""
 
     variables: dict[str, Variable]
     digest: str
-    # The objects seen, by name, so the next snapshot can tell what has not changed.
-    ids: dict[str, int] = field(default_factory=dict, repr=False)
-    _refs: dict[str, object] = field(default_factory=dict, repr=False)
+    checkpoint: str | None = None
+    complete: bool = False
 
 
-class Snapshotter:
-    """Snapshots namespaces for one run, writing each value to the blob store once."""
+class StateRecorder:
+    """Turns snapshots of one namespace into recorded states, writing each blob once.
+
+    A snapshot carries a value's bytes only the first time its fingerprint is seen, so
+    the secret verdict of a fingerprint is kept for the snapshots after.
+    """
 
     def __init__(self, blobs: BlobStore, redactor: Redactor) -> None:
         self._blobs = blobs
         self._redactor = redactor
-        # Immutable values cannot change under us: pickle them once per run. The
-        # cache holds the object itself so its id cannot be reused by another one.
-        self._immutable: dict[int, tuple[object, Variable]] = {}
+        self._secret: dict[str, bool] = {}
 
-    def manifest(self, variables: Mapping[str, Variable]) -> str:
-        body = {name: var._asdict() for name, var in sorted(variables.items())}
-        return self._blobs.put(json.dumps(body, separators=(",", ":")).encode())
-
-    def snapshot(self, namespace: Mapping[str, Any], previous: State | None = None) -> State:
-        """Snapshot ``namespace``, taking from ``previous`` what cannot have changed.
-
-        A value that is still the same object as in ``previous`` is taken from it when
-        it is immutable. Mutable values are pickled again: the host may have changed them
-        in place between two steps, and a "before" state must be the real input, or a
-        replay would start from the wrong one. Equal bytes still get one blob.
-        """
-        items = {k: v for k, v in list(namespace.items()) if is_state(k, v)}
-        ids = {k: id(v) for k, v in items.items()}
-        variables: dict[str, Variable] = {}
-        for name, value in items.items():
-            old = previous.variables.get(name) if previous is not None else None
-            if (
-                old is not None
-                and previous is not None
-                and previous.ids.get(name) == ids[name]
-                and isinstance(value, _IMMUTABLE)
-            ):
-                variables[name] = old
-            else:
-                variables[name] = self._variable(value, old)
-        if previous is not None and variables == previous.variables:
+    def record(self, raw: RawState, previous: State | None = None) -> State:
+        variables = {name: self._variable(var) for name, var in raw.variables.items()}
+        checkpoint, complete = self._checkpoint(raw, variables)
+        body: dict[str, Any] = {
+            "format": MANIFEST_FORMAT,
+            "variables": {name: var._asdict() for name, var in sorted(variables.items())},
+            "modules": dict(sorted(raw.modules.items())),
+            "tools": dict(sorted(raw.tools.items())),
+            "checkpoint": checkpoint,
+            "complete": complete,
+        }
+        encoded = json.dumps(body, separators=(",", ":")).encode()
+        digest = digest_of(encoded)
+        if previous is not None and previous.digest == digest:
             return previous
-        return State(variables, self.manifest(variables), ids, items)
+        self._blobs.put(encoded, digest)
+        return State(variables, digest, checkpoint.get("digest"), complete)
 
-    def _variable(self, value: object, old: Variable | None = None) -> Variable:
-        cached = self._immutable.get(id(value))
-        if cached is not None and cached[0] is value:
-            return cached[1]
-        snap = self._serialize(value, old)
-        if isinstance(value, _IMMUTABLE):
-            self._immutable[id(value)] = (value, snap)
-        return snap
+    def _variable(self, var: Any) -> Variable:
+        redact = self._redactor.text
+        shown = cut(redact(var.preview), PREVIEW_CHARS)
+        if var.digest is None or var.reason is not None:
+            reason = cut(redact(var.reason or "its value was not recorded"), PREVIEW_CHARS)
+            return Variable(var.type, var.digest, var.size, shown, False, reason)
+        if var.data is not None and var.digest not in self._secret:
+            self._secret[var.digest] = self._redactor.contains_secret(var.data)
+        if self._secret.get(var.digest, True):  # a secret, or bytes never seen
+            return Variable(var.type, None, var.size, shown, False, SECRET_REASON)
+        return Variable(var.type, var.digest, var.size, shown, True)
 
-    def _serialize(self, value: object, old: Variable | None = None) -> Variable:
-        kind = type_name(value)
-        try:
-            if type(value) in _SCALARS:
-                data = pickle.dumps(value, protocol=PICKLE_PROTOCOL)
-            else:
-                data = cloudpickle.dumps(value, protocol=PICKLE_PROTOCOL)
-        except Exception as exc:
-            reason = f"cannot be serialized: {type(exc).__name__}: {exc}"
-            shown = preview(value, self._redactor)
-            return Variable(kind, None, 0, shown, False, cut(self._redactor.text(reason)))
-        digest = digest_of(data)
-        if old is not None and old.digest == digest and old.type == kind:
-            # The same bytes as last time: the same value, preview and verdict.
-            return old
-        shown = preview(value, self._redactor)
-        if self._redactor.contains_secret(data):
-            return Variable(kind, None, len(data), shown, False, SECRET_REASON)
-        return Variable(kind, self._blobs.put(data, digest), len(data), shown, True)
+    def _checkpoint(
+        self, raw: RawState, variables: Mapping[str, Variable]
+    ) -> tuple[dict[str, Any], bool]:
+        point: Checkpoint = raw.checkpoint
+        record: dict[str, Any] = {
+            "digest": None,
+            "large": sorted(point.large),
+            "files": None,
+            "name": point.name,
+            "reason": point.reason,
+        }
+        if point.digest is None or point.data is None:
+            return record, False
+        if any(var.reason == SECRET_REASON for var in variables.values()):
+            record["reason"] = _CHECKPOINT_SECRET
+            return record, False
+        for data in (point.data, point.files_data):
+            if data is not None and self._redactor.contains_secret(data):
+                record["reason"] = _CHECKPOINT_SECRET
+                return record, False
+        record["digest"] = self._blobs.put(point.data, digest_of(point.data))
+        for key, data in point.large.items():
+            self._blobs.put(data, key)
+        if point.files_data is not None:
+            record["files"] = self._blobs.put(point.files_data, digest_of(point.files_data))
+        complete = point.reason is None and all(v.restorable for v in variables.values())
+        return record, complete
+
+
+class Snapshotter:
+    """Snapshots an observed namespace (in this process) for one run."""
+
+    def __init__(self, blobs: BlobStore, redactor: Redactor) -> None:
+        self._recorder = StateRecorder(blobs, redactor)
+        self._snapshots = StateSnapshotter(state_codec.Codec(cloudpickle), _RedactingRepr(redactor))
+
+    def snapshot(
+        self,
+        namespace: Mapping[str, Any] | Iterable[tuple[str, Any]],
+        previous: State | None = None,
+    ) -> State:
+        items = list(namespace.items()) if isinstance(namespace, Mapping) else list(namespace)
+        name = dict(items).get("__name__")
+        taken = self._snapshots.take(items, name if isinstance(name, str) else None)
+        return self._recorder.record(RawState.from_snapshot(taken), previous)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ._arguments import bind_arguments, tool_signature
 from ._config import Runtime, recording_to, runtime
-from ._decorators import observed_sandbox
+from ._decorators import observed_sandbox, random_state_blob
 from ._errors import internal_errors
 from ._recording import (
     RunRecorder,
@@ -34,6 +34,7 @@ __all__ = [
     "format_exception",
     "internal_errors",
     "observed_sandbox",
+    "random_state_blob",
     "record_tool_call",
     "recording_to",
     "runtime",

@@ -1,0 +1,389 @@
+"""codetape's state codec: how a namespace becomes a fingerprint per variable and one
+checkpoint that keeps the object graph, and how a checkpoint becomes a namespace again.
+
+The same source serves both sides: the host imports it (observed steps are snapshotted
+in the agent's process) and the runner receives it as source, like cloudpickle's, so a
+value has one fingerprint wherever it was taken. It imports only the standard library;
+cloudpickle is handed in. Plain code without annotations, for any python3 an image has.
+
+- A **fingerprint** is the sha256 of a deterministic pickle of the value: a class or
+  function made by the agent's code is named by its qualified name and code (cloudpickle
+  would give a class a fresh id on every pickle), a module by its import name and a tool
+  by its tool name. Equal values of such classes compare equal, record and replay alike.
+- A **checkpoint** is one cloudpickle of every restorable variable together, so aliases
+  and cycles survive. Tools inside it are named, not pickled, and come back as the
+  restoring side's tools; modules are re-imported; a value whose pickle is larger than
+  ``LARGE`` is pickled on its own (its own blob, stored once however many steps keep it)
+  and referenced from the checkpoint, so shared references to it stay one object.
+- What pickling cannot carry (a generator, an open file, a lock, a function of an
+  interpreter such as smolagents') is not restorable, with the reason; replay rebuilds
+  it by re-running the steps before.
+"""
+
+import hashlib
+import io
+import pickle
+import re
+import reprlib
+import sys
+import types
+
+PROTOCOL = 4
+LARGE = 1 << 20
+TOOLS_MODULE = "codetape_tools"
+_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]+")
+# Functions an interpreter makes for the agent's code hold the interpreter itself: they
+# are fingerprinted by their source and rebuilt by re-running the steps that made them.
+_INTERPRETER_MODULES = ("smolagents.",)
+
+
+def make_repr():
+    """The repr that previews are taken with, on both sides. Strings are long on purpose:
+    the host redacts secrets and only then shortens, so a secret is never cut in two
+    before it can be recognised."""
+    shown = reprlib.Repr()
+    shown.maxstring = shown.maxother = 4000
+    shown.maxlist = shown.maxtuple = shown.maxset = shown.maxdict = 12
+    shown.maxfrozenset = shown.maxdeque = shown.maxarray = 12
+    shown.maxlevel = 3
+    return shown
+
+
+def mask_addresses(text):
+    """Memory addresses differ on every run: ``<Order object at 0x7f…>`` → ``at 0x…``."""
+    return _ADDRESS.sub("at 0x…", text)
+
+
+def qualified_name(cls):
+    """``module.Qualname``, or just the name for builtins: one form for a type's name,
+    wherever it is recorded or replayed."""
+    module = getattr(cls, "__module__", None)
+    name = getattr(cls, "__qualname__", None) or getattr(cls, "__name__", "?")
+    if not isinstance(module, str) or module in ("builtins", "__builtin__"):
+        return name
+    return "%s.%s" % (module, name)
+
+
+def tools_module():
+    """The module restored checkpoints take tools from (``getattr(module, name)``)."""
+    module = sys.modules.get(TOOLS_MODULE)
+    if module is None:
+        module = sys.modules[TOOLS_MODULE] = types.ModuleType(TOOLS_MODULE)
+    return module
+
+
+def tool_name(obj):
+    """The tool name of a tool stub or recorded tool (``__codetape_tool__``), else None.
+    Reads the instance dict only: proxies that answer any attribute are not tools."""
+    try:
+        attrs = object.__getattribute__(obj, "__dict__")
+        marker = attrs.get("__codetape_tool__")
+    except Exception:
+        return None
+    if not marker:
+        return None
+    if isinstance(marker, str):
+        return marker
+    name = getattr(obj, "__name__", None) if isinstance(obj, types.FunctionType) else None
+    return name if isinstance(name, str) else None
+
+
+def _importable(obj):
+    """Whether ``obj`` (a class or function) is found again by module and qualname."""
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    qualname = getattr(obj, "__qualname__", "")
+    if module is None or not qualname or "<locals>" in qualname:
+        return False
+    found = module
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+        if found is None:
+            return False
+    return found is obj
+
+
+def _code_key(code):
+    """A deterministic description of a code object (marshal is not: it depends on
+    reference counts)."""
+    parts = [code.co_name, code.co_code, code.co_names, code.co_varnames]
+    for const in code.co_consts:
+        parts.append(_code_key(const) if isinstance(const, types.CodeType) else repr(const))
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def _interpreter_made(obj):
+    module = getattr(obj, "__module__", None) or ""
+    return isinstance(obj, types.FunctionType) and module.startswith(_INTERPRETER_MODULES)
+
+
+def _member_key(value):
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    if isinstance(value, property):
+        return "property:" + ",".join(_member_key(f) for f in (value.fget, value.fset) if f)
+    source = getattr(value, "__source__", None)
+    if isinstance(source, str):
+        return "source:" + hashlib.sha256(source.encode()).hexdigest()[:16]
+    code = getattr(value, "__code__", None)
+    if isinstance(code, types.CodeType):
+        return "code:" + _code_key(code)
+    return type(value).__name__
+
+
+def _class_token(cls):
+    members = sorted(
+        (name, _member_key(value))
+        for name, value in list(vars(cls).items())
+        if not name.startswith("__") or name in ("__init__", "__call__", "__eq__", "__repr__")
+    )
+    bases = [qualified_name(base) for base in cls.__bases__]
+    body = repr((bases, members)).encode()
+    return "class:%s:%s" % (qualified_name(cls), hashlib.sha256(body).hexdigest()[:16])
+
+
+def _function_token(fn):
+    source = getattr(fn, "__source__", None)
+    body = source if isinstance(source, str) else repr(getattr(fn, "__qualname__", ""))
+    return "interpreter:function:%s:%s" % (
+        getattr(fn, "__name__", "?"),
+        hashlib.sha256(body.encode()).hexdigest()[:16],
+    )
+
+
+class Described(object):
+    """A value's fingerprint (``digest``), the pickle it was taken from (``data``),
+    whether that pickle is also a checkpoint of it (``exact``), and why it cannot be
+    restored (``reason``, None when it can)."""
+
+    __slots__ = ("data", "digest", "exact", "reason")
+
+    def __init__(self, digest, data, exact, reason):
+        self.digest = digest
+        self.data = data
+        self.exact = exact
+        self.reason = reason
+
+
+class Codec(object):
+    """Fingerprints, checkpoints and restores namespaces with a given cloudpickle."""
+
+    def __init__(self, cloudpickle):
+        self.cloudpickle = cloudpickle
+        base = cloudpickle.Pickler
+        tools_module()  # checkpoints name it; it must be importable while pickling
+
+        class Fingerprinter(base):
+            def __init__(self, file):
+                base.__init__(self, file, protocol=PROTOCOL)
+                self.tokens = False
+                self.opaque = None
+
+            def reducer_override(self, obj):
+                token = _token(obj)
+                if token is None:
+                    return base.reducer_override(self, obj)
+                self.tokens = True
+                if token.startswith("interpreter:"):
+                    self.opaque = (
+                        "made by the agent's interpreter (%s): rebuilt by re-running the "
+                        "steps that made it" % getattr(obj, "__name__", "?")
+                    )
+                return (str, (token,))
+
+        class Checkpointer(base):
+            def __init__(self, file, large):
+                base.__init__(self, file, protocol=PROTOCOL)
+                self.large = large
+
+            def persistent_id(self, obj):
+                return self.large.get(id(obj))
+
+            def reducer_override(self, obj):
+                name = tool_name(obj)
+                if name is not None:
+                    return (getattr, (tools_module(), name))
+                return base.reducer_override(self, obj)
+
+        class LargePickler(base):
+            def __init__(self, file):
+                base.__init__(self, file, protocol=PROTOCOL)
+
+            def reducer_override(self, obj):
+                name = tool_name(obj)
+                if name is not None:
+                    return (getattr, (tools_module(), name))
+                return base.reducer_override(self, obj)
+
+        self._fingerprinter = Fingerprinter
+        self._checkpointer = Checkpointer
+        self._large_pickler = LargePickler
+
+    def describe(self, value):
+        """The value's fingerprint and pickle, or why it has none."""
+        buffer = io.BytesIO()
+        pickler = self._fingerprinter(buffer)
+        try:
+            pickler.dump(value)
+        except Exception as exc:
+            reason = "cannot be serialized: %s: %s" % (type(exc).__name__, exc)
+            return Described(None, None, False, reason[:500])
+        data = buffer.getvalue()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        return Described(digest, data, not pickler.tokens, pickler.opaque)
+
+    def dump_large(self, value):
+        buffer = io.BytesIO()
+        self._large_pickler(buffer).dump(value)
+        return buffer.getvalue()
+
+    def checkpoint(self, values, large):
+        """One pickle of ``values`` (name → value); ``large`` maps ``id(value)`` to the
+        key of a value pickled on its own."""
+        buffer = io.BytesIO()
+        self._checkpointer(buffer, large).dump(values)
+        return buffer.getvalue()
+
+    def restore(self, data, large, tools):
+        """The namespace of a checkpoint. ``large`` maps keys to their pickles; ``tools``
+        maps tool names to what the restored code should call."""
+        module = tools_module()
+        for name, tool in tools.items():
+            setattr(module, name, tool)
+        loaded = {}
+        for key, blob in large.items():
+            loaded[key] = pickle.loads(blob)
+
+        class Restorer(pickle.Unpickler):
+            def persistent_load(self, key):
+                return loaded[key]
+
+        return Restorer(io.BytesIO(data)).load()
+
+
+def _token(obj):
+    """How the fingerprint names ``obj`` instead of pickling it, or None."""
+    if isinstance(obj, types.ModuleType):
+        return "module:" + obj.__name__
+    name = tool_name(obj)
+    if name is not None:
+        return "tool:" + name
+    if isinstance(obj, type):
+        if obj.__module__ in ("builtins", "__builtin__") or _importable(obj):
+            return None
+        token = _class_token(obj)
+        members = list(vars(obj).values())
+        if any(_interpreter_made(getattr(m, "__func__", m)) for m in members):
+            return "interpreter:" + token  # its methods hold the interpreter
+        return token
+    if _interpreter_made(obj) and not _importable(obj):
+        return _function_token(obj)
+    return None
+
+
+class Snapshotter(object):
+    """Takes snapshots of one namespace, step after step: each variable's record and
+    fingerprint, the module and tool bindings, and a checkpoint of the whole, re-made
+    only when a fingerprint, a binding or an alias changed.
+
+    ``known`` is the set of digests the other side already holds: their bytes are not
+    handed out again. A snapshot is a dict of plain values and bytes.
+    """
+
+    def __init__(self, codec, shown=None):
+        self.codec = codec
+        self.shown = shown or make_repr()
+        self.known = set()
+        # Immutable values cannot change: describe each once. The cache holds the
+        # object, so its id cannot be reused by another while cached.
+        self._immutable = {}
+        self._last = None  # (signature, checkpoint record)
+
+    def forget_checkpoint(self):
+        self._last = None
+
+    def take(self, items, name=None, extra=()):
+        """Snapshot ``items`` (name, value pairs); ``name`` is the namespace's
+        ``__name__``; ``extra`` adds to the checkpoint's signature (files)."""
+        state, modules, tools, values, large, blobs, data = {}, {}, {}, {}, {}, {}, {}
+        for key, value in items:
+            if key.startswith("__"):
+                continue
+            if isinstance(value, types.ModuleType):
+                modules[key] = value.__name__
+                values[key] = value
+                continue
+            tool = tool_name(value)
+            if tool is not None:
+                tools[key] = tool
+                continue
+            var, described = self._variable(value)
+            state[key] = var
+            if described.digest is not None and described.digest not in self.known:
+                data[described.digest] = described.data
+                self.known.add(described.digest)
+            if described.reason is None:
+                values[key] = value
+                if described.exact and len(described.data) > LARGE:
+                    large[id(value)] = described.digest
+                    blobs[described.digest] = described.data
+        checkpoint = self._checkpoint(state, modules, values, large, blobs, name, extra)
+        return {
+            "variables": state,
+            "data": data,
+            "modules": modules,
+            "tools": tools,
+            "checkpoint": checkpoint,
+        }
+
+    def _variable(self, value):
+        cached = self._immutable.get(id(value))
+        if cached is not None and cached[0] is value:
+            return dict(cached[1]), cached[2]
+        kind = qualified_name(type(value))
+        try:
+            preview = mask_addresses(self.shown.repr(value))
+        except Exception as exc:
+            preview = "<%s: repr failed: %s>" % (kind, type(exc).__name__)
+        described = self.codec.describe(value)
+        var = {
+            "type": kind,
+            "preview": preview,
+            "size": len(described.data) if described.data is not None else 0,
+            "digest": described.digest,
+            "reason": described.reason,
+        }
+        if type(value) in _IMMUTABLE and described.digest is not None:
+            self._immutable[id(value)] = (value, dict(var), described)
+        return var, described
+
+    def _checkpoint(self, state, modules, values, large, blobs, name, extra):
+        names = sorted(values)
+        first = {}
+        signature = (
+            tuple((n, state[n]["digest"] if n in state else modules[n]) for n in names),
+            tuple(first.setdefault(id(values[n]), n) for n in names),
+            name,
+            tuple(extra),
+        )
+        if self._last is not None and self._last[0] == signature:
+            return dict(self._last[1], data=None, large={})
+        record = {"names": names, "keys": sorted(blobs), "name": name}
+        try:
+            data = self.codec.checkpoint({"values": values, "name": name}, large)
+        except Exception as exc:
+            record["digest"] = None
+            record["reason"] = "the namespace cannot be checkpointed: %s: %s" % (
+                type(exc).__name__,
+                str(exc)[:300],
+            )
+            self._last = (signature, record)
+            return dict(record, data=None, large={})
+        record["digest"] = "sha256:" + hashlib.sha256(data).hexdigest()
+        record["reason"] = None
+        self._last = (signature, record)
+        fresh = dict((k, v) for k, v in blobs.items() if k not in self.known)
+        self.known.update(blobs)
+        return dict(record, data=data, large=fresh)
+
+
+_IMMUTABLE = (str, bytes, int, float, complex, bool, frozenset, range, type(None))
