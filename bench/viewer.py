@@ -55,7 +55,7 @@ import duckdb
 import codetape
 from codetape.store import IngestStats, Store
 from codetape.store.internal import DB_NAME, connect, done_dir, ingest, live_dir
-from codetape.testing import STEP_KINDS, RunSpec, RunStatus, StepKind, StoreBuilder, synthetic_step
+from codetape.testing import RunSpec, RunStatus, StepKind, StoreBuilder, synthetic_step
 
 TARGET_MS = 300.0
 WARM_REPEATS = 9
@@ -88,7 +88,7 @@ TASKS = (
 # Share of each kind of step: runs without errors, and the three in ten with some.
 WEIGHTS_CLEAN: dict[StepKind, int] = {"lookup": 45, "notify": 12, "compute": 43, "fails": 0}
 WEIGHTS_FLAKY: dict[StepKind, int] = {"lookup": 40, "notify": 10, "compute": 38, "fails": 12}
-SPANS = {kind: 1 + len(synthetic_step(kind, 0, 0).tool_calls) for kind in STEP_KINDS}
+SPANS = {kind: 1 + len(synthetic_step(kind, 0, 0).tool_calls) for kind in WEIGHTS_FLAKY}
 
 
 # -- the plan: which runs, with which steps ------------------------------------------

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import codetape
+import codetape.testing
 from codetape.schemas import Run, Step
 from codetape.store.internal import done_dir, resolve_home
 from codetape.testing import (
@@ -234,6 +235,16 @@ def test_a_changed_tracer_fails_the_build_instead_of_diverging(
     monkeypatch.setattr(_templates, "TEMPLATES", _templates.Templates())
     with pytest.raises(AssertionError, match=r"codetape.code.preview"):
         _templates.TEMPLATES.prepare([RunSpec(steps=(StepSpec(),))])
+
+
+def test_the_public_surface_is_deliberate() -> None:
+    exported = list(codetape.testing.__all__)
+    assert exported == sorted(exported)
+    assert set(exported) == {
+        "BuiltRun", "CapturedRuns", "RunSpec", "RunStatus", "StepKind", "StepSpec",
+        "StoreBuilder", "ToolCallSpec", "build_store", "captape", "capture", "synthetic_runs",
+        "synthetic_step",
+    }  # fmt: skip
 
 
 # -- capture and captape ---------------------------------------------------------------

@@ -31,10 +31,9 @@ from ._builder import BuiltRun, StoreBuilder
 from ._capture import CapturedRuns, capture
 from ._fixtures import captape
 from ._specs import RunSpec, RunStatus, StepSpec, ToolCallSpec
-from ._synthetic import STEP_KINDS, StepKind, build_store, synthetic_runs, synthetic_step
+from ._synthetic import StepKind, build_store, synthetic_runs, synthetic_step
 
 __all__ = [
-    "STEP_KINDS",
     "BuiltRun",
     "CapturedRuns",
     "RunSpec",

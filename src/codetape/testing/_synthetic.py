@@ -6,15 +6,15 @@ import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from ._builder import BuiltRun, StoreBuilder
 from ._specs import RunSpec, RunStatus, StepSpec, ToolCallSpec
 
-__all__ = ["STEP_KINDS", "StepKind", "build_store", "synthetic_runs", "synthetic_step"]
+__all__ = ["StepKind", "build_store", "synthetic_runs", "synthetic_step"]
 
 StepKind = Literal["lookup", "notify", "compute", "fails"]
-STEP_KINDS: tuple[StepKind, ...] = ("lookup", "notify", "compute", "fails")
+_KINDS: tuple[StepKind, ...] = get_args(StepKind)
 
 AGENTS = ("orders-agent", "support-triage", "research-assistant", "data-cleaner")
 TASKS = (
@@ -32,9 +32,9 @@ _FLAKY: dict[StepKind, int] = {"lookup": 40, "notify": 10, "compute": 38, "fails
 
 
 def synthetic_step(kind: StepKind, index: int, customer: int) -> StepSpec:
-    """A step of one of the ``STEP_KINDS``: ``lookup`` calls one tool, ``notify`` two,
-    ``compute`` none and ``fails`` raises ``ZeroDivisionError``. Its code and output
-    name the step and the customer; its tool calls and variables are the kind's own.
+    """A step of the given kind: ``lookup`` calls one tool, ``notify`` two, ``compute``
+    none and ``fails`` raises ``ZeroDivisionError``. Its code and output name the step
+    and the customer; its tool calls and variables are the kind's own.
 
     >>> synthetic_step("notify", 3, 4242).code.splitlines()[0]
     '# step 3: customer 4242'
@@ -74,7 +74,7 @@ def synthetic_runs(count: int, steps: int = 5, *, seed: int | None = 0) -> list[
         customer = rng.randint(1000, 9999)
         task = rng.choice(TASKS).format(c=customer)
         weights = _FLAKY if rng.random() < 0.3 else _CLEAN
-        kinds = rng.choices(STEP_KINDS, [weights[k] for k in STEP_KINDS], k=steps)
+        kinds = rng.choices(_KINDS, [weights[k] for k in _KINDS], k=steps)
         roll = rng.random()
         status: RunStatus = "incomplete" if roll < 0.01 else "error" if roll < 0.06 else "ok"
         specs.append(
