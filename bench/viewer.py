@@ -303,6 +303,13 @@ class _TimedConnection:
                 self._con.execute(sql, params)
         return self
 
+    def __enter__(self) -> _TimedConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._clock.timing():
+            self._con.close()
+
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._con, name)
         if not callable(attr):
@@ -437,7 +444,7 @@ def measure(home: Path, page: str, name: str, call: str, fn: Callable[[Store], o
         round(statistics.median(sql), 1),
         len(clock.statements),
         _size(value),
-        clock.statements,
+        list(clock.statements),
     )
 
 
@@ -644,15 +651,11 @@ def _plan_lines(node: dict[str, Any], depth: int, out: list[str]) -> None:
 
 def profile(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> str:
     """EXPLAIN ANALYZE as a compact tree: operator, its time, its rows, what it does."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "profile.json"
-        con.execute("PRAGMA enable_profiling='json'")
-        con.execute(f"PRAGMA profiling_output='{path}'")
-        t0 = time.perf_counter()
-        con.execute(sql, params).fetchall()
-        wall = (time.perf_counter() - t0) * 1000
-        con.execute("PRAGMA disable_profiling")
-        found = json.loads(path.read_text())
+    t0 = time.perf_counter()
+    row = con.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params).fetchone()
+    wall = (time.perf_counter() - t0) * 1000
+    assert row is not None
+    found = json.loads(row[1])
     out = [
         f"  query {wall:.1f} ms (cpu {found['query'].get('cpu_time', 0) * 1000:.1f} ms, "
         f"planning {found['planner']['total_time'] * 1000:.1f} ms)"
