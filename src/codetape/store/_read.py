@@ -37,7 +37,7 @@ from ._spool import live_dir
 __all__ = ["Store"]
 
 # Attributes whose value is a blob digest.
-_DIGEST_KEYS = (".digest", A.STATE_BEFORE, A.STATE_AFTER)
+_DIGEST_KEYS = (".digest", A.STATE_BEFORE, A.STATE_AFTER, A.STEP_RANDOM_STATE)
 
 _RUN_COLUMNS = """r.run_id, r.name, r.task, r.status, r.started_ns, r.ended_ns, r.final_answer,
        r.replay_of, r.error_type, r.error_message"""
@@ -344,6 +344,10 @@ class Store:
             started_at=_ts(start_ns) or datetime.fromtimestamp(0, tz=timezone.utc),
             duration_ms=((end_ns or start_ns) - start_ns) / 1e6,
             random_seed=attrs.get(A.STEP_RANDOM_SEED),
+            state_before=attrs.get(A.STATE_BEFORE),
+            state_after=attrs.get(A.STATE_AFTER),
+            executor=json.loads(attrs[A.STEP_EXECUTOR]) if A.STEP_EXECUTOR in attrs else None,
+            random_state=attrs.get(A.STEP_RANDOM_STATE),
         )
 
     def _tool_call(self, span: tuple[Any, ...]) -> ToolCall:
@@ -410,6 +414,8 @@ class Store:
 
     def _variables(self, digest: str | None) -> dict[str, VariableSnapshot]:
         manifest = self._json(digest, {})
+        if manifest.get("format") == 2:  # the variables, the bindings and the checkpoint
+            manifest = manifest["variables"]
         return {name: VariableSnapshot(name=name, **snap) for name, snap in manifest.items()}
 
     # -- health ----------------------------------------------------------------
