@@ -4,13 +4,16 @@ while agents write, and readers and recorders inside one process.
 DESIGN.md, "Store: durable first, queryable second": every process appends to a spool
 file of its own, ingestion moves the records into DuckDB in short transactions, and
 readers open DuckDB read-only per query, retrying on a lock error. Nobody sees an
-error for that, and every record lands in DuckDB exactly once.
+error for that, and every record lands in DuckDB exactly once. And read-your-writes: a
+``Store`` sees every run this process has finished, whenever it was opened, and every
+read sees what other processes had spooled when it began.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -22,9 +25,11 @@ import duckdb
 import pytest
 
 import codetape
-from codetape.store.internal import try_ingest
+from codetape.sandbox import NoIsolationWarning
+from codetape.store import _read as store_read
+from codetape.store.internal import spool_changed, try_ingest, wait_for_background
 
-from .test_store import child_env
+from .test_store import child_env, record, step_code
 
 HERE = Path(__file__).parent
 RECORD = HERE / "_child_record.py"
@@ -290,3 +295,220 @@ def test_threads_of_one_process_record_runs_at_the_same_time(home: Path, strict:
     runs = store.runs(limit=100)
     assert sorted(r.id for r in runs) == sorted(ids)
     assert all((r.status, r.step_count) == ("ok", 3) for r in runs)
+
+
+# -- read-your-writes: every read catches up with the spool first ---------------------
+
+# A process that holds the store's database open (mode argv[2]: "rw" or "ro") from the
+# moment it creates argv[3] until argv[4] exists.
+HOLD_DATABASE = """
+import sys, time, pathlib, duckdb
+con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == "ro")
+pathlib.Path(sys.argv[3]).touch()
+while not pathlib.Path(sys.argv[4]).exists():
+    time.sleep(0.01)
+con.close()
+"""
+
+
+def recording_paused(home: Path, name: str, steps: int, tmp_path: Path) -> subprocess.Popen[str]:
+    """A child process that records ``steps`` steps of a run, creates ``tmp_path/ready``
+    and waits for ``tmp_path/release`` before it ends the run."""
+    return subprocess.Popen(
+        [
+            *(sys.executable, str(RECORD), name, str(steps)),
+            *("--ready", str(tmp_path / "ready"), "--release", str(tmp_path / "release")),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(home),
+    )
+
+
+def test_a_store_opened_before_a_run_sees_it_when_it_ends(home: Path, strict: None) -> None:
+    """A script or notebook opens a ``Store``, runs its agent, then reads."""
+    store = codetape.Store(home)
+    assert store.runs() == []
+
+    with codetape.run("first", task="count") as first:
+        _execute("a = 1", {})
+    assert [r.id for r in store.runs()] == [first.id]
+    assert store.run(first.id).status == "ok"
+    assert store.step(first.id, 0).code == "a = 1"
+
+    @codetape.agent(name="second")
+    def second(task: str) -> str:
+        namespace: dict[str, Any] = {}
+        _execute("b = 2", namespace)
+        _execute("c = b + 1", namespace)
+        return "done"
+
+    second("add")
+    latest = store.run("last")
+    assert (latest.name, latest.status, latest.final_answer) == ("second", "ok", "done")
+    assert [s.code for s in store.steps(latest.id)] == ["b = 2", "c = b + 1"]
+    assert store.count_runs() == 2
+
+
+def test_a_run_whose_own_ingestion_found_the_store_busy_is_read_later(
+    home: Path, strict: None
+) -> None:
+    """When its run ends, this process's ingestion gives up on a database someone holds
+    (here a read-only connection, as a reader on another thread holds one). The next
+    read of a Store opened long before still sees the run."""
+    store = codetape.Store(home)
+    assert store.runs() == []
+    reader = duckdb.connect(str(home / DB_NAME), read_only=True)
+    try:
+        with codetape.run("busy-at-the-end") as run:
+            _execute("a = 1", {})
+        wait_for_background(home)  # it has given up: nothing was ingested
+    finally:
+        reader.close()
+    assert [r.id for r in store.runs()] == [run.id]
+    assert store.run(run.id).status == "ok"
+
+
+def test_a_store_sees_what_another_process_spooled_after_it_was_opened(
+    home: Path, tmp_path: Path
+) -> None:
+    """Another process's records reach DuckDB when that process ingests them (its
+    runs' ends, its exit) or when a reader does. A run still being recorded, and a run
+    whose process was killed, are only in the spool: a read must ingest them."""
+    store = codetape.Store(home)
+    assert store.runs() == []
+
+    ready, release = tmp_path / "ready", tmp_path / "release"
+    child = recording_paused(home, "live-bot", 2, tmp_path)
+    try:
+        wait_for(ready, child)
+        [running] = store.runs()
+        assert (running.name, running.status, running.step_count) == ("live-bot", "running", 2)
+        assert [s.code for s in store.steps(running.id)] == [
+            step_code("live-bot", i) for i in range(2)
+        ]
+
+        killed = record(home, "killed-bot", 3, "--kill", rc=-signal.SIGKILL)
+        assert (store.run(killed).status, store.run(killed).step_count) == ("incomplete", 3)
+    finally:
+        release.touch()
+        _, err = child.communicate(timeout=TIMEOUT)
+    assert child.returncode == 0, err
+    assert store.run(running.id).status == "ok"
+
+
+def test_a_read_while_another_process_holds_the_database_reads_what_is_there(
+    home: Path, tmp_path: Path
+) -> None:
+    """A read whose catch-up cannot have the database (another process is ingesting)
+    retries briefly, then reads what is there; the next read catches up."""
+    store = codetape.Store(home)
+    assert store.runs() == []
+    killed = record(home, "spooled-only", 2, "--kill", rc=-signal.SIGKILL)
+    holding, release = tmp_path / "holding", tmp_path / "release"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            HOLD_DATABASE,
+            str(home / DB_NAME),
+            "rw",
+            str(holding),
+            str(release),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Held for longer than a read's catch-up waits for it, then let go.
+    timer = threading.Timer(2.0, release.touch)
+    try:
+        wait_for(holding, holder)
+        timer.start()
+        during = store.runs()
+    finally:
+        timer.cancel()
+        release.touch()
+        _, err = holder.communicate(timeout=TIMEOUT)
+    assert holder.returncode == 0, err
+    assert all(r.id == killed for r in during)  # the run, or nothing yet
+    after = store.run(killed)
+    assert (after.status, after.step_count) == ("incomplete", 2)
+
+
+def test_a_read_with_nothing_new_in_the_spool_does_not_ingest(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catch-up compares the spool files with what this process ingested; when
+    nothing changed it opens the database only to read it. A session catches up once."""
+    ready, release = tmp_path / "ready", tmp_path / "release"
+    # An agent in the middle of a run: a live spool file that does not change.
+    child = recording_paused(home, "idle-bot", 1, tmp_path)
+    try:
+        wait_for(ready, child)
+        store = codetape.Store(home)
+        [running] = store.runs()
+        assert store.last_ingest is not None  # the first read ingested the child's step
+
+        ingested: list[Path] = []
+        checks: list[Path] = []
+
+        def spy_ingest(at: Path, *, wait_s: float) -> Any:
+            ingested.append(at)
+            return try_ingest(at, wait_s=wait_s)
+
+        def spy_check(at: Path) -> bool:
+            checks.append(at)
+            return spool_changed(at)
+
+        monkeypatch.setattr(store_read, "try_ingest", spy_ingest)
+        monkeypatch.setattr(store_read, "spool_changed", spy_check)
+
+        other = codetape.Store(home)
+        assert other.run(running.id).step_count == 1
+        assert len(store.steps(running.id)) == 1
+        assert store.counts()["runs"] == 1
+        assert ingested == []
+        assert other.last_ingest is None
+
+        checks.clear()
+        with store.session():
+            store.runs()
+            store.steps("last")
+            store.count_runs()
+        assert len(checks) == 1
+
+        # A run this process records is ingested by its own background pass: still
+        # nothing new for the next read, which sees the run all the same.
+        with codetape.run("here") as here:
+            _execute("h = 1", {})
+        assert store.run(here.id).status == "ok"
+        assert ingested == []
+
+        # Something new in the spool: the read ingests it.
+        killed = record(home, "killed", 1, "--kill", rc=-signal.SIGKILL)
+        assert store.run(killed).status == "incomplete"
+        assert len(ingested) == 1
+    finally:
+        release.touch()
+        _, err = child.communicate(timeout=TIMEOUT)
+    assert child.returncode == 0, err
+
+
+def test_a_replay_right_after_recording_reads_the_run(home: Path) -> None:
+    """Record, then replay at once, in one script, with a Store opened beforehand."""
+    store = codetape.Store(home)
+    assert store.runs() == []
+    namespace: dict[str, Any] = {}
+    with codetape.run("to-replay") as run:
+        _execute("prices = [3, 4]\ntotal = sum(prices)", namespace)
+        _execute("print(total * 2)", namespace)
+
+    [latest] = store.runs()
+    with pytest.warns(NoIsolationWarning):
+        report = codetape.replay(latest.id, 1)
+    assert report.verdict == "reproduced", report
+    assert report.replay_run_id is not None
+    assert store.run(report.replay_run_id).replay_of == f"{run.id}:1"
+    assert store.step(report.replay_run_id, 0).stdout == "14\n"

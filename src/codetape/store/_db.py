@@ -18,7 +18,7 @@ import duckdb
 
 from ..errors import CorruptStoreError, NewerStoreError, StoreBusyError
 
-__all__ = ["DB_NAME", "SCHEMA_VERSION", "connect", "is_lock_error"]
+__all__ = ["DB_NAME", "SCHEMA_VERSION", "connect", "held_by_this_thread", "is_lock_error"]
 
 DB_NAME = "codetape.duckdb"
 SCHEMA_VERSION = 1
@@ -176,6 +176,16 @@ def connect(
 
 _locks_guard = threading.Lock()
 _locks: dict[str, threading.RLock] = {}
+# The database files this thread has a connection to, and how many (the lock is
+# re-entrant): such a thread cannot open the file in the other mode.
+_held = threading.local()
+
+
+def held_by_this_thread(home: Path) -> bool:
+    """True while this thread has the store's database open (a ``Store.session``, say):
+    it cannot ingest until it closes it, and nobody else in this process can either."""
+    held: dict[str, int] = getattr(_held, "paths", {})
+    return held.get(str(home / DB_NAME), 0) > 0
 
 
 @contextlib.contextmanager
@@ -188,7 +198,10 @@ def _process_lock(path: Path, wait_s: float) -> Iterator[None]:
             path=path,
             hint="another thread holds it; try again in a moment",
         )
+    held: dict[str, int] = _held.__dict__.setdefault("paths", {})
+    held[str(path)] = held.get(str(path), 0) + 1
     try:
         yield
     finally:
+        held[str(path)] -= 1
         lock.release()

@@ -7,6 +7,12 @@ is committed with its rows, so a crash at any point never loses or doubles a rec
 A file whose writer has died is consumed to its end (a partial last line is torn for
 good: it is skipped and counted) and moved to ``spool/done``, where ``codetape doctor
 --rebuild`` can read it again.
+
+Readers catch up before every read, so that check must be cheap when there is nothing
+to do: each pass remembers, per store, the database file it wrote to and the size and
+time of every live spool file it read to the end. ``spool_changed`` compares the spool
+with that without opening the database: a read with nothing new costs a directory
+listing, a ``stat`` and a lock probe per live spool file.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import contextlib
 import os
 import shutil
 import threading
+import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +39,7 @@ __all__ = [
     "IngestStats",
     "ingest",
     "rebuild",
+    "spool_changed",
     "try_ingest",
     "wait_for_background",
 ]
@@ -192,6 +201,75 @@ def _ingest_batch(
         raise
 
 
+# -- what this process has ingested, so a read with nothing new stays cheap -----------
+
+_Mark = tuple[int, int, int]  # a spool file's inode, size and mtime (ns)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """The spool as of this process's last complete ingestion pass over a store."""
+
+    db: tuple[int, int]  # the database file it wrote to (device, inode)
+    files: dict[str, _Mark]  # each live spool file read to its end, writer alive
+
+
+_seen: dict[Path, _Seen] = {}
+_seen_lock = threading.Lock()
+
+
+def _key(home: Path) -> Path:
+    # One key per directory, however it was spelled (relative, via a symlink).
+    return Path(os.path.realpath(home))
+
+
+def _db_identity(home: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(home / DB_NAME)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _mark(st: os.stat_result) -> _Mark:
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def spool_changed(home: Path) -> bool:
+    """Whether the spool under ``home`` may hold records the database lacks, judged
+    without opening the database: a spool file this process has not read to its end
+    (new, grown, or replaced), one whose writer has died since (its running run is now
+    incomplete), or a database file other than the one it wrote to. ``True`` when in
+    doubt, so the worst a wrong answer costs is one ingestion pass that finds nothing."""
+    try:
+        entries = os.scandir(live_dir(home))
+    except FileNotFoundError:
+        return False  # nothing was ever spooled; a read creates the empty database
+    with entries:
+        with _seen_lock:
+            seen = _seen.get(_key(home))
+        if seen is None or seen.db != _db_identity(home):
+            return True
+        for entry in entries:
+            if not entry.name.endswith(".jsonl") or entry.name.startswith("."):
+                continue
+            try:
+                mark = _mark(entry.stat())
+            except FileNotFoundError:
+                continue  # ingested to its end and moved to spool/done meanwhile
+            if seen.files.get(entry.name) != mark or not writer_alive(Path(entry.path)):
+                return True
+    return False
+
+
+def _remember(home: Path, db: tuple[int, int] | None, files: dict[str, _Mark]) -> None:
+    # Only a pass that wrote to the file it started with (not one a rebuild moved away
+    # meanwhile) vouches for the database that is there now.
+    if db is not None and db == _db_identity(home):
+        with _seen_lock:
+            _seen[_key(home)] = _Seen(db, files)
+
+
 def ingest(home: Path, *, wait_s: float = 10.0, files: list[Path] | None = None) -> IngestStats:
     """Move every pending spool record under ``home`` into DuckDB, in one transaction.
 
@@ -200,16 +278,25 @@ def ingest(home: Path, *, wait_s: float = 10.0, files: list[Path] | None = None)
     """
     stats = IngestStats()
     paths = files if files is not None else sorted(live_dir(home).glob("*.jsonl"))
-    if not paths and (home / DB_NAME).exists():
+    db = _db_identity(home)
+    if not paths and db is not None:
+        if files is None:
+            _remember(home, db, {})
         return stats
     scratch = home / "tmp" / f"ingest-{uuid.uuid4().hex}"
     scratch.mkdir(parents=True, exist_ok=True)
+    read_to_end: dict[str, _Mark] = {}
     try:
         with connect(home, read_only=False, wait_s=wait_s) as con:
+            db = db or _db_identity(home)
             pending: list[_Pending] = []
             for path in paths:
                 with contextlib.suppress(FileNotFoundError):  # another ingester finished it
+                    # Marked before it is read: what is read is at least this much.
+                    mark = _mark(path.stat())
                     item = _collect(con, path, scratch)
+                    if item is None or item.alive:
+                        read_to_end[path.name] = mark
                     if item is not None:
                         pending.append(item)
                         stats.torn_lines += item.new_torn
@@ -224,6 +311,8 @@ def ingest(home: Path, *, wait_s: float = 10.0, files: list[Path] | None = None)
             target.mkdir(parents=True, exist_ok=True)
             os.replace(p.path, target / p.path.name)
             stats.finished_files.append(p.path.name)
+    if files is None:
+        _remember(home, db, read_to_end)
     return stats
 
 
@@ -248,15 +337,20 @@ def rebuild(home: Path) -> tuple[Path | None, IngestStats]:
     return kept, ingest(home, files=files)
 
 
-_background: dict[Path, BackgroundIngester] = {}
+# Every live ingester of each store: a process can record into one store through more
+# than one runtime (``configure`` and a replay's ``recording_to``).
+_background: dict[Path, weakref.WeakSet[BackgroundIngester]] = {}
+_background_lock = threading.Lock()
 
 
 def wait_for_background(home: Path, timeout: float = 10.0) -> None:
     """Let this process's background ingestion of ``home`` finish, so a reader sees the
     runs that ended before it looked (and holds no conflicting connection)."""
-    ingester = _background.get(home)
-    if ingester is not None:
-        ingester.flush(timeout)
+    with _background_lock:
+        ingesters = list(_background.get(_key(home), ()))
+    deadline = time.monotonic() + timeout
+    for ingester in ingesters:
+        ingester.flush(max(0.0, deadline - time.monotonic()))
 
 
 class BackgroundIngester:
@@ -274,7 +368,8 @@ class BackgroundIngester:
         # The recording path's error guard (log once, never raise into the agent): the
         # tracer's, passed in, since the store does not depend on the tracer.
         self._guard = guard
-        _background[home] = self
+        with _background_lock:
+            _background.setdefault(_key(home), weakref.WeakSet()).add(self)
         self._wanted = threading.Event()
         self._idle = threading.Event()
         self._idle.set()

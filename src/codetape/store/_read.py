@@ -29,12 +29,16 @@ from ..schemas import (
 )
 from ..schemas import attributes as A
 from ._blobs import BlobStore
-from ._db import DB_NAME, connect
+from ._db import DB_NAME, connect, held_by_this_thread
 from ._home import resolve_home
-from ._ingest import IngestStats, try_ingest, wait_for_background
+from ._ingest import IngestStats, spool_changed, try_ingest, wait_for_background
 from ._spool import live_dir
 
 __all__ = ["Store"]
+
+# How long a read's catch-up waits for a database another process is ingesting into
+# before it reads what is there. Ingestion passes take milliseconds.
+_CATCH_UP_WAIT_S = 1.0
 
 # Attributes whose value is a blob digest.
 _DIGEST_KEYS = (".digest", A.STATE_BEFORE, A.STATE_AFTER, A.STEP_RANDOM_STATE)
@@ -81,9 +85,12 @@ def _run_from_row(row: Sequence[Any]) -> Run:
 class Store:
     """Read access to a codetape store directory.
 
-    Opening a store first ingests whatever the spool holds, so what you read includes
-    runs that are still being recorded. Each query opens the DuckDB file read-only for
-    just that query, so agents can keep recording while you read.
+    Every read sees every run this process has finished, whenever the store was
+    opened, and what other processes had spooled when the read began, runs still being
+    recorded included: it first waits for this process's background ingestion and then
+    ingests what is new in the spool (a read with nothing new only looks at the spool
+    files' sizes). Each query opens the DuckDB file read-only for just that query, so
+    agents can keep recording while you read; ``session()`` groups several reads.
 
     >>> import codetape, tempfile
     >>> store = codetape.Store(tempfile.mkdtemp())
@@ -97,30 +104,45 @@ class Store:
         self.last_ingest: IngestStats | None = None
         self._blob_cache: dict[str, bytes] = {}
         self._session: duckdb.DuckDBPyConnection | None = None
-        self.refresh()
 
     @property
     def db_path(self) -> Path:
         return self.home / DB_NAME
 
     def refresh(self) -> IngestStats | None:
-        """Ingest pending spool records (skipped when another process is at it)."""
+        """Ingest pending spool records now, whether or not the spool looks changed
+        (skipped when another process is at it)."""
         wait_for_background(self.home)
         if not live_dir(self.home).exists() and self.db_path.exists():
             return None
         self.last_ingest = try_ingest(self.home)
         return self.last_ingest
 
+    def _catch_up(self) -> None:
+        """Before a read: what this process finished, then what the spool holds."""
+        if held_by_this_thread(self.home):
+            # This thread has the database open (another Store's session): nobody in
+            # this process can ingest until it closes it. Read what is there.
+            return
+        wait_for_background(self.home)
+        if spool_changed(self.home):
+            # None when another process held the database all along: read what is there.
+            stats = try_ingest(self.home, wait_s=_CATCH_UP_WAIT_S)
+            if stats is not None:
+                self.last_ingest = stats
+
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self._session is not None:
             return self._session.execute(sql, list(params)).fetchall()
+        self._catch_up()
         with connect(self.home, read_only=True) as con:
             return con.execute(sql, list(params)).fetchall()
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Store]:
         """Run the queries of a ``with`` block on one read-only connection, rather than
-        one each. Nothing in this process can ingest meanwhile, so keep it short.
+        one each, after one catch-up with the spool. Nothing in this process can ingest
+        meanwhile, so keep it short.
 
         >>> with store.session():                          # doctest: +SKIP
         ...     run, steps = store.run("last"), store.steps("last")
@@ -128,6 +150,7 @@ class Store:
         if self._session is not None:
             yield self
             return
+        self._catch_up()
         with connect(self.home, read_only=True) as con:
             self._session = con
             try:

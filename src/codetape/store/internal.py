@@ -11,6 +11,7 @@ from ._ingest import (
     IngestStats,
     ingest,
     rebuild,
+    spool_changed,
     try_ingest,
     wait_for_background,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "rebuild",
     "resolve_home",
     "set_default_home",
+    "spool_changed",
     "try_ingest",
     "wait_for_background",
 ]
