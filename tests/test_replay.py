@@ -401,14 +401,22 @@ def test_a_tool_call_the_recording_does_not_have_diverges(diverging: Recording) 
     assert "no recorded answer for fetch(symbol='XYZ')" in error["message"]
 
 
-def test_a_tool_called_with_other_arguments_diverges(diverging: Recording) -> None:
+def test_a_tool_called_with_other_arguments_has_no_recorded_answer(
+    diverging: Recording,
+) -> None:
+    """The recording knows what fetch('ACME') answered, not fetch('OTHER'): the replay
+    does not make one up. The call fails in the step, saying so, and the step diverges."""
+    TOOL_CALLS.clear()
     other = DIVERGING[1].replace("fetch('ACME')", "fetch('OTHER')")
     report = codetape.replay(diverging.run_id, 1, code=other, home=diverging.home)
     assert report.verdict == "diverged", explain(report)
-    assert fields(report) == ["tool_call:0"]
+    assert TOOL_CALLS == []
     call = difference(report, "tool_call:0")
     assert call.recorded["arguments"] == {"symbol": "ACME"}
     assert call.replayed["arguments"] == {"symbol": "OTHER"}
+    error = difference(report, "error").replayed
+    assert "no recorded answer for fetch('OTHER')" in error["message"]
+    assert "fetch(symbol='ACME')" in error["message"]
 
 
 def test_live_tools_call_the_real_host_tool(diverging: Recording) -> None:

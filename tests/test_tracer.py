@@ -943,7 +943,7 @@ def checkpoint_values(store: codetape.Store, manifest_digest: str | None) -> dic
     manifest = json.loads(store.blob(manifest_digest))
     point = manifest["checkpoint"]
     assert manifest["complete"], point
-    large = {key: store.blob(key) for key in point["large"]}
+    large = {label: store.blob(key) for label, key in point["large"].items()}
     codec = state_codec.Codec(cloudpickle)
     restored: dict[str, Any] = codec.restore(store.blob(point["digest"]), large, {})["values"]
     return restored

@@ -208,13 +208,17 @@ class _RecordingExecutor:
 
     _inner: Any
     _tools: dict[str, inspect.Signature | None]
+    _current: _CurrentAction
+    _wrapped: tuple[object, dict[str, Any]] | None
 
     def __init__(self, inner: Any, tools: Mapping[str, Any]) -> None:
         object.__setattr__(self, "_inner", inner)
         object.__setattr__(self, "_tools", _signatures(tools))
+        object.__setattr__(self, "_current", _CurrentAction())
+        object.__setattr__(self, "_wrapped", None)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_inner", "_tools"):
+        if name.startswith("__") or name in ("_inner", "_tools", "_current", "_wrapped"):
             raise AttributeError(name)
         return getattr(self._inner, name)
 
@@ -227,7 +231,27 @@ class _RecordingExecutor:
     def send_tools(self, tools: dict[str, Any]) -> None:
         with internal_errors("reading the agent's tools"):
             object.__setattr__(self, "_tools", _signatures(tools))
+        object.__setattr__(self, "_wrapped", None)
         self._inner.send_tools(tools)
+
+    def _recording_tools(self, tools: object) -> dict[str, Any] | None:
+        """The executor's tools, each recording its calls under the action running when
+        it is called. One dict for the executor's life: a function the agent's code
+        defines keeps the tools it was defined with, and must record in later actions."""
+        if not isinstance(tools, dict):
+            return None
+        if self._wrapped is not None and self._wrapped[0] is tools:
+            return self._wrapped[1]
+        wrapped: dict[str, Any] | None = None
+        with internal_errors("wrapping the agent's tools"):
+            wrapped = {
+                name: _StepTool(name, tool, self._tools[name], self._current)
+                if name in self._tools
+                else tool
+                for name, tool in tools.items()
+            }
+            object.__setattr__(self, "_wrapped", (tools, wrapped))
+        return wrapped
 
     def send_variables(self, variables: dict[str, Any]) -> None:
         self._inner.send_variables(variables)
@@ -243,13 +267,15 @@ class _RecordingExecutor:
         if action is None:
             return inner(code_action)
         tools = inner.static_tools
-        recorded_tools = action.bind_tools(tools, self._tools)
+        recorded_tools = self._recording_tools(tools)
+        self._current.step = action.step
         try:
             if recorded_tools is not None:
                 inner.static_tools = recorded_tools
             try:
                 output = inner(code_action)
             finally:
+                self._current.step = None
                 if recorded_tools is not None:
                     inner.static_tools = tools
         except BaseException as exc:
@@ -284,20 +310,6 @@ class _CodeAction:
             if run.snapshotter is not None:
                 self.before = run.snapshotter.snapshot(_variables(executor), run.last_state)
         self.step.begin(self.before)
-
-    def bind_tools(
-        self, tools: object, recorded: Mapping[str, inspect.Signature | None]
-    ) -> dict[str, Any] | None:
-        """The executor's tools for this action: the agent's tools record each call
-        under this step, from whichever thread smolagents runs the code in."""
-        if not isinstance(tools, dict):
-            return None
-        with internal_errors("wrapping the agent's tools"):
-            return {
-                name: _StepTool(name, tool, recorded[name], self.step) if name in recorded else tool
-                for name, tool in tools.items()
-            }
-        return None
 
     def succeeded(self, output: Any) -> None:
         value = getattr(output, "output", None)
@@ -374,28 +386,35 @@ def _signatures(tools: Mapping[str, Any]) -> dict[str, inspect.Signature | None]
     return {name: tool_signature(tool) for name, tool in tools.items() if name not in _NOT_TOOLS}
 
 
+class _CurrentAction:
+    """The action an executor is running, for its tools to record their calls under."""
+
+    step: StepRecorder | None = None
+
+
 class _StepTool:
-    """One of the agent's tools as one code action sees it.
+    """One of the agent's tools, recording each call under the running action.
 
     smolagents runs the code in a worker thread (for its timeout), where the caller's
-    context, and so ``current_step()``, is not set: the step is bound here instead, so
-    a call is recorded under the action that made it, whichever thread it comes from.
+    context, and so ``current_step()``, is not set: the executor says which action
+    runs instead, so a call is recorded under the action that made it, whichever thread
+    it comes from and whichever action defined the function that made it.
     Attributes are the tool's, so code reading ``tool.name`` still works.
     """
 
     def __init__(
-        self, name: str, tool: Any, signature: inspect.Signature | None, step: StepRecorder
+        self, name: str, tool: Any, signature: inspect.Signature | None, current: _CurrentAction
     ) -> None:
         self._name = name
         self._tool = tool
         self._signature = signature
-        self._step = step
+        self._current = current
         # A tool is not state: code that keeps one in a variable (``f = refund``) keeps
         # this object (inside smolagents' wrapper, which copies this attribute).
         self.__codetape_tool__ = name
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_name", "_tool", "_signature", "_step"):
+        if name.startswith("__") or name in ("_name", "_tool", "_signature", "_current"):
             raise AttributeError(name)
         return getattr(self._tool, name)
 
@@ -406,8 +425,11 @@ class _StepTool:
         arguments: dict[str, Any] = {"args": list(args), **kwargs}
         with internal_errors("binding a tool call's arguments"):
             arguments = bind_arguments(self._tool, args, kwargs, self._signature)
+        step = self._current.step
+        if step is None:  # outside any recorded action: the agent's business
+            return self._tool(*args, **kwargs)
         return record_tool_call(
-            self._name, arguments, lambda: self._tool(*args, **kwargs), step=self._step
+            self._name, arguments, lambda: self._tool(*args, **kwargs), step=step
         )
 
 

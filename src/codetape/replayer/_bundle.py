@@ -121,7 +121,7 @@ def _manifest_blobs(manifest: dict[str, Any]) -> set[str]:
     point = manifest.get("checkpoint") or {}
     if not point.get("digest"):
         return set()
-    found = {point["digest"], *point.get("large", [])}
+    found = {point["digest"], *dict(point.get("large", {})).values()}
     if point.get("files"):
         found.add(point["files"])
     return found

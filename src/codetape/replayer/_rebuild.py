@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ReplayToolError
-from ..sandbox.internal import Checkpoint, RawState, RawVariable
+from ..sandbox.internal import Checkpoint, Pickled, RawState, RawVariable
 from ..schemas import Run, Step, ToolCall, VariableSnapshot
 from ..store import Store
 from ..tracer import Sandbox
+from ..tracer.internal import bind_arguments
 from ._compare import normalize_json, variable_differs
 
 __all__ = ["Plan", "Recording", "ToolOracle", "plan", "rebuild"]
@@ -70,6 +71,21 @@ def _shown_call(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str
     return f"{name}({', '.join(parts)})"
 
 
+def _same_call(recorded: ToolCall, name: str, arguments: dict[str, Any]) -> bool:
+    """The call the recording has at this point: the same tool with the same arguments
+    (arguments the recording redacted are taken on trust)."""
+    if recorded.name != name:
+        return False
+    if "[REDACTED:" in json.dumps(recorded.arguments, default=repr):
+        return True
+    return bool(normalize_json(recorded.arguments) == normalize_json(arguments))
+
+
+def _shown_recorded(call: ToolCall) -> str:
+    arguments = call.arguments if isinstance(call.arguments, dict) else {}
+    return f"{call.name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
+
+
 class ToolOracle:
     """Answers a step's tool calls from its recording, in order: the replay runs no
     host tool. A call the recording does not have is a miss, kept in ``missed``."""
@@ -89,6 +105,8 @@ class ToolOracle:
         # recording has no answer for.
         self.live = live
         self.every_call_live = every_call_live
+        # Reads a pickled answer's blob (observed steps' answers are pickled).
+        self.pickles: Callable[[str], bytes] | None = None
 
     def answer_for(self, calls: list[ToolCall]) -> None:
         """Answer the next step's calls from ``calls``."""
@@ -107,7 +125,7 @@ class ToolOracle:
         oracle = self
 
         def answer(*args: Any, **kwargs: Any) -> Any:
-            return oracle._answer(name, args, kwargs)
+            return oracle._answer(name, answer, args, kwargs)
 
         answer.__name__ = answer.__qualname__ = name
         if "args" not in params:
@@ -119,14 +137,16 @@ class ToolOracle:
             )
         return answer
 
-    def _answer(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _answer(
+        self, name: str, stub: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         i = self.next
         self.next += 1
         host = (self.live or {}).get(name)
         if host is not None and self.every_call_live:
             return host(*args, **kwargs)
         recorded = self.calls[i] if i < len(self.calls) else None
-        if recorded is None or recorded.name != name:
+        if recorded is None or not _same_call(recorded, name, bind_arguments(stub, args, kwargs)):
             if host is not None:
                 return host(*args, **kwargs)
             shown = _shown_call(name, args, kwargs)
@@ -134,12 +154,14 @@ class ToolOracle:
             where = (
                 f"it recorded {len(self.calls)} calls"
                 if recorded is None
-                else f"call #{i} is {recorded.name} in the recording"
+                else f"call #{i} is {_shown_recorded(recorded)} in the recording"
             )
             raise ReplayToolError(f"no recorded answer for {shown}: {where}")
         if recorded.error is not None:
             raise _error_class(recorded.error.type, recorded.error.message)()
-        return normalize_json(recorded.result)
+        if recorded.result_pickle is not None and self.pickles is not None:
+            return Pickled(self.pickles(recorded.result_pickle))
+        return recorded.result  # what the sandbox's code saw: JSON, in recorded order
 
 
 @dataclass
@@ -158,7 +180,8 @@ class Plan:
 
 def _checkpoint_state(recording: Recording, manifest: dict[str, Any]) -> RawState:
     point = manifest["checkpoint"]
-    large = {key: recording.store.blob(key) for key in point.get("large", [])}
+    keys = dict(point.get("large", {}))
+    large = {label: recording.store.blob(key) for label, key in keys.items()}
     checkpoint = Checkpoint(
         point["digest"],
         data=recording.store.blob(point["digest"]),
@@ -166,6 +189,7 @@ def _checkpoint_state(recording: Recording, manifest: dict[str, Any]) -> RawStat
         files=point.get("files"),
         files_data=recording.blob(point.get("files")),
         name=point.get("name"),
+        keys=keys,
     )
     variables = {
         name: RawVariable(v["type"], v["preview"], v["size"], v["digest"], None, v["reason"])

@@ -132,8 +132,8 @@ class _Attempt:
     def _note_observed(self) -> None:
         spec = self.recorded.sandbox
         self.notes.append(
-            "an observed step: codetape did not control its hash seed or random state, "
-            "so set-order or random-dependent output may differ"
+            "an observed step: codetape did not control its hash seed, so the order of "
+            "a set of strings may differ"
         )
         here = host_fingerprint()
         if self.backend == "local" and spec.env_fingerprint != here.digest:
@@ -194,6 +194,7 @@ class _Session:
                     hint="pass tools=[...] (CLI: --tools MODULE) with functions of those names",
                 )
         self.oracle = ToolOracle(recording.calls, live=host, every_call_live=every_call_live)
+        self.oracle.pickles = store.blob
         self.input_differences: list[Difference] = []
 
     def _sandbox(self) -> Sandbox:
@@ -215,7 +216,7 @@ class _Session:
             manifest = self.recording.manifest(step.state_before) or {}
             if manifest.get("format") == 2:
                 names.update(manifest.get("tools", {}).values())
-        return names - {"final_answer"}
+        return names
 
     def _prepare(self, sandbox: Sandbox, chosen: Plan, replay_run_id: str) -> ReplayReport | None:
         """Restore the checkpoint and re-run the steps after it; a report when the

@@ -234,6 +234,9 @@ def _caller_level() -> int:
     return level
 
 
+_HOST_VARIABLES = ("LANG", "LC_ALL", "LC_CTYPE", "TZ")
+
+
 class LocalBackend(Backend):
     """The runner in a subprocess of this Python: the same protocol, no isolation."""
 
@@ -261,6 +264,12 @@ class LocalBackend(Backend):
     def start(self, env: dict[str, str], run_id: str) -> subprocess.Popen[bytes]:
         workdir = tempfile.mkdtemp(prefix="codetape-local-")
         full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": workdir, **env}
+        # The same Python as the host's in every way code can see, but its secrets:
+        # the modules it can import, its locale and its time zone.
+        full_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        for name in _HOST_VARIABLES:
+            if name in os.environ:
+                full_env[name] = os.environ[name]
         process = subprocess.Popen(
             [sys.executable, "-s", "-u", "-c", runner_source()],
             stdin=subprocess.PIPE,

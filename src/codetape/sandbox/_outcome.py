@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from ..schemas import ErrorInfo, StepStatus
 
-__all__ = ["Checkpoint", "Outcome", "RawState", "RawVariable", "RelayedCall"]
+__all__ = ["Checkpoint", "Outcome", "Pickled", "RawState", "RawVariable", "RelayedCall"]
 
 
 class RawVariable(NamedTuple):
@@ -34,7 +34,8 @@ class RawVariable(NamedTuple):
 @dataclass
 class Checkpoint:
     """The whole namespace as one pickle that keeps its object graph, with its large
-    values pickled on their own (``large``: key → pickle) and, in a container, the
+    values pickled on their own (``large``: label → pickle, ``keys``: label → the
+    digest of that pickle, its blob) and, in a container, the
     files under ``/tmp``. ``digest`` is None when no checkpoint could be made
     (``reason`` says why). Bytes are never unpickled on the host: they go back into a
     sandbox to restore it."""
@@ -46,6 +47,7 @@ class Checkpoint:
     files_data: bytes | None = None
     reason: str | None = None
     name: str | None = None
+    keys: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,16 +76,15 @@ class RawState:
             )
             for name, var in taken["variables"].items()
         }
+        pool = {**data, **point.get("blobs", {})}
+        keys = dict(point.get("large", {}))
         checkpoint = Checkpoint(
             point.get("digest"),
             data=point.get("data"),
-            large={
-                key: data.get(key) or point["large"][key]
-                for key in point.get("keys", [])
-                if key in data or key in point["large"]
-            },
+            large={label: pool[key] for label, key in keys.items() if key in pool},
             reason=point.get("reason"),
             name=point.get("name"),
+            keys=keys,
         )
         return cls(variables, dict(taken["modules"]), dict(taken["tools"]), checkpoint)
 
@@ -98,6 +99,15 @@ class RawState:
                 var.reason is None and var.digest is not None for var in self.variables.values()
             )
         )
+
+
+@dataclass(frozen=True)
+class Pickled:
+    """A tool answer pickled on the host, to be unpickled inside the sandbox: a replay
+    gives the code exactly what the tool returned (a tuple stays a tuple, key order
+    and types stay), and the host unpickles nothing."""
+
+    data: bytes
 
 
 @dataclass

@@ -254,8 +254,7 @@ class _Executor:
             reply["smolagents_output"] = str(self.namespace.get("_print_outputs", ""))
             raise _raised_by_interpreter(exc) from None
         reply["smolagents_output"] = str(self.namespace.get("_print_outputs", ""))
-        if output.is_final_answer:
-            raise FinalAnswer(output.output)
+        # As recorded: the action's output, a final answer's included.
         _set_result(reply, output.output)
 
 
@@ -366,6 +365,8 @@ class Runner:
             if reply.get("error"):
                 err = reply["error"]
                 raise _exception_class(err["type"])(err["message"])
+            if reply.get("pickled") is not None:  # a recorded answer, exactly as returned
+                return runner.cloudpickle.loads(base64.b64decode(reply["pickled"]))
             return reply.get("result")
 
         call_tool.__name__ = name
@@ -375,7 +376,8 @@ class Runner:
 
     def _stubs(self):
         stubs = dict((name, self._tool_stub(name)) for name in self.tools)
-        stubs["final_answer"] = self._final_answer
+        if self.executor.kind == "runner":
+            stubs["final_answer"] = self._final_answer
         return stubs
 
     @staticmethod
@@ -399,7 +401,7 @@ class Runner:
         checkpoint = dict(snap["checkpoint"])
         if checkpoint.get("data") is not None:
             checkpoint["data"] = _b64(checkpoint["data"])
-        checkpoint["large"] = dict((k, _b64(v)) for k, v in checkpoint["large"].items())
+        checkpoint["blobs"] = dict((k, _b64(v)) for k, v in checkpoint["blobs"].items())
         if files:
             checkpoint["files"] = files
         return {
@@ -449,7 +451,9 @@ class Runner:
         self.executor.namespace.update(values)
         if msg.get("files"):
             self._write_files(pickle.loads(base64.b64decode(msg["files"])))
-        self.snapshots.known.update(large)
+        self.snapshots.known.update(
+            "sha256:" + hashlib.sha256(v).hexdigest() for v in large.values()
+        )
         self.snapshots.forget_checkpoint()
         return {"op": "state", "state": self.snapshot()}
 

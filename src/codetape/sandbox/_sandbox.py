@@ -27,7 +27,7 @@ from ..errors import SandboxError
 from ..schemas import ErrorInfo, Limits
 from ..schemas import attributes as A
 from ._backends import Backend, DockerBackend, LocalBackend
-from ._outcome import Checkpoint, Outcome, RawState, RawVariable, RelayedCall
+from ._outcome import Checkpoint, Outcome, Pickled, RawState, RawVariable, RelayedCall
 from ._protocol import Channel, ChannelBroken, ChannelClosed, ChannelTimeout
 
 __all__ = ["DEFAULT_IMAGE", "PICKLE_PROTOCOL", "Sandbox", "default_image", "tool_name"]
@@ -309,6 +309,8 @@ class Sandbox:
             return {"op": "tool_result", "error": {"type": call.error.type, "message": str(exc)}}
         finally:
             call.duration_ms = (time.monotonic() - started) * 1000
+        if isinstance(call.result, Pickled):
+            return {"op": "tool_result", "pickled": base64.b64encode(call.result.data).decode()}
         return {"op": "tool_result", "result": _json_or_repr(call.result)}
 
     # -- identity and state ------------------------------------------------------
@@ -374,17 +376,19 @@ class Sandbox:
             if checkpoint.data is None or _sha256(checkpoint.data) != digest:
                 checkpoint.digest, checkpoint.data = None, None
                 checkpoint.reason = "the sandbox did not send its checkpoint"
-        pool = {**held.large, **data}
-        for key, encoded in dict(raw.get("large") or {}).items():
+        pool = {held.keys[label]: blob for label, blob in held.large.items()}
+        pool.update(data)
+        for key, encoded in dict(raw.get("blobs") or {}).items():
             value = _decode(encoded)
             if value is not None:
                 pool[key] = value
-        for key in raw.get("keys") or []:
-            if key in pool and _sha256(pool[key]) == key:
-                checkpoint.large[key] = pool[key]
+        for label, key in dict(raw.get("large") or {}).items():
+            blob = pool.get(key)
+            if blob is not None and _sha256(blob) == key:
+                checkpoint.large[str(label)], checkpoint.keys[str(label)] = blob, str(key)
             elif checkpoint.digest is not None:
                 checkpoint.digest, checkpoint.data = None, None
-                checkpoint.reason = f"the sandbox did not send the large value {key}"
+                checkpoint.reason = f"the sandbox did not send the large value {label}"
         if checkpoint.files is not None:
             body = _decode(files.get("data"))
             checkpoint.files_data = (

@@ -214,9 +214,21 @@ class Codec(object):
                     return (getattr, (tools_module(), name))
                 return base.reducer_override(self, obj)
 
+        class LinkedPickler(LargePickler):
+            """A large value that shares objects with other large values: those are
+            named by their labels, so each comes back as one object."""
+
+            def __init__(self, file, others):
+                LargePickler.__init__(self, file)
+                self.others = others
+
+            def persistent_id(self, obj):
+                return self.others.get(id(obj))
+
         self._fingerprinter = Fingerprinter
         self._checkpointer = Checkpointer
         self._large_pickler = LargePickler
+        self._linked_pickler = LinkedPickler
 
     def describe(self, value):
         """The value's fingerprint and pickle, or why it has none."""
@@ -231,9 +243,14 @@ class Codec(object):
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         return Described(digest, data, not pickler.tokens, pickler.opaque)
 
-    def dump_large(self, value):
+    def dump_large(self, value, others=None):
+        """A large value's own pickle; ``others`` maps ``id()`` of the other large
+        values to their labels (then each is referenced, not copied)."""
         buffer = io.BytesIO()
-        self._large_pickler(buffer).dump(value)
+        if others:
+            self._linked_pickler(buffer, others).dump(value)
+        else:
+            self._large_pickler(buffer).dump(value)
         return buffer.getvalue()
 
     def checkpoint(self, values, large):
@@ -244,18 +261,18 @@ class Codec(object):
         return buffer.getvalue()
 
     def restore(self, data, large, tools):
-        """The namespace of a checkpoint. ``large`` maps keys to their pickles; ``tools``
-        maps tool names to what the restored code should call."""
+        """The namespace of a checkpoint. ``large`` maps labels to their pickles;
+        ``tools`` maps tool names to what the restored code should call."""
         module = tools_module()
         for name, tool in tools.items():
             setattr(module, name, tool)
         loaded = {}
-        for key, blob in large.items():
-            loaded[key] = pickle.loads(blob)
 
         class Restorer(pickle.Unpickler):
-            def persistent_load(self, key):
-                return loaded[key]
+            def persistent_load(self, label):
+                if label not in loaded:
+                    loaded[label] = Restorer(io.BytesIO(large[label])).load()
+                return loaded[label]
 
         return Restorer(io.BytesIO(data)).load()
 
@@ -268,7 +285,7 @@ def _token(obj):
     if name is not None:
         return "tool:" + name
     if isinstance(obj, type):
-        if obj.__module__ in ("builtins", "__builtin__") or _importable(obj):
+        if _importable(obj):
             return None
         token = _class_token(obj)
         members = list(vars(obj).values())
@@ -304,7 +321,7 @@ class Snapshotter(object):
     def take(self, items, name=None, extra=()):
         """Snapshot ``items`` (name, value pairs); ``name`` is the namespace's
         ``__name__``; ``extra`` adds to the checkpoint's signature (files)."""
-        state, modules, tools, values, large, blobs, data = {}, {}, {}, {}, {}, {}, {}
+        state, modules, tools, values, large, data = {}, {}, {}, {}, {}, {}
         for key, value in items:
             if key.startswith("__"):
                 continue
@@ -323,10 +340,9 @@ class Snapshotter(object):
                 self.known.add(described.digest)
             if described.reason is None:
                 values[key] = value
-                if described.exact and len(described.data) > LARGE:
-                    large[id(value)] = described.digest
-                    blobs[described.digest] = described.data
-        checkpoint = self._checkpoint(state, modules, values, large, blobs, name, extra)
+                if len(described.data) > LARGE:
+                    large[id(value)] = (described.digest, value, described)
+        checkpoint = self._checkpoint(state, modules, values, large, name, extra)
         return {
             "variables": state,
             "data": data,
@@ -356,7 +372,21 @@ class Snapshotter(object):
             self._immutable[id(value)] = (value, dict(var), described)
         return var, described
 
-    def _checkpoint(self, state, modules, values, large, blobs, name, extra):
+    def _large(self, large):
+        """Each large value's pickle by label (its fingerprint): the fingerprint's own
+        bytes when it is one value alone, else a pickle naming the others it shares."""
+        labels = dict((value_id, entry[0]) for value_id, entry in large.items())
+        blobs = {}
+        for value_id, (label, value, described) in large.items():
+            if len(large) == 1 and described.exact:
+                blobs[label] = (label, described.data)
+                continue
+            others = dict((i, lab) for i, lab in labels.items() if i != value_id)
+            data = self.codec.dump_large(value, others)
+            blobs[label] = ("sha256:" + hashlib.sha256(data).hexdigest(), data)
+        return labels, blobs
+
+    def _checkpoint(self, state, modules, values, large, name, extra):
         names = sorted(values)
         first = {}
         signature = (
@@ -366,10 +396,11 @@ class Snapshotter(object):
             tuple(extra),
         )
         if self._last is not None and self._last[0] == signature:
-            return dict(self._last[1], data=None, large={})
-        record = {"names": names, "keys": sorted(blobs), "name": name}
+            return dict(self._last[1], data=None, blobs={})
+        record = {"names": names, "name": name, "large": {}}
         try:
-            data = self.codec.checkpoint({"values": values, "name": name}, large)
+            labels, blobs = self._large(large)
+            data = self.codec.checkpoint({"values": values, "name": name}, labels)
         except Exception as exc:
             record["digest"] = None
             record["reason"] = "the namespace cannot be checkpointed: %s: %s" % (
@@ -377,13 +408,14 @@ class Snapshotter(object):
                 str(exc)[:300],
             )
             self._last = (signature, record)
-            return dict(record, data=None, large={})
+            return dict(record, data=None, blobs={})
+        record["large"] = dict((label, key) for label, (key, _) in blobs.items())
         record["digest"] = "sha256:" + hashlib.sha256(data).hexdigest()
         record["reason"] = None
         self._last = (signature, record)
-        fresh = dict((k, v) for k, v in blobs.items() if k not in self.known)
-        self.known.update(blobs)
-        return dict(record, data=data, large=fresh)
+        fresh = dict((key, blob) for key, blob in blobs.values() if key not in self.known)
+        self.known.update(fresh)
+        return dict(record, data=data, blobs=fresh)
 
 
 _IMMUTABLE = (str, bytes, int, float, complex, bool, frozenset, range, type(None))

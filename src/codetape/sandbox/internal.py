@@ -8,7 +8,7 @@ from . import _statecodec as state_codec
 from ._backends import LABEL, docker_client
 from ._fingerprint import Fingerprint, host_fingerprint
 from ._image import BuiltImage, build_image, default_tag, dockerfile
-from ._outcome import Checkpoint, Outcome, RawState, RawVariable, RelayedCall
+from ._outcome import Checkpoint, Outcome, Pickled, RawState, RawVariable, RelayedCall
 from ._sandbox import PICKLE_PROTOCOL, tool_name
 from ._statecodec import Snapshotter as StateSnapshotter
 from ._statecodec import mask_addresses, qualified_name
@@ -20,6 +20,7 @@ __all__ = [
     "Checkpoint",
     "Fingerprint",
     "Outcome",
+    "Pickled",
     "RawState",
     "RawVariable",
     "RelayedCall",

@@ -70,6 +70,8 @@ class ToolCall(_Model):
     error: ErrorInfo | None = None
     started_at: datetime
     duration_ms: float
+    # Observed steps: the blob of the answer pickled as the tool returned it.
+    result_pickle: str | None = None
 
 
 class SandboxSpec(_Model):

@@ -72,6 +72,8 @@ STEP_EXECUTOR: Final = "codetape.step.executor"
 # codetape: tool calls.
 TOOL_ARGUMENTS_DIGEST: Final = "codetape.tool.arguments.digest"
 TOOL_RESULT_DIGEST: Final = "codetape.tool.result.digest"
+# Observed steps: the tool's answer pickled, so a replay returns exactly what it returned.
+TOOL_RESULT_PICKLE: Final = "codetape.tool.result.pickle.digest"
 TOOL_STATUS: Final = "codetape.tool.status"
 
 # Values of gen_ai.operation.name.

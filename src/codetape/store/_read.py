@@ -386,6 +386,7 @@ class Store:
             call_id=attrs.get(A.GEN_AI_TOOL_CALL_ID, span_id),
             arguments=self._json(attrs.get(A.TOOL_ARGUMENTS_DIGEST), {}),
             result=self._json(attrs.get(A.TOOL_RESULT_DIGEST), None),
+            result_pickle=attrs.get(A.TOOL_RESULT_PICKLE),
             error=error,
             started_at=_ts(start_ns) or datetime.fromtimestamp(0, tz=timezone.utc),
             duration_ms=((end_ns or start_ns) - start_ns) / 1e6,

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
+import cloudpickle
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -29,6 +30,7 @@ from .._format import (
     TEXT_PREVIEW_CHARS,
     cut,
 )
+from ..sandbox.internal import PICKLE_PROTOCOL
 from ..schemas import ErrorInfo, StepStatus
 from ..schemas import attributes as A
 from ._config import Runtime, runtime
@@ -201,7 +203,7 @@ class StepRecorder:
         self.run = run
         self.code = code
         self.index = run.next_index()
-        self._mode = mode
+        self.mode = mode
         self._sandbox = dict(sandbox)
         # Observed steps: the blob of random's state before the step.
         self.random_state: str | None = None
@@ -215,7 +217,7 @@ class StepRecorder:
             attrs: dict[str, Any] = {
                 A.GEN_AI_OPERATION_NAME: A.OP_EXECUTE_CODE,
                 A.STEP_INDEX: self.index,
-                A.STEP_MODE: self._mode,
+                A.STEP_MODE: self.mode,
                 A.CODE_PREVIEW: cut(code, TEXT_PREVIEW_CHARS),
                 **self._sandbox,
             }
@@ -332,6 +334,19 @@ def _json_blob(rt: Runtime, value: object) -> tuple[str, str]:
     return rt.blobs.put_text(text), cut(text, TEXT_PREVIEW_CHARS)
 
 
+def _pickle_blob(rt: Runtime, value: object) -> str | None:
+    """The answer as the tool returned it, for a replay to hand the code (the code of an
+    observed step saw the object itself, not its JSON); None when it cannot be pickled
+    or holds a secret."""
+    try:
+        data = cloudpickle.dumps(value, protocol=PICKLE_PROTOCOL)
+    except Exception:
+        return None
+    if rt.redactor.contains_secret(data):
+        return None
+    return rt.blobs.put(data)
+
+
 def _jsonable(value: object) -> object:
     if isinstance(value, (str, int, float, bool, type(None))):
         return value
@@ -393,6 +408,9 @@ class ToolCallRecorder:
                 digest, shown = _json_blob(rt, result)
                 span.set_attribute(A.TOOL_RESULT_DIGEST, digest)
                 span.set_attribute(A.GEN_AI_TOOL_CALL_RESULT, shown)
+                observed = self.step is not None and self.step.mode == "observed"
+                if observed and (pickled := _pickle_blob(rt, result)) is not None:
+                    span.set_attribute(A.TOOL_RESULT_PICKLE, pickled)
         finally:
             with internal_errors("recording a tool result"):
                 span.end()

@@ -138,6 +138,7 @@ class StateRecorder:
         self._blobs = blobs
         self._redactor = redactor
         self._secret: dict[str, bool] = {}
+        self._stored: set[str] = set()  # checkpoints written by this recorder
 
     def record(self, raw: RawState, previous: State | None = None) -> State:
         variables = {name: self._variable(var) for name, var in raw.variables.items()}
@@ -175,25 +176,46 @@ class StateRecorder:
         point: Checkpoint = raw.checkpoint
         record: dict[str, Any] = {
             "digest": None,
-            "large": sorted(point.large),
+            "large": dict(sorted(point.keys.items())),
             "files": None,
             "name": point.name,
             "reason": point.reason,
         }
-        if point.digest is None or point.data is None:
+        if point.digest is None:
             return record, False
         if any(var.reason == SECRET_REASON for var in variables.values()):
             record["reason"] = _CHECKPOINT_SECRET
             return record, False
-        for data in (point.data, point.files_data):
-            if data is not None and self._redactor.contains_secret(data):
+        if point.digest not in self._stored:
+            # A checkpoint seen before comes without its bytes: it is stored already.
+            if point.data is None:
+                record["reason"] = "the checkpoint's bytes were not received"
+                return record, False
+            if any(
+                data is not None and self._redactor.contains_secret(data)
+                for data in (point.data, point.files_data)
+            ):
                 record["reason"] = _CHECKPOINT_SECRET
                 return record, False
-        record["digest"] = self._blobs.put(point.data, digest_of(point.data))
-        for key, data in point.large.items():
-            self._blobs.put(data, key)
-        if point.files_data is not None:
-            record["files"] = self._blobs.put(point.files_data, digest_of(point.files_data))
+            missing = [
+                label
+                for label, key in point.keys.items()
+                if label not in point.large and key not in self._stored
+            ]
+            if missing:
+                record["reason"] = f"the large value {missing[0]} was not received"
+                return record, False
+            self._blobs.put(point.data, digest_of(point.data))
+            for label, data in point.large.items():
+                key = point.keys[label]
+                if key not in self._stored:
+                    self._blobs.put(data, digest_of(data))
+                    self._stored.add(key)
+            if point.files_data is not None:
+                self._blobs.put(point.files_data, digest_of(point.files_data))
+            self._stored.add(point.digest)
+        record["digest"] = point.digest
+        record["files"] = point.files
         complete = point.reason is None and all(v.restorable for v in variables.values())
         return record, complete
 
