@@ -164,71 +164,64 @@ class Described(object):
         self.reason = reason
 
 
+def _fingerprinter(base):
+    """The pickler fingerprints are taken with: names instead of bytes for what
+    differs between processes (see ``_token``)."""
+
+    class Fingerprinter(base):
+        def __init__(self, file):
+            base.__init__(self, file, protocol=PROTOCOL)
+            self.tokens = False
+            self.opaque = None
+
+        def reducer_override(self, obj):
+            token = _token(obj)
+            if token is None:
+                return base.reducer_override(self, obj)
+            self.tokens = True
+            if token.startswith("interpreter:"):
+                self.opaque = (
+                    "made by the agent's interpreter (%s): rebuilt by re-running the "
+                    "steps that made it" % getattr(obj, "__name__", "?")
+                )
+            return (str, (token,))
+
+    return Fingerprinter
+
+
+def _checkpointers(base):
+    """The picklers of checkpoints: tools named, not pickled (``ToolPickler``), and
+    objects pickled elsewhere referenced by label (``LinkedPickler``)."""
+
+    class ToolPickler(base):
+        def __init__(self, file):
+            base.__init__(self, file, protocol=PROTOCOL)
+
+        def reducer_override(self, obj):
+            name = tool_name(obj)
+            if name is not None:
+                return (getattr, (tools_module(), name))
+            return base.reducer_override(self, obj)
+
+    class LinkedPickler(ToolPickler):
+        def __init__(self, file, labels):
+            ToolPickler.__init__(self, file)
+            self.labels = labels
+
+        def persistent_id(self, obj):
+            return self.labels.get(id(obj))
+
+    return ToolPickler, LinkedPickler
+
+
 class Codec(object):
     """Fingerprints, checkpoints and restores namespaces with a given cloudpickle."""
 
     def __init__(self, cloudpickle):
         self.cloudpickle = cloudpickle
-        base = cloudpickle.Pickler
         tools_module()  # checkpoints name it; it must be importable while pickling
-
-        class Fingerprinter(base):
-            def __init__(self, file):
-                base.__init__(self, file, protocol=PROTOCOL)
-                self.tokens = False
-                self.opaque = None
-
-            def reducer_override(self, obj):
-                token = _token(obj)
-                if token is None:
-                    return base.reducer_override(self, obj)
-                self.tokens = True
-                if token.startswith("interpreter:"):
-                    self.opaque = (
-                        "made by the agent's interpreter (%s): rebuilt by re-running the "
-                        "steps that made it" % getattr(obj, "__name__", "?")
-                    )
-                return (str, (token,))
-
-        class Checkpointer(base):
-            def __init__(self, file, large):
-                base.__init__(self, file, protocol=PROTOCOL)
-                self.large = large
-
-            def persistent_id(self, obj):
-                return self.large.get(id(obj))
-
-            def reducer_override(self, obj):
-                name = tool_name(obj)
-                if name is not None:
-                    return (getattr, (tools_module(), name))
-                return base.reducer_override(self, obj)
-
-        class LargePickler(base):
-            def __init__(self, file):
-                base.__init__(self, file, protocol=PROTOCOL)
-
-            def reducer_override(self, obj):
-                name = tool_name(obj)
-                if name is not None:
-                    return (getattr, (tools_module(), name))
-                return base.reducer_override(self, obj)
-
-        class LinkedPickler(LargePickler):
-            """A large value that shares objects with other large values: those are
-            named by their labels, so each comes back as one object."""
-
-            def __init__(self, file, others):
-                LargePickler.__init__(self, file)
-                self.others = others
-
-            def persistent_id(self, obj):
-                return self.others.get(id(obj))
-
-        self._fingerprinter = Fingerprinter
-        self._checkpointer = Checkpointer
-        self._large_pickler = LargePickler
-        self._linked_pickler = LinkedPickler
+        self._fingerprinter = _fingerprinter(cloudpickle.Pickler)
+        self._tool_pickler, self._linked_pickler = _checkpointers(cloudpickle.Pickler)
 
     def describe(self, value):
         """The value's fingerprint and pickle, or why it has none."""
@@ -250,14 +243,14 @@ class Codec(object):
         if others:
             self._linked_pickler(buffer, others).dump(value)
         else:
-            self._large_pickler(buffer).dump(value)
+            self._tool_pickler(buffer).dump(value)
         return buffer.getvalue()
 
     def checkpoint(self, values, large):
         """One pickle of ``values`` (name → value); ``large`` maps ``id(value)`` to the
         key of a value pickled on its own."""
         buffer = io.BytesIO()
-        self._checkpointer(buffer, large).dump(values)
+        self._linked_pickler(buffer, large).dump(values)
         return buffer.getvalue()
 
     def restore(self, data, large, tools):

@@ -252,42 +252,46 @@ def code_action(
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         binder = _Binder(func, code, state)
-        func_name = func.__qualname__
-        executor = _replay_executor(func, binder, replay)
-        if inspect.iscoroutinefunction(func):
-            async_func = cast(Callable[P, Awaitable[Any]], func)
+        return _observed(func, binder, _replay_executor(func, binder, replay))
 
-            @functools.wraps(func)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                snippet, namespace = binder.find(args, kwargs)
-                observed = _ObservedStep(func_name, snippet, namespace, executor)
-                with capture_output() as captured:
-                    try:
-                        result = await async_func(*args, **kwargs)
-                    except BaseException as exc:
-                        observed.finish(captured, None, exc)
-                        raise
-                observed.finish(captured, result, None)
-                return result
+    return decorate(fn) if fn is not None else decorate
 
-            return cast(Callable[P, R], async_wrapper)
+
+def _observed(func: Callable[P, R], binder: _Binder, executor: Mapping[str, Any]) -> Callable[P, R]:
+    """``func`` with each call recorded as an observed step (sync or async)."""
+    func_name = func.__qualname__
+    if inspect.iscoroutinefunction(func):
+        async_func = cast(Callable[P, Awaitable[Any]], func)
 
         @functools.wraps(func)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
             snippet, namespace = binder.find(args, kwargs)
             observed = _ObservedStep(func_name, snippet, namespace, executor)
             with capture_output() as captured:
                 try:
-                    result = func(*args, **kwargs)
+                    result = await async_func(*args, **kwargs)
                 except BaseException as exc:
                     observed.finish(captured, None, exc)
                     raise
             observed.finish(captured, result, None)
             return result
 
-        return wrapper
+        return cast(Callable[P, R], async_wrapper)
 
-    return decorate(fn) if fn is not None else decorate
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        snippet, namespace = binder.find(args, kwargs)
+        observed = _ObservedStep(func_name, snippet, namespace, executor)
+        with capture_output() as captured:
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as exc:
+                observed.finish(captured, None, exc)
+                raise
+        observed.finish(captured, result, None)
+        return result
+
+    return wrapper
 
 
 def tool(fn: F) -> F:
