@@ -16,7 +16,14 @@ from rich.table import Table
 
 from .._format import PREVIEW_CHARS, cut, duration
 from ..errors import CodetapeError
-from ..replayer import export_run, import_bundle, replay, replay_run, write_pytest
+from ..replayer import (
+    export_run,
+    import_bundle,
+    replay,
+    replay_from,
+    replay_run,
+    write_pytest,
+)
 from ..schemas import Difference, ReplayReport
 from ..store import Store
 from ..tracer import configure
@@ -74,7 +81,7 @@ def _print_difference(d: Difference) -> None:
     out.print(f"    [green]+ replayed[/] {_show(d.replayed)}", soft_wrap=True)
 
 
-def _print_reports(reports: list[ReplayReport]) -> None:
+def _print_table(reports: list[ReplayReport]) -> None:
     table = Table(box=None, header_style="bold")
     for column in ("step", "verdict", "differences", "duration", "replay run"):
         table.add_column(column)
@@ -87,15 +94,63 @@ def _print_reports(reports: list[ReplayReport]) -> None:
             (r.replay_run_id or "-")[:12],
         )
     out.print(table)
+
+
+def _print_differences(r: ReplayReport, headline: str = "") -> None:
+    out.print(f"\n[bold]{headline}step {r.step} differs in {len(r.differences)} fields[/]")
+    for d in r.differences:
+        _print_difference(d)
+
+
+def _print_reports(reports: list[ReplayReport]) -> None:
+    _print_table(reports)
     for r in reports:
         if r.reason:
             out.print(f"\n[bold]step {r.step}[/]: {escape(r.reason)}", soft_wrap=True)
         for note in r.notes:
             out.print(f"[dim]step {r.step}: {escape(note)}[/]", soft_wrap=True)
         if r.differences:
-            out.print(f"\n[bold]step {r.step} differs in {len(r.differences)} fields[/]")
-            for d in r.differences:
-                _print_difference(d)
+            _print_differences(r)
+
+
+def _steps_text(indexes: list[int]) -> str:
+    """``step 2``, ``steps 2 to 5`` (a contiguous range) or ``steps 2, 4``."""
+    if len(indexes) == 1:
+        return f"step {indexes[0]}"
+    if indexes == list(range(indexes[0], indexes[-1] + 1)):
+        return f"steps {indexes[0]} to {indexes[-1]}"
+    return "steps " + ", ".join(map(str, indexes))
+
+
+def _print_from(reports: list[ReplayReport], not_run: list[int]) -> None:
+    """A replay from a step onward: one row per step, the reasons, the notes once, the
+    first divergence in full, and the steps a stop left unrun."""
+    _print_table(reports)
+    for r in reports:
+        if r.reason:
+            out.print(f"\n[bold]step {r.step}[/]: {escape(r.reason)}", soft_wrap=True)
+    for note in dict.fromkeys(n for r in reports for n in r.notes):
+        out.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)
+    first = next((r for r in reports if r.differences), None)
+    if first is not None:
+        _print_differences(first, "first divergence: ")
+        later = [r.step for r in reports if r.differences and r is not first]
+        if later:
+            out.print(
+                f"[dim]{_steps_text(later)} differ too, in the fields the table lists "
+                "(--json shows every difference)[/]"
+            )
+    if not_run and reports:
+        last = reports[-1]
+        out.print(
+            f"\n[yellow]the replay stopped at step {last.step}: "
+            f"{_steps_text(not_run)} did not run[/]"
+        )
+        if (last.reason or "").startswith("no recorded answer"):
+            out.print(
+                "[dim]hint: --live-tools --tools MODULE answers the calls the recording "
+                "has no answer for with the real tools[/]"
+            )
 
 
 def _first_failed_step(store: Store, run_id: str) -> int:
@@ -116,17 +171,27 @@ def _first_failed_step(store: Store, run_id: str) -> int:
 )
 @click.option("--all", "all_steps", is_flag=True, help="Replay every step of the run.")
 @click.option(
+    "--from",
+    "from_step",
+    type=int,
+    metavar="N",
+    help="Replay step N (or --code in its place), then every later recorded step in the "
+    "same sandbox: does a fix carry through the rest of the run?",
+)
+@click.option(
     "--code",
     "code_file",
     type=click.File("r"),
     metavar="FILE",
-    help="Run this code instead of the recorded code, on the recorded input.",
+    help="Run this code instead of the recorded code, on the recorded input "
+    "(with --from: instead of step N's code).",
 )
 @click.option("--image", metavar="REF", help="Replay in this Docker image instead.")
 @click.option(
     "--live-tools",
     is_flag=True,
-    help="Call the real tools (from --tools) instead of the recorded answers.",
+    help="Call the real tools (from --tools) instead of the recorded answers "
+    "(with --from: only for calls the recording has no answer for).",
 )
 @click.option(
     "--tools",
@@ -143,6 +208,7 @@ def replay_command(
     run_id: str,
     step_index: int | None,
     all_steps: bool,
+    from_step: int | None,
     code_file: Any,
     image: str | None,
     live_tools: bool,
@@ -153,9 +219,18 @@ def replay_command(
     """Re-run recorded steps in an identical sandbox and say whether they reproduced.
 
     \b
+    codetape replay RUN --step 3               one step (default: the first failed one)
+    codetape replay RUN --all                  every step, each from its own input
+    codetape replay RUN --from 3 --code F.py   step 3 edited, then the rest of the run
+
+    \b
     Exit status: 0 when every step reproduced, 1 when any diverged, 2 when a replay
     could not run (a variable not restorable, the image missing).
     """
+    if sum((step_index is not None, all_steps, from_step is not None)) > 1:
+        raise click.UsageError("pass only one of --step, --from and --all", ctx)
+    if from_step is not None and live_tools and not tools_module:
+        raise click.UsageError("--live-tools needs --tools MODULE: the real tools to call", ctx)
     store = open_store(ctx)
     configure(home=store.home)
     full = store.resolve_run_id(run_id)
@@ -163,6 +238,9 @@ def replay_command(
     options: dict[str, Any] = {"image": image, "live_tools": live_tools, "tools": tools}
     if code_file is not None:
         options["code"] = code_file.read()
+    if from_step is not None:
+        _replay_from(store, full, from_step, options, as_json)
+        return
     if all_steps:
         with err.status(f"replaying every step of {full[:12]}…"):
             reports = replay_run(full, jobs=jobs, home=store.home, **options)
@@ -175,6 +253,25 @@ def replay_command(
         print_json(reports)
     else:
         _print_reports(reports)
+    _exit_for(reports)
+
+
+def _replay_from(
+    store: Store, run_id: str, first: int, options: dict[str, Any], as_json: bool
+) -> None:
+    with err.status(f"replaying {run_id[:12]} from step {first} to its end…"):
+        reports = replay_from(run_id, first, home=store.home, **options)
+    if as_json:
+        print_json(reports)
+    else:
+        done = {r.step for r in reports}
+        later = [s.index for s in store.steps(run_id) if s.index >= first]
+        _print_from(reports, [i for i in later if i not in done])
+    _exit_for(reports)
+
+
+def _exit_for(reports: list[ReplayReport]) -> None:
+    """0 when every step reproduced, 1 when any diverged, 2 when one could not run."""
     verdicts = {r.verdict for r in reports}
     if verdicts & {"not_restorable", "environment_missing"}:
         sys.exit(2)

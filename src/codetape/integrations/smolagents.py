@@ -45,6 +45,7 @@ from ..tracer.internal import (
     observed_sandbox,
     random_state_blob,
     record_tool_call,
+    tool_parameters,
     tool_signature,
     type_name,
 )
@@ -429,7 +430,11 @@ class _StepTool:
         if step is None:  # outside any recorded action: the agent's business
             return self._tool(*args, **kwargs)
         return record_tool_call(
-            self._name, arguments, lambda: self._tool(*args, **kwargs), step=step
+            self._name,
+            arguments,
+            lambda: self._tool(*args, **kwargs),
+            step=step,
+            parameters=tool_parameters(self._tool, self._signature),
         )
 
 

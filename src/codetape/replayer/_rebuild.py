@@ -116,26 +116,38 @@ class ToolOracle:
         return [self._stub(name) for name in sorted(set(names))]
 
     def _stub(self, name: str) -> Callable[..., Any]:
-        # Parameter names as the recording knew them, so arguments are recorded alike;
-        # a call recorded by position (``{"args": [...]}``) is bound the same way.
-        params: dict[str, None] = {}
-        for call in self.all_calls:
-            if call.name == name and isinstance(call.arguments, dict):
-                params.update(dict.fromkeys(call.arguments))
         oracle = self
 
         def answer(*args: Any, **kwargs: Any) -> Any:
             return oracle._answer(name, answer, args, kwargs)
 
         answer.__name__ = answer.__qualname__ = name
-        if "args" not in params:
-            answer.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-                [
-                    inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
-                    for p in params
-                ]
-            )
+        signature = self._signature(name)
+        if signature is not None:
+            answer.__signature__ = signature  # type: ignore[attr-defined]
         return answer
+
+    def _signature(self, name: str) -> inspect.Signature | None:
+        """The tool's signature as recorded (its parameters' names and kinds), so the
+        replay's calls bind their arguments as the tool's did."""
+        calls = [c for c in self.all_calls if c.name == name]
+        recorded = next((c.parameters for c in calls if c.parameters is not None), None)
+        if recorded is not None:
+            params = []
+            for param, kind in recorded:
+                kind_ = getattr(inspect.Parameter, kind, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                variadic = kind in ("VAR_POSITIONAL", "VAR_KEYWORD")
+                default = inspect.Parameter.empty if variadic else None
+                params.append(inspect.Parameter(param, kind_, default=default))
+            return inspect.Signature(params)
+        names: dict[str, None] = {}
+        for call in calls:  # a store from before parameters were recorded
+            if isinstance(call.arguments, dict):
+                names.update(dict.fromkeys(call.arguments))
+        if "args" in names:
+            return None
+        keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        return inspect.Signature([inspect.Parameter(p, keyword, default=None) for p in names])
 
     def _answer(
         self, name: str, stub: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -29,6 +29,7 @@ from ..schemas import attributes as A
 from ._backends import Backend, DockerBackend, LocalBackend
 from ._outcome import Checkpoint, Outcome, Pickled, RawState, RawVariable, RelayedCall
 from ._protocol import Channel, ChannelBroken, ChannelClosed, ChannelTimeout
+from ._statecodec import qualified_name
 
 __all__ = ["DEFAULT_IMAGE", "PICKLE_PROTOCOL", "Sandbox", "default_image", "tool_name"]
 
@@ -305,7 +306,9 @@ class Sandbox:
         try:
             call.result = self.call_tool(name, tool, args, kwargs)
         except Exception as exc:
-            call.error = ErrorInfo(type=type(exc).__name__, message=str(exc))
+            # Qualified, as the tracer records it: the code in the sandbox raises a class
+            # of that name, so the step's error reads the same recorded and replayed.
+            call.error = ErrorInfo(type=qualified_name(type(exc)), message=str(exc))
             return {"op": "tool_result", "error": {"type": call.error.type, "message": str(exc)}}
         finally:
             call.duration_ms = (time.monotonic() - started) * 1000

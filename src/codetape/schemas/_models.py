@@ -72,6 +72,8 @@ class ToolCall(_Model):
     duration_ms: float
     # Observed steps: the blob of the answer pickled as the tool returned it.
     result_pickle: str | None = None
+    # The tool's parameters, ``[name, kind]`` (kinds as ``inspect.Parameter`` names).
+    parameters: list[list[str]] | None = None
 
 
 class SandboxSpec(_Model):

@@ -72,6 +72,8 @@ STEP_EXECUTOR: Final = "codetape.step.executor"
 # codetape: tool calls.
 TOOL_ARGUMENTS_DIGEST: Final = "codetape.tool.arguments.digest"
 TOOL_RESULT_DIGEST: Final = "codetape.tool.result.digest"
+# The tool's parameters as JSON [[name, kind], ...]: a replay binds arguments alike.
+TOOL_PARAMETERS: Final = "codetape.tool.parameters"
 # Observed steps: the tool's answer pickled, so a replay returns exactly what it returned.
 TOOL_RESULT_PICKLE: Final = "codetape.tool.result.pickle.digest"
 TOOL_STATUS: Final = "codetape.tool.status"

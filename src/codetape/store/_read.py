@@ -387,6 +387,7 @@ class Store:
             arguments=self._json(attrs.get(A.TOOL_ARGUMENTS_DIGEST), {}),
             result=self._json(attrs.get(A.TOOL_RESULT_DIGEST), None),
             result_pickle=attrs.get(A.TOOL_RESULT_PICKLE),
+            parameters=json.loads(attrs[A.TOOL_PARAMETERS]) if A.TOOL_PARAMETERS in attrs else None,
             error=error,
             started_at=_ts(start_ns) or datetime.fromtimestamp(0, tz=timezone.utc),
             duration_ms=((end_ns or start_ns) - start_ns) / 1e6,

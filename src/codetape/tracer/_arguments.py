@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["bind_arguments", "tool_signature"]
+__all__ = ["bind_arguments", "tool_parameters", "tool_signature"]
 
 
 def tool_signature(tool: Any) -> inspect.Signature | None:
@@ -63,3 +63,18 @@ def bind_arguments(
                     arguments[name] = value
             return arguments
     return {"args": list(args), **kwargs} if args else dict(kwargs)
+
+
+def tool_parameters(
+    tool: Any, signature: inspect.Signature | None = None
+) -> list[list[str]] | None:
+    """The tool's parameters as ``[name, kind]`` pairs, recorded with each call, so a
+    replay's stand-in binds arguments the way the tool did (``*items`` stays a tuple of
+    positional values, not one argument)."""
+    inputs = getattr(tool, "inputs", None)
+    if isinstance(inputs, dict):
+        return [[name, "POSITIONAL_OR_KEYWORD"] for name in inputs]
+    signature = signature or tool_signature(tool)
+    if signature is None:
+        return None
+    return [[p.name, p.kind.name] for p in signature.parameters.values()]

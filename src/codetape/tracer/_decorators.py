@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from ..sandbox.internal import host_fingerprint
 from ..schemas import attributes as A
+from ._arguments import bind_arguments, tool_parameters
 from ._capture import Captured, capture_output
 from ._config import runtime
 from ._errors import internal_errors
@@ -307,18 +308,16 @@ def tool(fn: F) -> F:
     """
     sig = inspect.signature(fn)
     name = getattr(fn, "__name__", "tool")
+    params = tool_parameters(fn, sig)
 
     def arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        try:
-            return dict(sig.bind(*args, **kwargs).arguments)
-        except TypeError:
-            return {"args": list(args), **kwargs}
+        return bind_arguments(fn, args, kwargs, sig)
 
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            with ToolCallRecorder(name, arguments(args, kwargs)) as recorder:
+            with ToolCallRecorder(name, arguments(args, kwargs), parameters=params) as recorder:
                 result = await fn(*args, **kwargs)
                 recorder.succeeded(result)
                 return result
@@ -328,7 +327,9 @@ def tool(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return record_tool_call(name, arguments(args, kwargs), lambda: fn(*args, **kwargs))
+        return record_tool_call(
+            name, arguments(args, kwargs), lambda: fn(*args, **kwargs), parameters=params
+        )
 
     wrapper.__codetape_tool__ = name  # type: ignore[attr-defined]
     return cast(F, wrapper)

@@ -366,10 +366,16 @@ class ToolCallRecorder:
     """
 
     def __init__(
-        self, name: str, arguments: Mapping[str, Any], *, step: StepRecorder | None = None
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        *,
+        step: StepRecorder | None = None,
+        parameters: list[list[str]] | None = None,
     ) -> None:
         self.name = name
         self.arguments = arguments
+        self.parameters = parameters
         self.step = step or _step_var.get()
         self._span: Span | None = None
         self._rt: Runtime | None = None
@@ -395,6 +401,8 @@ class ToolCallRecorder:
                 args_digest, args_preview = _json_blob(self._rt, dict(self.arguments))
                 span.set_attribute(A.GEN_AI_TOOL_CALL_ARGUMENTS, args_preview)
                 span.set_attribute(A.TOOL_ARGUMENTS_DIGEST, args_digest)
+                if self.parameters is not None:
+                    span.set_attribute(A.TOOL_PARAMETERS, json.dumps(self.parameters))
         return self
 
     def succeeded(self, result: object) -> None:
@@ -440,9 +448,10 @@ def record_tool_call(
     call: Callable[[], T],
     *,
     step: StepRecorder | None = None,
+    parameters: list[list[str]] | None = None,
 ) -> T:
     """Run ``call`` as the tool ``name``, recorded under the running (or given) step."""
-    with ToolCallRecorder(name, arguments, step=step) as recorder:
+    with ToolCallRecorder(name, arguments, step=step, parameters=parameters) as recorder:
         result = call()
         recorder.succeeded(result)
         return result

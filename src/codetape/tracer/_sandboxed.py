@@ -16,7 +16,7 @@ from ..sandbox import Sandbox as _ExecutingSandbox
 from ..sandbox.internal import Outcome, RawState
 from ..schemas import StepResult, VariableSnapshot
 from ..schemas import attributes as A
-from ._arguments import bind_arguments
+from ._arguments import bind_arguments, tool_parameters
 from ._config import runtime
 from ._recording import RunRecorder, StepRecorder, current_run, record_tool_call
 from ._state import State, StateRecorder
@@ -129,7 +129,13 @@ class Sandbox(_ExecutingSandbox):
         self, name: str, tool: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
     ) -> Any:
         arguments = bind_arguments(tool, args, kwargs)
-        return record_tool_call(name, arguments, lambda: tool(*args, **kwargs), step=self._step)
+        return record_tool_call(
+            name,
+            arguments,
+            lambda: tool(*args, **kwargs),
+            step=self._step,
+            parameters=tool_parameters(tool),
+        )
 
     def _step_result(self, run_id: str, index: int, outcome: Outcome) -> StepResult:
         redact = runtime().redactor.text

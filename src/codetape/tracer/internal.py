@@ -4,7 +4,7 @@ Not for users: these names may change in any release."""
 
 from __future__ import annotations
 
-from ._arguments import bind_arguments, tool_signature
+from ._arguments import bind_arguments, tool_parameters, tool_signature
 from ._config import Runtime, recording_to, runtime
 from ._decorators import observed_sandbox, random_state_blob
 from ._errors import internal_errors
@@ -39,6 +39,7 @@ __all__ = [
     "recording_to",
     "runtime",
     "step_seed",
+    "tool_parameters",
     "tool_signature",
     "type_name",
 ]

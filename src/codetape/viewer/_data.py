@@ -1,4 +1,5 @@
-"""The viewer's one door to the data: the store's read API, ``diff_runs`` and ``replay``.
+"""The viewer's one door to the data: the store's read API, ``diff_runs``, ``replay``
+and ``replay_from``.
 
 The store lives where ``CODETAPE_HOME`` says (``codetape ui`` sets it). Every call opens
 a fresh :class:`~codetape.Store`, which ingests what agents spooled since, so lists stay
@@ -18,6 +19,7 @@ import streamlit as st
 from .._format import RUN_STATUSES
 from ..replayer import diff_runs
 from ..replayer import replay as replay_step
+from ..replayer import replay_from as replay_steps_from
 from ..schemas import ReplayReport, Run, RunDiff, Step
 from ..store import Store
 from ..store.internal import resolve_home
@@ -34,6 +36,7 @@ __all__ = [
     "page_count",
     "recent_runs",
     "replay",
+    "replay_from",
     "replays_of",
     "run",
     "runs",
@@ -131,3 +134,9 @@ def diff(a: str, b: str) -> RunDiff:
 def replay(run_id: str, step: int, code: str | None = None) -> ReplayReport:
     """Replay one step (recorded as a new run next to it); ``code`` replaces its code."""
     return replay_step(run_id, step, code=code, home=home())
+
+
+def replay_from(run_id: str, step: int) -> list[ReplayReport]:
+    """Replay ``step`` and every later step of the run in one sandbox (recorded as one
+    new run next to it): one report per step run, in order."""
+    return replay_steps_from(run_id, step, home=home())

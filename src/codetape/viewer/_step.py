@@ -1,41 +1,27 @@
 """One step on the Run page: code, output, tool calls, variables, sandbox, and the
-replay buttons with their reports shown in place.
+replay buttons ("Replay this step", "Replay from here", "Edit and replay") with their
+reports shown in place.
 
 Reports are kept in the session state under the step's key, so they survive reruns.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
-from collections.abc import Callable
-from typing import Any
 
 import streamlit as st
 
-from .._format import VERDICT_COLORS, Color, cut, failing_line
+from .._format import cut, failing_line
 from ..errors import CodetapeError
-from ..schemas import ReplayReport, Run, Step, Verdict
+from ..schemas import Run, Step
 from . import _data
 from . import _widgets as w
+from ._reports import show_from, show_report
 
-__all__ = ["show", "show_report"]
+__all__ = ["show"]
 
-_HEADLINES: dict[Verdict, str] = {
-    "reproduced": "Reproduced: the replay matches the recording.",
-    "diverged": "Diverged: the replay differs from the recording.",
-    "not_restorable": "Not restorable: the step's input could not be restored.",
-    "environment_missing": "Environment missing: the recorded sandbox is not here.",
-}
-# How the viewer shows a verdict's colour: as an alert.
-_ALERTS: dict[Color, Callable[[str], Any]] = {
-    "green": st.success,
-    "red": st.error,
-    "yellow": st.warning,
-}
 # A result's type name.
 _TYPE_CHARS = 200
-_TEXT_FIELDS = ("stdout", "stderr", "result")
 
 
 def show(run: Run, step: Step) -> None:
@@ -111,14 +97,20 @@ def _tool_in_full(step: Step, key: str) -> None:
 
 
 def _replay_buttons(run: Run, step: Step, key: str) -> None:
-    left, right = st.columns(2)
-    if left.button("Replay this step", key=f"replay:{key}"):
+    one, rest, edit = st.columns(3)
+    if one.button("Replay this step", key=f"replay:{key}"):
         _replay(run, step, None, f"report:{key}")
-    if right.button("Edit and replay", key=f"edit:{key}"):
+    if rest.button("Replay from here", key=f"replay-from:{key}"):
+        _replay_from(run, step, f"from-report:{key}")
+    if edit.button("Edit and replay", key=f"edit:{key}"):
         st.session_state[f"editing:{key}"] = True
     report = st.session_state.get(f"report:{key}")
     if report is not None:
         show_report(report, f"report:{key}")
+    from_here = st.session_state.get(f"from-report:{key}")
+    if from_here is not None:
+        reports, not_run = from_here
+        show_from(reports, not_run, f"from-report:{key}")
     if st.session_state.get(f"editing:{key}"):
         code = st.text_area(
             "Code to run on the step's recorded input", step.code, height=240, key=f"code:{key}"
@@ -139,49 +131,16 @@ def _replay(run: Run, step: Step, code: str | None, slot: str) -> None:
             w.problem("The replay could not run.", exc)
 
 
-def show_report(report: ReplayReport, key: str) -> None:
-    """A replay's verdict, reason, notes and differences, and links to its run."""
-    _ALERTS.get(VERDICT_COLORS[report.verdict], st.info)(_HEADLINES[report.verdict])
-    if report.backend == "local":
-        st.caption("Replayed with the local backend: no isolation.")
-    if report.reason:
-        st.text(report.reason)
-    if report.notes:
-        st.text("\n".join(f"note: {n}" for n in report.notes))
-    if report.differences:
-        w.table(
-            [
-                {"field": d.field, "recorded": _shown(d.recorded), "replayed": _shown(d.replayed)}
-                for d in report.differences
-            ],
-            empty="",
-        )
-        for d in report.differences:
-            if (
-                d.field in _TEXT_FIELDS
-                and isinstance(d.recorded, str | None)
-                and isinstance(d.replayed, str | None)
-            ):
-                lines = difflib.unified_diff(
-                    (d.recorded or "").splitlines(),
-                    (d.replayed or "").splitlines(),
-                    "recorded",
-                    "replayed",
-                    lineterm="",
-                )
-                w.text_block("\n".join(lines), key=f"all-diff:{key}:{d.field}", language="diff")
-    if report.replay_run_id:
-        st.page_link(
-            w.COMPARE_PAGE,
-            label="Compare the run with its replay",
-            query_params={"a": report.run_id, "b": report.replay_run_id},
-        )
-        st.page_link(
-            w.RUN_PAGE, label="Open the replay run", query_params={"run": report.replay_run_id}
-        )
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, str):
-        return cut(value)
-    return cut(json.dumps(value, ensure_ascii=False, default=repr))
+def _replay_from(run: Run, step: Step, slot: str) -> None:
+    """Replay from ``step`` to the end of the run; keep the reports and the steps a stop
+    left unrun."""
+    with st.spinner(f"Replaying from step {step.index} to the end of the run…"):
+        try:
+            reports = _data.replay_from(run.id, step.index)
+        except CodetapeError as exc:
+            st.session_state.pop(slot, None)
+            w.problem("The replay could not run.", exc)
+            return
+    done = {r.step for r in reports}
+    later = [s.index for s in _data.steps(run) if s.index >= step.index]
+    st.session_state[slot] = (reports, [i for i in later if i not in done])

@@ -40,6 +40,7 @@ __all__ = [
     "RUN_PAGE",
     "follow",
     "int_param",
+    "plural",
     "problem",
     "run_facts",
     "run_label",
@@ -220,7 +221,8 @@ def _replay_of(run: Run) -> str:
     if not run.replay_of:
         return ""
     original, _, step = run.replay_of.rpartition(":")
-    return f"{original[:12]} step {step}"
+    # A replay from a step onward runs that step and the ones after it.
+    return f"{original[:12]} {'from step' if run.step_count > 1 else 'step'} {step}"
 
 
 def _sandbox_summary(spec: SandboxSpec) -> str:
