@@ -190,7 +190,7 @@ def test_spans_reach_the_collector(collector: Collector, home: Path) -> None:
     assert tool_attrs[A.GEN_AI_TOOL_CALL_RESULT] == "6"
 
     # The very spans the store holds: same ids, same parents, same names.
-    codetape.Store(home)
+    codetape.Store(home).refresh()
     con = duckdb.connect(str(home / "codetape.duckdb"), read_only=True)
     try:
         stored = set(con.execute("SELECT trace_id, span_id, parent_id, name FROM spans").fetchall())

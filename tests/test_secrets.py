@@ -118,7 +118,7 @@ def database_text(home: Path) -> str:
 def leaks(home: Path, fragments: dict[str, str]) -> dict[str, list[str]]:
     """Where each fragment occurs at rest: {fragment label: [file, ...]}."""
     found: dict[str, list[str]] = {}
-    codetape.Store(home)  # ingest whatever the spool holds
+    codetape.Store(home).refresh()  # ingest whatever the spool holds
     for path in store_files(home):
         data = path.read_bytes()
         for label, fragment in fragments.items():

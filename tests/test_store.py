@@ -167,7 +167,7 @@ def test_unchanged_big_list_is_stored_once_though_pickled_every_step(
     # A first run creates the database and the spool file: fixed costs, not growth.
     with codetape.run("warm-up"):
         execute("w = 1", {})
-    codetape.Store(home)
+    codetape.Store(home).refresh()
     store_before, blobs_before = dir_size(home), dir_size(home / "blobs")
 
     namespace: dict[str, Any] = {"big": big}
@@ -476,7 +476,7 @@ def test_ingesting_the_same_spool_again_duplicates_nothing(home: Path) -> None:
     for path in done:
         shutil.copy(path, live / path.name)
     assert db_rows(home)["runs"] == baseline["runs"]
-    codetape.Store(home)
+    codetape.Store(home).refresh()
     assert db_rows(home) == baseline
 
 

@@ -240,7 +240,7 @@ def test_store_reads_wait_for_an_ingestion_in_this_process(home: Path) -> None:
     report the store as corrupt."""
     with codetape.run("recorded"):
         _execute("a = 1", {})
-    codetape.Store(home)
+    codetape.Store(home).refresh()
 
     holding = threading.Event()
     release = threading.Event()

@@ -90,7 +90,7 @@ def only_run(home: Path) -> codetape.schemas.Run:
 
 def spans(home: Path) -> list[dict[str, Any]]:
     """The DuckDB ``spans`` table, after a reader has ingested the spool."""
-    codetape.Store(home)
+    codetape.Store(home).refresh()
     con = duckdb.connect(str(home / "codetape.duckdb"), read_only=True)
     try:
         rows = con.execute(
