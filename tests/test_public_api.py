@@ -42,6 +42,12 @@ SURFACES: dict[str, set[str]] = {
         "replay_run", "write_pytest",
     },
     "codetape.viewer": {"APP", "DEFAULT_URL", "url"},
+    "codetape.cli": {"cli", "main"},
+    "codetape.testing": {
+        "BuiltRun", "CapturedRuns", "RunSpec", "RunStatus", "StepKind", "StepSpec",
+        "StoreBuilder", "ToolCallSpec", "build_store", "captape", "capture", "synthetic_runs",
+        "synthetic_step",
+    },
     "codetape.integrations.smolagents": {"CodetapeExecutor", "instrument", "uninstrument"},
 }  # fmt: skip
 
