@@ -83,6 +83,7 @@ class SandboxError(CodetapeError):
 
 class DockerUnavailableError(SandboxError):
     def __init__(self, reason: str) -> None:
+        self.reason = reason
         super().__init__(
             f"no Docker engine answers: {reason}",
             hint="start Docker (Debian: apt-get install docker.io && dockerd &), or use "

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import CodetapeError
+from ..errors import CodetapeError, DockerUnavailableError
 from ..sandbox import default_image
 from ..sandbox.internal import LABEL, docker_client
 from ..store import Store
@@ -78,14 +78,6 @@ def _check_store(home: Path | None) -> Check:
             "torn lines come from processes killed mid-write; nothing else was lost",
         )
     return Check("store", "ok", detail)
-
-
-def _docker_client() -> Any:
-    import docker
-
-    client = docker.from_env(timeout=5)
-    client.ping()
-    return client
 
 
 def _process_started_at(pid: int) -> float | None:
@@ -211,13 +203,13 @@ def _check_containers(client: Any) -> Check:
 def _check_docker_and_image() -> list[Check]:
     image = default_image()
     try:
-        client = _docker_client()
-    except Exception as exc:  # docker-py raises several unrelated types here
+        client = docker_client(timeout=5)  # its own, failing fast, closed below
+    except DockerUnavailableError as exc:
         return [
             Check(
                 "docker",
                 "warn",
-                f"no Docker engine reachable ({type(exc).__name__})",
+                f"no Docker engine reachable ({exc.reason})",
                 "install Docker and start it (Debian: apt-get install docker.io && dockerd &); "
                 "until then the sandbox can only use backend='local', without isolation",
             ),

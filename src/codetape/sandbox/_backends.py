@@ -75,21 +75,27 @@ _client: Any = None
 _client_lock = threading.Lock()
 
 
-def docker_client() -> Any:
-    """One Docker client per process (making one costs tens of milliseconds)."""
+def docker_client(timeout: float | None = None) -> Any:
+    """The process's one Docker client (making one costs tens of milliseconds); with
+    ``timeout``, a client of its own that fails fast, for the caller to close."""
     global _client
+    if timeout is not None:
+        return _new_client(timeout)
     with _client_lock:
-        if _client is not None:
-            return _client
-        try:
-            import docker
+        if _client is None:
+            _client = _new_client(30)
+        return _client
 
-            client = docker.from_env(timeout=30)
-            client.ping()
-        except Exception as exc:  # docker-py raises many unrelated types here
-            raise DockerUnavailableError(f"{type(exc).__name__}: {exc}") from None
-        _client = client
-        return client
+
+def _new_client(timeout: float) -> Any:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except Exception as exc:  # docker-py raises many unrelated types here
+        raise DockerUnavailableError(f"{type(exc).__name__}: {exc}") from None
+    return client
 
 
 class DockerBackend(Backend):
