@@ -101,16 +101,6 @@ def recordings(
 # -- helpers ------------------------------------------------------------------------------
 
 
-def replay_from(
-    run_id: str, step: int, *, code: str | None = None, live_tools: bool = False
-) -> list[ReplayReport]:
-    """``codetape.replay_from`` (new in issue 9). Looked up when called, so that until
-    the engine has it each test that needs it fails on its own, and the module still
-    type-checks; call it directly once it exists."""
-    function: Callable[..., list[ReplayReport]] = getattr(codetape, "replay_from")  # noqa: B009
-    return function(run_id, step, code=code, live_tools=live_tools)
-
-
 def _short(value: Any, limit: int = 240) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "…"
@@ -204,7 +194,7 @@ def test_replay_from_step_1_reproduces_the_rest_of_the_run(
     recordings: Recordings, trajectory: Trajectory, mode: str
 ) -> None:
     run_id = recordings.run_id(trajectory, mode)
-    reports = replay_from(run_id, 1)
+    reports = codetape.replay_from(run_id, 1)
     rest = list(range(1, len(trajectory.steps)))
     assert [r.step for r in reports] == rest, "\n".join(describe(r) for r in reports)
     assert {r.run_id for r in reports} == {run_id}
@@ -349,7 +339,7 @@ def test_replay_from_an_edit_calling_a_tool_the_recording_lacks_stops_naming_the
     run_id = recordings.run_id(HELPERS, mode)
     edited = HELPERS_STEP_1.replace("cart.append('kiwi')", "cart.append('fig')")
 
-    reports = replay_from(run_id, 1, code=edited)
+    reports = codetape.replay_from(run_id, 1, code=edited)
 
     assert [r.step for r in reports] == [1], "\n".join(describe(r) for r in reports)
     report = reports[0]
@@ -367,7 +357,7 @@ def test_replay_from_carries_an_edit_through_the_later_steps(
     edited = SHARED.steps[1].replace("events.append('a')", "events.append('z')")
     assert edited != SHARED.steps[1]
 
-    reports = replay_from(run_id, 1, code=edited)
+    reports = codetape.replay_from(run_id, 1, code=edited)
 
     assert [r.step for r in reports] == [1, 2, 3], "\n".join(describe(r) for r in reports)
     first, second, last = reports
