@@ -446,7 +446,11 @@ def test_run_page_shows_the_run_its_timeline_and_its_failing_step(
     sandbox = dict(zip(*tables(at, "field")[1].T.values, strict=True))
     assert sandbox["backend"] == "local"
     assert sandbox["python"]
-    assert [b.label for b in at.button] == ["Replay this step", "Edit and replay"] * 2
+    assert [b.label for b in at.button] == [
+        "Replay this step",
+        "Replay from here",
+        "Edit and replay",
+    ] * 2
     assert_inert(at)
 
 

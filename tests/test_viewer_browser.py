@@ -328,6 +328,20 @@ def test_runs_list_to_failed_run_replay_and_compare_in_chromium(
             assert_inert(page, dialogs)
             shot(page, "03-replayed")
 
+            # 3b. Replay from the payload step to the end: one verdict per step.
+            payload_step.get_by_role("button", name="Replay from here", exact=True).click()
+            expect(
+                payload_step.get_by_text("Reproduced: all 2 steps from step 0 match the recording.")
+            ).to_be_visible(timeout=WAIT_MS)
+            verdicts = grid_rows(grid_with(page, "reason or first difference", "th"))
+            assert [(r["step"], r["verdict"]) for r in verdicts] == [
+                ("0", "reproduced"),
+                ("1", "reproduced"),
+            ]
+            expect(payload_step.get_by_role("link", name="Open the replay run")).to_be_visible()
+            assert_inert(page, dialogs)
+            shot(page, "03b-replayed-from-here")
+
             # 4. The comparison with the replay: step 1 of A against the replay's step.
             compare.click()
             expect(page.get_by_role("heading", name="Compare runs")).to_be_visible(timeout=WAIT_MS)

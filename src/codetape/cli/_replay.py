@@ -7,6 +7,7 @@ import difflib
 import importlib
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -81,18 +82,26 @@ def _print_difference(d: Difference) -> None:
     out.print(f"    [green]+ replayed[/] {_show(d.replayed)}", soft_wrap=True)
 
 
-def _print_table(reports: list[ReplayReport]) -> None:
+def _print_table(reports: list[ReplayReport], *, durations: bool = True) -> None:
+    """One row per report. A replay from a step runs its steps in one sandbox, so it
+    has one duration for all of them (``durations=False``: none per row)."""
+    columns = ["step", "verdict", "differences", "duration", "replay run"]
+    if not durations:
+        columns.remove("duration")
     table = Table(box=None, header_style="bold")
-    for column in ("step", "verdict", "differences", "duration", "replay run"):
+    for column in columns:
         table.add_column(column)
     for r in reports:
-        table.add_row(
+        row = [
             str(r.step),
             verdict_markup(r.verdict),
             ", ".join(d.field for d in r.differences) or "-",
             duration(r.duration_ms, "-"),
             (r.replay_run_id or "-")[:12],
-        )
+        ]
+        if not durations:
+            del row[3]
+        table.add_row(*row)
     out.print(table)
 
 
@@ -125,7 +134,15 @@ def _steps_text(indexes: list[int]) -> str:
 def _print_from(reports: list[ReplayReport], not_run: list[int]) -> None:
     """A replay from a step onward: one row per step, the reasons, the notes once, the
     first divergence in full, and the steps a stop left unrun."""
-    _print_table(reports)
+    if not reports:
+        return
+    _print_table(reports, durations=False)
+    counts = Counter(r.verdict for r in reports)
+    out.print(
+        f"{len(reports)} step{'s' if len(reports) > 1 else ''} replayed from step "
+        f"{reports[0].step} in {duration(max(r.duration_ms for r in reports))}: "
+        + ", ".join(f"{n} {verdict_markup(v)}" for v, n in counts.items())
+    )
     for r in reports:
         if r.reason:
             out.print(f"\n[bold]step {r.step}[/]: {escape(r.reason)}", soft_wrap=True)
@@ -140,7 +157,7 @@ def _print_from(reports: list[ReplayReport], not_run: list[int]) -> None:
                 f"[dim]{_steps_text(later)} differ too, in the fields the table lists "
                 "(--json shows every difference)[/]"
             )
-    if not_run and reports:
+    if not_run:
         last = reports[-1]
         out.print(
             f"\n[yellow]the replay stopped at step {last.step}: "

@@ -136,7 +136,7 @@ def replay(run_id: str, step: int, code: str | None = None) -> ReplayReport:
     return replay_step(run_id, step, code=code, home=home())
 
 
-def replay_from(run_id: str, step: int) -> list[ReplayReport]:
-    """Replay ``step`` and every later step of the run in one sandbox (recorded as one
-    new run next to it): one report per step run, in order."""
-    return replay_steps_from(run_id, step, home=home())
+def replay_from(run_id: str, step: int, code: str | None = None) -> list[ReplayReport]:
+    """Replay ``step`` (``code`` in its place) and every later step of the run in one
+    sandbox, recorded as one new run next to it: one report per step run, in order."""
+    return replay_steps_from(run_id, step, code=code, home=home())

@@ -18,7 +18,7 @@ from . import _data
 from . import _widgets as w
 from ._reports import show_from, show_report
 
-__all__ = ["show"]
+__all__ = ["replaying", "show"]
 
 # A result's type name.
 _TYPE_CHARS = 200
@@ -96,30 +96,52 @@ def _tool_in_full(step: Step, key: str) -> None:
     )
 
 
+# What the session keeps per step: the replay buttons (True in the rerun a click
+# starts), the editing flag and the reports.
+_STATE = (
+    "replay", "replay-from", "edit", "replay-edited", "replay-from-edited", "editing",
+    "report", "from-report", "edited-report", "edited-from-report",
+)  # fmt: skip
+
+
+def replaying(run: Run, step: Step) -> bool:
+    """Whether a replay of the step was just asked for, is being edited or has reports
+    to show: its expander opens (a replay adds a link above the steps, which would
+    otherwise leave the expander closed)."""
+    key = f"{run.id}:{step.index}"
+    return any(st.session_state.get(f"{name}:{key}") for name in _STATE)
+
+
 def _replay_buttons(run: Run, step: Step, key: str) -> None:
     one, rest, edit = st.columns(3)
     if one.button("Replay this step", key=f"replay:{key}"):
         _replay(run, step, None, f"report:{key}")
     if rest.button("Replay from here", key=f"replay-from:{key}"):
-        _replay_from(run, step, f"from-report:{key}")
+        _replay_from(run, step, None, f"from-report:{key}")
     if edit.button("Edit and replay", key=f"edit:{key}"):
         st.session_state[f"editing:{key}"] = True
-    report = st.session_state.get(f"report:{key}")
-    if report is not None:
-        show_report(report, f"report:{key}")
-    from_here = st.session_state.get(f"from-report:{key}")
-    if from_here is not None:
-        reports, not_run = from_here
-        show_from(reports, not_run, f"from-report:{key}")
+    _reports(key, "report", "from-report")
     if st.session_state.get(f"editing:{key}"):
         code = st.text_area(
             "Code to run on the step's recorded input", step.code, height=240, key=f"code:{key}"
         )
-        if st.button("Replay with this code", key=f"replay-edited:{key}"):
+        this, rest = st.columns(2)
+        if this.button("Replay with this code", key=f"replay-edited:{key}"):
             _replay(run, step, code, f"edited-report:{key}")
-        edited = st.session_state.get(f"edited-report:{key}")
-        if edited is not None:
-            show_report(edited, f"edited-report:{key}")
+        if rest.button("Replay from here with this code", key=f"replay-from-edited:{key}"):
+            _replay_from(run, step, code, f"edited-from-report:{key}")
+        _reports(key, "edited-report", "edited-from-report")
+
+
+def _reports(key: str, one: str, rest: str) -> None:
+    """The reports kept in the session state: one step's, then a replay from it."""
+    report = st.session_state.get(f"{one}:{key}")
+    if report is not None:
+        show_report(report, f"{one}:{key}")
+    kept = st.session_state.get(f"{rest}:{key}")
+    if kept is not None:
+        reports, not_run = kept
+        show_from(reports, not_run, f"{rest}:{key}")
 
 
 def _replay(run: Run, step: Step, code: str | None, slot: str) -> None:
@@ -131,12 +153,12 @@ def _replay(run: Run, step: Step, code: str | None, slot: str) -> None:
             w.problem("The replay could not run.", exc)
 
 
-def _replay_from(run: Run, step: Step, slot: str) -> None:
-    """Replay from ``step`` to the end of the run; keep the reports and the steps a stop
-    left unrun."""
+def _replay_from(run: Run, step: Step, code: str | None, slot: str) -> None:
+    """Replay from ``step`` (``code`` in its place) to the end of the run; keep the
+    reports and the steps a stop left unrun."""
     with st.spinner(f"Replaying from step {step.index} to the end of the run…"):
         try:
-            reports = _data.replay_from(run.id, step.index)
+            reports = _data.replay_from(run.id, step.index, code)
         except CodetapeError as exc:
             st.session_state.pop(slot, None)
             w.problem("The replay could not run.", exc)

@@ -57,7 +57,8 @@ first = indexes.index(focus) // per + 1 if focus is not None else 1
 page = st.pagination(pages, default=first, key=f"steps:{run.id}:{asked}") if pages > 1 else 1
 st.caption(f"{len(steps)} steps · page {page} of {pages}")
 for step in steps[(page - 1) * per : page * per]:
-    with st.expander(w.step_label(step), expanded=step.index == focus):
+    opened = step.index == focus or _step.replaying(run, step)
+    with st.expander(w.step_label(step), expanded=opened):
         st.page_link(
             w.RUN_PAGE,
             label="Link to this step",
