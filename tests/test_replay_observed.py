@@ -91,3 +91,23 @@ def test_a_positional_tool_argument_replays_as_recorded(home: Path) -> None:
     report = codetape.replay(run.id, 0)
 
     assert report.verdict == "reproduced", report.model_dump_json(indent=2)
+
+
+def test_a_run_compared_with_its_replay_from_a_step_pairs_every_replayed_step(
+    home: Path,
+) -> None:
+    namespace: dict[str, Any] = {"reserve": reserve}
+    with codetape.run("three") as run:
+        execute("a = reserve('fig', 1)['qty']\nprint(a)", namespace)
+        execute("b = a + 1\nprint(b)", namespace)
+        execute("c = b * 2\nprint(c)", namespace)
+
+    reports = codetape.replay_from(run.id, 1)
+
+    assert [(r.step, r.verdict) for r in reports] == [(1, "reproduced"), (2, "reproduced")]
+    replay_run = reports[0].replay_run_id
+    assert replay_run is not None
+    assert {r.replay_run_id for r in reports} == {replay_run}
+    diff = codetape.diff_runs(run.id, replay_run)
+    assert [(p.a, p.b) for p in diff.pairs] == [(1, 0), (2, 1)]
+    assert diff.first_divergence is None

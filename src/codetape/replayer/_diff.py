@@ -98,13 +98,20 @@ def _pair(a: Step | None, b: Step | None) -> StepPair:
     )
 
 
+def _replayed(steps: list[Step], replay_of: str, count: int) -> list[Step]:
+    """The steps a replay ran: from the step it names, as many as it has."""
+    first = int(replay_of.rsplit(":", 1)[1])
+    return [s for s in steps if first <= s.index < first + max(1, count)]
+
+
 def diff_runs(a: str, b: str, *, home: str | os.PathLike[str] | None = None) -> RunDiff:
     """Compare two runs step by step.
 
     Steps are aligned by code similarity; each aligned pair carries the code and stdout
     diffs, both statuses and errors, and the variables added, removed and changed (by
-    digest). When ``b`` is a replay of one of ``a``'s steps, only that step of ``a`` is
-    compared. ``first_divergence`` points at the first pair that differs.
+    digest). When ``b`` is a replay of ``a`` from one of its steps, only the steps it
+    replayed are compared (that step, and with ``replay_from`` the ones after it).
+    ``first_divergence`` points at the first pair that differs.
 
     >>> d = codetape.diff_runs("3f2a", "9c1e")             # doctest: +SKIP
     >>> d.pairs[d.first_divergence].stdout_diff
@@ -114,11 +121,9 @@ def diff_runs(a: str, b: str, *, home: str | os.PathLike[str] | None = None) -> 
     run_a, run_b = store.run(a), store.run(b)
     steps_a, steps_b = store.steps(run_a.id), store.steps(run_b.id)
     if run_b.replay_of and run_b.replay_of.startswith(run_a.id + ":"):
-        index = int(run_b.replay_of.rsplit(":", 1)[1])
-        steps_a = [s for s in steps_a if s.index == index]
+        steps_a = _replayed(steps_a, run_b.replay_of, len(steps_b))
     elif run_a.replay_of and run_a.replay_of.startswith(run_b.id + ":"):
-        index = int(run_a.replay_of.rsplit(":", 1)[1])
-        steps_b = [s for s in steps_b if s.index == index]
+        steps_b = _replayed(steps_b, run_a.replay_of, len(steps_a))
     pairs = [
         _pair(steps_a[i] if i is not None else None, steps_b[j] if j is not None else None)
         for i, j in align([s.code for s in steps_a], [s.code for s in steps_b])

@@ -305,13 +305,16 @@ class _Session:
         if missed:
             reason = f"no recorded answer for {missed[0]}"
         verdict: Verdict = "diverged" if differences or missed else "reproduced"
-        return self.attempt.report(
+        report = self.attempt.report(
             verdict,
             step=recorded.index,
             differences=differences,
             replay_run_id=replay_run_id,
             reason=reason,
         )
+        if recorded is not self.recorded:  # a later step of replay_from: its own time
+            report = report.model_copy(update={"duration_ms": replayed.duration_ms})
+        return report
 
 
 def _replay_step(
