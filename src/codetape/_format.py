@@ -35,6 +35,8 @@ __all__ = [
     "cut",
     "duration",
     "failing_line",
+    "visible",
+    "visible_json",
 ]
 
 # A value's preview (variables, results, tool JSON, a replay's differing value): what a
@@ -84,6 +86,61 @@ VERDICT_COLORS: dict[Verdict, Color] = {
 # run with plain exec() shows as "<string>". Other "<...>" frames (frozen importlib,
 # codetape's tool stubs) are not the step's code.
 _CODE_FRAME = re.compile(r'File "<(?:code action|string)>", line (\d+)')
+
+
+# Characters that must not reach a terminal as they are: C0 and C1 controls but newline
+# and tab (ESC starts the sequences that retitle a window, clear the screen or hide a
+# hyperlink; a CR not ending a line overwrites it), the bidi controls (U+202E shows
+# "gnp.exe" as "exe.png"), zero-width and other invisible characters, the line and
+# paragraph separators, the tag characters that can hide text, and lone surrogates
+# (which cannot even be printed). ZWNJ and ZWJ stay: scripts and emoji need them.
+_UNSAFE = re.compile(
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028-\u202e"
+    r"\u2060-\u2064\u2066-\u2069\ufeff\ud800-\udfff\U000e0000-\U000e007f]"
+    r"|\r(?!\n)"
+)
+
+
+def _python_escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code == 0x0D:
+        return "\\r"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    high, low = divmod(code - 0x10000, 0x400)
+    return f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04x}"
+
+
+def visible(text: str | None) -> str:
+    r"""Untrusted text (a run's name, a task, code, output, an error message) as it may
+    be shown in a terminal: control, bidi and invisible characters written as Python
+    escapes (``\x1b``, ``\u202e``); newlines, tabs and CRLF line ends kept; ``None``
+    shows as the empty string. Every text the CLI prints from a store goes through it.
+
+    >>> print(visible("a\x1b]0;title\x07 b\u202ec\nd\re"))
+    a\x1b]0;title\x07 b\u202ec
+    d\re
+    """
+    if not text:
+        return ""
+    return _UNSAFE.sub(_python_escape, text)
+
+
+def visible_json(text: str) -> str:
+    r"""JSON text with the characters :func:`visible` escapes written as JSON escapes
+    (``\u001b``, ``\u202e``): the same JSON value, safe to print.
+
+    >>> print(visible_json('{"name": "a\x7fb\u202ec"}'))
+    {"name": "a\u007fb\u202ec"}
+    """
+    return _UNSAFE.sub(_json_escape, text)
 
 
 def cut(text: str | None, limit: int = PREVIEW_CHARS) -> str:

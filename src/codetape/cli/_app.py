@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
-from .._format import STATUS_COLORS, VERDICT_COLORS, Color
+from .._format import STATUS_COLORS, VERDICT_COLORS, Color, visible, visible_json
 from .._version import __version__
 from ..errors import CodetapeError
 from ..schemas import Verdict
@@ -29,6 +30,7 @@ __all__ = [
     "open_store",
     "out",
     "print_json",
+    "shown",
     "status_markup",
     "style_lines",
     "verdict_markup",
@@ -40,6 +42,9 @@ R = TypeVar("R")
 out = Console(highlight=False)
 # soft_wrap: paths and commands in messages must stay on one line, to copy them whole.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+# The width of ``out`` when it is not a terminal (a pipe, a file): columns and lines are
+# not cut or wrapped to a terminal's 80 characters, so a script reads them whole.
+UNCUT_WIDTH = 100_000
 
 # How the terminal shows codetape's colour names.
 _RICH: dict[Color, str] = {
@@ -51,6 +56,12 @@ _RICH: dict[Color, str] = {
     "grey": "grey50",
     "cyan": "cyan",
 }
+
+
+def shown(text: str | None) -> str:
+    """Recorded text (names, tasks, code, output, messages) for rich markup: control and
+    bidi characters made visible (``_format.visible``), rich markup escaped."""
+    return escape(visible(text))
 
 
 def status_markup(value: str) -> str:
@@ -68,10 +79,11 @@ def style_lines(lines: Sequence[str], limit: int = 40) -> None:
     """The first ``limit`` lines of a unified diff, removed red and added green."""
     for line in lines[:limit]:
         style = "red" if line.startswith("-") else "green" if line.startswith("+") else "dim"
-        out.print(f"    [{style}]{escape(line)}[/]", soft_wrap=True)
+        out.print(f"    [{style}]{shown(line)}[/]", soft_wrap=True)
 
 
 def print_json(value: BaseModel | Sequence[BaseModel] | Any) -> None:
+    """Exactly the JSON of ``value``, with control and bidi characters as JSON escapes."""
     if isinstance(value, BaseModel):
         text = value.model_dump_json(indent=2)
     elif isinstance(value, list) and all(isinstance(v, BaseModel) for v in value):
@@ -79,7 +91,7 @@ def print_json(value: BaseModel | Sequence[BaseModel] | Any) -> None:
         text = json.dumps(json.loads(text), indent=2)
     else:
         text = json.dumps(value, indent=2, default=str)
-    click.echo(text)
+    click.echo(visible_json(text))
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -90,9 +102,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except CodetapeError as exc:
-            err.print(f"[red]error:[/] {escape(exc.message)}")
+            err.print(f"[red]error:[/] {shown(exc.message)}")
             if exc.hint:
-                err.print(f"[dim]hint:[/] {escape(exc.hint)}")
+                err.print(f"[dim]hint:[/] {shown(exc.hint)}")
             sys.exit(exc.exit_code)
 
     return wrapper
@@ -124,6 +136,8 @@ def cli(ctx: click.Context, home: Path | None) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["home"] = home
+    if not out.is_terminal and not os.environ.get("COLUMNS"):
+        out.width = UNCUT_WIDTH
 
 
 def main(argv: Sequence[str] | None = None) -> None:

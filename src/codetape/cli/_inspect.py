@@ -8,17 +8,25 @@ import sys
 from pathlib import Path
 
 import click
-from rich.markup import escape
+from rich.cells import cell_len
 from rich.syntax import Syntax
 from rich.table import Table
 
-from .._format import PREVIEW_CHARS, RUN_STATUSES, TASK_CHARS, cut, duration, failing_line
+from .._format import (
+    PREVIEW_CHARS,
+    RUN_STATUSES,
+    TASK_CHARS,
+    cut,
+    duration,
+    failing_line,
+    visible,
+)
 from ..schemas import Step
 from ..store.internal import DB_NAME, resolve_home
 from ..store.internal import rebuild as rebuild_store
 from ..viewer import url as viewer_url
 from . import _doctor
-from ._app import cli, err, handle_errors, open_store, out, print_json, status_markup
+from ._app import cli, err, handle_errors, open_store, out, print_json, shown, status_markup
 
 __all__: list[str] = []
 
@@ -52,9 +60,11 @@ def runs(
         print_json(found)
         return
     if not found:
-        out.print(f"no runs in {store.home}" + (" match" if failed or agent or status else ""))
+        where = shown(str(store.home))
+        out.print(f"no runs in {where}" + (" match" if failed or agent or status else ""))
         return
-    table = Table(box=None, header_style="bold", expand=True)
+    # In a terminal the task takes the room left; piped, every column keeps its length.
+    table = Table(box=None, header_style="bold", expand=out.is_terminal)
     for column in _RUN_COLUMNS:
         if column == "task":
             table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=1)
@@ -62,14 +72,14 @@ def runs(
             table.add_column(column, no_wrap=True, min_width=12 if column == "run" else len(column))
     for run in found:
         table.add_row(
-            run.id[:12],
-            escape(run.name),
+            shown(run.id[:12]),
+            shown(run.name),
             status_markup(run.status),
             str(run.step_count),
             str(run.failed_steps) if run.failed_steps else "",
             duration(run.duration_ms, "-"),
             run.started_at.astimezone().strftime("%m-%d %H:%M:%S"),
-            escape(cut(run.task, TASK_CHARS)),
+            shown(cut(run.task, TASK_CHARS)),
         )
     out.print(table)
 
@@ -79,52 +89,59 @@ def _print_step(step: Step, verbose: bool) -> None:
         f"[bold]step {step.index}[/] {status_markup(step.status)}  {duration(step.duration_ms)}"
     )
     error_line = failing_line(step)
+    code = visible(step.code)
     out.print(
         Syntax(
-            step.code,
+            code,
             "python",
             line_numbers=True,
             word_wrap=True,
             highlight_lines={error_line} if error_line else None,
+            code_width=None if out.is_terminal else _longest_line(code),
         )
     )
     if step.stdout:
         out.print("[dim]stdout[/]")
-        out.print(escape(step.stdout.rstrip("\n")))
+        out.print(shown(step.stdout.rstrip("\n")))
     if step.stderr:
         out.print("[dim]stderr[/]")
-        out.print(escape(step.stderr.rstrip("\n")), style="yellow")
+        out.print(shown(step.stderr.rstrip("\n")), style="yellow")
     if step.result is not None:
-        out.print(f"[dim]result[/] ({escape(step.result_type or '')}) {escape(step.result)}")
+        out.print(f"[dim]result[/] ({shown(step.result_type or '')}) {shown(step.result)}")
     _print_tool_calls(step)
     if verbose:
         _print_variables(step)
         spec = step.sandbox
         where = spec.image or "host"
         out.print(
-            f"[dim]sandbox[/] {escape(spec.backend)} {escape(where)} "
-            f"python {escape(spec.python or '?')} "
-            f"{escape(spec.image_id or spec.env_fingerprint or '')}"
+            f"[dim]sandbox[/] {shown(spec.backend)} {shown(where)} "
+            f"python {shown(spec.python or '?')} "
+            f"{shown(spec.image_id or spec.env_fingerprint or '')}"
         )
     if step.error is not None:
-        out.print(f"[red]{escape(step.error.type)}: {escape(step.error.message)}[/]")
+        out.print(f"[red]{shown(step.error.type)}: {shown(step.error.message)}[/]")
         if verbose and step.error.traceback:
-            out.print(escape(step.error.traceback.rstrip("\n")), style="dim")
+            out.print(shown(step.error.traceback.rstrip("\n")), style="dim")
     out.print()
 
 
+def _longest_line(code: str) -> int:
+    """How wide code is: piped, a Syntax is as wide as its longest line, not the console."""
+    return max((cell_len(line.expandtabs(4)) for line in code.splitlines()), default=1) or 1
+
+
 def _json(value: object) -> str:
-    return escape(cut(json.dumps(value, default=str), PREVIEW_CHARS))
+    return shown(cut(json.dumps(value, default=str), PREVIEW_CHARS))
 
 
 def _print_tool_calls(step: Step) -> None:
     for call in step.tool_calls:
         outcome = (
-            f"[red]{escape(call.error.type)}: {escape(call.error.message)}[/]"
+            f"[red]{shown(call.error.type)}: {shown(call.error.message)}[/]"
             if call.error
             else _json(call.result)
         )
-        out.print(f"[dim]tool[/] {escape(call.name)}({_json(call.arguments)}) -> {outcome}")
+        out.print(f"[dim]tool[/] {shown(call.name)}({_json(call.arguments)}) -> {outcome}")
 
 
 def _print_variables(step: Step) -> None:
@@ -148,10 +165,10 @@ def _print_variables(step: Step) -> None:
         )
         snap = new or old
         assert snap is not None
-        value = escape(snap.preview)
+        value = shown(snap.preview)
         if not snap.restorable:
-            value += f" [yellow](not restorable: {escape(snap.reason or '')})[/]"
-        table.add_row(mark, escape(name), escape(snap.type), f"{snap.size:,}", value)
+            value += f" [yellow](not restorable: {shown(snap.reason or '')})[/]"
+        table.add_row(mark, shown(name), shown(snap.type), f"{snap.size:,}", value)
     out.print(table)
 
 
@@ -177,15 +194,15 @@ def show(ctx: click.Context, run_id: str, step_index: int | None, as_json: bool)
         return
     run = detail.run
     out.print(
-        f"[bold]run {run.id}[/]  {escape(run.name)}  {status_markup(run.status)}  "
+        f"[bold]run {shown(run.id)}[/]  {shown(run.name)}  {status_markup(run.status)}  "
         f"{duration(run.duration_ms, '-')}"
     )
     if run.task:
-        out.print(f"[dim]task[/] {escape(run.task)}")
+        out.print(f"[dim]task[/] {shown(run.task)}")
     if run.error:
-        out.print(f"[red]{escape(run.error.type)}: {escape(run.error.message)}[/]")
+        out.print(f"[red]{shown(run.error.type)}: {shown(run.error.message)}[/]")
     if run.final_answer is not None:
-        out.print(f"[dim]final answer[/] {escape(run.final_answer)}")
+        out.print(f"[dim]final answer[/] {shown(run.final_answer)}")
     out.print()
     for step in detail.steps:
         _print_step(step, verbose=False)
@@ -193,7 +210,8 @@ def show(ctx: click.Context, run_id: str, step_index: int | None, as_json: bool)
     if run.failed_steps:
         first = next(s for s in detail.steps if s.status != "ok")
         out.print(
-            f"[dim]codetape show {run.id[:12]} --step {first.index}[/]  (the first failed step)"
+            f"[dim]codetape show {shown(run.id[:12])} --step {first.index}[/]"
+            "  (the first failed step)"
         )
 
 
@@ -249,8 +267,8 @@ def _rebuild(given: Path | None) -> None:
 def _print_removed(removed: list[_doctor.Leftover]) -> None:
     for gone in removed:
         out.print(
-            f"removed {escape(gone.name)} ({escape(gone.state)}; {escape(gone.reason)}"
-            + (f"; run {escape(gone.run_id[:12])}" if gone.run_id else "")
+            f"removed {shown(gone.name)} ({shown(gone.state)}; {shown(gone.reason)}"
+            + (f"; run {shown(gone.run_id[:12])}" if gone.run_id else "")
             + ")",
             soft_wrap=True,
         )
@@ -259,6 +277,6 @@ def _print_removed(removed: list[_doctor.Leftover]) -> None:
 
 def _print_check(check: _doctor.Check) -> None:
     mark = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}[check.status]
-    out.print(f"{mark} [bold]{escape(check.name)}[/]: {escape(check.detail)}", soft_wrap=True)
+    out.print(f"{mark} [bold]{shown(check.name)}[/]: {shown(check.detail)}", soft_wrap=True)
     if check.fix:
-        out.print(f"     [dim]fix:[/] {escape(check.fix)}", soft_wrap=True)
+        out.print(f"     [dim]fix:[/] {shown(check.fix)}", soft_wrap=True)

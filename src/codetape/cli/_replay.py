@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from .._format import PREVIEW_CHARS, cut, duration
@@ -35,6 +34,7 @@ from ._app import (
     open_store,
     out,
     print_json,
+    shown,
     style_lines,
     verdict_markup,
 )
@@ -55,7 +55,7 @@ def _tools_from(module_name: str) -> list[Any]:
 
 
 def _show(value: Any) -> str:
-    return escape(cut(json.dumps(value, default=str, ensure_ascii=False), PREVIEW_CHARS))
+    return shown(cut(json.dumps(value, default=str, ensure_ascii=False), PREVIEW_CHARS))
 
 
 def _print_text_diff(recorded: str, replayed: str) -> None:
@@ -70,7 +70,7 @@ def _print_text_diff(recorded: str, replayed: str) -> None:
 
 
 def _print_difference(d: Difference) -> None:
-    out.print(f"  [bold]{escape(d.field)}[/]")
+    out.print(f"  [bold]{shown(d.field)}[/]")
     if (
         d.field in ("stdout", "stderr")
         and isinstance(d.recorded, str)
@@ -95,9 +95,9 @@ def _print_table(reports: list[ReplayReport], *, durations: bool = True) -> None
         row = [
             str(r.step),
             verdict_markup(r.verdict),
-            ", ".join(d.field for d in r.differences) or "-",
+            shown(", ".join(d.field for d in r.differences) or "-"),
             duration(r.duration_ms, "-"),
-            (r.replay_run_id or "-")[:12],
+            shown((r.replay_run_id or "-")[:12]),
         ]
         if not durations:
             del row[3]
@@ -115,9 +115,9 @@ def _print_reports(reports: list[ReplayReport]) -> None:
     _print_table(reports)
     for r in reports:
         if r.reason:
-            out.print(f"\n[bold]step {r.step}[/]: {escape(r.reason)}", soft_wrap=True)
+            out.print(f"\n[bold]step {r.step}[/]: {shown(r.reason)}", soft_wrap=True)
         for note in r.notes:
-            out.print(f"[dim]step {r.step}: {escape(note)}[/]", soft_wrap=True)
+            out.print(f"[dim]step {r.step}: {shown(note)}[/]", soft_wrap=True)
         if r.differences:
             _print_differences(r)
 
@@ -145,9 +145,9 @@ def _print_from(reports: list[ReplayReport], not_run: list[int]) -> None:
     )
     for r in reports:
         if r.reason:
-            out.print(f"\n[bold]step {r.step}[/]: {escape(r.reason)}", soft_wrap=True)
+            out.print(f"\n[bold]step {r.step}[/]: {shown(r.reason)}", soft_wrap=True)
     for note in dict.fromkeys(n for r in reports for n in r.notes):
-        out.print(f"[dim]note: {escape(note)}[/]", soft_wrap=True)
+        out.print(f"[dim]note: {shown(note)}[/]", soft_wrap=True)
     first = next((r for r in reports if r.differences), None)
     if first is not None:
         _print_differences(first, "first divergence: ")
@@ -319,7 +319,8 @@ def export_command(ctx: click.Context, run_id: str, output: Path, with_image: bo
     size = info.path.stat().st_size
     out.print(
         f"wrote {info.path} ({size / 1e6:.1f} MB): run {info.run_id[:12]}, {info.spans} spans, "
-        f"{info.blobs} blobs" + (f", images {', '.join(info.images)}" if info.images else ""),
+        f"{info.blobs} blobs"
+        + (f", images {shown(', '.join(info.images))}" if info.images else ""),
         soft_wrap=True,
     )
 
@@ -334,7 +335,7 @@ def import_command(ctx: click.Context, bundle: Path) -> None:
         info = import_bundle(bundle, home=ctx.obj.get("home"))
     out.print(
         f"imported run {info.run_id[:12]}: {info.spans} spans, {info.blobs} blobs"
-        + (f", loaded images {', '.join(info.images)}" if info.images else ""),
+        + (f", loaded images {shown(', '.join(info.images))}" if info.images else ""),
         soft_wrap=True,
     )
 

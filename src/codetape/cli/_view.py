@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from ..errors import CodetapeError
@@ -18,7 +17,7 @@ from ..replayer import diff_runs
 from ..schemas import RunDiff, StepPair
 from ..store.internal import resolve_home
 from ..viewer import APP, url
-from ._app import cli, err, handle_errors, out, print_json, style_lines
+from ._app import cli, err, handle_errors, out, print_json, shown, style_lines
 
 __all__ = ["streamlit_command"]
 
@@ -61,8 +60,8 @@ def _print_pairs(diff: RunDiff) -> None:
             mark,
             str(pair.a if pair.a is not None else "-"),
             str(pair.b if pair.b is not None else "-"),
-            status,
-            f"[{style}]{escape(_pair_summary(pair))}[/]" if style else "same",
+            shown(status),
+            f"[{style}]{shown(_pair_summary(pair))}[/]" if style else "same",
         )
     out.print(table)
 
@@ -75,12 +74,12 @@ def _print_divergence(pair: StepPair) -> None:
             style_lines(lines)
     if pair.error_a != pair.error_b:
         for side, error in (("a", pair.error_a), ("b", pair.error_b)):
-            shown = f"{error.type}: {error.message}" if error else "no error"
-            out.print(f"  [bold]error {side}[/] {escape(shown)}", soft_wrap=True)
+            said = f"{error.type}: {error.message}" if error else "no error"
+            out.print(f"  [bold]error {side}[/] {shown(said)}", soft_wrap=True)
     for change in pair.variables_changed:
         out.print(
-            f"  [bold]{escape(change.name)}[/] [red]{escape(change.a.preview)}[/] → "
-            f"[green]{escape(change.b.preview)}[/]",
+            f"  [bold]{shown(change.name)}[/] [red]{shown(change.a.preview)}[/] → "
+            f"[green]{shown(change.b.preview)}[/]",
             soft_wrap=True,
         )
 
@@ -88,8 +87,8 @@ def _print_divergence(pair: StepPair) -> None:
 def _print_diff(diff: RunDiff) -> None:
     a, b = diff.a, diff.b
     out.print(
-        f"[bold]a[/] {a.id[:12]} {escape(a.name)} {a.status}   "
-        f"[bold]b[/] {b.id[:12]} {escape(b.name)} {b.status}"
+        f"[bold]a[/] {shown(a.id[:12])} {shown(a.name)} {shown(a.status)}   "
+        f"[bold]b[/] {shown(b.id[:12])} {shown(b.name)} {shown(b.status)}"
     )
     _print_pairs(diff)
     if diff.first_divergence is None:
@@ -183,11 +182,11 @@ def ui_command(ctx: click.Context, ui_home: Path | None, port: int, host: str) -
     base = _base_url(host, port)
     if not _is_loopback(host):
         err.print(
-            f"[yellow]warning:[/] binding {escape(host)}: anyone who can reach it sees the "
+            f"[yellow]warning:[/] binding {shown(host)}: anyone who can reach it sees the "
             "recorded code, output and variables, and can replay steps on this machine",
             soft_wrap=True,
         )
-    out.print(f"codetape viewer: {escape(url(base))}  (store {escape(str(home))})", soft_wrap=True)
+    out.print(f"codetape viewer: {shown(url(base))}  (store {shown(str(home))})", soft_wrap=True)
     out.print("[dim]Ctrl+C to stop[/]")
     sys.stdout.flush()
     sys.stderr.flush()
