@@ -28,7 +28,9 @@ __all__ = [
 ]
 
 RunStatus = Literal["running", "ok", "error", "incomplete"]
-StepStatus = Literal["ok", "error", "timeout", "oom", "killed"]
+# "interrupted": the step's process was terminated (SIGTERM, SIGINT) or killed while
+# it ran; its code is kept, its outcome is unknown.
+StepStatus = Literal["ok", "error", "timeout", "oom", "killed", "interrupted"]
 
 
 class _Model(BaseModel):
