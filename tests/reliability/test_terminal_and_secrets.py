@@ -6,16 +6,25 @@ escape sequences (an OSC 8 hyperlink, an OSC 0 window title, a clear screen), a 
 C1 control, a right-to-left override and rich markup is recorded through the public API,
 then printed by the real CLI (``runs``, ``show``, ``diff``, ``replay``, and ``--json``),
 in-process and as a real process on a pipe and on a pseudo-terminal.
+
+Secrets: an agent passes an Authorization header, an ``api_key=`` and a ``cookie=`` to a
+tool that answers with a ``set-cookie``, prints ``password=...`` and the base64 and hex
+of a secret environment value; the run is recorded through the public API (as code the
+agent runs itself and in a local sandbox), then every file of the store and the decoded
+DuckDB tables are searched for the secrets, as ``tests/test_secrets.py`` does.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import fcntl
 import json
 import os
 import pty
 import re
+import secrets
+import string
 import struct
 import subprocess
 import sys
@@ -27,12 +36,17 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import codetape
 from codetape.cli import cli
 from codetape.sandbox import NoIsolationWarning
 from codetape.schemas import ReplayReport, RunDetail, Step
 from codetape.testing import capture
+from codetape.tracer._redact import Redactor
+
+from ..test_secrets import leaks
 
 pytestmark = pytest.mark.filterwarnings("ignore::codetape.sandbox.NoIsolationWarning")
 
@@ -284,3 +298,191 @@ def test_a_terminal_gets_only_codetapes_own_colours(hostile: Hostile) -> None:
     plain = colours.sub("", output)
     assert raw_characters(plain) == []
     assert missing(plain) == []
+
+
+# -- 16. secrets by name and encoded env secrets never reach the store ------------------
+#
+# The canaries are random letters and digits, shaped like no known credential, so only
+# their names (or, for the env secret, its encodings) can give them away.
+
+
+@dataclass(frozen=True)
+class Named:
+    bearer: str  # an Authorization header's credentials, in a tool's headers argument
+    api_key: str  # an api_key= keyword argument
+    cookie: str  # a cookie= argument
+    set_cookie: str  # a set-cookie a tool returns
+    password: str  # printed as password=...
+    env: str  # the value of SERVICE_TOKEN in the environment
+
+    def fragments(self) -> dict[str, str]:
+        secret = self.env.encode()
+        basic = base64.b64encode(b"deploy:" + secret).decode()
+        return {
+            "bearer": self.bearer,
+            "api_key": self.api_key,
+            "cookie": self.cookie,
+            "set-cookie": self.set_cookie,
+            "password": self.password,
+            "env base64": base64.b64encode(secret).decode(),
+            "env base64 url-safe": base64.urlsafe_b64encode(secret).decode(),
+            "env hex": secret.hex(),
+            # the env secret inside a longer base64 text (a Basic Authorization):
+            # any 12 characters of the part that depends on the secret alone
+            **{f"env in basic [{i}]": basic[i : i + 12] for i in range(12, len(basic) - 16)},
+        }
+
+
+@pytest.fixture
+def named(monkeypatch: pytest.MonkeyPatch) -> Named:
+    """Fresh canaries; the env one is set before configure(), whose Redactor reads it."""
+    canaries = Named(*(rand(28) for _ in range(6)))
+    monkeypatch.setenv("SERVICE_TOKEN", canaries.env)
+    return canaries
+
+
+def rand(n: int) -> str:
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(n))
+
+
+def call_api(url: str, headers: dict[str, str], api_key: str, cookie: str) -> dict[str, Any]:
+    """A tool whose answer carries a session cookie (set by the test) and a token count."""
+    return {
+        "status": 200,
+        "set-cookie": f"sid={API_SESSION[0]}; Path=/; HttpOnly",
+        "tokens_used": 1234,
+    }
+
+
+API_SESSION = [""]
+
+
+def leaky_steps(c: Named) -> list[str]:
+    secret = c.env.encode()
+    return [
+        f"config = {{'user': 'deploy', 'password': {c.password!r}, 'max_tokens': 256}}\n"
+        "usage = {'tokens_used': 1234, 'prompt_tokens': 1000}\n",
+        "reply = call_api('https://api.example.com/v1',"
+        f" headers={{'Authorization': 'Bearer {c.bearer}'}},"
+        f" api_key={c.api_key!r}, cookie='session={c.cookie}')\n"
+        "print(reply)\n"
+        "print('password=' + config['password'])\n"
+        f"print({base64.b64encode(secret).decode()!r}, {secret.hex()!r})\n"
+        f"print({base64.urlsafe_b64encode(secret).decode()!r})\n"
+        f"print('Authorization: Basic ' + {base64.b64encode(b'deploy:' + secret).decode()!r})\n"
+        "print('Reset your password, then sign in again: the password needs 12 characters.')\n",
+    ]
+
+
+def record_leaky(c: Named, where: str) -> str:
+    """The steps run as code actions the agent executes itself, or in a local sandbox."""
+    API_SESSION[0] = c.set_cookie
+    steps = leaky_steps(c)
+    with codetape.run("leaky-api-bot", task="rotate the password of the staging db") as run:
+        if where == "observed":
+            namespace: dict[str, Any] = {"call_api": codetape.tool(call_api)}
+            for code in steps:
+                execute(code, namespace)
+        else:
+            with codetape.Sandbox(backend="local", tools=[call_api]) as sandbox:
+                for code in steps:
+                    assert sandbox.run(code).status == "ok"
+    return run.id
+
+
+@pytest.mark.parametrize("where", ["observed", "sandboxed"])
+def test_secrets_by_name_and_encoded_env_secrets_reach_no_file_of_the_store(
+    home: Path, named: Named, where: str
+) -> None:
+    codetape.configure(home=home, otlp=False)
+    record_leaky(named, where)
+    assert leaks(home, named.fragments()) == {}
+
+
+@pytest.mark.parametrize("where", ["observed", "sandboxed"])
+def test_markers_say_what_was_hidden_and_the_rest_stays(
+    home: Path, named: Named, where: str
+) -> None:
+    codetape.configure(home=home, otlp=False)
+    run_id = record_leaky(named, where)
+    store = codetape.Store(home)
+    assert store.run(run_id).task == "rotate the password of the staging db"
+    first, step = store.steps(run_id)
+    [call] = step.tool_calls
+    assert call.arguments == {
+        "url": "https://api.example.com/v1",
+        "headers": {"Authorization": "Bearer [REDACTED:authorization]"},
+        "api_key": "[REDACTED:api_key]",
+        "cookie": "session=[REDACTED:cookie]",
+    }
+    assert call.result == {
+        "status": 200,
+        "set-cookie": "sid=[REDACTED:cookie]; Path=/; HttpOnly",
+        "tokens_used": 1234,
+    }
+    assert "'set-cookie': 'sid=[REDACTED:cookie]; Path=/; HttpOnly'" in step.stdout
+    assert "password=[REDACTED:password]\n" in step.stdout
+    assert "[REDACTED:env:SERVICE_TOKEN] [REDACTED:env:SERVICE_TOKEN]\n" in step.stdout
+    assert "Authorization: Basic [REDACTED:authorization]" in step.stdout
+    # prose about passwords, and counts of tokens, are not secrets
+    assert "Reset your password, then sign in again: the password needs 12 characters." in (
+        step.stdout
+    )
+    assert "'password': '[REDACTED:password]', 'max_tokens': 256" in first.code
+    assert "tokens_used" in first.code
+    usage = first.variables_after["usage"]
+    assert usage.restorable, usage.reason
+    assert "'tokens_used': 1234" in usage.preview
+    assert "REDACTED" not in usage.preview
+    config = first.variables_after["config"]
+    assert not config.restorable
+    assert "'password': '[REDACTED:password]'" in config.preview
+    assert "'max_tokens': 256" in config.preview
+
+
+def test_with_redaction_off_the_scan_finds_every_canary(home: Path, named: Named) -> None:
+    codetape.configure(home=home, otlp=False, redact=False)
+    record_leaky(named, "observed")
+    assert set(leaks(home, named.fragments())) == set(named.fragments())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Reset your password, then sign in again: the password needs 12 characters.",
+        "Please enter your password: it must have a digit",
+        "tokens_used=1234 max_tokens=256 token_count: 3",
+        "password = input('Password: ')\nclient = Client(token=token, api_key=key)",
+        'headers = {"Authorization": f"Bearer {token}", "Cookie": cookie}',
+        'print("password=" + pw, "token: %s" % t, f"api_key={k}")',
+        "curl -H 'Authorization: Bearer $API_TOKEN' https://api.example.com",
+        "if password == 'x' or secret != y:",
+    ],
+)
+def test_prose_counts_and_code_about_secrets_stay(text: str) -> None:
+    assert Redactor({}).text(text) == text
+
+
+_named_parts = st.one_of(
+    st.text(max_size=8),
+    st.sampled_from(
+        [
+            *["password", "Password", "api_key", "x-api-key", "token", "tokens_used"],
+            *["Cookie", "set-cookie", "Authorization", "Proxy-Authorization"],
+            *[":", "=", ": ", " ", "\n", "\r\n", "'", '"', "\\", '\\"', ";", ",", ")"],
+            *["Bearer ", "Basic ", "Path=/", "sid=", "HttpOnly", "$", "{", "%s"],
+            *["hunter2", "[REDACTED:jwt]", "[REDACTED:password]", "[REDACTED]"],
+        ]
+    ),
+)
+
+
+@settings(deadline=None, max_examples=400)
+@given(parts=st.lists(_named_parts, max_size=14))
+def test_redaction_by_name_is_idempotent_and_the_bytes_check_agrees(parts: list[str]) -> None:
+    red = Redactor({})
+    raw = "".join(parts)
+    once = red.text(raw)
+    assert red.text(once) == once
+    if once != raw:
+        assert red.contains_secret(raw.encode("utf-8", "surrogatepass"))

@@ -10,9 +10,19 @@ Two complementary sources of truth:
 * **Host environment.** Values of variables whose *name* looks secret are replaced by
   ``[REDACTED:env:NAME]`` wherever they appear. This is the only way to catch shapeless
   secrets such as ``AWS_SECRET_ACCESS_KEY`` or database passwords.
+  Their base64 (standard and URL-safe, also inside a longer base64 text such as a Basic
+  ``Authorization``) and hex encodings are replaced too.
 * **Well-known shapes.** Provider keys, tokens, JWTs, PEM private keys, passwords in URLs
   and bearer headers are replaced by ``[REDACTED:<kind>]`` even when they never were in
   the environment (e.g. read from a file by the agent).
+* **Names.** A value whose key or argument *name* says it is secret (authorization,
+  cookie, set-cookie, api_key, apikey, token, secret, password, passwd, private_key,
+  client_secret, and names ending in them such as ``db_password`` or ``x-api-key``) is
+  replaced by ``[REDACTED:<kind>]``: in dicts and keyword arguments, in ``Authorization``
+  and ``Cookie``/``Set-Cookie`` header lines (the scheme and cookie names stay), and in
+  ``key=value``, ``key: value``, ``"key": "value"`` text. Text must look like data, not
+  code: ``password = input()`` or ``f(token=token)`` are left as they are, and so is a
+  count (``tokens_used``), a number or a boolean under a secret name.
 
 An environment value is ignored (not considered secret) when it is shorter than 8
 characters, is a boolean-ish word, is all digits and shorter than 12 (ports, ids), is an
@@ -26,11 +36,12 @@ clean. Stdlib only and free of codetape imports, so any layer can use it without
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 __all__ = ["REDACTED", "Redactor"]
 
@@ -116,6 +127,239 @@ _PEM_RE, _PEM_BYTES = re.compile(_PEM, re.ASCII), re.compile(_PEM.encode())
 _LINE_BYTES = re.compile(_line_re(_ALL).pattern.replace(_LEFT, _PICKLE_LEFT).encode())
 
 
+# -- secrets by name ---------------------------------------------------------------------
+
+# A key or argument name, lower snake case, that says its value is secret; the group that
+# matches is the marker's kind. A name may carry a prefix (db_password, x_api_key,
+# clientsecret); tokens_used, max_tokens, token_count or password_hint are not secret.
+_FIELD_NAME = re.compile(
+    r"(?:[a-z0-9]+_)*?(?:"
+    r"(?P<password>[a-z0-9]*pass(?:word|wd|phrase))"
+    r"|(?P<api_key>[a-z0-9]*api_?key)"
+    r"|(?P<private_key>private_?key)"
+    r"|(?P<secret>[a-z0-9]*secret|(?:secret|access|signing|master|encryption|client)_?key)"
+    r"|(?P<token>[a-z0-9]*token)"
+    r"|(?P<authorization>authorization)"
+    r"|(?P<cookie>[a-z0-9]*cookies?)"
+    r"|(?P<credentials>credentials?))"
+)
+_FIELD_KINDS = tuple(_FIELD_NAME.groupindex)
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+
+# ``Authorization: <scheme> <credentials>`` and ``Cookie:``/``Set-Cookie:`` header lines:
+# the value runs to the end of the line (or a quote closing a curl -H '...').
+_HEADER = (
+    r"(?P<hkey>(?:proxy-)?authorization|(?:set-)?cookie)[ \t]*:[ \t]*"
+    r"(?P<hvalue>[^\s\"'][^\r\n\"']*)"
+)
+# ``key=value``, ``key: value``, ``"key": "value"`` (also JSON-escaped, or a subscript
+# ``env["API_TOKEN"] = "..."``). The name is taken whole (a lookahead and backreference
+# make it atomic, so a long name is read once), must end as one of _FIELD_NAME's words
+# (a fast first cut), and is kept only when _FIELD_NAME says so. A quoted value must not
+# start like code around a string (``"password=" + pw``, ``"token: %s" % t``); a bare
+# value ends where data ends, so ``f(token=token)`` or ``{"password": pw}`` hold no
+# value, and _named_sub drops more that is code.
+_FIELD = (
+    r"(?=(?P<name>[A-Za-z0-9_-]+))(?P=name)(?<=rd|wd|se|et|en|ey|on|ie|es|al|ls)"
+    r"(?:\\?[\"']\]?)?"
+    r"[ \t]*(?P<sep>[:=])(?![=:])[ \t]*"
+    r"(?:(?P<quote>\\?[\"'])(?P<quoted>(?![\s+,);%])(?:\\.|[^\\\r\n])*?)(?=(?P=quote))"
+    r"|(?=(?P<bare>[^\s\"'&;,<>(){}]+))(?P=bare)(?![,(){}]))"
+)
+_NAMED_LEFT = "(?<![A-Za-z0-9_-])"
+_NAMED_PICKLE_LEFT = r"(?<![^\x8cC][A-Za-z0-9_-])"
+
+
+def _named_re(left: str) -> re.Pattern[str]:
+    return re.compile(f"{left}(?:{_HEADER})|{left}(?:{_FIELD})", re.ASCII | re.IGNORECASE)
+
+
+_NAMED_RE, _NAMED_PICKLE_RE = _named_re(_NAMED_LEFT), _named_re(_NAMED_PICKLE_LEFT)
+# Every secret name holds one of these words (a bare "key" is not one): the text,
+# lowercased, is searched for them, and the patterns are tried only at the start of the
+# names around them. (re.IGNORECASE on the text itself is three times slower; it is the
+# fallback for the few texts whose length lower() changes.)
+_WORDS = ("pass", "secret", "token", "auth", "cookie", "credential")
+_KEY_WORDS = ("api", "private", "access", "signing", "master", "encryption", "client")
+_NAME_WORD = "|".join([*_WORDS, *(f"{word}[_-]?key" for word in _KEY_WORDS)])
+_NAME_WORDS, _ANY_CASE_NAME_WORDS = re.compile(_NAME_WORD), re.compile(_NAME_WORD, re.I | re.A)
+_BEFORE_NAME = re.compile(r".*[^A-Za-z0-9_-]", re.DOTALL)
+_LINE_END = re.compile(r"[ \t]*(?:[\r\n]|$)")
+# Not a secret but a stand-in for one: $TOKEN, ${TOKEN}, %s, {token}, <token>, *****
+# (and the ``= ...`` of an annotated assignment).
+_PLACEHOLDER = re.compile(
+    r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?$|%[sdr(]|\{.*\}$|<[^<>]*>$|=|\*+$|\[(?!REDACTED)", re.DOTALL
+)
+# A bare value that is a type annotation (``token: str``), not a secret.
+_ANNOTATION = re.compile(r"(?:str|bytes|int|float|bool|object|Any|None|Secret\w*)$|[\w.]+\[.*\]$")
+_MARKERS_AND_ESCAPES = re.compile(rf"{_MARKER}|\\.|[\s\"']")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9_-]*[ \t]+)(\S.*)", re.DOTALL)
+_COOKIE_PARTS = re.compile(r"(;[ \t]*)")
+_COOKIE_ATTRIBUTES = frozenset(
+    {"path", "domain", "expires", "max-age", "samesite", "secure", "httponly", "version"}
+    | {"comment", "priority", "partitioned"}
+)
+# A pickled dict entry whose key is a secret name: the key as a short str, a memo, then a
+# non-empty str or bytes, or a container that starts with one.
+_PICKLED_FIELD = re.compile(
+    r"\x8c(?P<n>[\x01-\xff])(?P<key>[A-Za-z0-9_-]+)\x94?"
+    r"(?:\x8c(?P<vn>[\x01-\xff])|[XB\x8d\x8e](?!\x00{4})|C[\x01-\xff]|[}\]]\x94?\(?[\x8cXC])",
+    re.DOTALL,
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _field_kind(name: str) -> str | None:
+    """The kind of secret a key or argument name holds (``"password"``...), or None."""
+    if len(name) > 100:
+        return None
+    snake = _NOT_ALNUM.sub("_", _CAMEL.sub("_", name).lower()).strip("_")
+    match = _FIELD_NAME.fullmatch(snake)
+    return match.lastgroup if match else None
+
+
+def _nothing_to_hide(value: str) -> bool:
+    """Empty, already markers (and what a cut left of an escape), or a placeholder."""
+    return not _MARKERS_AND_ESCAPES.sub("", value) or _PLACEHOLDER.match(value) is not None
+
+
+def _hidden_cookies(value: str) -> str | None:
+    """``sid=...; Path=/``: every cookie's value replaced, the names and attributes kept."""
+    parts, changed = _COOKIE_PARTS.split(value), False
+    for i, part in enumerate(parts):
+        name, equals, cookie = part.partition("=")
+        if part.startswith(";") or name.strip().lower() in _COOKIE_ATTRIBUTES:
+            continue
+        if not equals and i > 0:  # a flag of Set-Cookie's
+            continue
+        if _nothing_to_hide(cookie if equals else name):
+            continue
+        parts[i] = f"{name}=[REDACTED:cookie]" if equals else "[REDACTED:cookie]"
+        changed = True
+    return "".join(parts) if changed else None
+
+
+def _hidden(kind: str, value: str) -> str | None:
+    """``value`` of a secret-named field with the secret replaced by a marker; None when
+    there is nothing to hide. An Authorization keeps its scheme (``Basic [REDACTED:...]``)."""
+    if kind == "cookie" and "=" in value:
+        return _hidden_cookies(value)
+    head = ""
+    if kind == "authorization" and (scheme := _SCHEME.fullmatch(value)):
+        head, value = scheme.groups()
+    if _nothing_to_hide(value):
+        return None
+    return f"{head}[REDACTED:{kind}]"
+
+
+def _bare_value(m: re.Match[str]) -> bool:
+    """Whether an unquoted value is data: ``key=value`` without spaces (``token = tok``
+    is code), ``key: value`` as the whole rest of the line and not a type annotation."""
+    if m["sep"] == "=":
+        return not any(c in " \t" for c in m.string[m.end("name") : m.start("bare")])
+    return _LINE_END.match(m.string, m.end()) is not None and not _ANNOTATION.match(m["bare"])
+
+
+def _named_sub(m: re.Match[str], found: list[str] | None) -> str:
+    if m["hkey"] is not None:
+        kind, value, start = _field_kind(m["hkey"]), m["hvalue"], m.start("hvalue")
+    else:
+        kind, value = _field_kind(m["name"]), m["quoted"]
+        start = m.start("quoted")
+        if value is None:
+            value, start = m["bare"], m.start("bare")
+            if not _bare_value(m):
+                return m.group()
+    hidden = _hidden(kind, value) if kind is not None else None
+    if kind is None or hidden is None:
+        return m.group()
+    if found is not None:
+        found.append(kind)
+    return m.string[m.start() : start] + hidden
+
+
+def _named_matches(s: str, pickled: bool) -> Iterator[re.Match[str]]:
+    """What ``_NAMED_RE.finditer`` (or the pickle one) finds, much faster on long text."""
+    pattern, done, tried = (_NAMED_PICKLE_RE if pickled else _NAMED_RE), 0, -1
+    low = s.lower()
+    words = _NAME_WORDS.finditer(low) if len(low) == len(s) else _ANY_CASE_NAME_WORDS.finditer(s)
+    for word in words:
+        if word.start() < done:
+            continue
+        lowest = max(done, word.start() - 100)
+        before = _BEFORE_NAME.match(s, lowest, word.start())
+        start = before.end() if before else lowest
+        if start == tried:
+            continue
+        tried = start
+        # in a pickle a name may follow its length byte, itself a letter or digit
+        starts = (
+            (start, start + 1) if pickled and s[start - 1 : start] in ("\x8c", "C") else (start,)
+        )
+        for at in starts:
+            if (m := pattern.match(s, at)) is not None:
+                done = m.end()
+                yield m
+                break
+
+
+def _redact_named(s: str, found: list[str] | None, pickled: bool = False) -> str:
+    pieces, done = [], 0
+    for m in _named_matches(s, pickled):
+        pieces += [s[done : m.start()], _named_sub(m, found)]
+        done = m.end()
+    return "".join([*pieces, s[done:]]) if pieces else s
+
+
+def _pickled_field(text: str) -> bool:
+    """Whether latin-1 text of a pickle holds a dict entry whose key names a secret."""
+    for m in _PICKLED_FIELD.finditer(text):
+        if ord(m["n"]) != len(m["key"]) or _field_kind(m["key"]) is None:
+            continue
+        value = text[m.end() : m.end() + ord(m["vn"])] if m["vn"] else "?"
+        if not _nothing_to_hide(value):
+            return True
+    return False
+
+
+def _hidden_header(name: str, value: str) -> str:
+    """The value of a header given as a (name, value) pair, its secret replaced."""
+    kind = _field_kind(name)
+    if kind not in ("authorization", "cookie") or kind is None:
+        return value
+    return _hidden(kind, value) or value
+
+
+def _hide_all(kind: str, obj: object) -> object:
+    """Every string inside a secret-named field's value (a dict of cookies, a list)."""
+    if isinstance(obj, str):
+        return _hidden(kind, obj) or obj
+    if isinstance(obj, Mapping):
+        return {k: _hide_all(kind, v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_hide_all(kind, v) for v in obj]
+    return obj
+
+
+# -- secrets in the environment --------------------------------------------------------
+
+
+def _encodings(value: str) -> list[str]:
+    """How a secret may appear encoded: hex, and base64 (standard and URL-safe) whole or
+    as the part that is the same wherever the secret sits in a longer base64 text."""
+    raw = value.encode("utf-8", "surrogatepass")
+    forms = [raw.hex(), raw.hex().upper()]
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        whole = encode(raw).decode()
+        forms += [whole, whole.rstrip("=")]
+        for shift in (0, 1, 2):
+            text = encode(bytes(shift) + raw).decode()
+            # drop what the padding in front and the bytes after can change
+            forms.append(text[(shift * 4 + 2) // 3 : (shift + len(raw)) // 3 * 4])
+    return [form for form in forms if len(form) >= 8]
+
+
 def _secret_name(name: str) -> bool:
     return any(_SECRET_PART.fullmatch(p.upper()) for p in _NAME_PART.findall(name))
 
@@ -135,7 +379,7 @@ class Redactor:
         env = dict(os.environ if environ is None else environ)
         names = sorted(n for n in env if _secret_name(n))
         markers = "\n".join(
-            [f"[REDACTED:{k}]" for k in _KINDS]
+            [f"[REDACTED:{k}]" for k in (*_KINDS, *_FIELD_KINDS)]
             + [f"[REDACTED:env:{n}]" for n in names]
             + [REDACTED]
         )
@@ -143,9 +387,14 @@ class Redactor:
         for name in names:  # sorted, so a value shared by several names gets a stable label
             if _plausible_secret(env[name], markers):
                 # Also as it appears inside repr() and JSON strings (previews, tool args),
-                # where quotes, backslashes and non-ASCII characters come out escaped.
-                for form in (env[name], repr(env[name])[1:-1], json.dumps(env[name])[1:-1]):
+                # where quotes, backslashes and non-ASCII characters come out escaped,
+                # and encoded as base64 or hex.
+                value = env[name]
+                for form in (value, repr(value)[1:-1], json.dumps(value)[1:-1]):
                     by_value.setdefault(form, name)
+                for form in _encodings(value):
+                    if form not in markers:
+                        by_value.setdefault(form, name)
         # Longest first: a secret containing another must vanish whole, not leave a tail.
         self._env = sorted(by_value.items(), key=lambda kv: (-len(kv[0]), kv[0]))
         # surrogatepass is what pickle uses for str, so undecodable env bytes still match.
@@ -167,29 +416,43 @@ class Redactor:
         return list(dict.fromkeys(found))
 
     def value(self, obj: object) -> object:
-        """Redact every str inside dicts (keys too), lists and tuples (returned as lists)."""
+        """Redact every str inside dicts (keys too), lists and tuples (returned as lists);
+        the strings under a secret name (``{"api_key": ...}``, an ``("Authorization",
+        ...)`` header pair) are replaced."""
         if not self._enabled:
             return obj
         if isinstance(obj, str):
             return self._redact(obj, None)
         if isinstance(obj, Mapping):
-            return {
-                (self._redact(k, None) if isinstance(k, str) else k): self.value(v)
-                for k, v in obj.items()
-            }
+            redacted: dict[object, object] = {}
+            for key, item in obj.items():
+                kind = _field_kind(key) if isinstance(key, str) else None
+                item = self.value(item)
+                redacted[self._redact(key, None) if isinstance(key, str) else key] = (
+                    item if kind is None else _hide_all(kind, item)
+                )
+            return redacted
         if isinstance(obj, (list, tuple)):
-            return [self.value(v) for v in obj]
+            items = [self.value(v) for v in obj]
+            if len(items) == 2 and isinstance(obj[0], str) and isinstance(items[1], str):
+                items[1] = _hidden_header(obj[0], items[1])
+            return items
         return obj
 
     def contains_secret(self, data: bytes) -> bool:
         """Whether raw bytes (a pickle, a blob) hold a secret; such payloads must not be kept."""
         if not self._enabled:
             return False
-        return (
+        if (
             any(v in data for v in self._env_bytes)
             or _PEM_BYTES.search(data) is not None
             or _LINE_BYTES.search(data) is not None
-        )
+        ):
+            return True
+        # What text() finds by name, and dict entries a pickle keeps under a secret name.
+        text, found = data.decode("latin-1"), list[str]()
+        _redact_named(text, found, pickled=True)
+        return bool(found) or _pickled_field(text)
 
     def _redact(self, s: str, found: list[str] | None) -> str:
         for value, name in self._env:
@@ -202,7 +465,7 @@ class Redactor:
         present = tuple(i for i, (hints, _) in enumerate(_BRANCHES) if any(h in s for h in hints))
         if present:
             s = _line_re(present).sub(lambda m: self._line_sub(m, found), s)
-        return s
+        return _redact_named(s, found)
 
     def _line_sub(self, m: re.Match[str], found: list[str] | None) -> str:
         kind = m.lastgroup or "secret"
