@@ -173,6 +173,9 @@ class Run(_Model):
     final_answer: str | None
     replay_of: str | None = None
     error: ErrorInfo | None = None
+    # Records of this run that could not be stored (a spool line the store had to set
+    # aside, or a span the recorder could not write for lack of disk space).
+    lost_records: int = 0
 
     @property
     def duration_ms(self) -> float | None:

@@ -36,6 +36,8 @@ RUN_FINAL_ANSWER: Final = "codetape.run.final_answer"  # redacted preview
 RUN_FINAL_ANSWER_DIGEST: Final = "codetape.run.final_answer.digest"
 RUN_REPLAY_OF: Final = "codetape.replay_of"
 RUN_PID: Final = "codetape.run.pid"
+# A run recorded by a forked child: the run that was open in its parent at the fork.
+RUN_FORKED_FROM: Final = "codetape.run.forked_from"
 
 # codetape: steps (code actions).
 STEP_INDEX: Final = "codetape.step.index"
@@ -77,6 +79,9 @@ TOOL_PARAMETERS: Final = "codetape.tool.parameters"
 # Observed steps: the tool's answer pickled, so a replay returns exactly what it returned.
 TOOL_RESULT_PICKLE: Final = "codetape.tool.result.pickle.digest"
 TOOL_STATUS: Final = "codetape.tool.status"
+
+# Any span: the blob of {attribute: full value} of its string attributes recorded cut.
+ATTRIBUTES_FULL_DIGEST: Final = "codetape.attributes.full.digest"
 
 # Values of gen_ai.operation.name.
 OP_INVOKE_AGENT: Final = "invoke_agent"

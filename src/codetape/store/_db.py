@@ -8,6 +8,8 @@ answers a conflicting open with a lock error straight away, so both retry briefl
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import random
 import threading
 import time
@@ -16,12 +18,22 @@ from pathlib import Path
 
 import duckdb
 
-from ..errors import CorruptStoreError, NewerStoreError, StoreBusyError
+from ..errors import CorruptStoreError, NewerStoreError, StoreBusyError, StoreError
 
-__all__ = ["DB_NAME", "SCHEMA_VERSION", "connect", "held_by_this_thread", "is_lock_error"]
+__all__ = [
+    "DB_NAME",
+    "SCHEMA_VERSION",
+    "connect",
+    "disk_full_error",
+    "held_by_this_thread",
+    "is_disk_full",
+    "is_lock_error",
+    "no_store_error",
+]
 
 DB_NAME = "codetape.duckdb"
-SCHEMA_VERSION = 1
+# 2: span_starts (steps that started and have not ended) and lost_records.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -74,6 +86,27 @@ CREATE TABLE IF NOT EXISTS ingest_files (
     bad_lines BIGINT NOT NULL,
     done BOOLEAN NOT NULL
 );
+-- The start records of steps that have not ended: what a killed process was running.
+CREATE TABLE IF NOT EXISTS span_starts (
+    trace_id VARCHAR NOT NULL,
+    span_id VARCHAR NOT NULL,
+    parent_id VARCHAR,
+    name VARCHAR,
+    start_ns BIGINT,
+    attributes JSON,
+    spool VARCHAR,
+    PRIMARY KEY (trace_id, span_id)
+);
+-- Records that could not be stored: spool lines ingestion had to set aside (id "@offset"),
+-- and records the recorder could not write (a "lost" record: id is its span_id).
+CREATE TABLE IF NOT EXISTS lost_records (
+    spool VARCHAR NOT NULL,
+    id VARCHAR NOT NULL,
+    run_id VARCHAR,
+    records BIGINT NOT NULL,
+    reason VARCHAR,
+    PRIMARY KEY (spool, id)
+);
 """
 
 _LOCK_MARKERS = (
@@ -87,6 +120,37 @@ _LOCK_MARKERS = (
 
 def is_lock_error(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.Error) and any(m in str(exc) for m in _LOCK_MARKERS)
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the user's quota) has no room left."""
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL_ERRNOS
+    return isinstance(exc, duckdb.Error) and any(
+        os.strerror(code) in str(exc) for code in _FULL_ERRNOS
+    )
+
+
+def disk_full_error(home: Path, exc: BaseException) -> StoreError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return StoreError(
+        f"no space left on the disk of the store {home}: {first}",
+        path=home,
+        hint="free space on that disk; nothing already spooled is lost: it is stored "
+        "the next time codetape reads the store",
+    )
+
+
+def no_store_error(home: Path) -> StoreError:
+    return StoreError(
+        f"no store at {home}",
+        path=home,
+        hint="check --home / CODETAPE_HOME; a store is created by the first recording "
+        "(codetape.configure(home=...))",
+    )
 
 
 def _corrupt(path: Path, exc: BaseException) -> CorruptStoreError:
@@ -107,6 +171,8 @@ def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnecti
         try:
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(path.parent, exc) from exc
             if not is_lock_error(exc):
                 raise _corrupt(path, exc) from exc
             if time.monotonic() >= deadline:
@@ -128,24 +194,29 @@ def _version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
-def _check_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
+def _check_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> int:
+    """The store's schema version, after migrating an older one (when writing)."""
     try:
         # The version first: a newer store is refused before anything is written to it.
         found = _version(con)
-        if found <= SCHEMA_VERSION and not read_only:
+        if found < SCHEMA_VERSION and not read_only:
+            # Every change so far only adds tables: creating what is missing migrates.
             con.execute(_SCHEMA)
             con.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
             )
-            found = found or SCHEMA_VERSION
+            found = SCHEMA_VERSION
     except duckdb.CatalogException as exc:
         raise _corrupt(path, exc) from exc
     except duckdb.Error as exc:
         if is_lock_error(exc):
             raise
+        if is_disk_full(exc):
+            raise disk_full_error(path.parent, exc) from exc
         raise _corrupt(path, exc) from exc
     if found > SCHEMA_VERSION:
         raise NewerStoreError(path, found, SCHEMA_VERSION)
+    return found
 
 
 @contextlib.contextmanager
@@ -154,21 +225,28 @@ def connect(
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A short-lived connection to the store's DuckDB file, closed on exit.
 
-    A read-only open of a store that has no database yet creates it first, so readers
-    of a fresh store see empty tables rather than an error.
+    A read-only open of a store directory that has no database yet creates it first (and
+    one of an older schema migrates it), so readers of a fresh store see empty tables
+    rather than an error. A directory that does not exist is no store: reading one
+    raises ``StoreError`` and creates nothing.
     """
     path = home / DB_NAME
     # DuckDB's file lock only keeps other processes out: within this one, connections
     # of different modes to one file conflict, and concurrent writers collide. So the
     # threads of a process take turns.
     with _process_lock(path, wait_s):
+        if not home.is_dir():
+            raise no_store_error(home)
         if read_only and not path.exists():
-            home.mkdir(parents=True, exist_ok=True)
             with connect(home, read_only=False, wait_s=wait_s):
                 pass
         con = _open(path, read_only, wait_s)
         try:
-            _check_schema(con, path, read_only)
+            if _check_schema(con, path, read_only) < SCHEMA_VERSION:
+                con.close()
+                with connect(home, read_only=False, wait_s=wait_s):
+                    pass  # migrated
+                con = _open(path, read_only, wait_s)
             yield con
         finally:
             con.close()
@@ -176,6 +254,17 @@ def connect(
 
 _locks_guard = threading.Lock()
 _locks: dict[str, threading.RLock] = {}
+
+
+def _forget_locks_after_fork() -> None:
+    # A lock another thread of the parent held at the fork would never be released here.
+    global _locks_guard
+    _locks_guard = threading.Lock()
+    _locks.clear()
+    _held.__dict__.clear()
+
+
+os.register_at_fork(after_in_child=_forget_locks_after_fork)
 # The database files this thread has a connection to, and how many (the lock is
 # re-entrant): such a thread cannot open the file in the other mode.
 _held = threading.local()

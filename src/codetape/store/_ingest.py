@@ -8,6 +8,17 @@ A file whose writer has died is consumed to its end (a partial last line is torn
 good: it is skipped and counted) and moved to ``spool/done``, where ``codetape doctor
 --rebuild`` can read it again.
 
+One bad record never costs the others. When the one transaction fails on what a line
+holds (too large, not JSON, a value of the wrong type), the files are loaded again in
+parts, each part in a transaction of its own, halving a failing part until the line
+that fails alone is found; that line is set aside (a row in ``lost_records``: file,
+offset, run, reason), counted, and the rest is stored. Its run is marked with it ("2
+records could not be stored"); the line itself stays in the spool file.
+
+A step's "start" record (written when the step begins) waits in ``span_starts`` until
+the step's span ends; if its process dies first, the step is stored as ``interrupted``
+with its code when ingestion finds the process gone.
+
 Readers catch up before every read, so that check must be cheap when there is nothing
 to do: each pass remembers, per store, the database file it wrote to and the size and
 time of every live spool file it read to the end. ``spool_changed`` compares the spool
@@ -18,15 +29,19 @@ listing, a ``stat`` and a lock probe per live spool file.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
+import re
 import shutil
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
@@ -35,6 +50,7 @@ from ._db import DB_NAME, connect, is_lock_error
 from ._spool import done_dir, live_dir, writer_alive
 
 __all__ = [
+    "MAX_RECORD_BYTES",
     "BackgroundIngester",
     "IngestStats",
     "ingest",
@@ -44,12 +60,29 @@ __all__ = [
     "wait_for_background",
 ]
 
+T = TypeVar("T")
+
+# The largest spool line that is stored (DuckDB's default JSON object limit). codetape
+# never writes one this large: it cuts attributes and keeps large values as blob files.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
 _COLUMNS = (
     "{t: 'VARCHAR', trace_id: 'VARCHAR', span_id: 'VARCHAR', parent_id: 'VARCHAR', "
     "name: 'VARCHAR', start_ns: 'BIGINT', end_ns: 'BIGINT', status: 'VARCHAR', "
     "status_message: 'VARCHAR', attributes: 'JSON', events: 'JSON', digest: 'VARCHAR', "
-    "text: 'VARCHAR', b64: 'VARCHAR'}"
+    "text: 'VARCHAR', b64: 'VARCHAR', records: 'BIGINT', reason: 'VARCHAR'}"
 )
+
+_READ = (
+    "CREATE TEMP TABLE batch AS SELECT *, regexp_extract(filename, '[^/]+$') AS spool "
+    f"FROM read_json(?, format='newline_delimited', columns={_COLUMNS}, "
+    f"maximum_object_size={MAX_RECORD_BYTES}, filename=true)"
+)
+
+# What a line can hold that makes DuckDB refuse it (or the batch it is in): these set
+# the line aside. Anything else (a lock, a full disk, an I/O error) fails the pass, to
+# be retried whole later.
+_DATA_ERRORS = (duckdb.InvalidInputException, duckdb.DataError, duckdb.IntegrityError)
 
 
 def _attr(name: str) -> str:
@@ -80,7 +113,7 @@ _RUN_COLUMNS = f"""
 _INSERT_RUN_STARTS = f"""
 INSERT OR IGNORE INTO runs
 SELECT {_RUN_COLUMNS.format(status="'running'", end="NULL", message="NULL")}
-FROM batch b WHERE t = 'start' AND NOT EXISTS (
+FROM batch b WHERE t = 'start' AND parent_id IS NULL AND NOT EXISTS (
     SELECT 1 FROM batch e WHERE e.t = 'span' AND e.parent_id IS NULL AND e.trace_id = b.trace_id)
 """
 
@@ -103,16 +136,108 @@ FROM (
 )
 """
 
+# A step's "start" record waits for its span; a step that ended in the same batch
+# needs none.
+_INSERT_STEP_STARTS = f"""
+INSERT OR IGNORE INTO span_starts
+SELECT trace_id, span_id, parent_id, name, start_ns, attributes, spool
+FROM batch b WHERE t = 'start' AND name = '{A.SPAN_EXECUTE_CODE}'
+    AND trace_id IS NOT NULL AND span_id IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM batch e
+        WHERE e.t = 'span' AND e.trace_id = b.trace_id AND e.span_id = b.span_id)
+"""
+
+_DROP_ENDED_STARTS = f"""
+DELETE FROM span_starts s USING batch b
+WHERE b.t = 'span' AND b.name = '{A.SPAN_EXECUTE_CODE}'
+    AND s.trace_id = b.trace_id AND s.span_id = b.span_id
+"""
+
+# What a recorder could not write (no space), told by a "lost" record once it could.
+_INSERT_LOST = """
+INSERT OR IGNORE INTO lost_records
+SELECT spool, span_id, trace_id, records, reason FROM batch
+WHERE t = 'lost' AND span_id IS NOT NULL AND records > 0
+"""
+
+# A run whose every record of its own was lost still shows, marked; its real records,
+# if any arrive, replace this row.
+_INSERT_LOST_RUNS = """
+INSERT OR IGNORE INTO runs (run_id, status, started_ns, spool)
+SELECT trace_id, 'running', min(start_ns), any_value(spool) FROM batch
+WHERE t = 'lost' AND trace_id IS NOT NULL GROUP BY trace_id
+"""
+
+_LOAD = (
+    _INSERT_BLOBS,
+    _INSERT_SPANS,
+    _INSERT_RUN_STARTS,
+    _UPSERT_RUN_ENDS,
+    _INSERT_STEPS,
+    _INSERT_STEP_STARTS,
+    _DROP_ENDED_STARTS,
+    _INSERT_LOST,
+    _INSERT_LOST_RUNS,
+)
+
+# A dead writer's steps that never ended: interrupted, with the code they were running.
+_INTERRUPTED = json.dumps({A.STEP_STATUS: "interrupted"})
+_CLOSE_SPOOL = (
+    "UPDATE runs SET status = 'incomplete' WHERE spool = $spool AND status = 'running'",
+    f"""
+    INSERT OR IGNORE INTO spans
+    SELECT trace_id, span_id, parent_id, name, start_ns, NULL, 'ERROR',
+           'its process ended while the step ran',
+           json_merge_patch(coalesce(attributes, '{{}}'), '{_INTERRUPTED}'), '[]'
+    FROM span_starts WHERE spool = $spool
+    """,
+    f"""
+    INSERT OR IGNORE INTO steps
+    SELECT trace_id, span_id, TRY_CAST({_attr(A.STEP_INDEX)} AS INTEGER), 'interrupted',
+           start_ns, NULL, {_attr(A.CODE_PREVIEW)}, NULL, NULL
+    FROM span_starts WHERE spool = $spool
+    """,
+    "DELETE FROM span_starts WHERE spool = $spool",
+)
+
 
 @dataclass
 class IngestStats:
-    """What one ingestion pass did."""
+    """What one ingestion pass did. ``bad_lines`` counts the lines that could not be
+    stored (set aside), ``torn_lines`` the partial last lines of dead writers."""
 
     files: int = 0
     records: int = 0
     torn_lines: int = 0
     bad_lines: int = 0
     finished_files: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _SetAside:
+    """A spool line that could not be stored, and what it says of its run."""
+
+    offset: int
+    reason: str
+    trace_id: str | None
+    start_ns: int | None
+
+    @classmethod
+    def of(cls, offset: int, line: bytes, reason: str) -> _SetAside:
+        head = line[:_HEAD]
+        trace = _TRACE_ID.search(head)
+        start = _START_NS.search(head)
+        return cls(
+            offset,
+            reason,
+            trace[1].decode() if trace else None,
+            int(start[1]) if start else None,
+        )
+
+
+_HEAD = 65536
+_TRACE_ID = re.compile(rb'"trace_id"\s*:\s*"([0-9a-f]{32})"')
+_START_NS = re.compile(rb'"start_ns"\s*:\s*(\d{1,18})\b')
 
 
 @dataclass
@@ -127,6 +252,24 @@ class _Pending:
     bad: int
     copy: Path | None
     new_torn: int
+    oversized: bool = False  # holds a line longer than MAX_RECORD_BYTES
+    records: int = 0  # stored by this pass
+    unread: int = 0  # lines that were JSON but no record codetape knows
+    set_aside: list[_SetAside] = field(default_factory=list)
+
+
+def _has_long_line(data: bytes) -> bool:
+    """Whether ``data`` (whole lines) holds a line longer than ``MAX_RECORD_BYTES``;
+    DuckDB alone would take some of them (its limit is not exact)."""
+    if len(data) <= MAX_RECORD_BYTES:
+        return False
+    start = 0
+    while start < len(data):
+        end = data.index(b"\n", start) + 1
+        if end - start > MAX_RECORD_BYTES:
+            return True
+        start = end
+    return False
 
 
 def _collect(con: duckdb.DuckDBPyConnection, path: Path, scratch: Path) -> _Pending | None:
@@ -153,52 +296,163 @@ def _collect(con: duckdb.DuckDBPyConnection, path: Path, scratch: Path) -> _Pend
         # A copy, named as the spool file: a live writer may append while DuckDB reads.
         copy = scratch / path.name
         copy.write_bytes(chunk)
-    return _Pending(path, alive, offset, offset + end, torn, bad, copy, torn - old_torn)
+    pending = _Pending(path, alive, offset, offset + end, torn, bad, copy, torn - old_torn)
+    pending.oversized = _has_long_line(chunk)
+    return pending
+
+
+def _in_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        result = work()
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
+            con.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _load(con: duckdb.DuckDBPyConnection, files: list[str]) -> dict[str, tuple[int, int]]:
+    """Store the records of ``files``; per spool file name: (records, unknown lines)."""
+    con.execute("DROP TABLE IF EXISTS batch")
+    con.execute(_READ, [files])
+    counts = {
+        spool: (total - unknown, unknown)
+        for spool, total, unknown in con.execute(
+            "SELECT spool, count(*), count(*) FILTER (WHERE t IS NULL) FROM batch GROUP BY spool"
+        ).fetchall()
+    }
+    for statement in _LOAD:
+        con.execute(statement)
+    con.execute("DROP TABLE batch")
+    return counts
+
+
+def _load_all(con: duckdb.DuckDBPyConnection, pending: list[_Pending]) -> None:
+    """The fast way: every file in one scan, and the pass's bookkeeping, in one go."""
+    copies = [str(p.copy) for p in pending if p.copy is not None]
+    counts = _load(con, copies) if copies else {}
+    for p in pending:
+        p.records, p.unread = counts.get(p.path.name, (0, 0))
+    _finish(con, pending)
+
+
+def _lines(data: bytes, offset: int) -> Iterator[tuple[int, bytes]]:
+    """The lines of a chunk read at ``offset``, each with its own offset in the file."""
+    start = 0
+    while start < len(data):
+        end = data.index(b"\n", start) + 1
+        yield offset + start, data[start:end]
+        start = end
+
+
+def _unreadable(line: bytes) -> str | None:
+    """Why a line cannot be a record, as far as Python can tell cheaply; or None."""
+    if len(line) > MAX_RECORD_BYTES:
+        return f"too large ({len(line):,} bytes; a record may have {MAX_RECORD_BYTES:,})"
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return "not JSON"
+    return None if isinstance(record, dict) else "not a JSON object"
+
+
+def _reason(exc: BaseException) -> str:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return re.sub(r' (?:in|while reading) file "[^"]*"', "", first)[:300]
+
+
+def _load_part(
+    con: duckdb.DuckDBPyConnection, p: _Pending, part: list[tuple[int, bytes]], scratch: Path
+) -> tuple[int, int]:
+    folder = scratch / f"part-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    copy = folder / p.path.name
+    copy.write_bytes(b"".join(line for _, line in part))
+    try:
+        return _load(con, [str(copy)]).get(p.path.name, (0, 0))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _isolate(con: duckdb.DuckDBPyConnection, p: _Pending, scratch: Path) -> None:
+    """Store what ``p`` holds in parts, so that a line that cannot be stored costs only
+    itself: lines Python already sees are no record are set aside first; then a part
+    that fails is halved until the line that fails alone is found."""
+    assert p.copy is not None
+    good = []
+    for offset, line in _lines(p.copy.read_bytes(), p.offset):
+        reason = _unreadable(line)
+        if reason is None:
+            good.append((offset, line))
+        else:
+            p.set_aside.append(_SetAside.of(offset, line, reason))
+    parts = [good] if good else []
+    while parts:
+        part = parts.pop()
+        try:
+            records, unread = _in_transaction(
+                con, functools.partial(_load_part, con, p, part, scratch)
+            )
+        except _DATA_ERRORS as exc:
+            if len(part) == 1:
+                p.set_aside.append(_SetAside.of(*part[0], _reason(exc)))
+            else:  # the first half first: a step's start record goes in before its end
+                parts += [part[len(part) // 2 :], part[: len(part) // 2]]
+            continue
+        p.records += records
+        p.unread += unread
+
+
+def _set_aside(con: duckdb.DuckDBPyConnection, p: _Pending) -> None:
+    """Record what ``p`` could not store, on its run (a row for a run that has none)."""
+    for bad in p.set_aside:
+        con.execute(
+            "INSERT OR IGNORE INTO lost_records VALUES (?, ?, ?, 1, ?)",
+            [p.path.name, f"@{bad.offset}", bad.trace_id, bad.reason],
+        )
+        if bad.trace_id is not None:
+            con.execute(
+                "INSERT OR IGNORE INTO runs (run_id, status, started_ns, spool) "
+                "VALUES (?, 'running', ?, ?)",
+                [bad.trace_id, bad.start_ns, p.path.name],
+            )
+
+
+def _finish(con: duckdb.DuckDBPyConnection, pending: list[_Pending]) -> None:
+    """Per file: what was set aside, a dead writer's runs and steps, the new offset."""
+    for p in pending:
+        _set_aside(con, p)
+        if not p.alive:
+            for statement in _CLOSE_SPOOL:
+                con.execute(statement, {"spool": p.path.name})
+        con.execute(
+            "INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
+            [p.path.name, p.end, p.torn, p.bad + p.unread + len(p.set_aside), not p.alive],
+        )
 
 
 def _ingest_batch(
-    con: duckdb.DuckDBPyConnection, pending: list[_Pending], stats: IngestStats
+    con: duckdb.DuckDBPyConnection, pending: list[_Pending], stats: IngestStats, scratch: Path
 ) -> None:
-    copies = [str(p.copy) for p in pending if p.copy is not None]
-    con.execute("BEGIN TRANSACTION")
+    suspect = [p for p in pending if p.oversized]
     try:
-        bad_now: dict[str, int] = {}
-        if copies:
-            # One read_json over every file: DuckDB parses them in parallel.
-            con.execute(
-                "CREATE TEMP TABLE batch AS SELECT *, regexp_extract(filename, '[^/]+$') AS "
-                f"spool FROM read_json(?, format='newline_delimited', columns={_COLUMNS}, "
-                "ignore_errors=true, filename=true)",
-                [copies],
-            )
-            for spool, total, bad in con.execute(
-                "SELECT spool, count(*), count(*) FILTER (WHERE t IS NULL) FROM batch "
-                "GROUP BY spool"
-            ).fetchall():
-                bad_now[spool] = bad
-                stats.records += total - bad
-            con.execute(_INSERT_BLOBS)
-            con.execute(_INSERT_SPANS)
-            con.execute(_INSERT_RUN_STARTS)
-            con.execute(_UPSERT_RUN_ENDS)
-            con.execute(_INSERT_STEPS)
-            con.execute("DROP TABLE batch")
-        for p in pending:
-            if not p.alive:
-                con.execute(
-                    "UPDATE runs SET status = 'incomplete' WHERE spool = ? AND status = 'running'",
-                    [p.path.name],
-                )
-            bad = p.bad + bad_now.get(p.path.name, 0)
-            con.execute(
-                "INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
-                [p.path.name, p.end, p.torn, bad, not p.alive],
-            )
-            stats.bad_lines += bad - p.bad
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        _in_transaction(
+            con, functools.partial(_load_all, con, [p for p in pending if not p.oversized])
+        )
+    except _DATA_ERRORS:
+        suspect = pending
+    # Something in these files cannot be stored: find it, and store everything else.
+    for p in suspect:
+        p.records = p.unread = 0
+        if p.copy is not None:
+            _isolate(con, p, scratch)
+    if suspect:
+        _in_transaction(con, functools.partial(_finish, con, suspect))
+    for p in pending:
+        stats.records += p.records
+        stats.bad_lines += p.unread + len(p.set_aside)
 
 
 # -- what this process has ingested, so a read with nothing new stays cheap -----------
@@ -270,40 +524,61 @@ def _remember(home: Path, db: tuple[int, int] | None, files: dict[str, _Mark]) -
             _seen[_key(home)] = _Seen(db, files)
 
 
+def _scratch(home: Path) -> Path:
+    """A fresh scratch folder for this pass. Called with the database open for writing,
+    which no other process or thread can have now: any ``ingest-*`` folder there is
+    left over from a pass that was killed, and goes."""
+    tmp = home / "tmp"
+    for stale in tmp.glob("ingest-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    scratch = tmp / f"ingest-{uuid.uuid4().hex}"
+    scratch.mkdir(parents=True)
+    return scratch
+
+
+def _pass(
+    con: duckdb.DuckDBPyConnection, home: Path, paths: list[Path], stats: IngestStats
+) -> tuple[list[_Pending], dict[str, _Mark]]:
+    """One pass over ``paths``: what it ingested, and the live files it read to the end."""
+    read_to_end: dict[str, _Mark] = {}
+    pending: list[_Pending] = []
+    scratch = _scratch(home)
+    try:
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):  # another ingester finished it
+                # Marked before it is read: what is read is at least this much.
+                mark = _mark(path.stat())
+                item = _collect(con, path, scratch)
+                if item is None or item.alive:
+                    read_to_end[path.name] = mark
+                if item is not None:
+                    pending.append(item)
+                    stats.torn_lines += item.new_torn
+        if pending:
+            _ingest_batch(con, pending, stats, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return pending, read_to_end
+
+
 def ingest(home: Path, *, wait_s: float = 10.0, files: list[Path] | None = None) -> IngestStats:
-    """Move every pending spool record under ``home`` into DuckDB, in one transaction.
+    """Move every pending spool record under ``home`` into DuckDB.
 
     Raises :class:`~codetape.errors.StoreBusyError` when another process holds the
-    database for longer than ``wait_s``.
+    database for longer than ``wait_s``. A ``home`` that does not exist is left so.
     """
     stats = IngestStats()
+    if not home.is_dir():
+        return stats
     paths = files if files is not None else sorted(live_dir(home).glob("*.jsonl"))
     db = _db_identity(home)
     if not paths and db is not None:
         if files is None:
             _remember(home, db, {})
         return stats
-    scratch = home / "tmp" / f"ingest-{uuid.uuid4().hex}"
-    scratch.mkdir(parents=True, exist_ok=True)
-    read_to_end: dict[str, _Mark] = {}
-    try:
-        with connect(home, read_only=False, wait_s=wait_s) as con:
-            db = db or _db_identity(home)
-            pending: list[_Pending] = []
-            for path in paths:
-                with contextlib.suppress(FileNotFoundError):  # another ingester finished it
-                    # Marked before it is read: what is read is at least this much.
-                    mark = _mark(path.stat())
-                    item = _collect(con, path, scratch)
-                    if item is None or item.alive:
-                        read_to_end[path.name] = mark
-                    if item is not None:
-                        pending.append(item)
-                        stats.torn_lines += item.new_torn
-            if pending:
-                _ingest_batch(con, pending, stats)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with connect(home, read_only=False, wait_s=wait_s) as con:
+        db = db or _db_identity(home)
+        pending, read_to_end = _pass(con, home, paths, stats)
     stats.files = len(pending)
     for p in pending:
         if not p.alive and p.path.parent != done_dir(home):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
@@ -29,12 +30,14 @@ from ..schemas import (
 )
 from ..schemas import attributes as A
 from ._blobs import BlobStore
-from ._db import DB_NAME, connect, held_by_this_thread
+from ._db import DB_NAME, connect, held_by_this_thread, is_disk_full
 from ._home import resolve_home
 from ._ingest import IngestStats, spool_changed, try_ingest, wait_for_background
-from ._spool import live_dir
+from ._spool import live_dir, visible_surrogates
 
 __all__ = ["Store"]
+
+log = logging.getLogger("codetape")
 
 # How long a read's catch-up waits for a database another process is ingesting into
 # before it reads what is there. Ingestion passes take milliseconds.
@@ -50,11 +53,14 @@ _RUN_PAGE = f"""
 WITH page AS (
     SELECT {_RUN_COLUMNS} FROM runs r {{where}} ORDER BY r.started_ns DESC LIMIT ? OFFSET ?
 )
-SELECT r.*, coalesce(s.n, 0), coalesce(s.failed, 0)
+SELECT r.*, coalesce(s.n, 0), coalesce(s.failed, 0), coalesce(l.lost, 0)
 FROM page r LEFT JOIN (
     SELECT run_id, count(*) AS n, count(*) FILTER (WHERE status <> 'ok') AS failed
     FROM steps WHERE run_id IN (SELECT run_id FROM page) GROUP BY run_id
-) s USING (run_id)
+) s USING (run_id) LEFT JOIN (
+    SELECT run_id, sum(records) AS lost
+    FROM lost_records WHERE run_id IN (SELECT run_id FROM page) GROUP BY run_id
+) l USING (run_id)
 ORDER BY r.started_ns DESC
 """
 
@@ -66,7 +72,8 @@ def _ts(ns: int | None) -> datetime | None:
 
 
 def _run_from_row(row: Sequence[Any]) -> Run:
-    (run_id, name, task, status, started, ended, answer, replay_of, etype, emsg, n, failed) = row
+    (run_id, name, task, status, started, ended, answer, replay_of, etype, emsg) = row[:10]
+    n, failed, lost = row[10:]
     return Run(
         id=run_id,
         name=name or "agent",
@@ -79,7 +86,31 @@ def _run_from_row(row: Sequence[Any]) -> Run:
         final_answer=answer,
         replay_of=replay_of,
         error=ErrorInfo(type=etype, message=emsg or "") if etype else None,
+        lost_records=int(lost),
     )
+
+
+def _decoded(data: bytes) -> str:
+    """A stored text: UTF-8, with a lone surrogate (recorded with ``surrogatepass``) shown
+    as ``\\udcff`` and any other undecodable byte replaced."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return visible_surrogates(data.decode("utf-8", "surrogatepass"))
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace")
+
+
+def _visible_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return visible_surrogates(value)
+    if isinstance(value, list):
+        return [_visible_json(v) for v in value]
+    if isinstance(value, dict):
+        return {visible_surrogates(k): _visible_json(v) for k, v in value.items()}
+    return value
 
 
 class Store:
@@ -102,6 +133,8 @@ class Store:
         self.home: Path = resolve_home(home)
         self.blobs = BlobStore(self.home / "blobs")
         self.last_ingest: IngestStats | None = None
+        # Why the last catch-up could not store what is spooled (no disk space), if so.
+        self.ingest_problem: str | None = None
         self._blob_cache: dict[str, bytes] = {}
         self._session: duckdb.DuckDBPyConnection | None = None
 
@@ -115,8 +148,29 @@ class Store:
         wait_for_background(self.home)
         if not live_dir(self.home).exists() and self.db_path.exists():
             return None
-        self.last_ingest = try_ingest(self.home)
+        self.last_ingest = self._try_ingest(10.0)
         return self.last_ingest
+
+    def _try_ingest(self, wait_s: float) -> IngestStats | None:
+        """Ingest what is spooled; on a full disk, say so once and read what is there."""
+        try:
+            stats = try_ingest(self.home, wait_s=wait_s)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if self.ingest_problem is None:
+                log.warning(
+                    "codetape: no space left on the disk of the store %s (%s): showing what "
+                    "it held before; what is spooled since is kept, and stored once there is "
+                    "space again",
+                    self.home,
+                    first,
+                )
+            self.ingest_problem = first
+            return None
+        self.ingest_problem = None
+        return stats
 
     def _catch_up(self) -> None:
         """Before a read: what this process finished, then what the spool holds."""
@@ -127,7 +181,7 @@ class Store:
         wait_for_background(self.home)
         if spool_changed(self.home):
             # None when another process held the database all along: read what is there.
-            stats = try_ingest(self.home, wait_s=_CATCH_UP_WAIT_S)
+            stats = self._try_ingest(_CATCH_UP_WAIT_S)
             if stats is not None:
                 self.last_ingest = stats
 
@@ -329,7 +383,7 @@ class Store:
 
     def _step(self, run_id: str, span: tuple[Any, ...], tool_spans: list[tuple[Any, ...]]) -> Step:
         span_id, _, _, start_ns, end_ns, _, status_message, raw = span
-        attrs: dict[str, Any] = json.loads(raw) if raw else {}
+        attrs = self._attributes(raw)
         error = None
         if A.ERROR_TYPE in attrs:
             tb = attrs.get(A.ERROR_TRACEBACK_DIGEST)
@@ -375,7 +429,7 @@ class Store:
 
     def _tool_call(self, span: tuple[Any, ...]) -> ToolCall:
         span_id, _, name, start_ns, end_ns, _, status_message, raw = span
-        attrs: dict[str, Any] = json.loads(raw) if raw else {}
+        attrs = self._attributes(raw)
         error = None
         if A.ERROR_TYPE in attrs:
             error = ErrorInfo(
@@ -392,6 +446,14 @@ class Store:
             started_at=_ts(start_ns) or datetime.fromtimestamp(0, tz=timezone.utc),
             duration_ms=((end_ns or start_ns) - start_ns) / 1e6,
         )
+
+    def _attributes(self, raw: str | None) -> dict[str, Any]:
+        """A span's attributes, with the full value of any that was recorded cut."""
+        attrs: dict[str, Any] = json.loads(raw) if raw else {}
+        full = self._json(attrs.get(A.ATTRIBUTES_FULL_DIGEST), {})
+        if isinstance(full, dict):
+            attrs.update(full)
+        return attrs
 
     # -- blobs -----------------------------------------------------------------
 
@@ -425,7 +487,7 @@ class Store:
         if not digest:
             return fallback
         try:
-            return self.blob(digest).decode("utf-8", "replace")
+            return _decoded(self.blob(digest))
         except BlobNotFoundError:
             return fallback + f"\n[codetape: blob {digest} is missing from the store]"
 
@@ -433,9 +495,14 @@ class Store:
         if not digest:
             return fallback
         try:
-            return json.loads(self.blob(digest))
+            data = self.blob(digest)
         except BlobNotFoundError:
             return fallback
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:  # a lone surrogate, recorded with surrogatepass
+            return _visible_json(json.loads(data.decode("utf-8", "surrogatepass")))
+        return json.loads(text)
 
     def _variables(self, digest: str | None) -> dict[str, VariableSnapshot]:
         manifest = self._json(digest, {})
@@ -446,13 +513,37 @@ class Store:
     # -- health ----------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        """Numbers for ``codetape doctor``: rows, pending spool files, skipped lines."""
+        """Numbers for ``codetape doctor``: rows, pending spool files, and what could not
+        be stored: torn last lines of killed writers, spool lines set aside
+        (``bad_lines``), and spans a recorder could not write for lack of disk space
+        (``unwritten_records``)."""
         rows = self._query(
             "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM steps), "
             "(SELECT count(*) FROM spans), "
             "(SELECT coalesce(sum(torn_lines), 0) FROM ingest_files), "
-            "(SELECT coalesce(sum(bad_lines), 0) FROM ingest_files)"
+            "(SELECT coalesce(sum(bad_lines), 0) FROM ingest_files), "
+            "(SELECT coalesce(sum(records), 0) FROM lost_records WHERE NOT starts_with(id, '@'))"
         )[0]
         pending = len(list(live_dir(self.home).glob("*.jsonl")))
-        keys = ("runs", "steps", "spans", "torn_lines", "bad_lines")
+        keys = ("runs", "steps", "spans", "torn_lines", "bad_lines", "unwritten_records")
         return {**dict(zip(keys, map(int, rows), strict=True)), "pending_spool_files": pending}
+
+    def lost_records(self, limit: int = 5) -> list[dict[str, Any]]:
+        """Where records could not be stored, newest spool files first: the spool file,
+        the line's byte offset in it (``None`` for spans never written), the run (when
+        known), how many records, and why."""
+        rows = self._query(
+            "SELECT spool, id, run_id, records, reason FROM lost_records "
+            "ORDER BY spool DESC, id LIMIT ?",
+            [limit],
+        )
+        return [
+            {
+                "spool": spool,
+                "offset": int(key[1:]) if key.startswith("@") else None,
+                "run_id": run_id,
+                "records": int(records),
+                "reason": reason or "",
+            }
+            for spool, key, run_id, records, reason in rows
+        ]

@@ -4,7 +4,7 @@ database file. Not for users: these names may change in any release (use ``Store
 from __future__ import annotations
 
 from ._blobs import SMALL_BLOB, BlobStore, blob_record, digest_of
-from ._db import DB_NAME, connect
+from ._db import DB_NAME, connect, is_disk_full
 from ._home import resolve_home, set_default_home
 from ._ingest import (
     BackgroundIngester,
@@ -29,6 +29,7 @@ __all__ = [
     "digest_of",
     "done_dir",
     "ingest",
+    "is_disk_full",
     "live_dir",
     "rebuild",
     "resolve_home",
