@@ -33,7 +33,7 @@ from ._ids import SecureIdGenerator
 from ._processor import SpoolSpanProcessor
 from ._redact import Redactor
 
-__all__ = ["Runtime", "configure", "recording_to", "runtime"]
+__all__ = ["Runtime", "all_runtimes", "configure", "recording_to", "runtime"]
 
 _PROTOCOLS = ("http/protobuf", "grpc")
 
@@ -182,6 +182,11 @@ def runtime() -> Runtime:
         return _current if _current is not None else configure()
 
 
+def all_runtimes() -> list[Runtime]:
+    """Every runtime built so far that records (the current one, and replays' stores)."""
+    return [rt for rt in [_current, *_others.values()] if rt is not None]
+
+
 @contextlib.contextmanager
 def recording_to(home: Path) -> Iterator[Runtime]:
     """Record into the store at ``home`` within this block (and this context only),
@@ -206,6 +211,5 @@ def recording_to(home: Path) -> Iterator[Runtime]:
 
 @atexit.register
 def _shutdown_at_exit() -> None:
-    for rt in [_current, *_others.values()]:
-        if rt is not None:
-            rt.shutdown()
+    for rt in all_runtimes():
+        rt.shutdown()

@@ -44,18 +44,22 @@ def span_record(span: ReadableSpan, kind: str = "span") -> dict[str, Any]:
 
 
 class SpoolSpanProcessor(SpanProcessor):
-    """Writes a "start" record when a run begins and every span when it ends.
+    """Writes a "start" record when a run or a step begins and every span when it ends.
 
     The write happens on the thread that ends the span, before the code action returns
     to the agent, so what the agent saw finish is on disk even if the process is killed
-    the next moment.
+    the next moment. The start records say what was running then: the run (shown as
+    incomplete) and the step with its code (shown as interrupted).
     """
 
     def __init__(self, spool: SpoolWriter) -> None:
         self.spool = spool
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        if span.parent is None and span.name.startswith(A.SPAN_INVOKE_AGENT):
+        if span.name == A.SPAN_EXECUTE_CODE:
+            with internal_errors("writing a step's start record"):
+                self.spool.write(span_record(span, "start"))
+        elif span.parent is None and span.name.startswith(A.SPAN_INVOKE_AGENT):
             with internal_errors("writing a run's start record"):
                 self.spool.write(span_record(span, "start"))
 

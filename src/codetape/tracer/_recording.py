@@ -2,6 +2,19 @@
 
 The decorators and the sandbox both record through these three classes, so a step
 looks the same in the store however it was executed.
+
+What they record is bounded and honest about time and processes:
+
+- every string attribute is at most ``ATTRIBUTE_CHARS`` long; a longer value (a 40 MB
+  task, say) is recorded cut, and its full value goes to a blob named by
+  ``codetape.attributes.full.digest``;
+- a span ends at its start plus the time a monotonic clock saw pass, so a wall-clock
+  jump while it is open cannot make a duration negative;
+- a recorder belongs to the process that opened it: a forked child sees no current run
+  or step (its first code action is a run of its own, ``codetape.run.forked_from``
+  naming the parent's run), and cannot end its parent's spans;
+- the recorders that are open can be ended as interrupted (``interrupt_open``), which
+  the signal handlers do on SIGTERM and SIGINT.
 """
 
 from __future__ import annotations
@@ -10,6 +23,7 @@ import itertools
 import json
 import os
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
@@ -23,6 +37,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .._format import (
+    ATTRIBUTE_CHARS,
     MESSAGE_CHARS,
     PREVIEW_CHARS,
     STACK_CHARS,
@@ -35,6 +50,7 @@ from ..schemas import ErrorInfo, StepStatus
 from ..schemas import attributes as A
 from ._config import Runtime, runtime
 from ._errors import internal_errors
+from ._signals import install_signal_handlers
 from ._state import Snapshotter, State, preview, type_name
 
 __all__ = [
@@ -44,6 +60,7 @@ __all__ = [
     "current_run",
     "current_step",
     "format_exception",
+    "interrupt_open",
     "record_tool_call",
 ]
 
@@ -54,11 +71,72 @@ _step_var: ContextVar[StepRecorder | None] = ContextVar("codetape_step", default
 
 
 def current_run() -> RunRecorder | None:
-    return _run_var.get()
+    """The run open in this context, if this process opened it (a forked child's
+    inherited run is its parent's, not the child's)."""
+    run = _run_var.get()
+    return run if run is not None and run.pid == os.getpid() else None
 
 
 def current_step() -> StepRecorder | None:
-    return _step_var.get()
+    step = _step_var.get()
+    return step if step is not None and step.run.pid == os.getpid() else None
+
+
+# The recorders with an open span, for ``interrupt_open``; a forked child has none.
+_open: set[RunRecorder | StepRecorder | ToolCallRecorder] = set()
+_open_lock = threading.Lock()
+
+
+def _forget_open_after_fork() -> None:
+    global _open_lock
+    _open_lock = threading.Lock()
+    _open.clear()
+
+
+os.register_at_fork(after_in_child=_forget_open_after_fork)
+
+
+def _opened(recorder: RunRecorder | StepRecorder | ToolCallRecorder) -> None:
+    with _open_lock:
+        _open.add(recorder)
+
+
+def _closed(recorder: RunRecorder | StepRecorder | ToolCallRecorder) -> None:
+    with _open_lock:
+        _open.discard(recorder)
+
+
+def interrupt_open(signal_name: str) -> None:
+    """End every open tool call, step and run of this process as interrupted by
+    ``signal_name`` (innermost first), so what was running is in the spool."""
+    with _open_lock:
+        recorders = list(_open)
+    for kind in (ToolCallRecorder, StepRecorder, RunRecorder):
+        for recorder in recorders:
+            if isinstance(recorder, kind):
+                recorder.interrupt(signal_name)
+
+
+def _end(span: Span, started_ns: int) -> None:
+    """End ``span`` at its start plus the monotonic time since ``started_ns``."""
+    start = getattr(span, "start_time", None)
+    if isinstance(start, int):
+        span.end(end_time=start + max(0, time.monotonic_ns() - started_ns))
+    else:
+        span.end()
+
+
+def _capped(rt: Runtime, attrs: dict[str, Any], full: dict[str, str]) -> dict[str, Any]:
+    """``attrs`` with each string longer than ``ATTRIBUTE_CHARS`` cut; the full values of
+    the span's cut attributes (``full``, kept by its recorder) go to one blob."""
+    long = {k: v for k, v in attrs.items() if isinstance(v, str) and len(v) > ATTRIBUTE_CHARS}
+    if not long:
+        return attrs
+    full.update(long)
+    capped = {**attrs, **{k: cut(v, ATTRIBUTE_CHARS) for k, v in long.items()}}
+    if (digest := _put_text(rt, json.dumps(full, ensure_ascii=False))) is not None:
+        capped[A.ATTRIBUTES_FULL_DIGEST] = digest
+    return capped
 
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent) + os.sep
@@ -76,6 +154,7 @@ def format_exception(exc: BaseException) -> str:
 def _exception_event(span: Span, etype: str, message: str, stack: str) -> None:
     """Exception event, ``error.type`` and status by the OTel conventions, from text
     that is already redacted (``Span.record_exception`` would write the raw text)."""
+    etype = cut(etype, ATTRIBUTE_CHARS)
     span.add_event(
         "exception",
         {
@@ -109,10 +188,13 @@ class RunRecorder:
         self.replay_of = replay_of
         self.final_answer: object = None
         self.id = ""
+        self.pid = os.getpid()
         self._steps = itertools.count()
         self._lock = threading.Lock()
         self._rt: Runtime | None = None
         self._span: Span | None = None
+        self._started_ns = 0
+        self._full: dict[str, str] = {}
         self._token: Any = None
         self.snapshotter: Snapshotter | None = None
         self.last_state: State | None = None
@@ -122,26 +204,33 @@ class RunRecorder:
             return next(self._steps)
 
     def __enter__(self) -> RunRecorder:
+        self.pid = os.getpid()
+        install_signal_handlers()
         with internal_errors("starting a run"):
             rt = self._rt = runtime()
             attrs: dict[str, Any] = {
                 A.GEN_AI_OPERATION_NAME: A.OP_INVOKE_AGENT,
                 A.GEN_AI_AGENT_NAME: self.name,
-                A.RUN_PID: os.getpid(),
+                A.RUN_PID: self.pid,
             }
             if self.task is not None:
                 attrs[A.RUN_TASK] = rt.redactor.text(str(self.task))
             if self.replay_of is not None:
                 attrs[A.RUN_REPLAY_OF] = self.replay_of
+            inherited = _run_var.get()
+            if inherited is not None and inherited.pid != self.pid and inherited.id:
+                attrs[A.RUN_FORKED_FROM] = inherited.id
+            self._started_ns = time.monotonic_ns()
             # A run is always the root of its own trace, whatever span is current.
             self._span = rt.tracer.start_span(
-                f"{A.SPAN_INVOKE_AGENT} {self.name}",
+                f"{A.SPAN_INVOKE_AGENT} {cut(self.name, ATTRIBUTE_CHARS)}",
                 context=trace.set_span_in_context(trace.INVALID_SPAN),
                 kind=SpanKind.INTERNAL,
-                attributes=attrs,
+                attributes=_capped(rt, attrs, self._full),
             )
             self.id = f"{self._span.get_span_context().trace_id:032x}"
             self.snapshotter = Snapshotter(rt.blobs, rt.redactor)
+            _opened(self)
         self._token = _run_var.set(self)
         return self
 
@@ -157,9 +246,10 @@ class RunRecorder:
 
     def finish(self, exc: BaseException | None = None) -> None:
         span, rt = self._span, self._rt
-        if span is None or rt is None:
+        if span is None or rt is None or self.pid != os.getpid():
             return
         self._span = None
+        _closed(self)
         try:
             with internal_errors("ending a run"):
                 if exc is not None:
@@ -177,9 +267,23 @@ class RunRecorder:
                         span.set_attribute(A.RUN_FINAL_ANSWER_DIGEST, digest)
         finally:
             with internal_errors("ending a run"):
-                span.end()
+                _end(span, self._started_ns)
         with internal_errors("ingesting a finished run"):
             rt.ingester.request()
+
+    def interrupt(self, signal_name: str) -> None:
+        """End the run as incomplete: its process got ``signal_name`` and is going."""
+        span, self._span = self._span, None
+        if span is None or self.pid != os.getpid():
+            return
+        _closed(self)
+        with internal_errors("ending an interrupted run"):
+            span.set_attribute(A.RUN_STATUS, "incomplete")
+            _exception_event(
+                span, signal_name, f"the process received {signal_name} during the run", ""
+            )
+        with internal_errors("ending an interrupted run"):
+            _end(span, self._started_ns)
 
     def __repr__(self) -> str:
         return f"<RunRecorder {self.name!r} id={self.id[:12]}>"
@@ -208,6 +312,8 @@ class StepRecorder:
         # Observed steps: the blob of random's state before the step.
         self.random_state: str | None = None
         self._span: Span | None = None
+        self._started_ns = 0
+        self._full: dict[str, str] = {}
         self._token: Any = None
 
     def begin(self, before: State | None) -> None:
@@ -228,9 +334,13 @@ class StepRecorder:
             if self.random_state is not None:
                 attrs[A.STEP_RANDOM_STATE] = self.random_state
             parent = self.run._span or trace.INVALID_SPAN
+            self._started_ns = time.monotonic_ns()
             self._span = rt.tracer.start_span(
-                A.SPAN_EXECUTE_CODE, context=trace.set_span_in_context(parent), attributes=attrs
+                A.SPAN_EXECUTE_CODE,
+                context=trace.set_span_in_context(parent),
+                attributes=_capped(rt, attrs, self._full),
             )
+            _opened(self)
         self._token = _step_var.set(self)
 
     @property
@@ -250,12 +360,17 @@ class StepRecorder:
         error: BaseException | ErrorInfo | None = None,
         after: State | None = None,
     ) -> None:
+        if self.run.pid != os.getpid():
+            return  # a forked child's copy: the step is its parent's to end
         if self._token is not None:
             _step_var.reset(self._token)
             self._token = None
         span, self._span = self._span, None
         if span is None:
             return
+        _closed(self)
+        if isinstance(error, KeyboardInterrupt):  # Ctrl-C (SIGINT) stopped the code
+            status = "interrupted"
         try:
             with internal_errors("ending a step"):
                 self._describe(
@@ -272,7 +387,21 @@ class StepRecorder:
                 )
         finally:
             with internal_errors("ending a step"):
-                span.end()
+                _end(span, self._started_ns)
+
+    def interrupt(self, signal_name: str) -> None:
+        """End the step as interrupted: its process got ``signal_name`` and is going."""
+        span, self._span = self._span, None
+        if span is None or self.run.pid != os.getpid():
+            return
+        _closed(self)
+        with internal_errors("ending an interrupted step"):
+            span.set_attribute(A.STEP_STATUS, "interrupted")
+            _exception_event(
+                span, signal_name, f"the process received {signal_name} while the step ran", ""
+            )
+        with internal_errors("ending an interrupted step"):
+            _end(span, self._started_ns)
 
     def _describe(
         self,
@@ -308,7 +437,7 @@ class StepRecorder:
         if after is not None:
             attrs[A.STATE_AFTER] = after.digest
             attrs[A.STATE_VARIABLES] = len(after.variables)
-        span.set_attributes(attrs)
+        span.set_attributes(_capped(rt, attrs, self._full))
         if isinstance(error, BaseException):
             stack = _record_exception(span, rt, error)
         elif error is not None:
@@ -376,9 +505,11 @@ class ToolCallRecorder:
         self.name = name
         self.arguments = arguments
         self.parameters = parameters
-        self.step = step or _step_var.get()
+        self.step = step or current_step()
         self._span: Span | None = None
         self._rt: Runtime | None = None
+        self._started_ns = 0
+        self._full: dict[str, str] = {}
 
     def __enter__(self) -> ToolCallRecorder:
         parent = self.step.span if self.step is not None else None
@@ -386,27 +517,46 @@ class ToolCallRecorder:
             return self
         with internal_errors("starting a tool call"):
             rt = self._rt = runtime()
+            self._started_ns = time.monotonic_ns()
             self._span = span = rt.tracer.start_span(
-                f"{A.SPAN_EXECUTE_TOOL} {self.name}",
+                f"{A.SPAN_EXECUTE_TOOL} {cut(self.name, ATTRIBUTE_CHARS)}",
                 context=trace.set_span_in_context(parent),
                 kind=SpanKind.INTERNAL,
-                attributes={
-                    A.GEN_AI_OPERATION_NAME: A.OP_EXECUTE_TOOL,
-                    A.GEN_AI_TOOL_NAME: self.name,
-                    A.GEN_AI_TOOL_CALL_ID: uuid.uuid4().hex[:16],
-                },
+                attributes=_capped(
+                    rt,
+                    {
+                        A.GEN_AI_OPERATION_NAME: A.OP_EXECUTE_TOOL,
+                        A.GEN_AI_TOOL_NAME: self.name,
+                        A.GEN_AI_TOOL_CALL_ID: uuid.uuid4().hex[:16],
+                    },
+                    self._full,
+                ),
             )
+            _opened(self)
         if self._span is not None and self._rt is not None:
             with internal_errors("recording tool arguments"):
                 args_digest, args_preview = _json_blob(self._rt, dict(self.arguments))
-                span.set_attribute(A.GEN_AI_TOOL_CALL_ARGUMENTS, args_preview)
-                span.set_attribute(A.TOOL_ARGUMENTS_DIGEST, args_digest)
+                attrs = {
+                    A.GEN_AI_TOOL_CALL_ARGUMENTS: args_preview,
+                    A.TOOL_ARGUMENTS_DIGEST: args_digest,
+                }
                 if self.parameters is not None:
-                    span.set_attribute(A.TOOL_PARAMETERS, json.dumps(self.parameters))
+                    attrs[A.TOOL_PARAMETERS] = json.dumps(self.parameters)
+                span.set_attributes(_capped(self._rt, attrs, self._full))
         return self
 
-    def succeeded(self, result: object) -> None:
+    def _take(self) -> tuple[Span | None, Runtime | None]:
+        """The open span, now this caller's to end (none in a forked child's copy)."""
         span, rt, self._span = self._span, self._rt, None
+        if span is None or self.step is None or self.step.run.pid != os.getpid():
+            return None, None
+        _closed(self)
+        return span, rt
+
+    def succeeded(self, result: object, pickled: bytes | None = None) -> None:
+        """Record the call's answer: ``result`` as JSON, and ``pickled`` (the answer's
+        pickle, when the caller has it: a replay hands back the recorded one)."""
+        span, rt = self._take()
         if span is None or rt is None:
             return
         try:
@@ -416,12 +566,14 @@ class ToolCallRecorder:
                 digest, shown = _json_blob(rt, result)
                 span.set_attribute(A.TOOL_RESULT_DIGEST, digest)
                 span.set_attribute(A.GEN_AI_TOOL_CALL_RESULT, shown)
-                observed = self.step is not None and self.step.mode == "observed"
-                if observed and (pickled := _pickle_blob(rt, result)) is not None:
-                    span.set_attribute(A.TOOL_RESULT_PICKLE, pickled)
+                observed = self.step is not None and self.step.mode in ("observed", "sandboxed")
+                if pickled is not None:
+                    span.set_attribute(A.TOOL_RESULT_PICKLE, rt.blobs.put(pickled))
+                elif observed and (blob := _pickle_blob(rt, result)) is not None:
+                    span.set_attribute(A.TOOL_RESULT_PICKLE, blob)
         finally:
             with internal_errors("recording a tool result"):
-                span.end()
+                _end(span, self._started_ns)
 
     def __exit__(
         self,
@@ -429,7 +581,7 @@ class ToolCallRecorder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        span, rt, self._span = self._span, self._rt, None
+        span, rt = self._take()
         if span is None or rt is None:
             return
         try:
@@ -439,7 +591,20 @@ class ToolCallRecorder:
                     _record_exception(span, rt, exc)
         finally:
             with internal_errors("recording a tool error"):
-                span.end()
+                _end(span, self._started_ns)
+
+    def interrupt(self, signal_name: str) -> None:
+        """End the call as interrupted: its process got ``signal_name`` and is going."""
+        span, _ = self._take()
+        if span is None:
+            return
+        with internal_errors("ending an interrupted tool call"):
+            span.set_attribute(A.TOOL_STATUS, "interrupted")
+            _exception_event(
+                span, signal_name, f"the process received {signal_name} during the call", ""
+            )
+        with internal_errors("ending an interrupted tool call"):
+            _end(span, self._started_ns)
 
 
 def record_tool_call(
