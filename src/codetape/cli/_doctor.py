@@ -60,24 +60,45 @@ def find_chromium() -> str | None:
 
 
 def _check_store(home: Path | None) -> Check:
+    store = Store(home)
+    if not store.home.is_dir():
+        return Check(
+            "store", "warn", f"no store at {store.home} yet", "the first recording creates it"
+        )
     try:
-        store = Store(home)
         counts = store.counts()
     except CodetapeError as exc:
         return Check("store", "fail", exc.message, exc.hint)
     detail = (
         f"{store.home}: {counts['runs']} runs, {counts['steps']} steps, {counts['spans']} spans"
     )
-    skipped = counts["torn_lines"] + counts["bad_lines"]
-    if skipped:
-        return Check(
-            "store",
-            "warn",
-            detail + f"; {counts['torn_lines']} torn and {counts['bad_lines']} unreadable spool "
-            "lines were skipped",
-            "torn lines come from processes killed mid-write; nothing else was lost",
+    problems = [
+        f"{n} {what}"
+        for n, what in (
+            (counts["torn_lines"], "torn spool lines (processes killed mid-write)"),
+            (counts["bad_lines"], "spool lines could not be stored"),
+            (counts["unwritten_records"], "records were not written (no space left on disk)"),
         )
-    return Check("store", "ok", detail)
+        if n
+    ]
+    if store.ingest_problem:
+        problems.append(f"what is spooled cannot be stored now: {store.ingest_problem}")
+    if not problems:
+        return Check("store", "ok", detail)
+    where = [
+        f"{lost['spool']}"
+        + (f" at byte {lost['offset']}" if lost["offset"] is not None else "")
+        + (f", run {lost['run_id'][:12]}" if lost["run_id"] else "")
+        + f": {lost['reason']}"
+        for lost in store.lost_records(3)
+    ]
+    return Check(
+        "store",
+        "warn",
+        detail + "; " + "; ".join(problems) + "".join(f"\n  {w}" for w in where),
+        "a line that could not be stored stays in its spool file (spool/live or spool/done); "
+        "runs missing records say how many (codetape show RUN)",
+    )
 
 
 def _process_started_at(pid: int) -> float | None:

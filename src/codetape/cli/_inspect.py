@@ -21,7 +21,7 @@ from .._format import (
     failing_line,
     visible,
 )
-from ..schemas import Step
+from ..schemas import Run, Step
 from ..store.internal import DB_NAME, resolve_home
 from ..store.internal import rebuild as rebuild_store
 from ..viewer import url as viewer_url
@@ -74,7 +74,7 @@ def runs(
         table.add_row(
             shown(run.id[:12]),
             shown(run.name),
-            status_markup(run.status),
+            status_markup(run.status) + _lost_mark(run),
             str(run.step_count),
             str(run.failed_steps) if run.failed_steps else "",
             duration(run.duration_ms, "-"),
@@ -82,6 +82,19 @@ def runs(
             shown(cut(run.task, TASK_CHARS)),
         )
     out.print(table)
+
+
+def _lost_mark(run: Run) -> str:
+    return f" [yellow]({run.lost_records} lost)[/]" if run.lost_records else ""
+
+
+def _print_lost(run: Run) -> None:
+    if run.lost_records:
+        records = "record" if run.lost_records == 1 else "records"
+        out.print(
+            f"[yellow]{run.lost_records} {records} could not be stored[/] "
+            "[dim](codetape doctor says which and why)[/]"
+        )
 
 
 def _print_step(step: Step, verbose: bool) -> None:
@@ -199,6 +212,7 @@ def show(ctx: click.Context, run_id: str, step_index: int | None, as_json: bool)
     )
     if run.task:
         out.print(f"[dim]task[/] {shown(run.task)}")
+    _print_lost(run)
     if run.error:
         out.print(f"[red]{shown(run.error.type)}: {shown(run.error.message)}[/]")
     if run.final_answer is not None:
@@ -260,7 +274,9 @@ def _rebuild(given: Path | None) -> None:
         err.print(f"kept the old database as {kept}")
     err.print(
         f"rebuilt {home / DB_NAME} from {stats.files} spool files "
-        f"({stats.records} records, {stats.torn_lines} torn lines skipped)"
+        f"({stats.records} records, {stats.torn_lines} torn lines skipped"
+        + (f", {stats.bad_lines} lines could not be stored" if stats.bad_lines else "")
+        + ")"
     )
 
 
