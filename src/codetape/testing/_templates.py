@@ -181,7 +181,8 @@ class Templates:
                 error_runs = {key: _record_error_run(error) for key, error in errors.items()}
             records, blobs = _read_spool(home)
         spans = [r for r in records if r["t"] == "span"]
-        starts = {r["trace_id"]: r for r in records if r["t"] == "start"}
+        # Steps write start records too: a run's own is its trace's root.
+        starts = {r["trace_id"]: r for r in records if r["t"] == "start" and r["parent_id"] is None}
         roots = {r["trace_id"]: r for r in spans if r["parent_id"] is None}
         self._runs[_RUN_OK] = _run_template(starts[ok_run], roots[ok_run], blobs, answer=True)
         for key, run_id in error_runs.items():
