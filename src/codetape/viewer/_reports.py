@@ -98,7 +98,8 @@ def _shown(value: Any) -> str:
 
 def show_from(reports: list[ReplayReport], not_run: list[int], key: str) -> None:
     """A replay from a step onward: a headline, one row per step (and per step a stop
-    left unrun), the notes once, the first divergence in full, and the replay run."""
+    left unrun), the notes once, the first divergence in full, and links to the
+    comparison of the run with its replay and to the replay run."""
     if not reports:
         return
     _from_headline(reports)
@@ -118,6 +119,11 @@ def show_from(reports: list[ReplayReport], not_run: list[int], key: str) -> None
         _differences(first, key)
     replay_run = reports[0].replay_run_id
     if replay_run:
+        st.page_link(
+            w.COMPARE_PAGE,
+            label="Compare the run with its replay",
+            query_params={"a": reports[0].run_id, "b": replay_run},
+        )
         st.page_link(w.RUN_PAGE, label="Open the replay run", query_params={"run": replay_run})
 
 

@@ -11,6 +11,7 @@ ids. Links and query parameters carry run ids and step numbers, nothing recorded
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ __all__ = [
     "REFRESH_S",
     "RUNS_PAGE",
     "RUN_PAGE",
+    "SHOW_ALL_MAX",
     "follow",
     "int_param",
     "plural",
@@ -63,6 +65,9 @@ COMPARE_PAGE = PAGES / "compare.py"
 
 # Longer code or output is cut, with a toggle to show all of it.
 LIMIT = 20_000
+# Past this, "show all" would hand the browser more text than a tab can draw: the whole
+# text is offered as a download instead.
+SHOW_ALL_MAX = 2_000_000
 # How often a page showing a run still being recorded looks for news, in seconds.
 REFRESH_S = 2.0
 # An agent's name in a list of runs, and a run's facts in the facts table.
@@ -135,14 +140,36 @@ def text_block(
     line_numbers: bool = False,
     empty: str = "(empty)",
 ) -> None:
-    """Recorded text as code; past ``LIMIT`` characters cut, with a "show all" toggle."""
+    """Recorded text as code; past ``LIMIT`` characters cut, with a "show all" toggle,
+    or past ``SHOW_ALL_MAX`` a button that downloads all of it."""
     if not text:
         st.caption(empty)
         return
-    if len(text) > LIMIT and not st.toggle(f"Show all {len(text):,} characters", key=key):
+    if len(text) > SHOW_ALL_MAX:
+        st.caption(
+            f"Showing the first {LIMIT:,} of {len(text):,} characters: too long to show "
+            "in full here."
+        )
+        whole = text
+        st.download_button(
+            f"Download all {len(text):,} characters",
+            lambda: whole,  # made only when asked for
+            file_name=_file_name(key),
+            mime="text/plain",
+            key=f"download:{key}",
+            on_click="ignore",
+        )
+        text = text[:LIMIT]
+    elif len(text) > LIMIT and not st.toggle(f"Show all {len(text):,} characters", key=key):
         st.caption(f"Showing the first {LIMIT:,} of {len(text):,} characters.")
         text = text[:LIMIT]
     st.code(text, language=language, line_numbers=line_numbers, height=_height(text))
+
+
+def _file_name(key: str) -> str:
+    """``all-stdout:3f2a…:2`` → ``stdout-3f2a…-2.txt``: the key holds fixed words, hex ids
+    and numbers."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", key.removeprefix("all-")) + ".txt"
 
 
 def _height(text: str) -> int | Literal["content"]:
