@@ -57,6 +57,7 @@ SANDBOXED = [
 ]
 BIG_STDOUT = 30_000
 LONG_STEPS = 45
+TOKEN = "launch-token"
 
 
 @dataclass(frozen=True)
@@ -174,10 +175,13 @@ def viewer_home(tape: Tape, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def copy_of(tape: Tape, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the store for tests that add runs (the live run is incomplete there)."""
+    """A copy of the store for tests that add runs (the live run is incomplete there),
+    served as ``codetape ui --allow-local-exec`` would (its token: ``TOKEN``)."""
     home = tmp_path / "store"
     shutil.copytree(tape.home, home)
     monkeypatch.setenv("CODETAPE_HOME", str(home))
+    monkeypatch.setenv("CODETAPE_UI_TOKEN", TOKEN)
+    monkeypatch.setenv("CODETAPE_UI_ALLOW_LOCAL_EXEC", "1")
     return home
 
 
@@ -494,7 +498,7 @@ def test_run_page_says_when_the_link_names_no_run(tape: Tape, viewer_home: Path)
 
 
 def test_replay_button_shows_the_verdict_in_place(tape: Tape, copy_of: Path) -> None:
-    at = open_page("run", run=tape.sandboxed, step="0")
+    at = open_page("run", run=tape.sandboxed, step="0", token=TOKEN)
     with pytest.warns(NoIsolationWarning):
         at.button(key=f"replay:{tape.sandboxed}:0").click().run()
     assert not at.exception, at.exception
@@ -509,7 +513,7 @@ def test_replay_button_shows_the_verdict_in_place(tape: Tape, copy_of: Path) -> 
 
 
 def test_edit_and_replay_runs_the_edited_code(tape: Tape, copy_of: Path) -> None:
-    at = open_page("run", run=tape.sandboxed, step="0")
+    at = open_page("run", run=tape.sandboxed, step="0", token=TOKEN)
     key = f"{tape.sandboxed}:0"
     at.button(key=f"edit:{key}").click().run()
     area = at.text_area(key=f"code:{key}")
@@ -616,15 +620,18 @@ def test_ui_serves_the_app_on_loopback_and_prints_the_url(
 ) -> None:
     result = CliRunner().invoke(cli, ["ui", "--home", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "http://127.0.0.1:8501/" in result.output
     [(command, env)] = launched
+    token = env["CODETAPE_UI_TOKEN"]
+    assert len(token) >= 32
+    assert f"http://127.0.0.1:8501/?token={token}" in result.output
     assert command == [
-        sys.executable, "-m", "streamlit", "run", str(APP),
+        sys.executable, "-m", "codetape.viewer._server",
         "--server.address", "127.0.0.1", "--server.port", "8501",
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
         "--client.toolbarMode", "minimal",
     ]  # fmt: skip
     assert env["CODETAPE_HOME"] == str(tmp_path.absolute())
+    assert "CODETAPE_UI_ALLOW_LOCAL_EXEC" not in env
     assert "warning" not in result.output
 
 

@@ -124,8 +124,9 @@ def chromium() -> Path:
 
 @pytest.fixture
 def server(home: Path) -> Iterator[tuple[str, str]]:
-    """``codetape ui`` on a free loopback port, serving the recorded store: the base URL
-    and the failed run's id. Stopped at the end (terminate, then kill)."""
+    """``codetape ui --allow-local-exec`` on a free loopback port, serving the recorded
+    store: the link it prints (with its token) and the failed run's id. Stopped at the
+    end (terminate, then kill)."""
     failed = _record_store()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for old in ARTIFACTS.glob("*.png"):
@@ -137,7 +138,7 @@ def server(home: Path) -> Iterator[tuple[str, str]]:
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "codetape", "ui", "--home", str(home),
-             "--port", str(port), "--host", "127.0.0.1"],
+             "--port", str(port), "--host", "127.0.0.1", "--allow-local-exec"],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -153,7 +154,9 @@ def server(home: Path) -> Iterator[tuple[str, str]]:
                     break
             assert time.monotonic() < deadline, f"no answer in {START_S} s:\n{log_path.read_text()}"
             time.sleep(0.25)
-        yield base, failed
+        link = re.search(rf"{re.escape(base)}/\?token=\S+", log_path.read_text())
+        assert link is not None, log_path.read_text()
+        yield link.group(0), failed
     finally:
         proc.terminate()
         try:
@@ -233,7 +236,7 @@ def shot(page: Page, name: str) -> None:
 def test_runs_list_to_failed_run_replay_and_compare_in_chromium(
     chromium: Path, server: tuple[str, str]
 ) -> None:
-    base, failed = server
+    link, failed = server
     prefix = failed[:12]
     dialogs: list[str] = []
     page_errors: list[str] = []
@@ -254,8 +257,9 @@ def test_runs_list_to_failed_run_replay_and_compare_in_chromium(
             page.on("dialog", dismiss)
             page.on("pageerror", lambda e: page_errors.append(str(e)))
 
-            # 1. The runs list: the failed run's row, with its status and task.
-            page.goto(f"{base}/")
+            # 1. The runs list, opened with the link `codetape ui` printed: the failed
+            # run's row, with its status and task.
+            page.goto(link)
             expect(page.get_by_role("heading", name="Runs")).to_be_visible(timeout=WAIT_MS)
             expect(page.get_by_text("3 runs · page 1 of 1")).to_be_visible(timeout=WAIT_MS)
             runs = grid_with(page, prefix)

@@ -40,6 +40,7 @@ STEPS = [
     "print('done')",
 ]
 COLUMN = "reason or first difference"
+TOKEN = "launch-token"
 
 
 def lookup(city: str) -> dict[str, Any]:
@@ -65,10 +66,13 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 @pytest.fixture
 def run_id(recorded: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The run, in a copy of the store (replays add runs), which the viewer reads."""
+    """The run, in a copy of the store (replays add runs), which the viewer reads as
+    ``codetape ui --allow-local-exec`` serves it (its token: ``TOKEN``)."""
     home = tmp_path / "store"
     shutil.copytree(recorded[0], home)
     monkeypatch.setenv("CODETAPE_HOME", str(home))
+    monkeypatch.setenv("CODETAPE_UI_TOKEN", TOKEN)
+    monkeypatch.setenv("CODETAPE_UI_ALLOW_LOCAL_EXEC", "1")
     return recorded[1]
 
 
@@ -80,7 +84,7 @@ def _fresh_caches() -> None:
 
 def open_run(run_id: str, step: int) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.query_params.update({"run": run_id, "step": str(step)})
+    at.query_params.update({"run": run_id, "step": str(step), "token": TOKEN})
     at.switch_page("pages/run.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -128,7 +132,29 @@ def test_replay_from_here_shows_one_verdict_per_remaining_step(run_id: str) -> N
     assert replay.step_count == 3
     [link] = [p for p in at.get("page_link") if p.proto.label == "Open the replay run"]
     assert link.proto.query_string == f"run={replay.id}"
+    [compare] = [
+        p for p in at.get("page_link") if p.proto.label == "Compare the run with its replay"
+    ]
+    assert compare.proto.query_string == f"a={run_id}&b={replay.id}"
     assert_inert(at)
+
+
+def test_the_comparison_with_a_replay_from_here_pairs_every_replayed_step(run_id: str) -> None:
+    at = open_run(run_id, 1)
+    at.button(key=f"replay-from:{run_id}:1").click().run()
+    [replay] = [r for r in codetape.Store().runs(limit=50) if r.replay_of]
+    at.query_params.clear()
+    at.query_params.update({"a": run_id, "b": replay.id})
+    at.switch_page("pages/compare.py").run()
+
+    assert not at.exception, [e.value for e in at.exception]
+    assert [s.value for s in at.success] == ["The runs match step by step."]
+    [pairs] = [d.value for d in at.dataframe if "pair" in d.value.columns]
+    assert list(zip(pairs["step a"], pairs["step b"], pairs["same"], strict=True)) == [
+        ("1", "0", "same"),
+        ("2", "1", "same"),
+        ("3", "2", "same"),
+    ]
 
 
 def test_replay_from_the_first_and_the_last_step(run_id: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from ..errors import CodetapeError
 from ..replayer import diff_runs
 from ..schemas import RunDiff, StepPair
 from ..store.internal import resolve_home
-from ..viewer import APP, url
+from ..viewer import url
+from ..viewer.internal import ALLOW_LOCAL_EXEC_ENV, TOKEN_ENV, command
 from ._app import cli, err, handle_errors, out, print_json, shown, style_lines
 
 __all__ = ["streamlit_command"]
@@ -132,15 +134,9 @@ def _base_url(host: str, port: int) -> str:
 
 
 def streamlit_command(host: str, port: int) -> list[str]:
-    """The command ``codetape ui`` runs (the viewer's store comes from CODETAPE_HOME)."""
-    return [
-        sys.executable, "-m", "streamlit", "run", str(APP),
-        "--server.address", host,
-        "--server.port", str(port),
-        "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
-        "--client.toolbarMode", "minimal",  # no "Deploy" button: this is a local tool
-    ]  # fmt: skip
+    """The command ``codetape ui`` runs: Streamlit behind the viewer's guard (its store,
+    token and local-replay permission come from the environment)."""
+    return command(host, port)
 
 
 @cli.command("ui")
@@ -161,17 +157,29 @@ def streamlit_command(host: str, port: int) -> list[str]:
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to bind. Anything but loopback makes recorded code and output, "
-    "and the replay buttons, reachable from other machines.",
+    help="Address to bind. Anything but loopback makes recorded code and output "
+    "reachable from other machines. The viewer answers only to loopback names and this one.",
+)
+@click.option(
+    "--allow-local-exec",
+    is_flag=True,
+    help="Let the replay buttons run steps that replay in a local subprocess, without "
+    "isolation (steps not recorded in Docker). Docker replays need only the link's token.",
 )
 @click.pass_context
 @handle_errors
-def ui_command(ctx: click.Context, ui_home: Path | None, port: int, host: str) -> None:
+def ui_command(
+    ctx: click.Context, ui_home: Path | None, port: int, host: str, allow_local_exec: bool
+) -> None:
     """Open the web viewer: runs, steps, a timeline, replay buttons and run diffs.
 
+    The printed link carries a token made for this launch: the replay buttons work
+    only in a browser that opened it.
+
     \b
-      codetape ui                      http://127.0.0.1:8501
+      codetape ui                      http://127.0.0.1:8501/?token=…
       codetape ui --port 8502 --home runs/.codetape
+      codetape ui --allow-local-exec   replay steps recorded without Docker too
     """
     if importlib.util.find_spec("streamlit") is None:
         raise CodetapeError(
@@ -183,14 +191,26 @@ def ui_command(ctx: click.Context, ui_home: Path | None, port: int, host: str) -
     if not _is_loopback(host):
         err.print(
             f"[yellow]warning:[/] binding {shown(host)}: anyone who can reach it sees the "
-            "recorded code, output and variables, and can replay steps on this machine",
+            "recorded code, output and variables",
             soft_wrap=True,
         )
-    out.print(f"codetape viewer: {shown(url(base))}  (store {shown(str(home))})", soft_wrap=True)
-    out.print("[dim]Ctrl+C to stop[/]")
+    if allow_local_exec:
+        err.print(
+            "[yellow]warning:[/] --allow-local-exec: the replay buttons run steps not "
+            "recorded in Docker in a subprocess of this machine, without isolation",
+            soft_wrap=True,
+        )
+    token = secrets.token_urlsafe(32)
+    link = f"{url(base)}?token={token}"
+    out.print(f"codetape viewer: {shown(link)}  (store {shown(str(home))})", soft_wrap=True)
+    out.print("[dim]the link's token unlocks the replay buttons; Ctrl+C to stop[/]")
     sys.stdout.flush()
     sys.stderr.flush()
+    env = {**os.environ, "CODETAPE_HOME": str(home), TOKEN_ENV: token}
+    env.pop(ALLOW_LOCAL_EXEC_ENV, None)
+    if allow_local_exec:
+        env[ALLOW_LOCAL_EXEC_ENV] = "1"
     # Streamlit takes this process's place: signals reach the server, and no server is
     # left behind when the command is stopped.
-    command = streamlit_command(host, port)
-    os.execve(command[0], command, {**os.environ, "CODETAPE_HOME": str(home)})
+    argv = streamlit_command(host, port)
+    os.execve(argv[0], argv, env)

@@ -36,6 +36,7 @@ __all__ = [
     "page_count",
     "recent_runs",
     "replay",
+    "replay_backend",
     "replay_from",
     "replays_of",
     "run",
@@ -129,6 +130,13 @@ def _diff(store_home: Path, a: tuple[str, str, int], b: tuple[str, str, int]) ->
 def diff(a: str, b: str) -> RunDiff:
     """``diff_runs(a, b)``, cached until either run changes."""
     return _diff(home(), _version(run(a)), _version(run(b)))
+
+
+def replay_backend(step: Step) -> str:
+    """Where the viewer's replays of ``step`` run: ``docker`` for a step recorded in
+    Docker, else ``local`` (a subprocess on this machine, as ``replay`` does for a
+    local-sandbox or observed step when no image is given)."""
+    return "docker" if step.sandbox.backend == "docker" else "local"
 
 
 def replay(run_id: str, step: int, code: str | None = None) -> ReplayReport:

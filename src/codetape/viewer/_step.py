@@ -2,7 +2,11 @@
 replay buttons ("Replay this step", "Replay from here", "Edit and replay") with their
 reports shown in place.
 
-Reports are kept in the session state under the step's key, so they survive reruns.
+The buttons run code, so they work only for a session ``_access`` allows (the
+launch's token; for a local replay, ``--allow-local-exec``); otherwise they are
+disabled with a note saying why, and a click that reaches the server anyway runs
+nothing. Reports are kept in the session state under the step's key, so they survive
+reruns.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import streamlit as st
 from .._format import cut, failing_line
 from ..errors import CodetapeError
 from ..schemas import Run, Step
-from . import _data
+from . import _access, _data
 from . import _widgets as w
 from ._reports import show_from, show_report
 
@@ -113,15 +117,19 @@ def replaying(run: Run, step: Step) -> bool:
 
 
 def _replay_buttons(run: Run, step: Step, key: str) -> None:
+    why = _access.refusal(step)
+    off = why is not None
     one, rest, edit = st.columns(3)
-    if one.button("Replay this step", key=f"replay:{key}"):
+    if one.button("Replay this step", key=f"replay:{key}", disabled=off):
         _replay(run, step, None, f"report:{key}")
-    if rest.button("Replay from here", key=f"replay-from:{key}"):
+    if rest.button("Replay from here", key=f"replay-from:{key}", disabled=off):
         _replay_from(run, step, None, f"from-report:{key}")
-    if edit.button("Edit and replay", key=f"edit:{key}"):
+    if edit.button("Edit and replay", key=f"edit:{key}", disabled=off) and not off:
         st.session_state[f"editing:{key}"] = True
+    if why is not None:
+        st.caption(why)
     _reports(key, "report", "from-report")
-    if st.session_state.get(f"editing:{key}"):
+    if st.session_state.get(f"editing:{key}") and not off:
         code = st.text_area(
             "Code to run on the step's recorded input", step.code, height=240, key=f"code:{key}"
         )
@@ -145,6 +153,8 @@ def _reports(key: str, one: str, rest: str) -> None:
 
 
 def _replay(run: Run, step: Step, code: str | None, slot: str) -> None:
+    if _access.refusal(step) is not None:
+        return  # a click on a disabled button, forged: nothing runs
     with st.spinner("Replaying…"):
         try:
             st.session_state[slot] = _data.replay(run.id, step.index, code)
@@ -156,6 +166,8 @@ def _replay(run: Run, step: Step, code: str | None, slot: str) -> None:
 def _replay_from(run: Run, step: Step, code: str | None, slot: str) -> None:
     """Replay from ``step`` (``code`` in its place) to the end of the run; keep the
     reports and the steps a stop left unrun."""
+    if _access.refusal(step) is not None:
+        return  # a click on a disabled button, forged: nothing runs
     with st.spinner(f"Replaying from step {step.index} to the end of the run…"):
         try:
             reports = _data.replay_from(run.id, step.index, code)
