@@ -389,11 +389,23 @@ def test_runs_page_refreshes_itself_only_while_a_run_is_recorded(
 
 
 def test_runs_page_of_an_empty_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "empty").mkdir()
     monkeypatch.setenv("CODETAPE_HOME", str(tmp_path / "empty"))
     at = open_page("runs")
     assert [i.value for i in at.info] == ["No runs match."]
     assert at.caption[0].value.startswith("0 runs · page 1 of 1")
     assert not at.pagination
+
+
+def test_a_store_nothing_recorded_into_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "not-yet"
+    monkeypatch.setenv("CODETAPE_HOME", str(home))
+    at = open_page("runs")
+    assert [i.value for i in at.info] == ["No runs yet: nothing has recorded into this store."]
+    assert [c.value for c in at.code] == [str(home)]
+    at = open_page("run")
+    assert [i.value for i in at.info] == ["Pick a run, or open one from the Runs page."]
+    assert not home.exists()  # reading creates no store
 
 
 # -- run page ------------------------------------------------------------------------

@@ -33,6 +33,7 @@ __all__ = [
     "count_runs",
     "diff",
     "home",
+    "missing",
     "page_count",
     "recent_runs",
     "replay",
@@ -53,6 +54,12 @@ _RECENT = 500
 
 def home() -> Path:
     return resolve_home(os.environ.get("CODETAPE_HOME") or None)
+
+
+def missing() -> bool:
+    """Whether nothing has recorded into the store yet (its directory does not exist:
+    reading it would be an error, and creates nothing)."""
+    return not home().is_dir()
 
 
 def _store() -> Store:
@@ -93,7 +100,7 @@ def agents() -> list[str]:
 
 
 def recent_runs(limit: int = _RECENT) -> list[Run]:
-    return _store().runs(limit=limit)
+    return [] if missing() else _store().runs(limit=limit)
 
 
 def replays_of(run_id: str) -> list[Run]:

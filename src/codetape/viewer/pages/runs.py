@@ -9,6 +9,10 @@ from codetape.viewer import _data
 from codetape.viewer import _widgets as w
 
 st.title("Runs")
+if _data.missing():
+    st.info("No runs yet: nothing has recorded into this store.")
+    st.code(str(_data.home()), language=None)
+    st.stop()
 left, middle, right = st.columns([1, 1, 2])
 status = left.selectbox(
     "Status",
