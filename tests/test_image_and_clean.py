@@ -240,17 +240,19 @@ def test_doctor_clean_removes_what_a_killed_process_left_and_spares_live_ones(
     client = docker_client
     script = tmp_path / "crash.py"
     script.write_text(CRASHING_CHILD)
-    child = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "child-store"), IMAGE],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert child.returncode == -9, child.stderr
-    child_pid = int(child.stdout.split()[0])
-    assert len(_containers_of(client, child_pid)) == 1  # left behind
-    with codetape.Sandbox(image=IMAGE) as mine:  # a live process's container
+    # A live process's container, started first: a sandbox that starts removes the
+    # containers of processes that are gone, which would leave doctor nothing to clean.
+    with codetape.Sandbox(image=IMAGE) as mine:
         assert mine.run("y = 2").status == "ok"
+        child = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "child-store"), IMAGE],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert child.returncode == -9, child.stderr
+        child_pid = int(child.stdout.split()[0])
+        assert len(_containers_of(client, child_pid)) == 1  # left behind
         before = json.loads(invoke("--home", str(home), "doctor", "--json").stdout)
         check = next(c for c in before if c["name"] == "sandbox containers")
         assert check["status"] == "warn"

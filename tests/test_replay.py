@@ -338,6 +338,7 @@ def _tamper_tool_result(home: Path, run_id: str, step: Step, new_result: Any) ->
         assert attrs.get(A.GEN_AI_TOOL_CALL_ID, rows[0][0]) == span_id
         attrs[A.TOOL_RESULT_DIGEST] = digest
         attrs[A.GEN_AI_TOOL_CALL_RESULT] = json.dumps(new_result)
+        attrs.pop(A.TOOL_RESULT_PICKLE, None)  # the answer as the code got it: changed too
         con.execute(
             "UPDATE spans SET attributes = ? WHERE trace_id = ? AND span_id = ?",
             [json.dumps(attrs), run_id, rows[0][0]],

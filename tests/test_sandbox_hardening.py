@@ -438,7 +438,10 @@ def test_background_processes_do_not_outlive_the_sandbox(
 ) -> None:
     marker = f"codetape-sleeper-{uuid.uuid4().hex}"
     with codetape.run("background") as run:
-        sb = Sandbox(image=docker_image, limits=LIMITS)
+        # Kept past their step (by default they are stopped when it ends): closing the
+        # sandbox must end them all the same.
+        kept = LIMITS.model_copy(update={"keep_background": True})
+        sb = Sandbox(image=docker_image, limits=kept)
         try:
             started = sb.run(
                 "import os, subprocess, sys, time\n"

@@ -172,7 +172,7 @@ class ToolOracle:
         if recorded.error is not None:
             raise _error_class(recorded.error.type, recorded.error.message)()
         if recorded.result_pickle is not None and self.pickles is not None:
-            return Pickled(self.pickles(recorded.result_pickle))
+            return Pickled(self.pickles(recorded.result_pickle), recorded.result)
         return recorded.result  # what the sandbox's code saw: JSON, in recorded order
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import DockerUnavailableError, ImageNotFoundError, SandboxError
 from ..schemas import Limits, StepStatus
 from ..schemas import attributes as A
+from ._runtime import warn_once
 
 __all__ = [
     "LABEL",
@@ -100,8 +101,11 @@ def _new_client(timeout: float) -> Any:
 
 class DockerBackend(Backend):
     """One hardened container per runner: no network, read-only root, no capabilities,
-    an unprivileged user, pids/memory/CPU limits, a size-capped /tmp, an empty
-    environment, no mounts, and a label so orphans can be found and removed."""
+    an unprivileged user, pids/memory/CPU limits, a size-capped /tmp and /dev/shm, an
+    empty environment, no mounts, and labels so orphans can be found and removed.
+
+    Starting one first removes this host's containers whose process is gone, and the
+    first one in a process warns when the engine's runtime has a known escape."""
 
     name = "docker"
 
@@ -125,6 +129,7 @@ class DockerBackend(Backend):
             raise DockerUnavailableError("the docker command is not on PATH")
         self._docker: str = docker_cli
         self._names: dict[int, str] = {}
+        warn_once(self.client, str(getattr(self.client.api, "base_url", "")), _caller_level())
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -136,6 +141,9 @@ class DockerBackend(Backend):
         }
 
     def start(self, env: dict[str, str], run_id: str) -> subprocess.Popen[bytes]:
+        from ._leftovers import remove_orphans
+
+        remove_orphans(self.client)
         limits = self.limits
         name = f"codetape-{(run_id or 'norun')[:12]}-{uuid.uuid4().hex[:6]}"
         args = [
@@ -157,6 +165,8 @@ class DockerBackend(Backend):
             "--read-only",
             "--tmpfs",
             f"/tmp:rw,nosuid,nodev,noexec,size={limits.tmpfs},mode=1777",
+            "--shm-size",
+            limits.shm,
             "--cap-drop",
             "ALL",
             "--security-opt",

@@ -105,9 +105,11 @@ class RawState:
 class Pickled:
     """A tool answer pickled on the host, to be unpickled inside the sandbox: a replay
     gives the code exactly what the tool returned (a tuple stays a tuple, key order
-    and types stay), and the host unpickles nothing."""
+    and types stay), and the host unpickles nothing. ``shown`` is the answer as the
+    recording shows it (its JSON), recorded again with the pickle by a replay."""
 
     data: bytes
+    shown: Any = None
 
 
 @dataclass

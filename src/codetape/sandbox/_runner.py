@@ -4,14 +4,25 @@ This file runs inside the sandbox as the source of ``python3 -c``: it imports on
 standard library and nothing of codetape. The host sends cloudpickle's source in the
 first message, so the image needs nothing but ``python3``.
 
-Framing: each message is ``<length>\\n`` followed by that many bytes of JSON. Binary
-values (pickled variables) travel base64-encoded. The host never unpickles what this
-runner sends: it stores the bytes and only ever hands them back to a sandbox.
+Framing: each message is ``<length>\\n`` followed by that many bytes of JSON. The state's
+bytes (pickled variables, the checkpoint) go to the host as blob frames, ``b<length>\\n``
+and the raw bytes, before the message that names them by their SHA-256; from the host,
+binary values travel base64-encoded. The host never unpickles what this runner sends: it
+stores the bytes and only ever hands them back to a sandbox. It checks every message
+(size, depth, shape) and refuses one that is not the protocol, so this runner keeps its
+messages under the host's size limit and its values under its depth limit.
+
+Tool arguments leave as JSON with tuples, sets, bytes, dates, datetimes and Decimals
+tagged; tool answers come back pickled by the host. After each step this runner stops
+the threads and kills the processes the code left running (unless told to keep them);
+it exits, killing the code's processes, as soon as the host's end of stdin closes.
 """
 
 import ast
 import base64
 import builtins
+import datetime
+import decimal
 import hashlib
 import io
 import json
@@ -20,8 +31,12 @@ import pickle
 import platform
 import random
 import reprlib
+import select
+import signal
+import subprocess
 import sys
 import threading
+import time
 import traceback
 import types
 
@@ -33,6 +48,15 @@ PROTO_OUT = os.fdopen(os.dup(1), "wb", buffering=0)
 _devnull = os.open(os.devnull, os.O_RDONLY)
 os.dup2(_devnull, 0)
 os.close(_devnull)
+# One frame at a time on the channel, whichever thread sends it.
+SEND_LOCK = threading.Lock()
+# Set by ``init``: the largest message the host accepts, and whether this runner is
+# alone in a container (then every other process in it is the code's).
+LIMITS = {"max_message": 1 << 62, "contained": False}
+
+
+class MessageTooLarge(ValueError):
+    pass
 
 
 def send(message):
@@ -40,7 +64,59 @@ def send(message):
         # A process the user's code forked must never speak for the runner.
         os._exit(0)
     body = json.dumps(message, default=repr).encode("utf-8", "surrogatepass")
-    PROTO_OUT.write(b"%d\n" % len(body) + body)
+    if len(body) > LIMITS["max_message"]:
+        raise MessageTooLarge(
+            "%d bytes, over the host's %d-byte limit of a message (set by "
+            "Limits.output_bytes)" % (len(body), LIMITS["max_message"])
+        )
+    with SEND_LOCK:
+        PROTO_OUT.write(b"%d\n" % len(body) + body)
+        _SENT.clear()
+
+
+# The blobs sent since the last message: the same bytes go once.
+_SENT = set()
+
+
+def send_blob(data, digest=None):
+    """Send bytes of the state as a blob frame; the host names it by its SHA-256, which
+    is returned for the message that refers to it."""
+    if os.getpid() != MAIN_PID:
+        os._exit(0)
+    digest = digest or "sha256:" + hashlib.sha256(data).hexdigest()
+    with SEND_LOCK:
+        if digest not in _SENT:
+            PROTO_OUT.write(b"b%d\n" % len(data))
+            PROTO_OUT.write(data)
+            _SENT.add(digest)
+    return digest
+
+
+def _end_everything():
+    """The host is gone (the channel closed): kill the code's processes, then exit."""
+    try:
+        if LIMITS["contained"]:
+            os.kill(-1, signal.SIGKILL)  # every process of the container but init and this
+        else:
+            _kill_descendants()
+    except Exception:
+        pass
+    os._exit(0)
+
+
+def _watch_channel():
+    """Exit when the host's end of the channel closes, even while the code is busy (a
+    ``while True: pass`` never lets the main thread read): a killed host must not leave
+    its sandbox running."""
+    poller = select.poll()
+    poller.register(PROTO_IN.fileno(), 0)  # hang-up and errors only, never readable data
+    while True:
+        for _fd, events in poller.poll():
+            if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                _end_everything()
+
+
+threading.Thread(target=_watch_channel, name="codetape-channel-watch", daemon=True).start()
 
 
 def _read_exact(n):
@@ -151,12 +227,85 @@ def _exception_class(name):
     return type(short, (ToolError,), {"__module__": module or "builtins", "__qualname__": qualname})
 
 
-def _jsonable(value):
+# How deep a value sent to the host may nest, as JSON (the host refuses deeper messages).
+_MAX_DEPTH = 100
+_MAX_NODES = 1000000
+
+
+def _too_deep(value):
+    """Whether a value nests (lists, tuples, dicts) deeper than the host accepts, or is
+    too big to walk; found without recursion, so a cycle cannot hang it."""
+    stack, nodes = [(value, 0)], 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > _MAX_NODES:
+            return True
+        if isinstance(item, dict):
+            children = list(item.values())
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth >= _MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _jsonable(value, limit):
+    """A final answer as JSON when it is JSON of at most ``limit`` characters, else its
+    repr (cut to ``limit``)."""
     try:
-        json.dumps(value)
-        return value, True
-    except (TypeError, ValueError):
-        return repr(value), False
+        if not _too_deep(value):
+            text = json.dumps(value)
+            if len(text) <= limit:
+                return value, True
+    except (TypeError, ValueError, RecursionError):
+        pass
+    try:
+        shown = repr(value)
+    except Exception as exc:
+        shown = "<%s: repr failed: %s>" % (type(value).__name__, type(exc).__name__)
+    if len(shown) > limit:
+        shown = shown[:limit] + "... [codetape: cut, %d characters in all]" % len(shown)
+    return shown, False
+
+
+# Tool arguments travel as JSON, and these types tagged: {TAG: kind, "v": ...}. The host
+# decodes them without unpickling anything.
+TAG = "$codetape"
+
+
+def _encode(value, depth=0):
+    if depth > _MAX_DEPTH:
+        raise ValueError("it nests deeper than %d levels" % _MAX_DEPTH)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list):
+        return [_encode(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        if TAG not in value and all(isinstance(key, str) for key in value):
+            return dict((key, _encode(item, depth + 1)) for key, item in value.items())
+        pairs = [[_encode(k, depth + 3), _encode(v, depth + 3)] for k, v in value.items()]
+        return {TAG: "dict", "v": pairs}
+    for kind, types_ in _TAGGED_CONTAINERS:
+        if isinstance(value, types_):
+            return {TAG: kind, "v": [_encode(item, depth + 2) for item in value]}
+    for kind, types_, encode in _TAGGED_SCALARS:
+        if isinstance(value, types_):
+            return {TAG: kind, "v": encode(value)}
+    raise TypeError("%s is not JSON-serializable" % type(value).__name__)
+
+
+_TAGGED_CONTAINERS = (("tuple", tuple), ("frozenset", frozenset), ("set", set))
+_TAGGED_SCALARS = (
+    ("datetime", datetime.datetime, lambda v: v.isoformat()),
+    ("date", datetime.date, lambda v: v.isoformat()),
+    ("decimal", decimal.Decimal, str),
+    ("bytes", bytes, lambda v: base64.b64encode(v).decode("ascii")),
+    ("bytearray", bytearray, lambda v: base64.b64encode(bytes(v)).decode("ascii")),
+)
 
 
 # Replaced by the state codec's repr when the host sends it (``init``): previews are
@@ -179,8 +328,101 @@ _SMOLAGENTS_KEYS = frozenset(["_print_outputs", "_operations_count"])
 _FILES_CAP = 8 << 20
 
 
-def _b64(data):
-    return base64.b64encode(data).decode("ascii")
+def _proc_table():
+    """pid -> (parent pid, state letter) of every process this runner can see."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # it ended while we looked
+        table[int(entry)] = (int(fields[1]), fields[0].decode("ascii", "replace"))
+    return table
+
+
+def _others(table):
+    """The code's processes: in a container every process but init and this runner,
+    else this runner's descendants."""
+    me = os.getpid()
+    if LIMITS["contained"]:
+        return [pid for pid in table if pid not in (1, me)]
+    found, frontier = [], [me]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, (ppid, _) in table.items() if ppid == parent]
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
+def _kill_descendants():
+    for pid in _others(_proc_table()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _end_processes():
+    """Kill every process the code left running, and wait (a few seconds at most) until
+    none is left but the dead ones: the next step starts with no process of this one."""
+    if not os.path.isdir("/proc"):
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        table = _proc_table()
+        running = [pid for pid in _others(table) if table[pid][1] != "Z"]
+        if not running:
+            break
+        if LIMITS["contained"]:
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except OSError:
+                pass
+        for pid in running:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+    try:
+        subprocess._cleanup()  # reap the processes of Popen objects the code dropped
+    except Exception:
+        pass
+
+
+def _end_threads(keep, signalled):
+    """Stop the threads the code started: each gets SystemExit as soon as it runs
+    Python again (one blocked in a call finishes that call first, and no more)."""
+    try:
+        import ctypes
+    except ImportError:
+        return
+    targets = [
+        t for t in threading.enumerate() if t not in keep and t not in signalled and t.is_alive()
+    ]
+    for thread in targets:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(SystemExit)
+        )
+        signalled.add(thread)
+    deadline = time.monotonic() + 1
+    for thread in targets:
+        thread.join(max(0, deadline - time.monotonic()))
+
+
+def _become_subreaper():
+    """Outside a container, orphans of the code's processes become this runner's
+    children (Linux), so that they can be found and killed after the step."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:
+        pass
 
 
 class _Executor:
@@ -286,6 +528,32 @@ def _set_result(reply, value):
         reply["result"] = "<%s: repr failed: %s>" % (type(value).__name__, type(exc).__name__)
 
 
+def _text(exc):
+    try:
+        return str(exc)
+    except Exception as error:
+        return "<str() failed: %s>" % type(error).__name__
+
+
+def _cut(text, limit):
+    if len(text) <= limit:
+        return text
+    return text[:limit] + "\n[codetape: cut, %d characters in all]" % len(text)
+
+
+def _load_result(cloudpickle, name, reply):
+    """A tool's answer, unpickled here; an answer of a class this image cannot load is
+    an ImportError that says which class and why."""
+    try:
+        return cloudpickle.loads(base64.b64decode(reply["pickled"]))
+    except Exception as exc:
+        raise ImportError(
+            "the result of tool %r (a %s) cannot be loaded in this sandbox: %s: %s; use an "
+            "image that has what it needs (codetape image build)"
+            % (name, reply.get("type") or "value", type(exc).__name__, exc)
+        ) from None
+
+
 def _mask(text):
     return sys.modules["codetape_state"].mask_addresses(text)
 
@@ -303,6 +571,11 @@ class Runner:
         self.stdout = self.stderr = None
         self.calls = 0
         self.tool_lock = threading.Lock()
+        self.output_bytes = 1000000
+        self.keep_background = False
+        # The runner's own threads; any other is the code's, stopped after its step.
+        self.own_threads = set()
+        self.stopped_threads = set()
 
     # -- set-up ------------------------------------------------------------------
 
@@ -321,9 +594,15 @@ class Runner:
         _repr = state_codec.make_repr()
         self.snapshots = state_codec.Snapshotter(self.codec, _repr)
         self.files_root = msg.get("files_root")
-        limit = int(msg.get("output_bytes", 1000000))
+        LIMITS["max_message"] = int(msg.get("max_message") or LIMITS["max_message"])
+        LIMITS["contained"] = bool(msg.get("contained"))
+        if not LIMITS["contained"]:
+            _become_subreaper()
+        self.keep_background = bool(msg.get("keep_background"))
+        limit = self.output_bytes = int(msg.get("output_bytes", 1000000))
         self.stdout = CappedPipe(1, limit)
         self.stderr = CappedPipe(2, limit)
+        self.own_threads = set(threading.enumerate())
         sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", buffering=0), write_through=True)
         sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", buffering=0), write_through=True)
         spec = msg.get("executor") or {}
@@ -351,28 +630,45 @@ class Runner:
 
         def call_tool(*args, **kwargs):
             try:
-                payload = json.dumps({"args": args, "kwargs": kwargs})
+                message = {
+                    "op": "tool_call",
+                    "name": name,
+                    "args": [_encode(arg, 2) for arg in args],
+                    "keywords": dict((key, _encode(arg, 2)) for key, arg in kwargs.items()),
+                }
             except (TypeError, ValueError) as exc:
                 raise TypeError(
-                    "arguments of tool %r must be JSON-serializable: %s" % (name, exc)
+                    "arguments of tool %r must be JSON-serializable, or datetime, date, "
+                    "Decimal, bytes, tuple or set values: %s" % (name, exc)
                 ) from None
             with runner.tool_lock:  # one call at a time on the channel, even from threads
                 runner.calls += 1
+                message["id"] = runner.calls
                 sys.stdout.flush()
                 sys.stderr.flush()
-                send({"op": "tool_call", "id": runner.calls, "name": name, "payload": payload})
+                try:
+                    send(message)
+                except MessageTooLarge as exc:
+                    raise ValueError("the arguments of tool %r are %s" % (name, exc)) from None
                 reply = receive()
             if reply.get("error"):
                 err = reply["error"]
                 raise _exception_class(err["type"])(err["message"])
-            if reply.get("pickled") is not None:  # a recorded answer, exactly as returned
-                return runner.cloudpickle.loads(base64.b64decode(reply["pickled"]))
+            if reply.get("pickled") is not None:  # the answer, exactly as the tool returned it
+                return _load_result(runner.cloudpickle, name, reply)
             return reply.get("result")
 
         call_tool.__name__ = name
         call_tool.__qualname__ = name
         call_tool.__codetape_tool__ = name
         return call_tool
+
+    def end_background(self):
+        """Stop what the code left running after its step (unless it is to be kept)."""
+        if self.keep_background:
+            return
+        _end_threads(self.own_threads, self.stopped_threads)
+        _end_processes()
 
     def _stubs(self):
         stubs = dict((name, self._tool_stub(name)) for name in self.tools)
@@ -400,13 +696,14 @@ class Runner:
         )
         checkpoint = dict(snap["checkpoint"])
         if checkpoint.get("data") is not None:
-            checkpoint["data"] = _b64(checkpoint["data"])
-        checkpoint["blobs"] = dict((k, _b64(v)) for k, v in checkpoint["blobs"].items())
+            checkpoint["data"] = send_blob(checkpoint["data"], checkpoint.get("digest"))
+        checkpoint["blobs"] = dict((k, send_blob(v, k)) for k, v in checkpoint["blobs"].items())
         if files:
+            checkpoint["files_data"] = files.pop("data", None)
             checkpoint["files"] = files
         return {
             "variables": snap["variables"],
-            "data": dict((k, _b64(v)) for k, v in snap["data"].items()),
+            "data": dict((k, send_blob(v, k)) for k, v in snap["data"].items()),
             "modules": snap["modules"],
             "tools": snap["tools"],
             "checkpoint": checkpoint,
@@ -433,7 +730,7 @@ class Runner:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         record = {"files": digest}
         if digest not in self.snapshots.known:
-            record["data"] = _b64(data)
+            record["data"] = send_blob(data, digest)
             self.snapshots.known.add(digest)
         return record
 
@@ -486,7 +783,7 @@ class Runner:
         try:
             self.executor.run(code, reply)
         except FinalAnswer as done:
-            value, is_json = _jsonable(done.value)
+            value, is_json = _jsonable(done.value, self.output_bytes)
             reply["final_answer"] = {
                 "value": value,
                 "json": is_json,
@@ -496,13 +793,14 @@ class Runner:
             reply["status"] = "error"
             reply["error"] = {
                 "type": getattr(exc, "codetape_type", None) or _qualified(type(exc)),
-                "message": str(exc),
-                "traceback": _user_traceback(exc, self.executor.filename),
+                "message": _cut(_text(exc), self.output_bytes),
+                "traceback": _cut(_user_traceback(exc, self.executor.filename), self.output_bytes),
             }
         if os.getpid() != MAIN_PID:
             # A process the user's code forked has left that code: it must not go on
             # into the runner's reply (or wait on its output pipes).
             os._exit(0)
+        self.end_background()
         reply["stdout"], reply["stderr"] = self._output()
         if "smolagents_output" in reply:
             reply["stdout"] = reply.pop("smolagents_output")
@@ -549,8 +847,8 @@ class Runner:
                     {
                         "op": "fatal",
                         "id": msg.get("id"),
-                        "message": "%s: %s" % (type(exc).__name__, exc),
-                        "traceback": traceback.format_exc(),
+                        "message": _cut("%s: %s" % (type(exc).__name__, _text(exc)), 10000),
+                        "traceback": _cut(traceback.format_exc(), 10000),
                     }
                 )
 

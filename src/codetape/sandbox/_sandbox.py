@@ -11,7 +11,6 @@ import base64
 import contextlib
 import hashlib
 import inspect
-import json
 import os
 import random
 import time
@@ -27,9 +26,20 @@ from ..errors import SandboxError
 from ..schemas import ErrorInfo, Limits
 from ..schemas import attributes as A
 from ._backends import Backend, DockerBackend, LocalBackend
+from ._messages import (
+    BadMessage,
+    CheckpointMessage,
+    ReadyMessage,
+    ResultMessage,
+    StateMessage,
+    StateReply,
+    ToolCallMessage,
+    check,
+)
 from ._outcome import Checkpoint, Outcome, Pickled, RawState, RawVariable, RelayedCall
 from ._protocol import Channel, ChannelBroken, ChannelClosed, ChannelTimeout
 from ._statecodec import qualified_name
+from ._values import BadValue, decode_value
 
 __all__ = ["DEFAULT_IMAGE", "PICKLE_PROTOCOL", "Sandbox", "default_image", "tool_name"]
 
@@ -38,6 +48,11 @@ DEFAULT_IMAGE = "python:3.12-slim"
 # unchanged value has one digest wherever it was serialized.
 PICKLE_PROTOCOL = 4
 _STARTUP_TIMEOUT_S = 60.0
+# Room in a message from the sandbox beside its stdout and stderr: variable previews,
+# types, digests, a final answer, an error's traceback.
+MESSAGE_MARGIN = 16 << 20
+# Room beside the memory limit for the state's bytes: the files under /tmp (8 MB at most).
+STATE_MARGIN = 16 << 20
 _S = TypeVar("_S", bound="Sandbox")
 
 
@@ -60,8 +75,16 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _decode(encoded: object) -> bytes | None:
-    return base64.b64decode(encoded) if isinstance(encoded, str) else None
+def message_cap(limits: Limits) -> int:
+    """The largest message the host reads from a sandbox: its stdout and stderr (each
+    capped at ``output_bytes``, and up to six bytes each as escaped JSON) plus a margin."""
+    return 2 * 6 * limits.output_bytes + MESSAGE_MARGIN
+
+
+def state_cap(limits: Limits) -> int:
+    """The most bytes of state (pickles, sent as blob frames) the host reads with one
+    reply: the runner made them in its memory, so they fit in the memory limit."""
+    return _bytes(limits.memory) + STATE_MARGIN
 
 
 def tool_name(tool: Callable[..., Any]) -> str:
@@ -82,12 +105,28 @@ def _bytes(size: str) -> int:
     return int(size)
 
 
-def _json_or_repr(value: object) -> object:
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _tool_error(kind: str, message: str) -> dict[str, Any]:
+    return {"op": "tool_result", "error": {"type": kind, "message": message}}
+
+
+def _tool_result(name: str, result: object) -> dict[str, Any]:
+    """A tool's answer for the sandbox: pickled here (a recorded answer already is)."""
+    if isinstance(result, Pickled):
+        return {"op": "tool_result", "pickled": base64.b64encode(result.data).decode("ascii")}
+    kind = qualified_name(type(result))
     try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value
+        data = cloudpickle.dumps(result, protocol=PICKLE_PROTOCOL)
+    except Exception as exc:  # pickling raises whatever the value's reducers raise
+        return _tool_error(
+            "TypeError",
+            f"the result of tool {name!r} (a {kind}) cannot be sent into the sandbox: "
+            f"{type(exc).__name__}: {exc}",
+        )
+    return {"op": "tool_result", "pickled": base64.b64encode(data).decode("ascii"), "type": kind}
 
 
 class _Interrupted(Exception):
@@ -150,6 +189,9 @@ class Sandbox:
         self._identity_attrs: dict[str, Any] | None = None
         # The namespace as of the last good state; its checkpoint restores a new runner.
         self.state: RawState | None = None
+        # Why the last good state could not be restored into a new runner: the next
+        # step ends with this error instead of running in an empty namespace unawares.
+        self._lost: ErrorInfo | None = None
 
     # -- life cycle -------------------------------------------------------------
 
@@ -178,34 +220,58 @@ class Sandbox:
             return self._channel
         env = {"PYTHONHASHSEED": str(self.hash_seed), "PYTHONDONTWRITEBYTECODE": "1"}
         process = self._backend.start(env, self._owner())
-        # Base64 state of up to the whole memory limit, plus room for output.
-        channel = Channel(process, max_message=2 * _bytes(self.limits.memory) + (64 << 20))
+        channel = Channel(
+            process, max_message=message_cap(self.limits), max_blobs=state_cap(self.limits)
+        )
         self._process, self._channel = process, channel
         try:
-            self._ready = self._request(
-                channel,
-                {
-                    "op": "init",
-                    "modules": _runner_modules(),
-                    "tools": sorted(self._tools),
-                    "output_bytes": self.limits.output_bytes,
-                    "executor": self._executor,
-                    # Files under a container's /tmp are part of its state; the local
-                    # backend's /tmp is the host's own.
-                    "files_root": "/tmp" if self.backend == "docker" else None,
-                },
-            )
-            if self.state is not None and self.state.checkpoint.data is not None:
-                self._restore(channel, self.state)
-        except (ChannelClosed, ChannelTimeout) as exc:
+            ready = self._request(channel, self._init_message())
+            check(ReadyMessage, ready)
+        except (ChannelClosed, ChannelTimeout, BadMessage, SandboxError) as exc:
             stderr = self._stderr()
             self.close()
             raise SandboxError(
                 f"the {self.backend} sandbox did not start: {type(exc).__name__}"
+                + (f": {exc}" if str(exc) else "")
                 + (f": {stderr}" if stderr else ""),
                 hint="`codetape doctor` checks Docker and the sandbox image",
             ) from None
-        return channel
+        self._ready = ready
+        if self.state is not None and self.state.checkpoint.data is not None:
+            self._restore_or_forget(channel, self.state)
+        return self._channel if self._channel is not None else self._ensure_started()
+
+    def _init_message(self) -> dict[str, Any]:
+        return {
+            "op": "init",
+            "modules": _runner_modules(),
+            "tools": sorted(self._tools),
+            "output_bytes": self.limits.output_bytes,
+            "max_message": message_cap(self.limits),
+            "keep_background": self.limits.keep_background,
+            "executor": self._executor,
+            # Alone in a container, the runner may kill every other process in it;
+            # files under a container's /tmp are part of its state (the local
+            # backend's /tmp is the host's own).
+            "contained": self.backend == "docker",
+            "files_root": "/tmp" if self.backend == "docker" else None,
+        }
+
+    def _restore_or_forget(self, channel: Channel, state: RawState) -> None:
+        """Restore the last good state into a new runner. Code in the sandbox made that
+        state, so restoring it can fail (a value whose unpickling raises): then the
+        runner is started afresh, empty, and the next step says why."""
+        try:
+            self._restore(channel, state)
+        except (SandboxError, ChannelClosed, ChannelTimeout) as exc:
+            self._lost = ErrorInfo(
+                type="SandboxError",
+                message="the sandbox was replaced after its last step, and its variables "
+                f"could not be restored into the new one ({exc}); this step did not run, "
+                "and the sandbox goes on with no variables",
+            )
+            self.state = None
+            self._replace_runner()
 
     def _stderr(self) -> str:
         process = self._process
@@ -216,17 +282,33 @@ class Sandbox:
 
     def _request(self, channel: Channel, message: dict[str, Any]) -> dict[str, Any]:
         """Send a request and wait for the runner's reply to it (matched by id: code in
-        the sandbox can write to the channel too, and what it writes is ignored)."""
+        the sandbox can write to the channel too, and what it writes is ignored). A
+        broken channel replaces the runner and is a ``SandboxError``."""
         request = message["id"] = uuid.uuid4().hex
+        channel.take_blobs()
         channel.send(message)
         deadline = time.monotonic() + _STARTUP_TIMEOUT_S
         while True:
-            reply = channel.receive(deadline)
+            try:
+                reply = channel.receive(deadline)
+            except ChannelBroken as exc:
+                self._backend.kill(channel.process)
+                self._replace_runner()
+                raise SandboxError(f"the sandbox sent {exc}, which codetape refuses") from None
             if reply.get("id") != request:
                 continue
             if reply.get("op") == "fatal":
-                raise SandboxError(f"the sandbox runner failed: {reply.get('message')}")
+                raise SandboxError(f"the sandbox runner failed: {_text(reply.get('message'))}")
             return reply
+
+    def _state_reply(self, channel: Channel, message: dict[str, Any]) -> StateReply:
+        """A request whose reply carries the namespace's state, checked."""
+        reply = self._request(channel, message)
+        try:
+            return check(StateReply, reply)
+        except BadMessage as exc:
+            self._replace_runner()
+            raise SandboxError(f"the sandbox sent {exc}, which codetape refuses") from None
 
     def _restore(self, channel: Channel, state: RawState) -> RawState:
         checkpoint = state.checkpoint
@@ -240,8 +322,8 @@ class Sandbox:
             else None,
             "tools": state.tools,
         }
-        reply = self._request(channel, message)
-        return self._take_state(reply.get("state") or {})
+        reply = self._state_reply(channel, message)
+        return self._take_state(reply.state, channel.take_blobs())
 
     def restore(self, state: RawState) -> RawState:
         """Load a recorded checkpoint (a step's input) into this sandbox's namespace;
@@ -286,35 +368,31 @@ class Sandbox:
         tracer records each call)."""
         return tool(*args, **kwargs)
 
-    def _relay(self, message: dict[str, Any], calls: list[RelayedCall]) -> dict[str, Any]:
-        """Answer one tool call from the sandbox with the host tool's result."""
-        name = str(message.get("name"))
-        tool = self._tools.get(name)
+    def _relay(self, message: ToolCallMessage, calls: list[RelayedCall]) -> dict[str, Any]:
+        """Answer one tool call from the sandbox with the host tool's result, pickled
+        (the sandbox unpickles it: the code gets the very types the tool returned)."""
         try:
-            payload = json.loads(message.get("payload") or "{}")
-            args, kwargs = list(payload.get("args", [])), dict(payload.get("kwargs", {}))
-        except (ValueError, AttributeError) as exc:
-            return {"op": "tool_result", "error": {"type": "ValueError", "message": str(exc)}}
+            args = decode_value(message.args)
+            kwargs = decode_value(message.keywords)
+        except BadValue as exc:
+            raise BadMessage(f"a tool call whose arguments cannot be read ({exc})") from None
+        tool = self._tools.get(message.name)
         if tool is None:
-            return {
-                "op": "tool_result",
-                "error": {"type": "NameError", "message": f"no tool named {name!r}"},
-            }
-        call = RelayedCall(name, args, kwargs)
+            shown = message.name[:100]
+            return _tool_error("NameError", f"no tool named {shown!r}")
+        call = RelayedCall(message.name, args, kwargs)
         calls.append(call)
         started = time.monotonic()
         try:
-            call.result = self.call_tool(name, tool, args, kwargs)
+            call.result = self.call_tool(message.name, tool, args, kwargs)
         except Exception as exc:
             # Qualified, as the tracer records it: the code in the sandbox raises a class
             # of that name, so the step's error reads the same recorded and replayed.
             call.error = ErrorInfo(type=qualified_name(type(exc)), message=str(exc))
-            return {"op": "tool_result", "error": {"type": call.error.type, "message": str(exc)}}
+            return _tool_error(call.error.type, str(exc))
         finally:
             call.duration_ms = (time.monotonic() - started) * 1000
-        if isinstance(call.result, Pickled):
-            return {"op": "tool_result", "pickled": base64.b64encode(call.result.data).decode()}
-        return {"op": "tool_result", "result": _json_or_repr(call.result)}
+        return _tool_result(message.name, call.result)
 
     # -- identity and state ------------------------------------------------------
 
@@ -332,73 +410,60 @@ class Sandbox:
         self._identity_attrs = attrs
         return attrs
 
-    def _take_state(self, raw: Mapping[str, Any]) -> RawState:
-        """The runner's snapshot, with its bytes checked against their digests (the
-        sandbox is not trusted to name what it sends) and the checkpoint's bytes held
-        here for the next restore: the runner sends bytes only when the host lacks them."""
-        data = {}
-        for digest, encoded in dict(raw.get("data") or {}).items():
-            value = _decode(encoded)
-            if value is not None and _sha256(value) == digest:
-                data[digest] = value
-        variables = {}
-        for name, var in dict(raw.get("variables") or {}).items():
-            digest = var.get("digest")
-            variables[str(name)] = RawVariable(
-                type=str(var.get("type", "?")),
-                preview=str(var.get("preview", "")),
-                size=int(var.get("size") or 0),
-                digest=digest if isinstance(digest, str) else None,
-                data=data.get(digest) if isinstance(digest, str) else None,
-                reason=str(var["reason"]) if var.get("reason") else None,
+    def _take_state(self, raw: StateMessage, blobs: Mapping[str, bytes]) -> RawState:
+        """The runner's snapshot, checked, with the bytes it names taken from the blobs
+        that came with it (named by the digest the host computed: the sandbox is not
+        trusted to name what it sends), and the checkpoint's bytes held here for the
+        next restore: the runner sends bytes only when the host lacks them."""
+        data = {d: blobs[d] for d, ref in raw.data.items() if ref == d and d in blobs}
+        variables = {
+            name: RawVariable(
+                type=var.type,
+                preview=var.preview,
+                size=var.size,
+                digest=var.digest,
+                data=data.get(var.digest) if var.digest is not None else None,
+                reason=var.reason or None,
             )
+            for name, var in raw.variables.items()
+        }
         state = RawState(
             variables,
-            modules={str(k): str(v) for k, v in dict(raw.get("modules") or {}).items()},
-            tools={str(k): str(v) for k, v in dict(raw.get("tools") or {}).items()},
-            checkpoint=self._take_checkpoint(dict(raw.get("checkpoint") or {}), data),
+            modules=dict(raw.modules),
+            tools=dict(raw.tools),
+            checkpoint=self._take_checkpoint(raw.checkpoint, blobs),
         )
         self.state = state
         return state
 
-    def _take_checkpoint(self, raw: dict[str, Any], data: dict[str, bytes]) -> Checkpoint:
+    def _take_checkpoint(self, raw: CheckpointMessage, blobs: Mapping[str, bytes]) -> Checkpoint:
         held = self.state.checkpoint if self.state is not None else Checkpoint(None)
-        digest = raw.get("digest") if isinstance(raw.get("digest"), str) else None
-        files = dict(raw.get("files") or {})
+        files = raw.files
         checkpoint = Checkpoint(
-            digest,
-            reason=str(raw["reason"]) if raw.get("reason") else files.get("reason"),
-            name=raw.get("name") if isinstance(raw.get("name"), str) else None,
-            files=files.get("files") if isinstance(files.get("files"), str) else None,
+            raw.digest,
+            reason=raw.reason or (files.reason if files is not None else None),
+            name=_text(raw.name),
+            files=files.files if files is not None else None,
         )
-        body = _decode(raw.get("data"))
-        if digest is not None:
-            checkpoint.data = (
-                body if body is not None else (held.data if held.digest == digest else None)
-            )
-            if checkpoint.data is None or _sha256(checkpoint.data) != digest:
-                checkpoint.digest, checkpoint.data = None, None
+        if raw.digest is not None:
+            body = blobs.get(raw.digest) if raw.data == raw.digest else None
+            checkpoint.data = body if body is not None or held.digest != raw.digest else held.data
+            if checkpoint.data is None:
+                checkpoint.digest = None
                 checkpoint.reason = "the sandbox did not send its checkpoint"
         pool = {held.keys[label]: blob for label, blob in held.large.items()}
-        pool.update(data)
-        for key, encoded in dict(raw.get("blobs") or {}).items():
-            value = _decode(encoded)
-            if value is not None:
-                pool[key] = value
-        for label, key in dict(raw.get("large") or {}).items():
+        pool.update(blobs)
+        for label, key in raw.large.items():
             blob = pool.get(key)
-            if blob is not None and _sha256(blob) == key:
-                checkpoint.large[str(label)], checkpoint.keys[str(label)] = blob, str(key)
+            if blob is not None:
+                checkpoint.large[label], checkpoint.keys[label] = blob, key
             elif checkpoint.digest is not None:
                 checkpoint.digest, checkpoint.data = None, None
                 checkpoint.reason = f"the sandbox did not send the large value {label}"
         if checkpoint.files is not None:
-            body = _decode(files.get("data"))
-            checkpoint.files_data = (
-                body
-                if body is not None
-                else (held.files_data if held.files == checkpoint.files else None)
-            )
+            sent = blobs.get(checkpoint.files) if raw.files_data == checkpoint.files else None
+            held_files = held.files_data if held.files == checkpoint.files else None
+            checkpoint.files_data = sent if sent is not None else held_files
         return checkpoint
 
     def send_variables(self, mapping: Mapping[str, Any]) -> None:
@@ -421,18 +486,19 @@ class Sandbox:
         """
         channel = self._ensure_started()
         encoded = {name: base64.b64encode(data).decode("ascii") for name, data in values.items()}
-        reply = self._request(channel, {"op": "set_vars", "vars": encoded})
-        self._take_state(reply.get("state") or {})
-        return dict(reply.get("errors") or {})
+        reply = self._state_reply(channel, {"op": "set_vars", "vars": encoded})
+        self._take_state(reply.state, channel.take_blobs())
+        return dict(reply.errors)
 
     # -- running code -----------------------------------------------------------
 
     def execute(
         self, code: str, *, seed: int | None = None, random_state: bytes | None = None
     ) -> Outcome:
-        """Run one snippet and say what it did. Never raises for the snippet's own
-        errors: see the outcome's ``status`` and ``error``. ``random`` is seeded with
-        ``seed`` first, or set to ``random_state`` (a pickled ``random.getstate()``)."""
+        """Run one snippet and say what it did. Never raises for what the code did (its
+        own errors, or anything it sends the host): see the outcome's ``status`` and
+        ``error``. ``random`` is seeded with ``seed`` first, or set to ``random_state``
+        (a pickled ``random.getstate()``)."""
         channel = self._ensure_started()
         started = time.monotonic()
         outcome = Outcome(status="ok", seed=seed)
@@ -440,21 +506,31 @@ class Sandbox:
         if random_state is not None:
             request["random_state"] = base64.b64encode(random_state).decode("ascii")
         try:
+            if self._lost is not None:
+                lost, self._lost = self._lost, None
+                raise _Interrupted("error", lost)
             reply = self._exchange(channel, request, outcome.tool_calls)
+            self._take_outcome(outcome, reply, channel.take_blobs())
         except _Interrupted as stopped:
             outcome.status, outcome.error = stopped.status, stopped.error
-        else:
-            outcome.status = "ok" if reply.get("status") == "ok" else "error"
-            if reply.get("error"):
-                outcome.error = ErrorInfo(**reply["error"])
-            outcome.stdout, outcome.stderr = reply.get("stdout", ""), reply.get("stderr", "")
-            outcome.has_result = bool(reply.get("has_result"))
-            outcome.result = reply.get("result") if outcome.has_result else None
-            outcome.result_type = reply.get("result_type")
-            outcome.final_answer = reply.get("final_answer")
-            outcome.state = self._take_state(reply.get("state") or {})
         outcome.duration_ms = (time.monotonic() - started) * 1000
         return outcome
+
+    def _take_outcome(self, outcome: Outcome, raw: dict[str, Any], blobs: dict[str, bytes]) -> None:
+        try:
+            reply = check(ResultMessage, raw)
+        except BadMessage as exc:
+            raise self._broken(str(exc)) from None
+        outcome.status = reply.status
+        if reply.error is not None:
+            outcome.error = ErrorInfo(**reply.error.model_dump())
+        outcome.stdout, outcome.stderr = reply.stdout, reply.stderr
+        outcome.has_result = reply.has_result
+        outcome.result = reply.result if reply.has_result else None
+        outcome.result_type = reply.result_type
+        if reply.final_answer is not None:
+            outcome.final_answer = reply.final_answer.model_dump(by_alias=True)
+        outcome.state = self._take_state(reply.state, blobs)
 
     def _exchange(
         self, channel: Channel, message: dict[str, Any], calls: list[RelayedCall]
@@ -463,22 +539,27 @@ class Sandbox:
         deadline = time.monotonic() + self.limits.timeout_s
         request = message["id"] = uuid.uuid4().hex
         try:
+            channel.take_blobs()
             channel.send(message)
             while True:
                 message = channel.receive(deadline)
                 if message.get("op") == "fatal" and message.get("id") == request:
-                    raise SandboxError(f"the sandbox runner failed: {message.get('message')}")
+                    raise self._failed(message)
                 if message.get("op") == "tool_call":
                     tool_started = time.monotonic()
-                    channel.send(self._relay(message, calls))
+                    channel.send(self._relay(check(ToolCallMessage, message), calls))
                     deadline += time.monotonic() - tool_started  # host time is not the code's
                 elif message.get("id") == request:
                     return message
                 # Anything else was written by the code itself: not the runner's reply.
+        except BadMessage as exc:
+            raise self._broken(str(exc)) from None
         except ChannelTimeout:
             raise self._timed_out() from None
-        except ChannelClosed as closed:
-            raise self._died(closed) from None
+        except ChannelBroken as broken:
+            raise self._broken(str(broken)) from None
+        except ChannelClosed:
+            raise self._died() from None
 
     def _timed_out(self) -> _Interrupted:
         self._backend.kill(self._process)
@@ -493,19 +574,38 @@ class Sandbox:
             ),
         )
 
-    def _died(self, closed: ChannelClosed) -> _Interrupted:
-        if isinstance(closed, ChannelBroken):
-            # Alive but talking nonsense: code in the sandbox wrote to the channel.
-            self._backend.kill(self._process)
-            self._replace_runner()
-            return _Interrupted(
-                "killed",
-                ErrorInfo(
-                    type="SandboxKilled",
-                    message=f"the sandbox broke its protocol ({closed}) and was stopped; "
-                    "it was replaced and its variables restored from the last good step",
-                ),
-            )
+    def _broken(self, reason: str) -> _Interrupted:
+        """The sandbox sent something that is not the protocol (code in it can write to
+        the channel): the step ends as an error that says what, and the runner, whose
+        channel can no longer be trusted, is replaced."""
+        self._backend.kill(self._process)
+        self._replace_runner()
+        return _Interrupted(
+            "error",
+            ErrorInfo(
+                type="SandboxProtocolError",
+                message=f"the sandbox sent {reason}, which codetape refuses; the step was "
+                "stopped, and the sandbox replaced with its variables restored from the "
+                "last good step",
+            ),
+        )
+
+    def _failed(self, fatal: dict[str, Any]) -> _Interrupted:
+        """The runner could not carry out the request (code in the sandbox can break
+        the runner it shares a process with): the step ends as an error."""
+        self._backend.kill(self._process)
+        self._replace_runner()
+        why = _text(fatal.get("message")) or "no reason given"
+        return _Interrupted(
+            "error",
+            ErrorInfo(
+                type="SandboxError",
+                message=f"the sandbox runner failed: {why[:2000]}; the sandbox was replaced "
+                "and its variables restored from the last good step",
+            ),
+        )
+
+    def _died(self) -> _Interrupted:
         status = self._backend.death_status(self._process)
         self._replace_runner()
         what = "ran out of memory" if status == "oom" else "was killed"

@@ -8,27 +8,38 @@ from . import _statecodec as state_codec
 from ._backends import LABEL, docker_client
 from ._fingerprint import Fingerprint, host_fingerprint
 from ._image import BuiltImage, build_image, default_tag, dockerfile
+from ._leftovers import EXITED_GRACE_S, Leftover, clean_containers, find_leftovers
+from ._messages import StateMessage
 from ._outcome import Checkpoint, Outcome, Pickled, RawState, RawVariable, RelayedCall
+from ._runtime import RuntimeReport, VulnerableRuntimeWarning, check_runtime
 from ._sandbox import PICKLE_PROTOCOL, tool_name
 from ._statecodec import Snapshotter as StateSnapshotter
 from ._statecodec import mask_addresses, qualified_name
 
 __all__ = [
+    "EXITED_GRACE_S",
     "LABEL",
     "PICKLE_PROTOCOL",
     "BuiltImage",
     "Checkpoint",
     "Fingerprint",
+    "Leftover",
     "Outcome",
     "Pickled",
     "RawState",
     "RawVariable",
     "RelayedCall",
+    "RuntimeReport",
+    "StateMessage",
     "StateSnapshotter",
+    "VulnerableRuntimeWarning",
     "build_image",
+    "check_runtime",
+    "clean_containers",
     "default_tag",
     "docker_client",
     "dockerfile",
+    "find_leftovers",
     "host_fingerprint",
     "mask_addresses",
     "qualified_name",

@@ -94,15 +94,21 @@ class SandboxSpec(_Model):
 
 
 class Limits(_Model):
-    """Resource limits of a sandbox. ``memory`` and ``tmpfs`` take Docker's sizes
-    (``"512m"``, ``"1g"``); ``output_bytes`` caps each of stdout and stderr per step."""
+    """Resource limits of a sandbox. ``memory``, ``tmpfs`` (``/tmp``) and ``shm``
+    (``/dev/shm``) take Docker's sizes (``"512m"``, ``"1g"``); ``output_bytes`` caps each
+    of stdout and stderr per step (and, with a margin, every message from the sandbox).
+
+    After each step the processes and threads the code left running are stopped;
+    ``keep_background=True`` lets them run on into later steps."""
 
     timeout_s: float = Field(30.0, gt=0)
     memory: str = "512m"
     pids: int = Field(128, gt=0)
     cpus: float = Field(1.0, gt=0)
     tmpfs: str = "64m"
+    shm: str = "64m"
     output_bytes: int = Field(1_000_000, gt=0)
+    keep_background: bool = False
 
 
 class StepResult(_Model):

@@ -13,12 +13,12 @@ from typing import Any
 
 from .._format import PREVIEW_CHARS, cut
 from ..sandbox import Sandbox as _ExecutingSandbox
-from ..sandbox.internal import Outcome, RawState
+from ..sandbox.internal import Outcome, Pickled, RawState, StateMessage
 from ..schemas import StepResult, VariableSnapshot
 from ..schemas import attributes as A
 from ._arguments import bind_arguments, tool_parameters
 from ._config import runtime
-from ._recording import RunRecorder, StepRecorder, current_run, record_tool_call
+from ._recording import RunRecorder, StepRecorder, ToolCallRecorder, current_run
 from ._state import State, StateRecorder
 
 __all__ = ["Sandbox"]
@@ -69,8 +69,8 @@ class Sandbox(_ExecutingSandbox):
             for name, var in self._recorded.variables.items()
         }
 
-    def _take_state(self, raw: Mapping[str, Any]) -> RawState:
-        state = super()._take_state(raw)
+    def _take_state(self, raw: StateMessage, blobs: Mapping[str, bytes]) -> RawState:
+        state = super()._take_state(raw, blobs)
         self._recorded = self._recorder.record(state, self._recorded)
         return state
 
@@ -128,14 +128,18 @@ class Sandbox(_ExecutingSandbox):
     def call_tool(
         self, name: str, tool: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
     ) -> Any:
+        """Call the tool, recorded as a tool call of the running step: its answer as
+        JSON (a preview and a blob) and pickled, as the code in the sandbox gets it. A
+        replay's recorded answer (``Pickled``) is recorded as it was recorded."""
         arguments = bind_arguments(tool, args, kwargs)
-        return record_tool_call(
-            name,
-            arguments,
-            lambda: tool(*args, **kwargs),
-            step=self._step,
-            parameters=tool_parameters(tool),
-        )
+        parameters = tool_parameters(tool)
+        with ToolCallRecorder(name, arguments, step=self._step, parameters=parameters) as call:
+            result = tool(*args, **kwargs)
+            if isinstance(result, Pickled):
+                call.succeeded(result.shown, pickled=result.data)
+            else:
+                call.succeeded(result)
+            return result
 
     def _step_result(self, run_id: str, index: int, outcome: Outcome) -> StepResult:
         redact = runtime().redactor.text
