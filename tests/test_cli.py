@@ -171,7 +171,10 @@ def test_doctor_reports_store_docker_image_and_browser(home: Path, orders_run: s
         f"scripts/build-offline-image.sh {image}",
     )
     require(checks["browser"]["status"] == "ok", "Chromium", "apt-get install chromium")
-    assert result.returncode == 0
+    # A runtime older than the fixes for known container escapes fails the doctor.
+    failed = [name for name, check in checks.items() if check["status"] == "fail"]
+    assert failed in ([], ["container runtime"])
+    assert result.returncode == (1 if failed else 0)
 
 
 @pytest.mark.docker

@@ -5,25 +5,34 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import CodetapeError, DockerUnavailableError
 from ..sandbox import default_image
-from ..sandbox.internal import LABEL, docker_client
+from ..sandbox.internal import (
+    EXITED_GRACE_S,
+    Leftover,
+    check_runtime,
+    clean_containers,
+    docker_client,
+    find_leftovers,
+)
 from ..store import Store
 
-__all__ = ["Check", "Leftover", "clean_containers", "find_chromium", "find_leftovers", "run_checks"]
+__all__ = [
+    "EXITED_GRACE_S",
+    "Check",
+    "Leftover",
+    "clean_containers",
+    "find_chromium",
+    "find_leftovers",
+    "run_checks",
+]
 
 OFFLINE_IMAGE = "codetape/python:bookworm"
 _CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-# An exited container whose process is still alive is that process's to remove (it reads
-# the container's OOM flag first); only after this long is it taken as forgotten.
-EXITED_GRACE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -34,21 +43,6 @@ class Check:
     fix: str | None = None
 
     def as_dict(self) -> dict[str, str | None]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Leftover:
-    """A sandbox container that no live codetape process will remove."""
-
-    id: str
-    name: str
-    state: str
-    run_id: str
-    pid: int | None
-    reason: str
-
-    def as_dict(self) -> dict[str, str | int | None]:
         return asdict(self)
 
 
@@ -99,109 +93,6 @@ def _check_store(home: Path | None) -> Check:
         "a line that could not be stored stays in its spool file (spool/live or spool/done); "
         "runs missing records say how many (codetape show RUN)",
     )
-
-
-def _process_started_at(pid: int) -> float | None:
-    """When process ``pid`` started (Unix time, Linux only), to tell a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        boot = next(
-            float(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime ")
-        )
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-def _alive(pid: int, created: float) -> bool:
-    """Whether the process that started a container created at ``created`` still runs."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: alive
-    started = _process_started_at(pid)
-    # A process that started after the container was created cannot have created it:
-    # the pid was reused. (btime has one-second resolution, hence the slack.)
-    return started is None or started <= created + 2
-
-
-def _finished_ago(client: Any, container_id: str) -> float:
-    try:
-        finished = client.api.inspect_container(container_id)["State"]["FinishedAt"]
-    except Exception:
-        return 0.0
-    try:
-        # Docker gives nanoseconds; fromisoformat takes at most microseconds.
-        head, _, frac = finished.rstrip("Z").partition(".")
-        when = datetime.fromisoformat(f"{head}.{(frac or '0')[:6]}+00:00")
-    except ValueError:
-        return 0.0
-    return time.time() - when.timestamp()
-
-
-def find_leftovers(client: Any | None = None) -> list[Leftover]:
-    """Sandbox containers of this host that no live process will remove: those whose
-    process (the ``codetape.sandbox.pid`` label) is gone, and those that exited more
-    than ``EXITED_GRACE_S`` ago. Containers of other hosts are never touched."""
-    if client is None:
-        client = docker_client()  # the process's shared client: not this function's to close
-    host = socket.gethostname()
-    found = []
-    for summary in client.api.containers(all=True, filters={"label": f"{LABEL}=1"}):
-        labels = summary.get("Labels") or {}
-        if labels.get(f"{LABEL}.host") != host:
-            continue
-        state = str(summary.get("State") or "?")
-        try:
-            pid: int | None = int(labels.get(f"{LABEL}.pid", ""))
-        except ValueError:
-            pid = None
-        created = float(summary.get("Created") or 0)
-        if pid is not None and not _alive(pid, created):
-            reason = f"its process {pid} is gone"
-        elif state in ("exited", "dead") and _finished_ago(client, summary["Id"]) > EXITED_GRACE_S:
-            reason = f"{state} and not removed by its process {pid}"
-        elif pid is None and state in ("exited", "dead", "created"):
-            reason = f"{state}, with no owning process recorded"
-        else:
-            continue
-        names = summary.get("Names") or ["?"]
-        found.append(
-            Leftover(
-                id=summary["Id"][:12],
-                name=str(names[0]).lstrip("/"),
-                state=state,
-                run_id=labels.get(f"{LABEL}.run_id", ""),
-                pid=pid,
-                reason=reason,
-            )
-        )
-    return found
-
-
-def clean_containers(client: Any | None = None) -> list[Leftover]:
-    """Remove the containers ``find_leftovers`` finds; return those removed.
-
-    >>> for gone in clean_containers():                   # doctest: +SKIP
-    ...     print(gone.name, gone.reason)
-    """
-    if client is None:
-        client = docker_client()  # the process's shared client: not this function's to close
-    removed = []
-    for leftover in find_leftovers(client):
-        try:
-            client.api.remove_container(leftover.id, force=True)
-        except Exception as exc:
-            if type(exc).__name__ == "NotFound":  # its process removed it meanwhile
-                continue
-            raise
-        removed.append(leftover)
-    return removed
 
 
 def _check_containers(client: Any) -> Check:
@@ -260,8 +151,22 @@ def _check_engine(client: Any, image: str) -> list[Check]:
         )
     else:
         checks.append(Check("sandbox image", "ok", f"{image} ({found.id[:19]})"))
+    checks.append(_check_runtime(client))
     checks.append(_check_containers(client))
     return checks
+
+
+def _check_runtime(client: Any) -> Check:
+    """The engine's container runtime, against the fixes for known container escapes."""
+    try:
+        report = check_runtime(client)
+    except Exception as exc:  # docker-py raises several unrelated types here
+        return Check("container runtime", "warn", f"cannot ask the engine: {exc}")
+    if report.problem is not None:
+        return Check("container runtime", "fail", report.problem, report.fix)
+    if report.version == "?":
+        return Check("container runtime", "ok", f"{report.name} (version not checked)")
+    return Check("container runtime", "ok", f"{report.name} {report.version}")
 
 
 def _check_browser() -> Check:
