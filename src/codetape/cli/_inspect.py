@@ -22,7 +22,8 @@ from .._format import (
     visible,
 )
 from ..schemas import Run, Step
-from ..store.internal import DB_NAME, resolve_home
+from ..store import Store
+from ..store.internal import DB_NAME, no_store_error, resolve_home
 from ..store.internal import rebuild as rebuild_store
 from ..viewer import url as viewer_url
 from . import _doctor
@@ -54,7 +55,7 @@ def runs(
     as_json: bool,
 ) -> None:
     """List recorded runs, newest first."""
-    store = open_store(ctx)
+    store = _existing_store(ctx)
     found = store.runs(status=status, agent=agent, limit=limit, failed=failed)
     if as_json:
         print_json(found)
@@ -82,6 +83,14 @@ def runs(
             shown(cut(run.task, TASK_CHARS)),
         )
     out.print(table)
+
+
+def _existing_store(ctx: click.Context) -> Store:
+    """The store to read, which must exist: a mistyped --home is said, not created."""
+    store = open_store(ctx)
+    if not store.home.is_dir():
+        raise no_store_error(store.home)
+    return store
 
 
 def _lost_mark(run: Run) -> str:
@@ -193,7 +202,7 @@ def _print_variables(step: Step) -> None:
 @handle_errors
 def show(ctx: click.Context, run_id: str, step_index: int | None, as_json: bool) -> None:
     """Show a run and its steps (RUN: a unique prefix of the run id, or "last")."""
-    store = open_store(ctx)
+    store = _existing_store(ctx)
     if step_index is not None:
         step = store.step(run_id, step_index)
         if as_json:

@@ -227,16 +227,20 @@ def connect(
 
     A read-only open of a store directory that has no database yet creates it first (and
     one of an older schema migrates it), so readers of a fresh store see empty tables
-    rather than an error. A directory that does not exist is no store: reading one
-    raises ``StoreError`` and creates nothing.
+    rather than an error. A directory that does not exist is read as an empty store and
+    left uncreated; writing to one raises ``StoreError``.
     """
     path = home / DB_NAME
+    if not home.is_dir():
+        if not read_only:
+            raise no_store_error(home)
+        with _empty_store() as con:
+            yield con
+        return
     # DuckDB's file lock only keeps other processes out: within this one, connections
     # of different modes to one file conflict, and concurrent writers collide. So the
     # threads of a process take turns.
     with _process_lock(path, wait_s):
-        if not home.is_dir():
-            raise no_store_error(home)
         if read_only and not path.exists():
             with connect(home, read_only=False, wait_s=wait_s):
                 pass
@@ -250,6 +254,17 @@ def connect(
             yield con
         finally:
             con.close()
+
+
+@contextlib.contextmanager
+def _empty_store() -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory database with the store's tables and no rows."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(_SCHEMA)
+        yield con
+    finally:
+        con.close()
 
 
 _locks_guard = threading.Lock()

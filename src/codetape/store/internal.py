@@ -4,7 +4,7 @@ database file. Not for users: these names may change in any release (use ``Store
 from __future__ import annotations
 
 from ._blobs import SMALL_BLOB, BlobStore, blob_record, digest_of
-from ._db import DB_NAME, connect, is_disk_full
+from ._db import DB_NAME, connect, is_disk_full, no_store_error
 from ._home import resolve_home, set_default_home
 from ._ingest import (
     BackgroundIngester,
@@ -31,6 +31,7 @@ __all__ = [
     "ingest",
     "is_disk_full",
     "live_dir",
+    "no_store_error",
     "rebuild",
     "resolve_home",
     "set_default_home",
