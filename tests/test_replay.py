@@ -398,7 +398,7 @@ def test_a_tool_call_the_recording_does_not_have_diverges(diverging: Recording) 
         "arguments": {"symbol": "XYZ"},
     }
     error = difference(report, "error").replayed
-    assert error["type"] == "ReplayToolError"
+    assert error["type"] == "codetape.errors.ReplayToolError"
     assert "no recorded answer for fetch(symbol='XYZ')" in error["message"]
 
 

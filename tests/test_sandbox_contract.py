@@ -319,7 +319,9 @@ class TestSandboxContract:
         )
         assert uncaught.status == "error"
         assert uncaught.error is not None
-        assert uncaught.error.type == "OrderLocked"
+        # Qualified as the tool call records it: the same name recorded and replayed.
+        assert uncaught.error.type.rsplit(".", 1)[-1] == "OrderLocked"
+        assert uncaught.error.type == f"{__name__}.OrderLocked"
         assert "order 8 is locked" in uncaught.error.message
 
     def test_non_json_tool_arguments_fail_inside_and_never_reach_the_host(
