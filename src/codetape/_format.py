@@ -74,6 +74,7 @@ STATUS_COLORS: dict[str, Color] = {
     "killed": "grey",
     "running": "cyan",
     "incomplete": "yellow",
+    "interrupted": "yellow",
 }
 VERDICT_COLORS: dict[Verdict, Color] = {
     "reproduced": "green",
