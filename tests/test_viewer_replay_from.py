@@ -9,6 +9,7 @@ payload, which must show as text only.
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -110,6 +111,12 @@ def markdown_texts(at: AppTest) -> Iterator[str]:
             yield label
 
 
+def replays() -> list[codetape.schemas.Run]:
+    """The replay runs in the store the viewer serves (``CODETAPE_HOME``)."""
+    runs = codetape.Store(os.environ["CODETAPE_HOME"]).runs(limit=50)
+    return [r for r in runs if r.replay_of]
+
+
 def assert_inert(at: AppTest) -> None:
     for text in markdown_texts(at):
         assert "alert(1)" not in text, text
@@ -127,7 +134,7 @@ def test_replay_from_here_shows_one_verdict_per_remaining_step(run_id: str) -> N
                             ("3", "reproduced", "")]  # fmt: skip
     assert "Replayed with the local backend: no isolation." in [c.value for c in at.caption]
     # One replay run holds the three steps; the page links to it.
-    [replay] = [r for r in codetape.Store().runs(limit=50) if r.replay_of]
+    [replay] = replays()
     assert replay.replay_of == f"{run_id}:1"
     assert replay.step_count == 3
     [link] = [p for p in at.get("page_link") if p.proto.label == "Open the replay run"]
@@ -142,7 +149,7 @@ def test_replay_from_here_shows_one_verdict_per_remaining_step(run_id: str) -> N
 def test_the_comparison_with_a_replay_from_here_pairs_every_replayed_step(run_id: str) -> None:
     at = open_run(run_id, 1)
     at.button(key=f"replay-from:{run_id}:1").click().run()
-    [replay] = [r for r in codetape.Store().runs(limit=50) if r.replay_of]
+    [replay] = replays()
     at.query_params.clear()
     at.query_params.update({"a": run_id, "b": replay.id})
     at.switch_page("pages/compare.py").run()
