@@ -88,18 +88,6 @@ class RawState:
         )
         return cls(variables, dict(taken["modules"]), dict(taken["tools"]), checkpoint)
 
-    @property
-    def complete(self) -> bool:
-        """Whether the checkpoint restores every variable."""
-        checkpoint = self.checkpoint
-        return (
-            checkpoint.digest is not None
-            and checkpoint.reason is None
-            and all(
-                var.reason is None and var.digest is not None for var in self.variables.values()
-            )
-        )
-
 
 @dataclass(frozen=True)
 class Pickled:
