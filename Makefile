@@ -41,6 +41,7 @@ demo: $(STAMP)  ## record the orders agent, replay its failing step, diff, open 
 bench: $(STAMP)  ## run the benchmarks (results go to BENCHMARKS.md by hand)
 	$(BIN)/python bench/overhead.py
 	CODETAPE_IMAGE=$(IMAGE) $(BIN)/python bench/sandbox.py
+	CODETAPE_IMAGE=$(IMAGE) $(BIN)/python bench/fidelity.py
 
 image:  ## build the offline sandbox image (no registry needed)
 	scripts/build-offline-image.sh $(IMAGE)
