@@ -149,10 +149,22 @@ def observed_sandbox(executor: Mapping[str, Any] | None = None) -> dict[str, Any
     return attrs
 
 
+# random's state as last stored, and its blob: most steps draw nothing, so the state is
+# the one stored before the previous step and costs one tuple comparison.
+_last_random: tuple[object, str, object] | None = None
+
+
 def random_state_blob() -> str | None:
     """Store ``random``'s state before an observed step, for its replay to start from."""
+    global _last_random
     with internal_errors("recording the random state"):
-        return runtime().blobs.put(pickle.dumps(random.getstate(), protocol=4))
+        state, blobs = random.getstate(), runtime().blobs
+        last = _last_random
+        if last is not None and last[2] is blobs and last[0] == state:
+            return last[1]
+        digest = blobs.put(pickle.dumps(state, protocol=4))
+        _last_random = (state, digest, blobs)
+        return digest
     return None
 
 

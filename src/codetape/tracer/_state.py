@@ -139,6 +139,8 @@ class StateRecorder:
         self._redactor = redactor
         self._secret: dict[str, bool] = {}
         self._stored: set[str] = set()  # checkpoints written by this recorder
+        # The variables recorded so far, by what the snapshot said of them.
+        self._seen: dict[tuple[str, str, str | None, str | None], Variable] = {}
 
     def record(self, raw: RawState, previous: State | None = None) -> State:
         variables = {name: self._variable(var) for name, var in raw.variables.items()}
@@ -159,6 +161,17 @@ class StateRecorder:
         return State(variables, digest, checkpoint.get("digest"), complete)
 
     def _variable(self, var: Any) -> Variable:
+        key = (var.type, var.preview, var.digest, var.reason)
+        known = self._seen.get(key)
+        if known is not None and var.data is None:
+            return known  # an unchanged value: its preview was redacted already
+        variable = self._describe(var)
+        if len(self._seen) > 10_000:
+            self._seen.clear()
+        self._seen[key] = variable
+        return variable
+
+    def _describe(self, var: Any) -> Variable:
         redact = self._redactor.text
         shown = cut(redact(var.preview), PREVIEW_CHARS)
         if var.digest is None or var.reason is not None:
