@@ -595,7 +595,9 @@ class Runner:
         self.snapshots = state_codec.Snapshotter(self.codec, _repr)
         self.files_root = msg.get("files_root")
         LIMITS["max_message"] = int(msg.get("max_message") or LIMITS["max_message"])
-        LIMITS["contained"] = bool(msg.get("contained"))
+        # Killing "every process but init and this one" is only ever right in a
+        # container of its own: the host says so, and Docker's marker file agrees.
+        LIMITS["contained"] = bool(msg.get("contained")) and os.path.exists("/.dockerenv")
         if not LIMITS["contained"]:
             _become_subreaper()
         self.keep_background = bool(msg.get("keep_background"))
