@@ -328,18 +328,59 @@ _SMOLAGENTS_KEYS = frozenset(["_print_outputs", "_operations_count"])
 _FILES_CAP = 8 << 20
 
 
+def _stat(pid):
+    """(parent pid, state letter) of a process, or None when it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), fields[0].decode("ascii", "replace")
+
+
+def _children(pid):
+    """The direct children of ``pid`` (None when the kernel does not list them)."""
+    found = []
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as handle:
+                found.extend(int(child) for child in handle.read().split())
+    except FileNotFoundError:
+        return None if pid == os.getpid() else found
+    except OSError:
+        return found
+    return found
+
+
+def _descendant_table():
+    """pid -> (parent pid, state) of this runner's descendants only: on a host, reading
+    every process of the machine after each step would cost milliseconds."""
+    table, frontier = {}, [os.getpid()]
+    while frontier:
+        children = _children(frontier.pop())
+        if children is None:
+            return None
+        for child in children:
+            stat = _stat(child)
+            if stat is not None and child not in table:
+                table[child] = stat
+                frontier.append(child)
+    return table
+
+
 def _proc_table():
-    """pid -> (parent pid, state letter) of every process this runner can see."""
+    """pid -> (parent pid, state letter) of every process this runner can see (outside
+    a container, of its descendants, when the kernel lists children)."""
+    if not LIMITS["contained"]:
+        table = _descendant_table()
+        if table is not None:
+            return table
     table = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry, "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # it ended while we looked
-        table[int(entry)] = (int(fields[1]), fields[0].decode("ascii", "replace"))
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat is not None:  # None: it ended while we looked
+                table[int(entry)] = stat
     return table
 
 
