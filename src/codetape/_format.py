@@ -35,6 +35,7 @@ __all__ = [
     "cut",
     "duration",
     "failing_line",
+    "steps_text",
     "visible",
     "visible_json",
 ]
@@ -180,3 +181,17 @@ def failing_line(step: Step) -> int | None:
         return None
     found = _CODE_FRAME.findall(step.error.traceback)
     return int(found[-1]) if found else None
+
+
+def steps_text(indexes: list[int] | range) -> str:
+    """``step 2``, ``steps 2 to 5`` (a contiguous range) or ``steps 2, 4``.
+
+    >>> steps_text([2, 3, 4]), steps_text([2, 4]), steps_text(range(0, 1))
+    ('steps 2 to 4', 'steps 2, 4', 'step 0')
+    """
+    indexes = list(indexes)
+    if len(indexes) == 1:
+        return f"step {indexes[0]}"
+    if indexes == list(range(indexes[0], indexes[-1] + 1)):
+        return f"steps {indexes[0]} to {indexes[-1]}"
+    return "steps " + ", ".join(map(str, indexes))

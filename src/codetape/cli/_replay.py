@@ -14,7 +14,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from .._format import PREVIEW_CHARS, cut, duration
+from .._format import PREVIEW_CHARS, cut, duration, steps_text
 from ..errors import CodetapeError
 from ..replayer import (
     export_run,
@@ -122,15 +122,6 @@ def _print_reports(reports: list[ReplayReport]) -> None:
             _print_differences(r)
 
 
-def _steps_text(indexes: list[int]) -> str:
-    """``step 2``, ``steps 2 to 5`` (a contiguous range) or ``steps 2, 4``."""
-    if len(indexes) == 1:
-        return f"step {indexes[0]}"
-    if indexes == list(range(indexes[0], indexes[-1] + 1)):
-        return f"steps {indexes[0]} to {indexes[-1]}"
-    return "steps " + ", ".join(map(str, indexes))
-
-
 def _print_from(reports: list[ReplayReport], not_run: list[int]) -> None:
     """A replay from a step onward: one row per step, the reasons, the notes once, the
     first divergence in full, and the steps a stop left unrun."""
@@ -154,14 +145,14 @@ def _print_from(reports: list[ReplayReport], not_run: list[int]) -> None:
         later = [r.step for r in reports if r.differences and r is not first]
         if later:
             out.print(
-                f"[dim]{_steps_text(later)} differ too, in the fields the table lists "
+                f"[dim]{steps_text(later)} differ too, in the fields the table lists "
                 "(--json shows every difference)[/]"
             )
     if not_run:
         last = reports[-1]
         out.print(
             f"\n[yellow]the replay stopped at step {last.step}: "
-            f"{_steps_text(not_run)} did not run[/]"
+            f"{steps_text(not_run)} did not run[/]"
         )
         if (last.reason or "").startswith("no recorded answer"):
             out.print(

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .._format import steps_text
 from ..errors import (
     DockerUnavailableError,
     ImageNotFoundError,
@@ -159,11 +160,6 @@ def _listed(reasons: dict[str, str]) -> str:
     return "; ".join(f"{name}: {why}" for name, why in sorted(reasons.items()))
 
 
-def _steps_text(rerun: range) -> str:
-    first, last = rerun.start, rerun.stop - 1
-    return f"step {first}" if first == last else f"steps {first} to {last}"
-
-
 class _Session:
     """One replay: a replay run, one sandbox, the step's input rebuilt in it, then the
     step (and, replaying from it, every later recorded step)."""
@@ -229,7 +225,7 @@ class _Session:
         rerun = chosen.rerun(target)
         if rerun:
             self.attempt.notes.append(
-                f"the input was rebuilt by re-running {_steps_text(rerun)} on the "
+                f"the input was rebuilt by re-running {steps_text(rerun)} on the "
                 f"checkpoint of step {chosen.start}'s input"
             )
             self.attempt.notes.extend(rebuild(sandbox, self.recording, chosen, target, self.oracle))

@@ -15,7 +15,7 @@ from typing import Any
 
 import streamlit as st
 
-from .._format import VERDICT_COLORS, Color, cut
+from .._format import VERDICT_COLORS, Color, cut, steps_text
 from ..schemas import Difference, ReplayReport, Verdict
 from . import _widgets as w
 
@@ -105,7 +105,7 @@ def show_from(reports: list[ReplayReport], not_run: list[int], key: str) -> None
     _from_headline(reports)
     if not_run:
         st.warning(
-            f"The replay stopped at step {reports[-1].step}: {_steps_text(not_run)} did not run."
+            f"The replay stopped at step {reports[-1].step}: {steps_text(not_run)} did not run."
         )
     if any(r.backend == "local" for r in reports):
         st.caption(_LOCAL)
@@ -177,12 +177,3 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict) and isinstance(value.get("preview"), str):
         return cut(value["preview"], _CELL_CHARS)
     return cut(json.dumps(value, ensure_ascii=False, default=repr), _CELL_CHARS)
-
-
-def _steps_text(indexes: list[int]) -> str:
-    """``step 2``, ``steps 2 to 5`` (a contiguous range) or ``steps 2, 4``."""
-    if len(indexes) == 1:
-        return f"step {indexes[0]}"
-    if indexes == list(range(indexes[0], indexes[-1] + 1)):
-        return f"steps {indexes[0]} to {indexes[-1]}"
-    return "steps " + ", ".join(map(str, indexes))
