@@ -164,7 +164,21 @@ def remove_orphans(client: Any) -> int:
         for leftover in find_leftovers(client):
             if leftover.pid is None or not leftover.reason.endswith("is gone"):
                 continue
-            with contextlib.suppress(Exception):  # its process removed it meanwhile
-                client.api.remove_container(leftover.id, force=True)
-                removed += 1
+            removed += _remove(client, leftover.id)
     return removed
+
+
+def _remove(client: Any, container_id: str, attempts: int = 3) -> int:
+    """Force-remove a container; 1 when it is gone. A removal can collide with the one
+    Docker starts itself when the dying runner's container exits (``--rm``): then try
+    again, briefly, rather than leave it for the next sandbox."""
+    for attempt in range(attempts):
+        try:
+            client.api.remove_container(container_id, force=True)
+            return 1
+        except Exception as exc:  # docker-py raises many unrelated types here
+            if "No such container" in str(exc):
+                return 1
+            if attempt + 1 < attempts:
+                time.sleep(0.5)
+    return 0
