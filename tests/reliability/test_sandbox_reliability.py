@@ -42,6 +42,7 @@ from codetape.cli import cli
 from codetape.tracer.internal import RunRecorder
 
 from ..sandbox_fixtures import host_processes_with
+from ..test_sandbox_hardening import FIND_CHANNEL
 
 pytestmark = pytest.mark.docker
 
@@ -83,20 +84,10 @@ def eventually(check: Any, what: str) -> None:
 # Code in the sandbox finds the runner's channel to the host (the write-only pipe that is
 # neither its stdout nor its stderr) and the id of the request it runs for, and writes a
 # frame of its own: ``frame(body)``.
-FORGE = """
-import fcntl, os, stat, sys, time
-_own = {os.fstat(1).st_ino, os.fstat(2).st_ino}
-channel = None
-for _fd in range(3, 64):
-    try:
-        _st = os.fstat(_fd)
-        _flags = fcntl.fcntl(_fd, fcntl.F_GETFL)
-    except OSError:
-        continue
-    if (stat.S_ISFIFO(_st.st_mode) and _flags & os.O_ACCMODE == os.O_WRONLY
-            and _st.st_ino not in _own):
-        channel = _fd
-assert channel is not None, "no channel fd found"
+FORGE = (
+    FIND_CHANNEL
+    + """
+import sys, time
 request = None
 _frame = sys._getframe()
 while _frame is not None:
@@ -109,6 +100,7 @@ assert request is not None, "no request id found"
 def frame(body):
     os.write(channel, b"%d\\n" % len(body) + body)
 """
+)
 
 DEEP = "[" * 100_000 + "]" * 100_000
 # What hostile code writes (the body of one frame), and what the step's error must say.

@@ -126,6 +126,17 @@ def _end(span: Span, started_ns: int) -> None:
         span.end()
 
 
+def _end_interrupted(span: Span, started_ns: int, status: tuple[str, str], when: str) -> None:
+    """End a run's or step's span whose process got a signal (``when``: "SIGTERM
+    during the run") and is going."""
+    signal_name = when.split()[0]
+    with internal_errors("ending an interrupted span"):
+        span.set_attribute(*status)
+        _exception_event(span, signal_name, f"the process received {when}", "")
+    with internal_errors("ending an interrupted span"):
+        _end(span, started_ns)
+
+
 def _capped(rt: Runtime, attrs: dict[str, Any], full: dict[str, str]) -> dict[str, Any]:
     """``attrs`` with each string longer than ``ATTRIBUTE_CHARS`` cut; the full values of
     the span's cut attributes (``full``, kept by its recorder) go to one blob."""
@@ -274,16 +285,10 @@ class RunRecorder:
     def interrupt(self, signal_name: str) -> None:
         """End the run as incomplete: its process got ``signal_name`` and is going."""
         span, self._span = self._span, None
-        if span is None or self.pid != os.getpid():
-            return
-        _closed(self)
-        with internal_errors("ending an interrupted run"):
-            span.set_attribute(A.RUN_STATUS, "incomplete")
-            _exception_event(
-                span, signal_name, f"the process received {signal_name} during the run", ""
-            )
-        with internal_errors("ending an interrupted run"):
-            _end(span, self._started_ns)
+        if span is not None and self.pid == os.getpid():
+            _closed(self)
+            status = (A.RUN_STATUS, "incomplete")
+            _end_interrupted(span, self._started_ns, status, f"{signal_name} during the run")
 
     def __repr__(self) -> str:
         return f"<RunRecorder {self.name!r} id={self.id[:12]}>"
@@ -392,16 +397,10 @@ class StepRecorder:
     def interrupt(self, signal_name: str) -> None:
         """End the step as interrupted: its process got ``signal_name`` and is going."""
         span, self._span = self._span, None
-        if span is None or self.run.pid != os.getpid():
-            return
-        _closed(self)
-        with internal_errors("ending an interrupted step"):
-            span.set_attribute(A.STEP_STATUS, "interrupted")
-            _exception_event(
-                span, signal_name, f"the process received {signal_name} while the step ran", ""
-            )
-        with internal_errors("ending an interrupted step"):
-            _end(span, self._started_ns)
+        if span is not None and self.run.pid == os.getpid():
+            _closed(self)
+            status = (A.STEP_STATUS, "interrupted")
+            _end_interrupted(span, self._started_ns, status, f"{signal_name} while the step ran")
 
     def _describe(
         self,
