@@ -117,14 +117,11 @@ class Variable(NamedTuple):
 
 @dataclass
 class State:
-    """A recorded state: the manifest (name → variable) and its blob digest, the
-    checkpoint's digest (None when there is none) and whether it restores every
-    variable (``complete``)."""
+    """A recorded state: its variables (name → variable) and the digest of its manifest
+    blob, which also names its checkpoint."""
 
     variables: dict[str, Variable]
     digest: str
-    checkpoint: str | None = None
-    complete: bool = False
 
 
 class StateRecorder:
@@ -158,7 +155,7 @@ class StateRecorder:
         if previous is not None and previous.digest == digest:
             return previous
         self._blobs.put(encoded, digest)
-        return State(variables, digest, checkpoint.get("digest"), complete)
+        return State(variables, digest)
 
     def _variable(self, var: Any) -> Variable:
         key = (var.type, var.preview, var.digest, var.reason)
