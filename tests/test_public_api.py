@@ -16,12 +16,11 @@ import codetape.errors
 SURFACES: dict[str, set[str]] = {
     "codetape": {
         "CodetapeError", "Limits", "Sandbox", "StepResult", "Store", "agent", "code_action",
-        "configure", "diff_runs", "errors", "replay", "replay_from", "replay_run", "run", "schemas",
-        "store",
-        "tool",
+        "configure", "diff_runs", "errors", "llm", "record_llm_call", "replay", "replay_from",
+        "replay_run", "run", "schemas", "store", "tool",
     },
     "codetape.schemas": {
-        "Difference", "ErrorInfo", "Limits", "ReplayReport", "Run", "RunDetail", "RunDiff",
+        "Difference", "ErrorInfo", "FailureGroup", "Limits", "LlmCall", "LlmMessage", "ReplayReport", "Run", "RunDetail", "RunDiff",
         "RunStatus", "SandboxSpec", "Step", "StepPair", "StepResult", "StepStatus", "ToolCall",
         "VariableChange", "VariableSnapshot", "Verdict", "attributes",
     },
@@ -36,7 +35,9 @@ SURFACES: dict[str, set[str]] = {
         "DEFAULT_IMAGE", "Limits", "NoIsolationWarning", "Outcome", "Sandbox", "StepResult",
         "default_image",
     },
-    "codetape.tracer": {"Sandbox", "agent", "code_action", "configure", "run", "tool"},
+    "codetape.tracer": {
+        "Sandbox", "agent", "code_action", "configure", "llm", "record_llm_call", "run", "tool",
+    },
     "codetape.replayer": {
         "BundleInfo", "diff_runs", "export_run", "import_bundle", "replay", "replay_from",
         "replay_run", "write_pytest",

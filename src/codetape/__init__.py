@@ -19,7 +19,7 @@ from .errors import CodetapeError
 from .replayer import diff_runs, replay, replay_from, replay_run
 from .schemas import Limits, StepResult
 from .store import Store
-from .tracer import Sandbox, agent, code_action, configure, run, tool
+from .tracer import Sandbox, agent, code_action, configure, llm, record_llm_call, run, tool
 
 __all__ = [
     "CodetapeError",
@@ -32,6 +32,8 @@ __all__ = [
     "configure",
     "diff_runs",
     "errors",
+    "llm",
+    "record_llm_call",
     "replay",
     "replay_from",
     "replay_run",

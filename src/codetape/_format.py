@@ -11,6 +11,7 @@ Internal: imports nothing of codetape but ``schemas``.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Literal, get_args
 
@@ -181,6 +182,62 @@ def failing_line(step: Step) -> int | None:
         return None
     found = _CODE_FRAME.findall(step.error.traceback)
     return int(found[-1]) if found else None
+
+
+# smolagents' interpreter names the failing line in its message instead of a frame.
+_AT_LINE = re.compile(r"at line '(.*)' due to: ")
+
+
+def error_line(code: str, traceback: str | None, message: str | None) -> str | None:
+    """The text of the line of ``code`` that raised: the last frame of the code in the
+    traceback, or the line an interpreter's message names; None when neither says.
+
+    >>> error_line("x = 1\ny = x / 0", 'File "<code action>", line 2, in <module>', "")
+    'y = x / 0'
+    """
+    found = _CODE_FRAME.findall(traceback or "")
+    lines = code.splitlines()
+    if found and 1 <= int(found[-1]) <= len(lines):
+        return lines[int(found[-1]) - 1].strip() or None
+    match = _AT_LINE.search(message or "")
+    return match[1].strip() or None if match else None
+
+
+_CODE_BLOCKS = re.compile(
+    r"```[\w+-]*[ \t]*\n.*?(?:```|\Z)|<code>.*?(?:</code>|\Z)|<end_code>", re.DOTALL
+)
+
+
+def _structured_thought(output: str) -> str | None:
+    if not output.lstrip().startswith("{"):
+        return None
+    try:
+        found = json.loads(output)
+    except ValueError:
+        return None
+    thought = found.get("thought") if isinstance(found, dict) else None
+    return thought if isinstance(thought, str) else None
+
+
+def thought_of(output: str, code: str) -> str | None:
+    """The text a model wrote around the code of its ``output``: outside its code blocks
+    (fenced or in ``<code>`` tags), or, when it has none, outside the code itself; None
+    when it wrote nothing else.
+
+    >>> thought_of("Thought: add them.\n<code>\nx = 1 + 1\n</code>", "x = 1 + 1")
+    'Thought: add them.'
+    """
+    structured = _structured_thought(output)
+    if structured is not None:  # {"thought": ..., "code": ...} (structured outputs)
+        rest = structured
+    elif _CODE_BLOCKS.search(output):
+        rest = _CODE_BLOCKS.sub("\n", output)
+    elif code.strip() and code.strip() in output:
+        rest = output.replace(code.strip(), "\n")
+    else:
+        rest = output
+    rest = re.sub(r"\n{3,}", "\n\n", rest).strip()
+    return rest or None
 
 
 def steps_text(indexes: list[int] | range) -> str:

@@ -3,9 +3,13 @@
 ``instrument`` records an agent that runs its code actions in its own
 ``LocalPythonExecutor`` (observed mode): each ``agent.run(task)`` is a run, each code
 action a step with the executor's variables before and after, what the code printed,
-its result or error, and every call it made to the agent's tools. The agent behaves
-exactly as before: a failing step is recorded and the agent carries on, as smolagents
-does.
+its result or error, and every call it made to the agent's tools; each call to the
+agent's model (``generate``, ``generate_stream``) is a model call of the run, and each
+step names the call its code came from. The agent behaves exactly as before: a failing
+step is recorded and the agent carries on, as smolagents does.
+
+``instrument(agent, sandbox=sb)`` also runs the code actions in codetape's sandbox
+(``CodetapeExecutor``), each ``agent.run`` still one run.
 
 Needs the optional extra: ``pip install 'codetape[smolagents]'``.
 """
@@ -34,10 +38,13 @@ except ImportError as exc:
     ) from exc
 
 from ..schemas import ErrorInfo, StepStatus
+from ..tracer import Sandbox
 from ..tracer.internal import (
+    LlmCallRecorder,
     RunRecorder,
     State,
     StepRecorder,
+    Usage,
     bind_arguments,
     current_run,
     format_exception,
@@ -48,6 +55,7 @@ from ..tracer.internal import (
     tool_parameters,
     tool_signature,
     type_name,
+    usage_of,
 )
 
 __all__ = ["CodetapeExecutor", "instrument", "uninstrument"]
@@ -66,19 +74,25 @@ _NO_RUN = object()  # the agent had no ``run`` of its own before instrument()
 
 # Runs opened by instrument(); a run the user opened around agent.run is reused instead.
 _own_runs: weakref.WeakSet[RunRecorder] = weakref.WeakSet()
+# The executors instrument(agent, sandbox=...) replaced, for uninstrument to give back.
+_replaced_executors: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
-def instrument(agent: AgentT) -> AgentT:
+def instrument(agent: AgentT, *, sandbox: Sandbox | None = None) -> AgentT:
     """Record every ``agent.run(task)`` of a smolagents ``CodeAgent``; returns ``agent``.
 
     Each run is named after ``agent.name`` (or the agent's class) and records the task
-    and the final answer; each code action is a step, and each call to one of the
-    agent's tools an ``execute_tool`` span under its step. Inside an open
-    ``codetape.run()`` or ``@codetape.agent``, the steps go to that run instead.
-    Instrumenting twice changes nothing; ``uninstrument`` undoes it.
+    and the final answer; each code action is a step, each call to one of the agent's
+    tools an ``execute_tool`` span under its step, and each call to its model a
+    ``chat`` span (messages, output, tokens). Inside an open ``codetape.run()`` or
+    ``@codetape.agent``, all of it goes to that run instead. Instrumenting twice
+    changes nothing; ``uninstrument`` undoes it.
 
-    The agent must run its code with smolagents' ``LocalPythonExecutor`` (the default)
-    or with a codetape executor, which records its own steps.
+    Without ``sandbox``, the agent must run its code with smolagents'
+    ``LocalPythonExecutor`` (the default) or with a codetape executor. With
+    ``sandbox``, a ``codetape.Sandbox``, its code actions run there instead
+    (``CodetapeExecutor``): the tools stay on the host, and each ``agent.run`` is
+    still one run with all its steps.
 
     ``model`` is any smolagents model, ``get_orders`` a smolagents ``@tool``:
 
@@ -97,6 +111,11 @@ def instrument(agent: AgentT) -> AgentT:
             f"instrument() records a smolagents CodeAgent; {type(agent).__name__} has no "
             "python_executor"
         )
+    if sandbox is not None:
+        if isinstance(executor, _RecordingExecutor):
+            executor = executor._inner
+        _replaced_executors.setdefault(target, executor)
+        executor = target.python_executor = CodetapeExecutor(sandbox)
     if isinstance(executor, LocalPythonExecutor):
         target.python_executor = _RecordingExecutor(executor, _agent_tools(target))
     elif not isinstance(executor, _RecordingExecutor) and not _records_itself(executor):
@@ -110,6 +129,7 @@ def instrument(agent: AgentT) -> AgentT:
         recorded = _recorded_run(target, target.run)
         setattr(recorded, _ORIGINAL_RUN, original)
         target.run = recorded
+    _record_model(getattr(target, "model", None))
     return agent
 
 
@@ -123,6 +143,10 @@ def uninstrument(agent: AgentT) -> AgentT:
     executor = getattr(target, "python_executor", None)
     if isinstance(executor, _RecordingExecutor):
         target.python_executor = executor._inner
+    replaced = _replaced_executors.pop(target, None)
+    if replaced is not None:
+        target.python_executor = replaced
+    _unrecord_model(getattr(target, "model", None))
     original = getattr(vars(target).get("run"), _ORIGINAL_RUN, None)
     if original is _NO_RUN:
         del target.run
@@ -195,6 +219,83 @@ def _recorded_stream(recorder: RunRecorder, steps: Iterator[Any]) -> Iterator[An
         raise
     finally:
         context.run(recorder.__exit__, type(error) if error else None, error, None)
+
+
+# -- model calls --------------------------------------------------------------------------
+
+_MODEL_METHODS = ("generate", "generate_stream")
+_ORIGINAL_METHOD = "__codetape_original__"
+
+
+def _record_model(model: Any) -> None:
+    """Record each call of the model's ``generate`` and ``generate_stream`` (instance
+    attributes over its methods; ``_unrecord_model`` removes them)."""
+    if model is None:
+        return
+    for name in _MODEL_METHODS:
+        method = getattr(model, name, None)
+        if method is None or hasattr(method, _ORIGINAL_METHOD):
+            continue
+        wrapped = (_recorded_stream_call if name == "generate_stream" else _recorded_call)(
+            model, method
+        )
+        setattr(wrapped, _ORIGINAL_METHOD, method)
+        setattr(model, name, wrapped)
+
+
+def _unrecord_model(model: Any) -> None:
+    for name in _MODEL_METHODS:
+        if model is not None and hasattr(vars(model).get(name), _ORIGINAL_METHOD):
+            delattr(model, name)
+
+
+def _model_id(model: Any) -> str | None:
+    model_id = getattr(model, "model_id", None)
+    return model_id if isinstance(model_id, str) else type(model).__name__
+
+
+def _recorded_call(model: Any, generate: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(generate)
+    def recorded(messages: Any, *args: Any, **kwargs: Any) -> Any:
+        if current_run() is None:  # the agent's model used outside agent.run
+            return generate(messages, *args, **kwargs)
+        with LlmCallRecorder(_model_id(model), messages) as call:
+            output = generate(messages, *args, **kwargs)
+            call.succeeded(output)
+            return output
+
+    return recorded
+
+
+def _recorded_stream_call(model: Any, generate_stream: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(generate_stream)
+    def recorded(messages: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        if current_run() is None:
+            yield from generate_stream(messages, *args, **kwargs)
+            return
+        with LlmCallRecorder(_model_id(model), messages, streamed=True) as call:
+            deltas: list[Any] = []
+            try:
+                for delta in generate_stream(messages, *args, **kwargs):
+                    deltas.append(delta)
+                    yield delta
+            except GeneratorExit:  # the agent stopped reading: what it read is the output
+                call.succeeded(_streamed_text(deltas), usage=_summed_usage(deltas))
+                raise
+            call.succeeded(_streamed_text(deltas), usage=_summed_usage(deltas))
+
+    return recorded
+
+
+def _streamed_text(deltas: list[Any]) -> str:
+    return "".join(getattr(d, "content", None) or "" for d in deltas)
+
+
+def _summed_usage(deltas: list[Any]) -> Usage:
+    found = [usage_of(d) for d in deltas]
+    inputs = [u.input_tokens for u in found if u.input_tokens is not None]
+    outputs = [u.output_tokens for u in found if u.output_tokens is not None]
+    return Usage(sum(inputs) if inputs else None, sum(outputs) if outputs else None)
 
 
 # -- steps --------------------------------------------------------------------------------

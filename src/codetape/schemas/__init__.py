@@ -6,7 +6,10 @@ from . import attributes
 from ._models import (
     Difference,
     ErrorInfo,
+    FailureGroup,
     Limits,
+    LlmCall,
+    LlmMessage,
     ReplayReport,
     Run,
     RunDetail,
@@ -26,7 +29,10 @@ from ._models import (
 __all__ = [
     "Difference",
     "ErrorInfo",
+    "FailureGroup",
     "Limits",
+    "LlmCall",
+    "LlmMessage",
     "ReplayReport",
     "Run",
     "RunDetail",

@@ -10,7 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "Difference",
     "ErrorInfo",
+    "FailureGroup",
     "Limits",
+    "LlmCall",
+    "LlmMessage",
     "ReplayReport",
     "Run",
     "RunDetail",
@@ -163,6 +166,41 @@ class Step(_Model):
     # Observed steps: how the code was executed, and random's state before it.
     executor: dict[str, Any] | None = None
     random_state: str | None = None
+    # The model call whose output the code came from (its span id), and the text the
+    # model wrote around the code block.
+    llm_call: str | None = None
+    thought: str | None = None
+
+
+class LlmMessage(_Model):
+    """One message of a model call, as text (images and other parts as markers)."""
+
+    role: str
+    content: str
+
+
+class LlmCall(_Model):
+    """One model call of a run: a ``chat {model}`` span under the run's root.
+
+    ``index`` orders the run's calls; ``input_messages`` and ``output`` are redacted.
+    Tokens are the framework's own counts (None when it reported none); ``cost`` is set
+    when ``configure(prices=...)`` named the model."""
+
+    run_id: str
+    span_id: str
+    index: int
+    model: str | None
+    response_model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reasons: list[str] = Field(default_factory=list)
+    cost: float | None = None
+    input_messages: list[LlmMessage] = Field(default_factory=list)
+    output: str = ""
+    streamed: bool = False
+    error: ErrorInfo | None = None
+    started_at: datetime
+    duration_ms: float
 
 
 class Run(_Model):
@@ -182,6 +220,12 @@ class Run(_Model):
     # Records of this run that could not be stored (a spool line the store had to set
     # aside, or a span the recorder could not write for lack of disk space).
     lost_records: int = 0
+    # The run's model calls: how many, the tokens they reported, and their cost when
+    # prices were configured for their models.
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float | None = None
 
     @property
     def duration_ms(self) -> float | None:
@@ -249,6 +293,10 @@ class StepPair(_Model):
     variables_added: list[str] = Field(default_factory=list)
     variables_removed: list[str] = Field(default_factory=list)
     variables_changed: list[VariableChange] = Field(default_factory=list)
+    # The model's thoughts (unified diff) and whether the model outputs the code came
+    # from differ: runs that diverge because the model answered differently show it here.
+    thought_diff: list[str] = Field(default_factory=list)
+    model_output_differs: bool = False
 
 
 class RunDiff(_Model):
@@ -268,3 +316,27 @@ class RunDetail(_Model):
 
     run: Run
     steps: list[Step]
+    llm_calls: list[LlmCall] = Field(default_factory=list)
+
+
+class FailureGroup(_Model):
+    """Failing steps across runs that share a failure signature: the exception type,
+    the message with ids, numbers and quoted values masked, and the failing line.
+
+    ``example_run``/``example_step`` is the newest failing step of the group;
+    ``passing_run`` a run of the same agent and task that succeeded, when there is one
+    (compare it with the example to see what went differently)."""
+
+    signature: str
+    error_type: str
+    message: str
+    line: str | None = None
+    steps: int
+    runs: int
+    agents: list[str]
+    first_seen: datetime
+    last_seen: datetime
+    example_run: str
+    example_step: int
+    example_message: str
+    passing_run: str | None = None

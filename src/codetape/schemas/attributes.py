@@ -14,6 +14,7 @@ from typing import Final
 SPAN_INVOKE_AGENT: Final = "invoke_agent"
 SPAN_EXECUTE_CODE: Final = "execute_code"
 SPAN_EXECUTE_TOOL: Final = "execute_tool"
+SPAN_CHAT: Final = "chat"  # "chat {model}"
 
 # OpenTelemetry GenAI conventions.
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
@@ -22,6 +23,12 @@ GEN_AI_TOOL_NAME: Final = "gen_ai.tool.name"
 GEN_AI_TOOL_CALL_ID: Final = "gen_ai.tool.call.id"
 GEN_AI_TOOL_CALL_ARGUMENTS: Final = "gen_ai.tool.call.arguments"  # redacted preview
 GEN_AI_TOOL_CALL_RESULT: Final = "gen_ai.tool.call.result"  # redacted preview
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
 
 # OpenTelemetry container and error conventions.
 CONTAINER_IMAGE_NAME: Final = "container.image.name"
@@ -38,6 +45,9 @@ RUN_REPLAY_OF: Final = "codetape.replay_of"
 RUN_PID: Final = "codetape.run.pid"
 # A run recorded by a forked child: the run that was open in its parent at the fork.
 RUN_FORKED_FROM: Final = "codetape.run.forked_from"
+# The span that was current in the caller when the run began (also a span link).
+PARENT_TRACE_ID: Final = "codetape.parent.trace_id"
+PARENT_SPAN_ID: Final = "codetape.parent.span_id"
 
 # codetape: steps (code actions).
 STEP_INDEX: Final = "codetape.step.index"
@@ -56,6 +66,13 @@ ERROR_TRACEBACK_DIGEST: Final = "codetape.error.traceback.digest"
 STATE_BEFORE: Final = "codetape.state.before"  # digest of the variable manifest blob
 STATE_AFTER: Final = "codetape.state.after"
 STATE_VARIABLES: Final = "codetape.state.variables"  # number of variables after the step
+# The model call whose output the step's code came from (its span id), and the text the
+# model wrote around the code block.
+STEP_LLM_CALL: Final = "codetape.step.llm_call"
+STEP_THOUGHT_PREVIEW: Final = "codetape.step.thought.preview"
+STEP_THOUGHT_DIGEST: Final = "codetape.step.thought.digest"
+# The text of the step's code line that raised (failure grouping).
+ERROR_LINE: Final = "codetape.error.line"
 
 # codetape: sandbox identity.
 SANDBOX_BACKEND: Final = "codetape.sandbox.backend"
@@ -80,6 +97,16 @@ TOOL_PARAMETERS: Final = "codetape.tool.parameters"
 TOOL_RESULT_PICKLE: Final = "codetape.tool.result.pickle.digest"
 TOOL_STATUS: Final = "codetape.tool.status"
 
+# codetape: model calls (chat spans).
+LLM_INDEX: Final = "codetape.llm.index"  # order of the call in its run
+LLM_INPUT_DIGEST: Final = "codetape.llm.input.digest"  # redacted JSON messages
+LLM_INPUT_PREVIEW: Final = "codetape.llm.input.preview"  # the last input message
+LLM_INPUT_MESSAGES: Final = "codetape.llm.input.messages"  # number of input messages
+LLM_OUTPUT_DIGEST: Final = "codetape.llm.output.digest"  # redacted output text
+LLM_OUTPUT_PREVIEW: Final = "codetape.llm.output.preview"
+LLM_COST: Final = "codetape.llm.cost"  # in the currency of configure(prices=...)
+LLM_STREAMED: Final = "codetape.llm.streamed"
+
 # Any span: the blob of {attribute: full value} of its string attributes recorded cut.
 ATTRIBUTES_FULL_DIGEST: Final = "codetape.attributes.full.digest"
 
@@ -87,3 +114,4 @@ ATTRIBUTES_FULL_DIGEST: Final = "codetape.attributes.full.digest"
 OP_INVOKE_AGENT: Final = "invoke_agent"
 OP_EXECUTE_CODE: Final = "execute_code"
 OP_EXECUTE_TOOL: Final = "execute_tool"
+OP_CHAT: Final = "chat"

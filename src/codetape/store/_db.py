@@ -33,7 +33,8 @@ __all__ = [
 
 DB_NAME = "codetape.duckdb"
 # 2: span_starts (steps that started and have not ended) and lost_records.
-SCHEMA_VERSION = 2
+# 3: llm_calls (the runs' model calls, for their tokens and cost).
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -74,6 +75,19 @@ CREATE TABLE IF NOT EXISTS steps (
     code_preview VARCHAR,
     stdout_preview VARCHAR,
     error_type VARCHAR,
+    PRIMARY KEY (run_id, span_id)
+);
+-- The model calls of each run (chat spans): what runs sum for tokens and cost.
+CREATE TABLE IF NOT EXISTS llm_calls (
+    run_id VARCHAR NOT NULL,
+    span_id VARCHAR NOT NULL,
+    call_index INTEGER,
+    model VARCHAR,
+    input_tokens BIGINT,
+    output_tokens BIGINT,
+    cost DOUBLE,
+    started_ns BIGINT,
+    ended_ns BIGINT,
     PRIMARY KEY (run_id, span_id)
 );
 CREATE TABLE IF NOT EXISTS blobs (digest VARCHAR PRIMARY KEY, data BLOB NOT NULL);

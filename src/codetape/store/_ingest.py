@@ -136,6 +136,28 @@ FROM (
 )
 """
 
+_LLM_ATTRS = (
+    A.LLM_INDEX,
+    A.GEN_AI_RESPONSE_MODEL,
+    A.GEN_AI_REQUEST_MODEL,
+    A.GEN_AI_USAGE_INPUT_TOKENS,
+    A.GEN_AI_USAGE_OUTPUT_TOKENS,
+    A.LLM_COST,
+)
+_LLM_PATHS = ", ".join(f"'$.\"{name}\"'" for name in _LLM_ATTRS)
+_INSERT_LLM_CALLS = f"""
+INSERT OR IGNORE INTO llm_calls
+SELECT trace_id, span_id, TRY_CAST(v[1] AS INTEGER), coalesce(v[2], v[3]),
+       TRY_CAST(v[4] AS BIGINT), TRY_CAST(v[5] AS BIGINT), TRY_CAST(v[6] AS DOUBLE),
+       start_ns, end_ns
+FROM (
+    SELECT trace_id, span_id, start_ns, end_ns,
+           json_extract_string(attributes, [{_LLM_PATHS}]) AS v
+    FROM batch WHERE t = 'span' AND starts_with(name, '{A.SPAN_CHAT} ')
+        AND {_attr(A.GEN_AI_OPERATION_NAME)} = '{A.OP_CHAT}'
+)
+"""
+
 # A step's "start" record waits for its span; a step that ended in the same batch
 # needs none.
 _INSERT_STEP_STARTS = f"""
@@ -174,6 +196,7 @@ _LOAD = (
     _INSERT_RUN_STARTS,
     _UPSERT_RUN_ENDS,
     _INSERT_STEPS,
+    _INSERT_LLM_CALLS,
     _INSERT_STEP_STARTS,
     _DROP_ENDED_STARTS,
     _INSERT_LOST,

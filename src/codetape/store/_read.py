@@ -21,6 +21,9 @@ from ..errors import (
 )
 from ..schemas import (
     ErrorInfo,
+    FailureGroup,
+    LlmCall,
+    LlmMessage,
     Run,
     RunDetail,
     SandboxSpec,
@@ -31,6 +34,7 @@ from ..schemas import (
 from ..schemas import attributes as A
 from ._blobs import BlobStore
 from ._db import DB_NAME, connect, held_by_this_thread, is_disk_full
+from ._failures import failure_groups
 from ._home import resolve_home
 from ._ingest import IngestStats, spool_changed, try_ingest, wait_for_background
 from ._spool import live_dir, visible_surrogates
@@ -53,14 +57,19 @@ _RUN_PAGE = f"""
 WITH page AS (
     SELECT {_RUN_COLUMNS} FROM runs r {{where}} ORDER BY r.started_ns DESC LIMIT ? OFFSET ?
 )
-SELECT r.*, coalesce(s.n, 0), coalesce(s.failed, 0), coalesce(l.lost, 0)
+SELECT r.*, coalesce(s.n, 0), coalesce(s.failed, 0), coalesce(l.lost, 0),
+       coalesce(m.calls, 0), coalesce(m.input_tokens, 0), coalesce(m.output_tokens, 0), m.cost
 FROM page r LEFT JOIN (
     SELECT run_id, count(*) AS n, count(*) FILTER (WHERE status <> 'ok') AS failed
     FROM steps WHERE run_id IN (SELECT run_id FROM page) GROUP BY run_id
 ) s USING (run_id) LEFT JOIN (
     SELECT run_id, sum(records) AS lost
     FROM lost_records WHERE run_id IN (SELECT run_id FROM page) GROUP BY run_id
-) l USING (run_id)
+) l USING (run_id) LEFT JOIN (
+    SELECT run_id, count(*) AS calls, sum(input_tokens) AS input_tokens,
+           sum(output_tokens) AS output_tokens, sum(cost) AS cost
+    FROM llm_calls WHERE run_id IN (SELECT run_id FROM page) GROUP BY run_id
+) m USING (run_id)
 ORDER BY r.started_ns DESC
 """
 
@@ -73,7 +82,7 @@ def _ts(ns: int | None) -> datetime | None:
 
 def _run_from_row(row: Sequence[Any]) -> Run:
     (run_id, name, task, status, started, ended, answer, replay_of, etype, emsg) = row[:10]
-    n, failed, lost = row[10:]
+    n, failed, lost, calls, input_tokens, output_tokens, cost = row[10:]
     return Run(
         id=run_id,
         name=name or "agent",
@@ -87,6 +96,10 @@ def _run_from_row(row: Sequence[Any]) -> Run:
         replay_of=replay_of,
         error=ErrorInfo(type=etype, message=emsg or "") if etype else None,
         lost_records=int(lost),
+        llm_calls=int(calls),
+        input_tokens=int(input_tokens),
+        output_tokens=int(output_tokens),
+        cost=float(cost) if cost is not None else None,
     )
 
 
@@ -323,7 +336,63 @@ class Store:
     def detail(self, run_id: str) -> RunDetail:
         with self.session():
             run = self.run(run_id)
-            return RunDetail(run=run, steps=self.steps(run.id))
+            return RunDetail(run=run, steps=self.steps(run.id), llm_calls=self.llm_calls(run.id))
+
+    # -- model calls -------------------------------------------------------------
+
+    def llm_calls(self, run_id: str) -> list[LlmCall]:
+        """The run's model calls, in the order they were made, with their messages."""
+        with self.session():
+            full = self.resolve_run_id(run_id)
+            spans = self._query(
+                "SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message, "
+                "attributes FROM spans WHERE trace_id = ? AND starts_with(name, ?) "
+                f"AND attributes->>'$.\"{A.GEN_AI_OPERATION_NAME}\"' = ? ORDER BY start_ns",
+                [full, A.SPAN_CHAT + " ", A.OP_CHAT],
+            )
+            self._prefetch(spans)
+            calls = [self._llm_call(full, span) for span in spans]
+        return sorted(calls, key=lambda c: (c.index, c.started_at))
+
+    def _llm_call(self, run_id: str, span: tuple[Any, ...]) -> LlmCall:
+        span_id, _, _, start_ns, end_ns, _, status_message, raw = span
+        attrs = self._attributes(raw)
+        messages = self._json(attrs.get(A.LLM_INPUT_DIGEST), [])
+        error = None
+        if A.ERROR_TYPE in attrs:
+            error = ErrorInfo(
+                type=attrs[A.ERROR_TYPE], message=attrs.get(A.ERROR_MESSAGE, status_message or "")
+            )
+        return LlmCall(
+            run_id=run_id,
+            span_id=span_id,
+            index=int(attrs.get(A.LLM_INDEX, 0)),
+            model=attrs.get(A.GEN_AI_REQUEST_MODEL),
+            response_model=attrs.get(A.GEN_AI_RESPONSE_MODEL),
+            input_tokens=attrs.get(A.GEN_AI_USAGE_INPUT_TOKENS),
+            output_tokens=attrs.get(A.GEN_AI_USAGE_OUTPUT_TOKENS),
+            finish_reasons=list(attrs.get(A.GEN_AI_RESPONSE_FINISH_REASONS, [])),
+            cost=attrs.get(A.LLM_COST),
+            input_messages=[
+                LlmMessage(role=str(m.get("role", "")), content=str(m.get("content", "")))
+                for m in messages
+                if isinstance(m, dict)
+            ],
+            output=self._text(attrs.get(A.LLM_OUTPUT_DIGEST), attrs.get(A.LLM_OUTPUT_PREVIEW, "")),
+            streamed=bool(attrs.get(A.LLM_STREAMED, False)),
+            error=error,
+            started_at=_ts(start_ns) or datetime.fromtimestamp(0, tz=timezone.utc),
+            duration_ms=((end_ns or start_ns) - start_ns) / 1e6,
+        )
+
+    # -- failures ----------------------------------------------------------------
+
+    def failures(self, agent: str | None = None) -> list[FailureGroup]:
+        """Failing steps across all runs (or ``agent``'s) grouped by failure signature:
+        exception type, message with ids, numbers and quoted values masked, and the
+        failing line; the groups that failed the most runs first."""
+        with self.session():
+            return failure_groups(self._query, agent)
 
     # -- steps -----------------------------------------------------------------
 
@@ -425,6 +494,11 @@ class Store:
             state_after=attrs.get(A.STATE_AFTER),
             executor=json.loads(attrs[A.STEP_EXECUTOR]) if A.STEP_EXECUTOR in attrs else None,
             random_state=attrs.get(A.STEP_RANDOM_STATE),
+            llm_call=attrs.get(A.STEP_LLM_CALL),
+            thought=self._text(
+                attrs.get(A.STEP_THOUGHT_DIGEST), attrs.get(A.STEP_THOUGHT_PREVIEW, "")
+            )
+            or None,
         )
 
     def _tool_call(self, span: tuple[Any, ...]) -> ToolCall:

@@ -1,14 +1,24 @@
 """The tracer: decorators, run and step recording, state snapshots, spool and OTLP.
 
-Users record with ``agent``, ``code_action``, ``tool``, ``run``, ``configure`` and
-``Sandbox`` (the sandbox with each code action recorded). What codetape's other
-packages need of the recording machinery is in ``codetape.tracer.internal``.
+Users record with ``agent``, ``code_action``, ``tool``, ``llm``, ``record_llm_call``,
+``run``, ``configure`` and ``Sandbox`` (the sandbox with each code action recorded).
+What codetape's other packages need of the recording machinery is in ``codetape.tracer.internal``.
 """
 
 from __future__ import annotations
 
 from ._config import configure
 from ._decorators import agent, code_action, run, tool
+from ._llm import llm, record_llm_call
 from ._sandboxed import Sandbox
 
-__all__ = ["Sandbox", "agent", "code_action", "configure", "run", "tool"]
+__all__ = [
+    "Sandbox",
+    "agent",
+    "code_action",
+    "configure",
+    "llm",
+    "record_llm_call",
+    "run",
+    "tool",
+]

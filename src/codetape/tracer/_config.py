@@ -9,9 +9,9 @@ import atexit
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -56,6 +56,8 @@ class Runtime:
     blobs: BlobStore
     otlp: OtlpTarget | None
     ingester: BackgroundIngester
+    # Model prices: per million input and output tokens, by model name or * pattern.
+    prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def shutdown(self) -> None:
         self.provider.shutdown()
@@ -117,10 +119,33 @@ def _otlp_processor(target: OtlpTarget) -> SpanProcessor:
     return BatchSpanProcessor(OTLPSpanExporter(endpoint=target.endpoint))
 
 
+Price = tuple[float, float] | Mapping[str, float]
+
+
+def _prices(prices: Mapping[str, Price] | None) -> dict[str, tuple[float, float]]:
+    """``{model: (input, output)}`` or ``{model: {"input": ..., "output": ...}}``, per
+    million tokens, checked."""
+    checked: dict[str, tuple[float, float]] = {}
+    for model, price in (prices or {}).items():
+        pair = (price.get("input"), price.get("output")) if isinstance(price, Mapping) else price
+        try:
+            input_price, output_price = (float(p) for p in pair)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"prices[{model!r}] = {price!r} is not a price",
+                hint='give (input, output) per million tokens: prices={"gpt-4o": (2.5, 10.0)}',
+            ) from None
+        if input_price < 0 or output_price < 0:
+            raise ConfigError(f"prices[{model!r}] = {price!r} is negative")
+        checked[str(model)] = (input_price, output_price)
+    return checked
+
+
 def configure(
     home: str | os.PathLike[str] | None = None,
     otlp: bool | str | None = None,
     redact: bool = True,
+    prices: Mapping[str, Price] | None = None,
 ) -> Runtime:
     """Set where and how codetape records. Every argument has a working default.
 
@@ -130,6 +155,9 @@ def configure(
       picks ``http/protobuf`` (default) or ``grpc``.
     - ``redact``: replace secrets (secret-named environment variables, API keys, tokens,
       private keys, URL passwords) with a marker before anything is written.
+    - ``prices``: what models cost, per million input and output tokens, by model name
+      (or a ``*`` pattern): ``{"gpt-4o": (2.5, 10.0)}``. Each model call and run then
+      records its cost.
 
     >>> import codetape, tempfile
     >>> rt = codetape.configure(home=tempfile.mkdtemp(), otlp=False)
@@ -138,6 +166,7 @@ def configure(
     """
     global _current
     target = _otlp_target(otlp)
+    checked_prices = _prices(prices)
     with _lock:
         if _current is not None:
             _current.shutdown()
@@ -148,11 +177,16 @@ def configure(
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create the store directory {path}: {exc}") from exc
-        _current = _build(path, target, redact)
+        _current = _build(path, target, redact, checked_prices)
         return _current
 
 
-def _build(path: Path, target: OtlpTarget | None, redact: bool) -> Runtime:
+def _build(
+    path: Path,
+    target: OtlpTarget | None,
+    redact: bool,
+    prices: Mapping[str, tuple[float, float]] | None = None,
+) -> Runtime:
     spool = SpoolWriter(path)
     provider = TracerProvider(
         resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "codetape")}),
@@ -170,6 +204,7 @@ def _build(path: Path, target: OtlpTarget | None, redact: bool) -> Runtime:
         blobs=BlobStore(path / "blobs", spool=spool),
         otlp=target,
         ingester=BackgroundIngester(path, internal_errors),
+        prices=dict(prices or {}),
     )
 
 
@@ -201,7 +236,9 @@ def recording_to(home: Path) -> Iterator[Runtime]:
         other = _others.get(path)
         if other is None:
             path.mkdir(parents=True, exist_ok=True)
-            other = _others[path] = _build(path, current.otlp, current.redactor.enabled)
+            other = _others[path] = _build(
+                path, current.otlp, current.redactor.enabled, current.prices
+            )
     token = _override.set(other)
     try:
         yield other

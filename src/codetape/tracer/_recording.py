@@ -44,6 +44,8 @@ from .._format import (
     STATUS_CHARS,
     TEXT_PREVIEW_CHARS,
     cut,
+    error_line,
+    thought_of,
 )
 from ..sandbox.internal import PICKLE_PROTOCOL
 from ..schemas import ErrorInfo, StepStatus
@@ -59,8 +61,11 @@ __all__ = [
     "ToolCallRecorder",
     "current_run",
     "current_step",
+    "end_span",
     "format_exception",
     "interrupt_open",
+    "put_text",
+    "record_exception",
     "record_tool_call",
 ]
 
@@ -117,7 +122,7 @@ def interrupt_open(signal_name: str) -> None:
                 recorder.interrupt(signal_name)
 
 
-def _end(span: Span, started_ns: int) -> None:
+def end_span(span: Span, started_ns: int) -> None:
     """End ``span`` at its start plus the monotonic time since ``started_ns``."""
     start = getattr(span, "start_time", None)
     if isinstance(start, int):
@@ -134,7 +139,7 @@ def _end_interrupted(span: Span, started_ns: int, status: tuple[str, str], when:
         span.set_attribute(*status)
         _exception_event(span, signal_name, f"the process received {when}", "")
     with internal_errors("ending an interrupted span"):
-        _end(span, started_ns)
+        end_span(span, started_ns)
 
 
 def _capped(rt: Runtime, attrs: dict[str, Any], full: dict[str, str]) -> dict[str, Any]:
@@ -145,7 +150,7 @@ def _capped(rt: Runtime, attrs: dict[str, Any], full: dict[str, str]) -> dict[st
         return attrs
     full.update(long)
     capped = {**attrs, **{k: cut(v, ATTRIBUTE_CHARS) for k, v in long.items()}}
-    if (digest := _put_text(rt, json.dumps(full, ensure_ascii=False))) is not None:
+    if (digest := put_text(rt, json.dumps(full, ensure_ascii=False))) is not None:
         capped[A.ATTRIBUTES_FULL_DIGEST] = digest
     return capped
 
@@ -179,11 +184,22 @@ def _exception_event(span: Span, etype: str, message: str, stack: str) -> None:
     span.set_status(Status(StatusCode.ERROR, cut(message, STATUS_CHARS)))
 
 
-def _record_exception(span: Span, rt: Runtime, exc: BaseException) -> str:
+def record_exception(span: Span, rt: Runtime, exc: BaseException) -> str:
     """Record ``exc`` on ``span``; returns its redacted traceback."""
     stack = rt.redactor.text(format_exception(exc))
     _exception_event(span, type_name(exc), rt.redactor.text(str(exc)), stack)
     return stack
+
+
+def _caller_link(attrs: dict[str, Any]) -> list[trace.Link]:
+    """A link to the span current in the caller (a web request, an OpenInference or
+    Logfire span), and its ids in ``attrs``; none when no span is current."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return []
+    attrs[A.PARENT_TRACE_ID] = f"{context.trace_id:032x}"
+    attrs[A.PARENT_SPAN_ID] = f"{context.span_id:016x}"
+    return [trace.Link(context)]
 
 
 class RunRecorder:
@@ -201,6 +217,9 @@ class RunRecorder:
         self.id = ""
         self.pid = os.getpid()
         self._steps = itertools.count()
+        self._llm_calls = itertools.count()
+        # The run's latest model call: its span id and (redacted) output text.
+        self._latest_llm: tuple[str, str] | None = None
         self._lock = threading.Lock()
         self._rt: Runtime | None = None
         self._span: Span | None = None
@@ -213,6 +232,24 @@ class RunRecorder:
     def next_index(self) -> int:
         with self._lock:
             return next(self._steps)
+
+    def next_llm_index(self) -> int:
+        with self._lock:
+            return next(self._llm_calls)
+
+    def note_llm_call(self, span_id: str, output: str) -> None:
+        """A model call of this run ended with ``output``: the next code actions came
+        from it, until the next call."""
+        with self._lock:
+            self._latest_llm = (span_id, output)
+
+    @property
+    def latest_llm_call(self) -> tuple[str, str] | None:
+        return self._latest_llm
+
+    @property
+    def span(self) -> Span | None:
+        return self._span
 
     def __enter__(self) -> RunRecorder:
         self.pid = os.getpid()
@@ -231,13 +268,16 @@ class RunRecorder:
             inherited = _run_var.get()
             if inherited is not None and inherited.pid != self.pid and inherited.id:
                 attrs[A.RUN_FORKED_FROM] = inherited.id
+            links = _caller_link(attrs)
             self._started_ns = time.monotonic_ns()
-            # A run is always the root of its own trace, whatever span is current.
+            # A run is always the root of its own trace, whatever span is current (its
+            # id is the run's id); the caller's span is a link.
             self._span = rt.tracer.start_span(
                 f"{A.SPAN_INVOKE_AGENT} {cut(self.name, ATTRIBUTE_CHARS)}",
                 context=trace.set_span_in_context(trace.INVALID_SPAN),
                 kind=SpanKind.INTERNAL,
                 attributes=_capped(rt, attrs, self._full),
+                links=links,
             )
             self.id = f"{self._span.get_span_context().trace_id:032x}"
             self.snapshotter = Snapshotter(rt.blobs, rt.redactor)
@@ -264,7 +304,7 @@ class RunRecorder:
         try:
             with internal_errors("ending a run"):
                 if exc is not None:
-                    _record_exception(span, rt, exc)
+                    record_exception(span, rt, exc)
                     span.set_attribute(A.RUN_STATUS, "error")
                 else:
                     span.set_attribute(A.RUN_STATUS, "ok")
@@ -274,11 +314,11 @@ class RunRecorder:
                     text = answer if isinstance(answer, str) else preview(answer, rt.redactor, 2000)
                     text = rt.redactor.text(text)
                     span.set_attribute(A.RUN_FINAL_ANSWER, cut(text, MESSAGE_CHARS))
-                    if (digest := _put_text(rt, text)) is not None:
+                    if (digest := put_text(rt, text)) is not None:
                         span.set_attribute(A.RUN_FINAL_ANSWER_DIGEST, digest)
         finally:
             with internal_errors("ending a run"):
-                _end(span, self._started_ns)
+                end_span(span, self._started_ns)
         with internal_errors("ingesting a finished run"):
             rt.ingester.request()
 
@@ -332,12 +372,13 @@ class StepRecorder:
                 A.CODE_PREVIEW: cut(code, TEXT_PREVIEW_CHARS),
                 **self._sandbox,
             }
-            if (digest := _put_text(rt, code)) is not None:
+            if (digest := put_text(rt, code)) is not None:
                 attrs[A.CODE_DIGEST] = digest
             if before is not None:
                 attrs[A.STATE_BEFORE] = before.digest
             if self.random_state is not None:
                 attrs[A.STEP_RANDOM_STATE] = self.random_state
+            self._model_call(rt, attrs)
             parent = self.run._span or trace.INVALID_SPAN
             self._started_ns = time.monotonic_ns()
             self._span = rt.tracer.start_span(
@@ -347,6 +388,19 @@ class StepRecorder:
             )
             _opened(self)
         self._token = _step_var.set(self)
+
+    def _model_call(self, rt: Runtime, attrs: dict[str, Any]) -> None:
+        """The run's latest model call, which the code came from, and the thought."""
+        latest = self.run.latest_llm_call
+        if latest is None:
+            return
+        span_id, output = latest
+        attrs[A.STEP_LLM_CALL] = span_id
+        thought = thought_of(output, self.code)
+        if thought:
+            attrs[A.STEP_THOUGHT_PREVIEW] = cut(thought, TEXT_PREVIEW_CHARS)
+            if (digest := put_text(rt, thought)) is not None:
+                attrs[A.STEP_THOUGHT_DIGEST] = digest
 
     @property
     def span(self) -> Span | None:
@@ -392,7 +446,7 @@ class StepRecorder:
                 )
         finally:
             with internal_errors("ending a step"):
-                _end(span, self._started_ns)
+                end_span(span, self._started_ns)
 
     def interrupt(self, signal_name: str) -> None:
         """End the step as interrupted: its process got ``signal_name`` and is going."""
@@ -424,7 +478,7 @@ class StepRecorder:
             if text:
                 text = rt.redactor.text(text)
                 attrs[preview_key] = cut(text, TEXT_PREVIEW_CHARS)
-                if (digest := _put_text(rt, text)) is not None:
+                if (digest := put_text(rt, text)) is not None:
                     attrs[digest_key] = digest
         if has_result:
             attrs[A.RESULT_TYPE] = result_type or type_name(result)
@@ -438,17 +492,21 @@ class StepRecorder:
             attrs[A.STATE_VARIABLES] = len(after.variables)
         span.set_attributes(_capped(rt, attrs, self._full))
         if isinstance(error, BaseException):
-            stack = _record_exception(span, rt, error)
+            stack = record_exception(span, rt, error)
+            message = str(error)
         elif error is not None:
             stack = rt.redactor.text(error.traceback or "")
-            _exception_event(span, error.type, rt.redactor.text(error.message), stack)
+            message = error.message
+            _exception_event(span, error.type, rt.redactor.text(message), stack)
         else:
             return
-        if stack and (digest := _put_text(rt, stack)) is not None:
+        if (line := error_line(self.code, stack, message)) is not None:
+            span.set_attribute(A.ERROR_LINE, cut(rt.redactor.text(line), TEXT_PREVIEW_CHARS))
+        if stack and (digest := put_text(rt, stack)) is not None:
             span.set_attribute(A.ERROR_TRACEBACK_DIGEST, digest)
 
 
-def _put_text(rt: Runtime, text: str) -> str | None:
+def put_text(rt: Runtime, text: str) -> str | None:
     """Store a value, or None if that failed: the span is still ended and kept, with
     the preview it carries."""
     with internal_errors("storing a value"):
@@ -572,7 +630,7 @@ class ToolCallRecorder:
                     span.set_attribute(A.TOOL_RESULT_PICKLE, blob)
         finally:
             with internal_errors("recording a tool result"):
-                _end(span, self._started_ns)
+                end_span(span, self._started_ns)
 
     def __exit__(
         self,
@@ -587,10 +645,10 @@ class ToolCallRecorder:
             with internal_errors("recording a tool error"):
                 if exc is not None:
                     span.set_attribute(A.TOOL_STATUS, "error")
-                    _record_exception(span, rt, exc)
+                    record_exception(span, rt, exc)
         finally:
             with internal_errors("recording a tool error"):
-                _end(span, self._started_ns)
+                end_span(span, self._started_ns)
 
     def interrupt(self, signal_name: str) -> None:
         """End the call as interrupted: its process got ``signal_name`` and is going."""
@@ -603,7 +661,7 @@ class ToolCallRecorder:
                 span, signal_name, f"the process received {signal_name} during the call", ""
             )
         with internal_errors("ending an interrupted tool call"):
-            _end(span, self._started_ns)
+            end_span(span, self._started_ns)
 
 
 def record_tool_call(

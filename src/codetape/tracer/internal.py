@@ -8,6 +8,7 @@ from ._arguments import bind_arguments, tool_parameters, tool_signature
 from ._config import Runtime, recording_to, runtime
 from ._decorators import observed_sandbox, random_state_blob
 from ._errors import internal_errors
+from ._llm import LlmCallRecorder, Usage, llm_output, messages_of, usage_of
 from ._recording import (
     RunRecorder,
     StepRecorder,
@@ -21,18 +22,22 @@ from ._sandboxed import step_seed
 from ._state import Snapshotter, State, Variable, type_name
 
 __all__ = [
+    "LlmCallRecorder",
     "RunRecorder",
     "Runtime",
     "Snapshotter",
     "State",
     "StepRecorder",
     "ToolCallRecorder",
+    "Usage",
     "Variable",
     "bind_arguments",
     "current_run",
     "current_step",
     "format_exception",
     "internal_errors",
+    "llm_output",
+    "messages_of",
     "observed_sandbox",
     "random_state_blob",
     "record_tool_call",
@@ -42,4 +47,5 @@ __all__ = [
     "tool_parameters",
     "tool_signature",
     "type_name",
+    "usage_of",
 ]

@@ -1,0 +1,137 @@
+"""Failing steps across runs, grouped by what failed: the failure signature.
+
+Someone running hundreds of evaluation runs first needs to know which few ways they
+fail. A signature is the exception type, the message with what varies from run to run
+masked (quoted values, ids, numbers, addresses) and the failing line of code, masked
+alike; two steps that failed the same way in different runs share one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ..schemas import FailureGroup
+from ..schemas import attributes as A
+
+__all__ = ["failure_groups", "normalize_message"]
+
+Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+
+_MASKS = (
+    # Quoted values first: an id in quotes is one value, not a number and letters.
+    (re.compile(r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\""), "<str>"),
+    (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<addr>"),
+    (
+        re.compile(
+            r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+        ),
+        "<id>",
+    ),
+    # Hex or alphanumeric ids: a run of 6+ letters and digits with at least one digit.
+    (re.compile(r"\b(?=[A-Za-z_-]*\d)[A-Za-z0-9_-]{6,}\b"), "<id>"),
+    (re.compile(r"(?<![\w<])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w>])"), "<n>"),
+)
+# smolagents' interpreter puts the failing line in front of the message.
+_AT_LINE = re.compile(r"^Code execution failed at line '.*' due to: ")
+
+
+def normalize_message(message: str) -> str:
+    """The message with what varies between runs masked; its first line only.
+
+    >>> normalize_message("no order 'A-1007' (after 3 tries, id 9f8e7d6c5b)")
+    'no order <str> (after <n> tries, id <id>)'
+    """
+    text = _AT_LINE.sub("", message.strip()).split("\n", 1)[0]
+    for pattern, mask in _MASKS:
+        text = pattern.sub(mask, text)
+    return text[:300]
+
+
+_FAILED_STEPS = f"""
+SELECT st.run_id, st.step_index, st.status, st.started_ns, r.name, r.task,
+       json_extract_string(sp.attributes, ['$."{A.ERROR_TYPE}"', '$."{A.ERROR_MESSAGE}"',
+                                           '$."{A.ERROR_LINE}"'])
+FROM steps st JOIN runs r USING (run_id)
+LEFT JOIN spans sp ON sp.trace_id = st.run_id AND sp.span_id = st.span_id
+WHERE st.status <> 'ok' {{agent}}
+"""
+
+_PASSING_RUN = """
+SELECT r.run_id FROM runs r
+WHERE r.status = 'ok' AND r.name = ? AND r.task IS NOT DISTINCT FROM ?
+    AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.run_id AND s.status <> 'ok')
+ORDER BY r.started_ns DESC LIMIT 1
+"""
+
+
+@dataclass
+class _Group:
+    error_type: str
+    message: str
+    line: str | None
+    steps: int = 0
+    runs: set[str] = field(default_factory=set)
+    agents: set[str] = field(default_factory=set)
+    first_ns: int = 0
+    last_ns: int = -1
+    example: tuple[str, int, str, str | None, str] = ("", 0, "", None, "")
+
+
+def _ts(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+
+
+def _grouped(rows: list[tuple[Any, ...]]) -> dict[str, _Group]:
+    groups: dict[str, _Group] = {}
+    for run_id, index, status, started_ns, agent, task, found in rows:
+        error_type, message, line = found or (None, None, None)
+        error_type = error_type or status
+        message = message or ""
+        line = normalize_message(line) if line else None
+        normalized = normalize_message(message)
+        key = "\x00".join((error_type, normalized, line or ""))
+        signature = hashlib.sha256(key.encode()).hexdigest()[:12]
+        group = groups.setdefault(signature, _Group(error_type, normalized, line))
+        started = started_ns or 0
+        group.steps += 1
+        group.runs.add(run_id)
+        group.agents.add(agent or "agent")
+        group.first_ns = started if group.last_ns < 0 else min(group.first_ns, started)
+        if started >= group.last_ns:
+            group.last_ns = started
+            group.example = (run_id, int(index or 0), agent or "agent", task, message)
+    return groups
+
+
+def failure_groups(query: Query, agent: str | None = None) -> list[FailureGroup]:
+    """The failing steps of the store (of ``agent``'s runs), grouped by signature, the
+    groups that failed the most runs first."""
+    where, params = ("AND r.name = ?", [agent]) if agent is not None else ("", [])
+    groups = _grouped(query(_FAILED_STEPS.format(agent=where), params))
+    found = []
+    for signature, group in groups.items():
+        run_id, index, name, task, message = group.example
+        passing = query(_PASSING_RUN, [name, task])
+        found.append(
+            FailureGroup(
+                signature=signature,
+                error_type=group.error_type,
+                message=group.message,
+                line=group.line,
+                steps=group.steps,
+                runs=len(group.runs),
+                agents=sorted(group.agents),
+                first_seen=_ts(group.first_ns),
+                last_seen=_ts(group.last_ns),
+                example_run=run_id,
+                example_step=index,
+                example_message=message,
+                passing_run=str(passing[0][0]) if passing else None,
+            )
+        )
+    return sorted(found, key=lambda g: (-g.runs, -g.steps, -g.last_seen.timestamp()))
