@@ -20,8 +20,9 @@ SURFACES: dict[str, set[str]] = {
         "replay_run", "run", "schemas", "store", "tool",
     },
     "codetape.schemas": {
-        "Difference", "ErrorInfo", "FailureGroup", "Limits", "LlmCall", "LlmMessage", "ReplayReport", "Run", "RunDetail", "RunDiff",
-        "RunStatus", "SandboxSpec", "Step", "StepPair", "StepResult", "StepStatus", "ToolCall",
+        "Difference", "ErrorInfo", "FailureGroup", "Limits", "LlmCall", "LlmMessage",
+        "ReplayReport", "Run", "RunDetail", "RunDiff", "RunStatus", "SandboxSpec", "Step",
+        "StepPair", "StepResult", "StepStatus", "ToolCall",
         "VariableChange", "VariableSnapshot", "Verdict", "attributes",
     },
     "codetape.errors": {
