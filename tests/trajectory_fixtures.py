@@ -82,7 +82,8 @@ def _empty_average(n: int) -> list[tuple[str, str]]:
     return [
         (
             "Thought: average the big orders.",
-            f"big = [o for o in get_orders() if o['total'] > {n + 1000}]\nmean = sum(o['total'] for o in big) / len(big)",
+            f"big = [o for o in get_orders() if o['total'] > {n + 1000}]\n"
+            "mean = sum(o['total'] for o in big) / len(big)",
         ),
         ("Thought: none qualify.", "final_answer(0)"),
     ]
