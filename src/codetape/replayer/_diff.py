@@ -54,7 +54,17 @@ def align(a: list[str], b: list[str]) -> list[tuple[int | None, int | None]]:
     return pairs
 
 
-def _pair(a: Step | None, b: Step | None) -> StepPair:
+def _model_side(a: Step | None, b: Step | None, outputs: dict[str, str]) -> tuple[list[str], bool]:
+    """The thoughts' diff and whether the model outputs differ, when both steps came
+    from a recorded model call (a replay has none: its steps are not compared so)."""
+    if a is None or b is None or a.llm_call is None or b.llm_call is None:
+        return [], False
+    thoughts = _unified(a.thought or "", b.thought or "")
+    return thoughts, outputs.get(a.llm_call) != outputs.get(b.llm_call)
+
+
+def _pair(a: Step | None, b: Step | None, outputs: dict[str, str]) -> StepPair:
+    thought_diff, model_differs = _model_side(a, b, outputs)
     pair = StepPair(
         a=a.index if a else None,
         b=b.index if b else None,
@@ -65,6 +75,8 @@ def _pair(a: Step | None, b: Step | None) -> StepPair:
         status_b=b.status if b else None,
         error_a=a.error if a else None,
         error_b=b.error if b else None,
+        thought_diff=thought_diff,
+        model_output_differs=model_differs,
     )
     if a is None or b is None:
         return pair
@@ -82,6 +94,8 @@ def _pair(a: Step | None, b: Step | None) -> StepPair:
     same = (
         not pair.code_diff
         and not pair.stdout_diff
+        and not thought_diff
+        and not model_differs
         and a.status == b.status
         and same_error
         and not added
@@ -108,10 +122,13 @@ def diff_runs(a: str, b: str, *, home: str | os.PathLike[str] | None = None) -> 
     """Compare two runs step by step.
 
     Steps are aligned by code similarity; each aligned pair carries the code and stdout
-    diffs, both statuses and errors, and the variables added, removed and changed (by
-    digest). When ``b`` is a replay of ``a`` from one of its steps, only the steps it
-    replayed are compared (that step, and with ``replay_from`` the ones after it).
-    ``first_divergence`` points at the first pair that differs.
+    diffs, both statuses and errors, the variables added, removed and changed (by
+    digest), and, when both steps came from a recorded model call, the diff of their
+    thoughts and whether the model's outputs differ: two runs that diverge because the
+    model answered differently show it at the first divergence. When ``b`` is a replay
+    of ``a`` from one of its steps, only the steps it replayed are compared (that step,
+    and with ``replay_from`` the ones after it). ``first_divergence`` points at the
+    first pair that differs.
 
     >>> d = codetape.diff_runs("3f2a", "9c1e")             # doctest: +SKIP
     >>> d.pairs[d.first_divergence].stdout_diff
@@ -124,8 +141,14 @@ def diff_runs(a: str, b: str, *, home: str | os.PathLike[str] | None = None) -> 
         steps_a = _replayed(steps_a, run_b.replay_of, len(steps_b))
     elif run_a.replay_of and run_a.replay_of.startswith(run_b.id + ":"):
         steps_b = _replayed(steps_b, run_a.replay_of, len(steps_a))
+    # The runs' model outputs by call (span ids are unique across the two runs).
+    outputs = {c.span_id: c.output for run in (run_a, run_b) for c in store.llm_calls(run.id)}
     pairs = [
-        _pair(steps_a[i] if i is not None else None, steps_b[j] if j is not None else None)
+        _pair(
+            steps_a[i] if i is not None else None,
+            steps_b[j] if j is not None else None,
+            outputs,
+        )
         for i, j in align([s.code for s in steps_a], [s.code for s in steps_b])
     ]
     first = next((k for k, p in enumerate(pairs) if not p.same), None)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -405,7 +405,9 @@ class _LlmBinder:
         messages: object = None
         model = self.model
         with internal_errors("reading a model call's arguments"):
-            bound = self.sig.bind_partial(*args, **kwargs).arguments
+            binding = self.sig.bind_partial(*args, **kwargs)
+            binding.apply_defaults()
+            bound = binding.arguments
             if self.messages is not None:
                 messages = bound.get(self.messages)
             else:
@@ -416,6 +418,10 @@ class _LlmBinder:
         return LlmCallRecorder(model, messages)
 
 
+@overload
+def llm(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def llm(*, model: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def llm(fn: Callable[P, R] | None = None, /, *, model: str | None = None) -> Any:
     """Record each call of ``fn``, a function that calls a model, as a model call of the
     current run (sync or async). It returns the output: a string, or an object with
