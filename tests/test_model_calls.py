@@ -352,3 +352,32 @@ def test_a_step_whose_model_wrote_only_code_has_no_thought(recording: Path) -> N
     agent.run("one")
     _, steps, calls = only_run()
     assert (steps[0].llm_call, steps[0].thought) == (calls[0].span_id, None)
+
+
+# -- smolagents in codetape's sandbox ---------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_instrument_with_a_sandbox_records_one_run_of_sandboxed_steps_and_model_calls(
+    recording: Path, docker_image: str
+) -> None:
+    with codetape.Sandbox(image=docker_image) as sandbox:
+        agent = instrument(
+            CodeAgent(tools=[get_orders, refund], model=ScriptedModel(SCRIPT), verbosity_level=-1),
+            sandbox=sandbox,
+        )
+        assert agent.run("Refund the first order") == "refunded"
+    run, steps, calls = only_run()
+    assert (run.name, run.task, run.status, run.final_answer) == (
+        "CodeAgent",
+        "Refund the first order",
+        "ok",
+        "refunded",
+    )
+    assert [s.sandbox.backend for s in steps] == ["docker"] * 3
+    assert [s.code for s in steps] == [code for _, code in SCRIPT]
+    assert [s.llm_call for s in steps] == [c.span_id for c in calls]
+    assert [t.name for t in steps[1].tool_calls] == ["refund"]  # run on the host
+    assert steps[0].stdout == "100\n"
+    agent = uninstrument(agent)
+    assert type(agent.python_executor).__name__ == "LocalPythonExecutor"
