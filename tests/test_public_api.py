@@ -33,8 +33,8 @@ SURFACES: dict[str, set[str]] = {
     },
     "codetape.store": {"IngestStats", "Store"},
     "codetape.sandbox": {
-        "DEFAULT_IMAGE", "Limits", "NoIsolationWarning", "Outcome", "Sandbox", "StepResult",
-        "default_image",
+        "DEFAULT_IMAGE", "Limits", "NoIsolationWarning", "OpaqueValue", "Outcome", "Sandbox",
+        "StepResult", "default_image",
     },
     "codetape.tracer": {
         "Sandbox", "agent", "code_action", "configure", "llm", "record_llm_call", "run", "tool",

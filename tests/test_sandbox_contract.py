@@ -20,7 +20,7 @@ import pytest
 
 import codetape
 from codetape import Limits, Sandbox, StepResult
-from codetape.sandbox import NoIsolationWarning
+from codetape.sandbox import NoIsolationWarning, OpaqueValue
 from codetape.schemas import VariableSnapshot
 from codetape.tracer.internal import current_run
 
@@ -263,7 +263,8 @@ class TestSandboxContract:
         assert as_json.final_answer == {"total": [1, 2.5, "x", None]}
         assert "not reached" not in as_json.stdout
         assert ok(not_json).has_final_answer
-        assert not_json.final_answer == "{3}"
+        assert not_json.final_answer == {3}  # a set, not its repr
+        assert (not_json.result, not_json.result_type) == ("{3}", "set")
         assert ok(none).has_final_answer
         assert none.final_answer is None
         assert not ok(plain).has_final_answer
@@ -324,24 +325,22 @@ class TestSandboxContract:
         assert uncaught.error.type == f"{__name__}.OrderLocked"
         assert "order 8 is locked" in uncaught.error.message
 
-    def test_non_json_tool_arguments_fail_inside_and_never_reach_the_host(
+    def test_tool_arguments_without_an_encoding_reach_the_host_as_their_marked_repr(
         self, new_sandbox: SandboxFactory
     ) -> None:
         tools = Tools()
-        with codetape.run("tool-args") as run, new_sandbox(tools=tools.all()) as sb:
-            as_object = sb.run("add(object(), 1)")
-            as_complex = sb.run(  # not JSON, nor one of the tagged types
-                "try:\n    add(1j, b=1)\nexcept TypeError as exc:\n    message = str(exc)\nmessage"
+        with codetape.run("tool-args"), new_sandbox(tools=tools.all()) as sb:
+            as_object = sb.run(
+                "class Order:\n    def __repr__(self):\n        return 'Order(7)'\ngreet(Order())"
             )
-        assert as_object.status == "error"
-        assert as_object.error is not None
-        assert as_object.error.type == "TypeError"
-        assert "JSON" in as_object.error.message
-        assert "JSON" in (ok(as_complex).result or "")
-        assert tools.calls == []
-        store = codetape.Store()
-        assert store.step(run.id, 0).tool_calls == []
-        assert store.step(run.id, 1).tool_calls == []
+            as_complex = sb.run("add(1j, b=1)")  # a tagged type: it arrives as itself
+        marked = "[codetape: a __main__.Order, sent as its repr] Order(7)"
+        assert ok(as_object).result == repr(f"Hello {marked}!")
+        received = tools.calls[0][1][0]
+        assert isinstance(received, OpaqueValue)
+        assert (received.type_name, received.text) == ("__main__.Order", "Order(7)")
+        assert ok(as_complex).result == "(1+1j)"
+        assert tools.calls[1] == ("add", (1j, 1), {})
 
     def test_every_tool_call_is_recorded_with_arguments_by_name(
         self, new_sandbox: SandboxFactory

@@ -10,7 +10,8 @@ fields, not only text, so callers can act on them::
     │   ├── DockerUnavailableError   no Docker engine answers
     │   └── ImageNotFoundError       the sandbox image is not in Docker
     ├── CodeActionError          a code action failed, told to a framework that
-    │                            expects an exception (smolagents' executor)
+    │                            expects an exception (smolagents' executor raises
+    │                            one that is also smolagents' AgentExecutionError)
     ├── ReplayError              a replay could not go on
     │   └── ReplayToolError      a replayed step called a tool the recording has no
     │                            answer for
@@ -63,7 +64,9 @@ class CodetapeError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
+        # Not super(): an error of an integration may also derive from its framework's
+        # error, whose constructor takes other arguments (smolagents' AgentError).
+        Exception.__init__(self, message)
         self.message = message
         self.hint = hint
 
@@ -108,14 +111,30 @@ class ImageNotFoundError(SandboxError):
 
 class CodeActionError(CodetapeError):
     """A code action failed in the sandbox: raised to an agent framework whose executor
-    contract expects an exception for a failed action. The step is recorded."""
+    contract expects an exception for a failed action. The step is recorded (``run_id``
+    and ``step`` say where); ``error_type`` is the error's type as the code raised it,
+    and the message ends with the code's traceback."""
 
-    def __init__(self, status: str, error_type: str | None, message: str) -> None:
+    def __init__(
+        self,
+        status: str,
+        error_type: str | None,
+        message: str,
+        *,
+        traceback: str | None = None,
+        run_id: str | None = None,
+        step: int | None = None,
+    ) -> None:
         described = f"{error_type}: {message}" if error_type else message or status
+        if traceback and traceback.strip():
+            described += "\n" + traceback.rstrip()
         super().__init__(f"Code execution failed ({status}): {described}")
         self.status = status
         self.error_type = error_type
         self.error_message = message
+        self.traceback = traceback
+        self.run_id = run_id
+        self.step = step
 
 
 class ReplayError(CodetapeError):

@@ -84,9 +84,14 @@ class StateMessage(_Message):
 
 
 class FinalAnswerMessage(_Message):
+    """How the code ended its action: ``final_answer(value)``. ``tool``: the host's own
+    final_answer tool gave the answer (the host holds it, and ``value`` comes only when
+    the host asked for it); else ``value`` is the answer in its tagged JSON."""
+
     value: Any = None
-    json_: bool = Field(False, alias="json")
     type: str = "?"
+    preview: str = ""
+    tool: bool = False
 
 
 class ResultMessage(_Message):

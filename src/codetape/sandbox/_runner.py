@@ -21,8 +21,6 @@ it exits, killing the code's processes, as soon as the host's end of stdin close
 import ast
 import base64
 import builtins
-import datetime
-import decimal
 import hashlib
 import io
 import json
@@ -205,11 +203,17 @@ class CappedPipe:
 
 
 class FinalAnswer(BaseException):
-    """Raised by final_answer() to end the code action, as agents expect."""
+    """Raised by final_answer() to end the code action, as agents expect. ``tool``: the
+    answer is the host's final_answer tool's; the host holds it, and asks for it back
+    only when it holds a recorded answer (``send``). ``shown``: the host's description
+    of the answer, for when it cannot be loaded here."""
 
-    def __init__(self, value):
+    def __init__(self, value, tool=False, send=True, shown=None):
         super().__init__()
         self.value = value
+        self.tool = tool
+        self.send = send
+        self.shown = shown
 
 
 class ToolError(Exception):
@@ -227,85 +231,46 @@ def _exception_class(name):
     return type(short, (ToolError,), {"__module__": module or "builtins", "__qualname__": qualname})
 
 
-# How deep a value sent to the host may nest, as JSON (the host refuses deeper messages).
-_MAX_DEPTH = 100
-_MAX_NODES = 1000000
+def _encode(value):
+    """A value for the host: JSON with tagged types (the ``codetape_values`` module the
+    host sent); what has no encoding goes as its repr, marked."""
+    return sys.modules["codetape_values"].encode(value)
 
 
-def _too_deep(value):
-    """Whether a value nests (lists, tuples, dicts) deeper than the host accepts, or is
-    too big to walk; found without recursion, so a cycle cannot hang it."""
-    stack, nodes = [(value, 0)], 0
-    while stack:
-        item, depth = stack.pop()
-        nodes += 1
-        if nodes > _MAX_NODES:
-            return True
-        if isinstance(item, dict):
-            children = list(item.values())
-        elif isinstance(item, (list, tuple)):
-            children = item
-        else:
-            continue
-        if depth >= _MAX_DEPTH:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
-
-
-def _jsonable(value, limit):
-    """A final answer as JSON when it is JSON of at most ``limit`` characters, else its
-    repr (cut to ``limit``)."""
+def _final_value(value, limit):
+    """A final answer for the host, encoded; one whose JSON is over ``limit`` bytes goes
+    as its repr (cut), marked as such."""
+    values = sys.modules["codetape_values"]
     try:
-        if not _too_deep(value):
-            text = json.dumps(value)
-            if len(text) <= limit:
-                return value, True
-    except (TypeError, ValueError, RecursionError):
-        pass
+        encoded = values.encode(value)
+        size = len(json.dumps(encoded))
+    except (TypeError, ValueError, RecursionError) as exc:  # a library's odd value
+        return values.opaque(value, "%s: %s" % (type(exc).__name__, exc))
+    if size <= limit:
+        return encoded
+    marker = values.opaque(value, "%d bytes encoded, over the %d-byte limit" % (size, limit))
+    marker["v"] = _cut(marker["v"], 2000)
+    return marker
+
+
+def _describe(done, limit):
+    """The reply's ``final_answer``: its type and preview, and the value unless the host
+    holds it already."""
+    if done.tool and done.shown is not None:
+        kind, shown = done.shown
+    else:
+        kind, shown = _qualified(type(done.value)), _mask(_preview(done.value))
+    answer = {"type": kind, "preview": shown, "tool": done.tool}
+    if done.send:
+        answer["value"] = _final_value(done.value, limit)
+    return answer
+
+
+def _preview(value):
     try:
-        shown = repr(value)
+        return _repr.repr(value)
     except Exception as exc:
-        shown = "<%s: repr failed: %s>" % (type(value).__name__, type(exc).__name__)
-    if len(shown) > limit:
-        shown = shown[:limit] + "... [codetape: cut, %d characters in all]" % len(shown)
-    return shown, False
-
-
-# Tool arguments travel as JSON, and these types tagged: {TAG: kind, "v": ...}. The host
-# decodes them without unpickling anything.
-TAG = "$codetape"
-
-
-def _encode(value, depth=0):
-    if depth > _MAX_DEPTH:
-        raise ValueError("it nests deeper than %d levels" % _MAX_DEPTH)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, list):
-        return [_encode(item, depth + 1) for item in value]
-    if isinstance(value, dict):
-        if TAG not in value and all(isinstance(key, str) for key in value):
-            return dict((key, _encode(item, depth + 1)) for key, item in value.items())
-        pairs = [[_encode(k, depth + 3), _encode(v, depth + 3)] for k, v in value.items()]
-        return {TAG: "dict", "v": pairs}
-    for kind, types_ in _TAGGED_CONTAINERS:
-        if isinstance(value, types_):
-            return {TAG: kind, "v": [_encode(item, depth + 2) for item in value]}
-    for kind, types_, encode in _TAGGED_SCALARS:
-        if isinstance(value, types_):
-            return {TAG: kind, "v": encode(value)}
-    raise TypeError("%s is not JSON-serializable" % type(value).__name__)
-
-
-_TAGGED_CONTAINERS = (("tuple", tuple), ("frozenset", frozenset), ("set", set))
-_TAGGED_SCALARS = (
-    ("datetime", datetime.datetime, lambda v: v.isoformat()),
-    ("date", datetime.date, lambda v: v.isoformat()),
-    ("decimal", decimal.Decimal, str),
-    ("bytes", bytes, lambda v: base64.b64encode(v).decode("ascii")),
-    ("bytearray", bytearray, lambda v: base64.b64encode(bytes(v)).decode("ascii")),
-)
+        return "<%s: repr failed: %s>" % (type(value).__name__, type(exc).__name__)
 
 
 # Replaced by the state codec's repr when the host sends it (``init``): previews are
@@ -613,6 +578,7 @@ class Runner:
         self.calls = 0
         self.tool_lock = threading.Lock()
         self.output_bytes = 1000000
+        self.max_value = 8 << 20
         self.keep_background = False
         # The runner's own threads; any other is the code's, stopped after its step.
         self.own_threads = set()
@@ -636,6 +602,7 @@ class Runner:
         self.snapshots = state_codec.Snapshotter(self.codec, _repr)
         self.files_root = msg.get("files_root")
         LIMITS["max_message"] = int(msg.get("max_message") or LIMITS["max_message"])
+        self.max_value = int(msg.get("max_value") or self.max_value)
         # Killing "every process but init and this one" is only ever right in a
         # container of its own: the host says so, and Docker's marker file agrees.
         LIMITS["contained"] = bool(msg.get("contained")) and os.path.exists("/.dockerenv")
@@ -663,27 +630,18 @@ class Runner:
 
     def set_tools(self, names):
         self.tools = list(names)
-        stubs = dict((name, self._tool_stub(name)) for name in names)
-        if self.executor.kind == "runner":
-            stubs["final_answer"] = self._final_answer
-        self.executor.set_tools(stubs)
+        self.executor.set_tools(self._stubs())
 
     def _tool_stub(self, name):
         runner = self
 
         def call_tool(*args, **kwargs):
-            try:
-                message = {
-                    "op": "tool_call",
-                    "name": name,
-                    "args": [_encode(arg, 2) for arg in args],
-                    "keywords": dict((key, _encode(arg, 2)) for key, arg in kwargs.items()),
-                }
-            except (TypeError, ValueError) as exc:
-                raise TypeError(
-                    "arguments of tool %r must be JSON-serializable, or datetime, date, "
-                    "Decimal, bytes, tuple or set values: %s" % (name, exc)
-                ) from None
+            message = {
+                "op": "tool_call",
+                "name": name,
+                "args": _encode(list(args)),
+                "keywords": _encode(dict(kwargs)),
+            }
             with runner.tool_lock:  # one call at a time on the channel, even from threads
                 runner.calls += 1
                 message["id"] = runner.calls
@@ -694,12 +652,7 @@ class Runner:
                 except MessageTooLarge as exc:
                     raise ValueError("the arguments of tool %r are %s" % (name, exc)) from None
                 reply = receive()
-            if reply.get("error"):
-                err = reply["error"]
-                raise _exception_class(err["type"])(err["message"])
-            if reply.get("pickled") is not None:  # the answer, exactly as the tool returned it
-                return _load_result(runner.cloudpickle, name, reply)
-            return reply.get("result")
+            return runner._tool_answer(name, reply)
 
         call_tool.__name__ = name
         call_tool.__qualname__ = name
@@ -713,15 +666,38 @@ class Runner:
         _end_threads(self.own_threads, self.stopped_threads)
         _end_processes()
 
+    def _tool_answer(self, name, reply):
+        """What a tool call returns to the code: the host tool's answer, or its error
+        raised. The final_answer tool's answer ends the step instead."""
+        if reply.get("error"):
+            err = reply["error"]
+            raise _exception_class(err["type"])(err["message"])
+        final = reply.get("final")
+        if final is not None:
+            send_back = bool(final.get("send"))
+            shown = (str(final.get("type")), str(final.get("preview")))
+            try:
+                value = _load_result(self.cloudpickle, name, reply)
+            except ImportError:  # its class is not in this image: the host describes it
+                if send_back:
+                    raise
+                raise FinalAnswer(None, tool=True, send=False, shown=shown) from None
+            raise FinalAnswer(value, tool=True, send=send_back)
+        if reply.get("pickled") is not None:  # the answer, exactly as the tool returned it
+            return _load_result(self.cloudpickle, name, reply)
+        return reply.get("result")
+
     def _stubs(self):
+        """The tools' stubs by name; the built-in final_answer unless the host bridged
+        one (the agent's own final_answer tool wins)."""
         stubs = dict((name, self._tool_stub(name)) for name in self.tools)
-        if self.executor.kind == "runner":
+        if self.executor.kind == "runner" and "final_answer" not in stubs:
             stubs["final_answer"] = self._final_answer
         return stubs
 
     @staticmethod
-    def _final_answer(value):
-        raise FinalAnswer(value)
+    def _final_answer(answer):
+        raise FinalAnswer(answer)
 
     _final_answer.__func__.__codetape_tool__ = "final_answer"
 
@@ -826,12 +802,7 @@ class Runner:
         try:
             self.executor.run(code, reply)
         except FinalAnswer as done:
-            value, is_json = _jsonable(done.value, self.output_bytes)
-            reply["final_answer"] = {
-                "value": value,
-                "json": is_json,
-                "type": type(done.value).__name__,
-            }
+            reply["final_answer"] = _describe(done, self.max_value)
         except BaseException as exc:  # the user's error, reported, never fatal here
             reply["status"] = "error"
             reply["error"] = {

@@ -29,6 +29,7 @@ from ._backends import Backend, DockerBackend, LocalBackend
 from ._messages import (
     BadMessage,
     CheckpointMessage,
+    FinalAnswerMessage,
     ReadyMessage,
     ResultMessage,
     StateMessage,
@@ -38,8 +39,8 @@ from ._messages import (
 )
 from ._outcome import Checkpoint, Outcome, Pickled, RawState, RawVariable, RelayedCall
 from ._protocol import Channel, ChannelBroken, ChannelClosed, ChannelTimeout
-from ._statecodec import qualified_name
-from ._values import BadValue, decode_value
+from ._statecodec import make_repr, mask_addresses, qualified_name
+from ._values import BadValue, OpaqueValue, decode_value
 
 __all__ = ["DEFAULT_IMAGE", "PICKLE_PROTOCOL", "Sandbox", "default_image", "tool_name"]
 
@@ -53,6 +54,11 @@ _STARTUP_TIMEOUT_S = 60.0
 MESSAGE_MARGIN = 16 << 20
 # Room beside the memory limit for the state's bytes: the files under /tmp (8 MB at most).
 STATE_MARGIN = 16 << 20
+# The largest final answer the runner sends as its value (its JSON); a larger one comes
+# as its repr, marked. Half the message margin: the rest is for previews and tracebacks.
+VALUE_BYTES = MESSAGE_MARGIN // 2
+# The tool whose answer is the action's final answer: calling it ends the action.
+FINAL_ANSWER = "final_answer"
 _S = TypeVar("_S", bound="Sandbox")
 
 
@@ -68,6 +74,7 @@ def _runner_modules() -> list[tuple[str, str]]:
         ("cloudpickle.cloudpickle", (package / "cloudpickle.py").read_text()),
         ("cloudpickle", (package / "__init__.py").read_text()),
         ("codetape_state", Path(__file__).with_name("_statecodec.py").read_text()),
+        ("codetape_values", Path(__file__).with_name("_encoding.py").read_text()),
     ]
 
 
@@ -127,6 +134,27 @@ def _tool_result(name: str, result: object) -> dict[str, Any]:
             f"{type(exc).__name__}: {exc}",
         )
     return {"op": "tool_result", "pickled": base64.b64encode(data).decode("ascii"), "type": kind}
+
+
+def _final_result(result: object) -> dict[str, Any]:
+    """The final_answer tool's answer for the sandbox, which ends the action with it.
+    The host keeps the answer itself; the sandbox gets it pickled (so the step shows it
+    as the code would see it) and sends it back only when this is a recorded answer
+    (``Pickled``, which the host does not unpickle)."""
+    recorded = isinstance(result, Pickled)
+    shown = result.shown if isinstance(result, Pickled) else result
+    preview = mask_addresses(make_repr().repr(shown))
+    reply = _tool_result(FINAL_ANSWER, result)
+    reply.pop("error", None)  # an answer that cannot be pickled is still the answer
+    kind = reply.get("type") or ("?" if recorded else qualified_name(type(result)))
+    reply["final"] = {"send": recorded, "type": kind, "preview": preview}
+    return reply
+
+
+def _final_preview(value: object, sent: str) -> str:
+    """The step's preview of a final answer: the sandbox's, or the marker of a value
+    that came as its repr."""
+    return str(value) if isinstance(value, OpaqueValue) else sent
 
 
 class _Interrupted(Exception):
@@ -248,6 +276,7 @@ class Sandbox:
             "tools": sorted(self._tools),
             "output_bytes": self.limits.output_bytes,
             "max_message": message_cap(self.limits),
+            "max_value": VALUE_BYTES,
             "keep_background": self.limits.keep_background,
             "executor": self._executor,
             # Alone in a container, the runner may kill every other process in it;
@@ -374,8 +403,11 @@ class Sandbox:
         try:
             args = decode_value(message.args)
             kwargs = decode_value(message.keywords)
-        except BadValue as exc:
-            raise BadMessage(f"a tool call whose arguments cannot be read ({exc})") from None
+        except BadValue as exc:  # refused, not decoded: the code's call raises
+            return _tool_error(
+                "ValueError",
+                f"codetape refused the arguments of tool {message.name[:100]!r}: {exc}",
+            )
         tool = self._tools.get(message.name)
         if tool is None:
             shown = message.name[:100]
@@ -392,6 +424,8 @@ class Sandbox:
             return _tool_error(call.error.type, str(exc))
         finally:
             call.duration_ms = (time.monotonic() - started) * 1000
+        if message.name == FINAL_ANSWER:
+            return _final_result(call.result)
         return _tool_result(message.name, call.result)
 
     # -- identity and state ------------------------------------------------------
@@ -528,9 +562,34 @@ class Sandbox:
         outcome.has_result = reply.has_result
         outcome.result = reply.result if reply.has_result else None
         outcome.result_type = reply.result_type
-        if reply.final_answer is not None:
-            outcome.final_answer = reply.final_answer.model_dump(by_alias=True)
         outcome.state = self._take_state(reply.state, blobs)
+        if reply.final_answer is not None:
+            self._take_final_answer(outcome, reply.final_answer)
+
+    def _take_final_answer(self, outcome: Outcome, final: FinalAnswerMessage) -> None:
+        """The action's final answer, decoded (or, from the final_answer tool, as the
+        tool returned it), its type and preview as the step's result. A value codetape
+        refuses to decode ends the step as an error that says why."""
+        calls = [c for c in outcome.tool_calls if c.name == FINAL_ANSWER and c.error is None]
+        if final.tool and not calls:
+            raise self._broken("a final answer from a final_answer tool it never called")
+        try:
+            if final.tool and not isinstance(calls[-1].result, Pickled):
+                value = calls[-1].result
+            else:
+                value = decode_value(final.value)
+        except BadValue as exc:
+            outcome.status = "error"
+            outcome.error = ErrorInfo(
+                type="SandboxValueError",
+                message=f"codetape refused to decode the code's final answer: the sandbox "
+                f"sent {exc}",
+            )
+            return
+        preview = _final_preview(value, final.preview)
+        outcome.final_answer = {"value": value, "type": final.type, "preview": preview}
+        if not outcome.has_result:
+            outcome.has_result, outcome.result, outcome.result_type = True, preview, final.type
 
     def _exchange(
         self, channel: Channel, message: dict[str, Any], calls: list[RelayedCall]
