@@ -1,4 +1,5 @@
-"""What recording costs: @code_action versus a bare exec, and ingestion throughput.
+"""What recording costs: @code_action versus a bare exec, @codetape.llm versus the bare
+model-calling function, and ingestion throughput.
 
 Run: ``make bench`` or ``.venv/bin/python bench/overhead.py [--steps N] [--spans N]``.
 Both sides of each comparison run in the same process, interleaved in rounds, so the
@@ -70,6 +71,64 @@ def step_overhead(steps: int, rounds: int, extra: dict[str, Any], label: str) ->
         "recorded_p90_us": round(statistics.quantiles(rec_times, n=10)[-1], 1),
         "store_growth_after_first_step_bytes": store_growth,
         "store_growth_per_step_bytes": store_growth // max(1, len(rec_times)),
+    }
+
+
+# A chat conversation as an agent sends it by its fourth step: the system prompt, the task
+# and three rounds of model output and observations (about 6 KB of text). Each call
+# resends the conversation with its newest two messages new, as an agent's do.
+SYSTEM = {"role": "system", "content": "You are an agent that writes Python. " * 40}
+TASK = {"role": "user", "content": "Refund every order over $100."}
+
+
+def conversation(n: int) -> list[dict[str, str]]:
+    rounds = [
+        {"role": role, "content": f"{role} message {i}: " + "orders = get_orders()\n" * 12}
+        for i in range(n, n + 3)
+        for role in ("assistant", "user")
+    ]
+    return [SYSTEM, TASK, *rounds]
+
+
+OUTPUT = "Thought: refund the big ones.\n<code>\nfor o in big:\n    refund(o['id'])\n</code>"
+
+
+class _Reply:
+    def __init__(self) -> None:
+        self.content = OUTPUT
+        self.usage = {"prompt_tokens": 1800, "completion_tokens": 40}
+        self.model = "bench-model-2026"
+
+
+def llm_overhead(calls: int, rounds: int) -> dict[str, Any]:
+    """What recording one model call adds, the model itself excluded: the bare function
+    returns a canned reply, the recorded one is the same function under @codetape.llm."""
+    home = Path(tempfile.mkdtemp(prefix="codetape-bench-llm-"))
+    codetape.configure(home=home, otlp=False, prices={"bench-model*": (2.5, 10.0)})
+
+    def bare(messages: list[dict[str, str]]) -> _Reply:
+        return _Reply()
+
+    recorded = codetape.llm(model="bench-model")(bare)
+    bare_times: list[float] = []
+    rec_times: list[float] = []
+    sent = [conversation(n) for n in range(calls + 1)]  # built before timing
+    with codetape.run("bench", task="model calls"):
+        recorded(sent[0])
+        per_round = calls // rounds
+        for r in range(rounds):
+            turns = iter(sent[1 + r * per_round :])
+            bare_times += _time_steps(lambda t=turns: bare(next(t)), per_round)
+            turns = iter(sent[1 + r * per_round :])
+            rec_times += _time_steps(lambda t=turns: recorded(next(t)), per_round)
+    bare_med, rec_med = statistics.median(bare_times), statistics.median(rec_times)
+    return {
+        "case": "model call (@codetape.llm, 8 messages, ~6 KB)",
+        "calls": len(rec_times),
+        "bare_median_us": round(bare_med, 1),
+        "recorded_median_us": round(rec_med, 1),
+        "added_median_us": round(rec_med - bare_med, 1),
+        "recorded_p90_us": round(statistics.quantiles(rec_times, n=10)[-1], 1),
     }
 
 
@@ -157,6 +216,7 @@ def main() -> None:
                 "+ 10 MB list no step touches",
             ),
         ],
+        "model_call": llm_overhead(args.steps, args.rounds),
         "ingestion": ingestion(args.spans),
     }
     if args.json:
@@ -173,6 +233,12 @@ def main() -> None:
             f"{r['case']:34} {r['bare_exec_median_us']:>8.1f}us {r['recorded_median_us']:>8.1f}us "
             f"{r['added_median_us']:>8.1f}us {ratio:>6.1f}x {r['store_growth_per_step_bytes']:>10}B"
         )
+    llm = results["model_call"]
+    print(
+        f"{llm['case']}: bare {llm['bare_median_us']:.1f}us, recorded "
+        f"{llm['recorded_median_us']:.1f}us, added {llm['added_median_us']:.1f}us per call "
+        f"(p90 {llm['recorded_p90_us']:.1f}us)"
+    )
     ing = results["ingestion"]
     print(
         f"ingestion: {ing['spans_written']} spans ({ing['spool_mb']} MB of spool) in "

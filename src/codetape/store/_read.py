@@ -351,13 +351,27 @@ class Store:
                 [full, A.SPAN_CHAT + " ", A.OP_CHAT],
             )
             self._prefetch(spans)
-            calls = [self._llm_call(full, span) for span in spans]
+            inputs = [
+                self._json(self._attributes(span[7]).get(A.LLM_INPUT_DIGEST), []) for span in spans
+            ]
+            contents = self.blobs_of(
+                m.get("content.digest") or "" for messages in inputs for m in messages
+            )
+            calls = [
+                self._llm_call(full, span, messages, contents)
+                for span, messages in zip(spans, inputs, strict=True)
+            ]
         return sorted(calls, key=lambda c: (c.index, c.started_at))
 
-    def _llm_call(self, run_id: str, span: tuple[Any, ...]) -> LlmCall:
+    def _llm_call(
+        self,
+        run_id: str,
+        span: tuple[Any, ...],
+        messages: list[dict[str, Any]],
+        contents: dict[str, bytes],
+    ) -> LlmCall:
         span_id, _, _, start_ns, end_ns, _, status_message, raw = span
         attrs = self._attributes(raw)
-        messages = self._json(attrs.get(A.LLM_INPUT_DIGEST), [])
         error = None
         if A.ERROR_TYPE in attrs:
             error = ErrorInfo(
@@ -374,7 +388,12 @@ class Store:
             finish_reasons=list(attrs.get(A.GEN_AI_RESPONSE_FINISH_REASONS, [])),
             cost=attrs.get(A.LLM_COST),
             input_messages=[
-                LlmMessage(role=str(m.get("role", "")), content=str(m.get("content", "")))
+                LlmMessage(
+                    role=str(m.get("role", "")),
+                    content=_decoded(contents[m["content.digest"]])
+                    if m.get("content.digest") in contents
+                    else f"[codetape: blob {m.get('content.digest')} is missing from the store]",
+                )
                 for m in messages
                 if isinstance(m, dict)
             ],

@@ -86,7 +86,7 @@ def _text_of(content: object) -> str:
 
 
 def _field(obj: object, name: str) -> Any:
-    if isinstance(obj, Mapping):
+    if type(obj) is dict or isinstance(obj, Mapping):
         return obj.get(name)
     return getattr(obj, name, None)
 
@@ -110,6 +110,9 @@ def messages_of(messages: object) -> list[dict[str, str]]:
     for message in messages:
         if isinstance(message, str):
             found.append({"role": "user", "content": message})
+        elif type(message) is dict and type(message.get("content")) is str:  # the usual case
+            role = message.get("role") or "user"
+            found.append({"role": _ROLES.get(role, str(role)), "content": message["content"]})
         else:
             found.append({"role": _role(message), "content": _text_of(_field(message, "content"))})
     return found
@@ -199,6 +202,31 @@ def cost_of(rt: Runtime, models: Sequence[str | None], usage: Usage) -> float | 
 
 # -- the recorder ---------------------------------------------------------------------------
 
+# An agent sends its whole conversation with every call: each message but the newest
+# was redacted and stored for an earlier call already. Each message's content is a blob
+# of its own (so a run's store grows with its conversation, not with its square), and
+# the redacted text and blob of the latest messages are kept, per runtime.
+_RECENT_LIMIT = 256
+_recent: dict[str, tuple[str, str | None]] = {}
+_recent_runtime: list[object] = [None]
+_ROLES_KNOWN = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
+
+
+def _stored_message(rt: Runtime, text: str) -> tuple[str, str | None]:
+    """A message's content redacted, and the digest of its blob (None if not stored)."""
+    if _recent_runtime[0] is not rt:
+        _recent.clear()
+        _recent_runtime[0] = rt
+    found = _recent.get(text)
+    if found is None:
+        redacted = rt.redactor.text(text)
+        found = (redacted, put_text(rt, redacted))
+        if len(_recent) >= _RECENT_LIMIT:
+            _recent.pop(next(iter(_recent)))
+        _recent[text] = found
+    return found
+
+
 _warned_outside_run = False
 
 
@@ -262,12 +290,22 @@ class LlmCallRecorder:
         return self
 
     def _input_attributes(self, rt: Runtime, run: RunRecorder) -> dict[str, Any]:
-        messages = rt.redactor.value(messages_of(self.messages))
-        assert isinstance(messages, list)
+        """The call's input: the messages as a blob of ``[{"role", "content.digest"}]``
+        (each content a blob of its own), with a preview of the last one."""
+        entries, last = [], ""
+        for message in messages_of(self.messages):
+            role = message["role"]
+            last, digest = _stored_message(rt, message["content"])
+            entries.append(
+                {
+                    "role": role if role in _ROLES_KNOWN else rt.redactor.text(role),
+                    "content.digest": digest,
+                }
+            )
         attrs: dict[str, Any] = {
             A.GEN_AI_OPERATION_NAME: A.OP_CHAT,
             A.LLM_INDEX: run.next_llm_index(),
-            A.LLM_INPUT_MESSAGES: len(messages),
+            A.LLM_INPUT_MESSAGES: len(entries),
         }
         if self.model:
             attrs[A.GEN_AI_REQUEST_MODEL] = cut(self.model, ATTRIBUTE_CHARS)
@@ -275,10 +313,9 @@ class LlmCallRecorder:
             attrs[A.GEN_AI_PROVIDER_NAME] = self.provider
         if self.streamed:
             attrs[A.LLM_STREAMED] = True
-        if messages:
-            attrs[A.LLM_INPUT_PREVIEW] = cut(messages[-1]["content"], TEXT_PREVIEW_CHARS)
-        text = json.dumps(messages, ensure_ascii=False)
-        if (digest := put_text(rt, text)) is not None:
+        if entries:
+            attrs[A.LLM_INPUT_PREVIEW] = cut(last, TEXT_PREVIEW_CHARS)
+        if (digest := put_text(rt, json.dumps(entries, separators=(",", ":")))) is not None:
             attrs[A.LLM_INPUT_DIGEST] = digest
         return attrs
 
