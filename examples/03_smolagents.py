@@ -2,13 +2,14 @@
 
 ``instrument(agent)`` records each ``agent.run(task)`` as a run and each code action
 the agent writes as a step: its code, the variables before and after, what it printed,
-its result or error and every call to the agent's tools. The agent is a real
+its result or error and every call to the agent's tools, with the model call its code
+came from (the messages, the output, the tokens) and the thought around it. The agent is a real
 smolagents ``CodeAgent`` running its actions in its own ``LocalPythonExecutor``; only
 the model is scripted, so this runs offline. Its third action uses a key the orders do
 not have and raises KeyError; smolagents shows the error to the model, and the fourth
 action fixes it.
 
-The same agent is then run a second time with ``executor=CodetapeExecutor(sandbox)``:
+The same agent is then run a second time with ``instrument(agent, sandbox=sandbox)``:
 its actions run in codetape's sandbox (a hardened Docker container when Docker and the
 sandbox image are there, else the local backend, with a warning), its tools stay on the
 host, and each step is recorded with the image it ran in.
@@ -16,6 +17,7 @@ host, and each step is recorded with the image it ran in.
     python examples/03_smolagents.py                 # records into ./.codetape
     codetape runs --failed                           # the run with a failed step
     codetape show last --step 2                      # the failing step in full
+    codetape failures                                # failing steps grouped by cause
 
 Needs the smolagents extra: pip install 'codetape[smolagents]'.
 """
@@ -27,9 +29,10 @@ from typing import Any
 
 from smolagents import CodeAgent, Model, tool
 from smolagents.models import ChatMessage, MessageRole
+from smolagents.monitoring import TokenUsage
 
 import codetape
-from codetape.integrations.smolagents import CodetapeExecutor, instrument
+from codetape.integrations.smolagents import instrument
 
 ORDERS = [
     {"id": "A-1001", "customer": "ada", "total": 250.0},
@@ -87,17 +90,13 @@ class ScriptedModel(Model):
         return ChatMessage(
             role=MessageRole.ASSISTANT,
             content=f"Thought: the next step.\n<code>\n{code}\n</code>",
+            # What a provider reports; made up here (no model ran).
+            token_usage=TokenUsage(input_tokens=400 * len(messages), output_tokens=len(code) // 4),
         )
 
 
-def build_agent(model: Any, executor: Any = None) -> Any:
-    return CodeAgent(
-        tools=[get_orders, refund],
-        model=model,
-        name="orders_bot",
-        max_steps=8,
-        executor=executor,
-    )
+def build_agent(model: Any) -> Any:
+    return CodeAgent(tools=[get_orders, refund], model=model, name="orders_bot", max_steps=8)
 
 
 def sandbox_backend(requested: str) -> str:
@@ -137,9 +136,10 @@ def main() -> None:
     answer = agent.run(TASK, additional_args={"threshold": 100.0})
     print(f"observed run, final answer: {answer}")
 
-    # 2. Sandboxed mode: the actions run in codetape's sandbox, the tools on the host.
+    # 2. Sandboxed mode: the actions run in codetape's sandbox, the tools on the host;
+    #    each agent.run is still one run, with its steps and model calls.
     with codetape.Sandbox(backend=sandbox_backend(args.backend)) as sandbox:
-        agent = instrument(build_agent(ScriptedModel(SCRIPT), CodetapeExecutor(sandbox)))
+        agent = instrument(build_agent(ScriptedModel(SCRIPT)), sandbox=sandbox)
         answer = agent.run(TASK, additional_args={"threshold": 100.0})
     print(f"sandboxed run ({sandbox.backend}), final answer: {answer}")
 
