@@ -188,7 +188,7 @@ def test_doctor_says_how_to_get_a_missing_image(home: Path) -> None:
         env=env,
     )
     assert "codetape/no-such-image:never is not in Docker" in result.stdout
-    assert "scripts/build-offline-image.sh" in result.stdout
+    assert "codetape image build --offline" in result.stdout
 
 
 def test_doctor_fails_on_a_corrupt_store(home: Path) -> None:

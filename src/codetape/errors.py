@@ -101,7 +101,8 @@ class ImageNotFoundError(SandboxError):
         else:
             how = (
                 f"docker pull {image}; or, with no registry, build a minimal image with "
-                "scripts/build-offline-image.sh codetape/python:bookworm and export "
+                "`codetape image build --offline` (codetape/python:bookworm; --include "
+                "python3-numpy,... adds Debian packages) and export "
                 "CODETAPE_IMAGE=codetape/python:bookworm; `codetape image build` makes one "
                 "with your packages"
             )

@@ -13,6 +13,7 @@ from ..errors import CodetapeError, DockerUnavailableError
 from ..sandbox import default_image
 from ..sandbox.internal import (
     EXITED_GRACE_S,
+    OFFLINE_IMAGE,
     Leftover,
     check_runtime,
     clean_containers,
@@ -31,7 +32,6 @@ __all__ = [
     "run_checks",
 ]
 
-OFFLINE_IMAGE = "codetape/python:bookworm"
 _CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -145,8 +145,9 @@ def _check_engine(client: Any, image: str) -> list[Check]:
                 "warn",
                 f"{image} is not in Docker",
                 f"docker pull {image} (or `codetape image build` for one with your packages), "
-                f"or build one with no registry: scripts/build-offline-image.sh "
-                f"{OFFLINE_IMAGE} && export CODETAPE_IMAGE={OFFLINE_IMAGE}",
+                "or build one with no registry: codetape image build --offline "
+                "[--include python3-numpy,...] && "
+                f"export CODETAPE_IMAGE={OFFLINE_IMAGE}",
             )
         )
     else:

@@ -1,25 +1,45 @@
-"""``codetape image build``: a sandbox image from a generated Dockerfile.
+"""``codetape image build``: a sandbox image from a generated Dockerfile, or, with no
+registry, from Debian packages (``--offline``).
 
 The sandbox needs nothing in an image but ``python3`` (the runner and cloudpickle travel
 as source), so the Dockerfile only adds the packages the agent's code imports. No user is
 created: the sandbox always runs as uid 65534 with a read-only root and /tmp as its
-working directory, whatever the image says.
+working directory, whatever the image says. The offline build runs the script shipped
+beside this module (``offline-image.sh``: debootstrap, then ``docker import``), so it
+works from an installed wheel as from the repository.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import subprocess
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import SandboxError
 from ._backends import docker_client
 
-__all__ = ["BuiltImage", "build_image", "default_tag", "dockerfile"]
+__all__ = [
+    "OFFLINE_IMAGE",
+    "OFFLINE_SCRIPT",
+    "BuiltImage",
+    "build_image",
+    "build_offline_image",
+    "default_tag",
+    "dockerfile",
+]
+
+# The image the offline build makes by default, and the script that makes it.
+OFFLINE_IMAGE = "codetape/python:bookworm"
+OFFLINE_SCRIPT = Path(__file__).with_name("offline-image.sh")
+# Debian's rule for a package name.
+_DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 
 DEFAULT_PYTHON = "3.12"
 _PYTHON_VERSION = re.compile(r"^3(\.\d{1,2}){0,2}$")
@@ -35,6 +55,8 @@ class BuiltImage:
     tag: str
     id: str
     dockerfile: str
+    # The Debian packages an offline build added to python3.
+    include: tuple[str, ...] = ()
 
 
 def default_tag(python: str = DEFAULT_PYTHON) -> str:
@@ -184,10 +206,65 @@ def _build_failed(tag: str, error: str, tail: list[str], *, shown: bool) -> Sand
     elif "pull access denied" in error or "dial tcp" in error or "lookup " in error:
         hint = (
             "Docker could not pull the base image; with no registry, build FROM a local "
-            "image: --base codetape/python:bookworm (scripts/build-offline-image.sh makes it)"
+            "image: --base codetape/python:bookworm (`codetape image build --offline` makes it)"
         )
     elif shown:
         hint = "the build output above shows the failing step; --dry-run prints the Dockerfile"
     else:
         hint = "last lines of the build:\n  " + "\n  ".join(tail)
     return SandboxError(message, hint=hint)
+
+
+def build_offline_image(
+    tag: str = OFFLINE_IMAGE,
+    include: Sequence[str] = (),
+    *,
+    force: bool = False,
+    on_line: Callable[[str], None] | None = None,
+) -> BuiltImage:
+    """Build a Debian bookworm image with ``python3`` and the Debian packages
+    ``include`` (such as ``python3-numpy``) with no registry: debootstrap from a Debian
+    mirror, then ``docker import``. An existing ``tag`` that has every package is kept
+    (``force`` rebuilds it). Needs root, debootstrap and a running Docker engine;
+    ``SandboxError`` says which is missing, or why the build failed.
+
+    >>> built = build_offline_image(include=["python3-numpy"])    # doctest: +SKIP
+    >>> codetape.Sandbox(image=built.tag)                          # doctest: +SKIP
+    """
+    for package in include:
+        if not _DEBIAN_PACKAGE.match(package):
+            raise SandboxError(
+                f"--include {package!r} is not a Debian package name",
+                hint="give Debian package names, such as python3-numpy,python3-pil",
+            )
+    command = ["bash", str(OFFLINE_SCRIPT), *(["--force"] if force else [])]
+    if include:
+        command += ["--include", ",".join(include)]
+    tail: deque[str] = deque(maxlen=_TAIL_LINES)
+    with subprocess.Popen(
+        [*command, tag],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "CODETAPE_IMAGE": tag},
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            tail.append(line.rstrip())
+            if on_line is not None:
+                on_line(line.rstrip())
+    if process.returncode != 0:
+        error = next((line for line in reversed(tail) if "ERROR" in line), tail[-1] if tail else "")
+        raise SandboxError(
+            f"the offline build of {tag} failed: {error.removeprefix('[build-offline-image] ')}",
+            hint="the build output above says why"
+            if on_line is not None
+            else "last lines of the build:\n  " + "\n  ".join(tail),
+        )
+    client = docker_client()
+    try:
+        image_id = str(client.images.get(tag).id)
+    finally:
+        client.close()
+    return BuiltImage(tag=tag, id=image_id, dockerfile="", include=tuple(include))

@@ -7,7 +7,14 @@ from __future__ import annotations
 from . import _statecodec as state_codec
 from ._backends import LABEL, docker_client
 from ._fingerprint import Fingerprint, host_fingerprint
-from ._image import BuiltImage, build_image, default_tag, dockerfile
+from ._image import (
+    OFFLINE_IMAGE,
+    BuiltImage,
+    build_image,
+    build_offline_image,
+    default_tag,
+    dockerfile,
+)
 from ._leftovers import EXITED_GRACE_S, Leftover, clean_containers, find_leftovers
 from ._messages import StateMessage
 from ._outcome import Checkpoint, Outcome, Pickled, RawState, RawVariable, RelayedCall
@@ -19,6 +26,7 @@ from ._statecodec import mask_addresses, qualified_name
 __all__ = [
     "EXITED_GRACE_S",
     "LABEL",
+    "OFFLINE_IMAGE",
     "PICKLE_PROTOCOL",
     "BuiltImage",
     "Checkpoint",
@@ -34,6 +42,7 @@ __all__ = [
     "StateSnapshotter",
     "VulnerableRuntimeWarning",
     "build_image",
+    "build_offline_image",
     "check_runtime",
     "clean_containers",
     "default_tag",

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Build a minimal Debian bookworm + python3 image without any container registry:
-#   debootstrap --variant=minbase --include=python3 bookworm ROOTFS MIRROR
+#   debootstrap --variant=minbase --include=python3[,PACKAGES] bookworm ROOTFS MIRROR
 #   (trim ROOTFS)
 #   tar -C ROOTFS -c . | docker import - NAME
 #
-# Usage: scripts/build-offline-image.sh [--force] [NAME]
-#   NAME     image to create (default: $CODETAPE_IMAGE or codetape/python:bookworm)
-#   --force  rebuild even if NAME already exists
+# Usage: build-offline-image.sh [--force] [--include PKG,PKG...] [NAME]
+#   NAME       image to create (default: $CODETAPE_IMAGE or codetape/python:bookworm)
+#   --include  Debian packages to add (comma-separated, repeatable), such as
+#              python3-numpy,python3-pil; an existing NAME that lacks one is rebuilt
+#   --force    rebuild even if NAME already exists with every package asked for
 # Environment:
 #   DEBIAN_MIRROR  Debian mirror for debootstrap (default: the bookworm mirror from
 #                  /etc/apt/sources.list*, else http://deb.debian.org/debian)
 #   TMPDIR         where the temporary root filesystem is built (default /var/tmp)
+#   DEBOOTSTRAP_CACHE  a folder that keeps the downloaded .deb files between builds
 # Needs root, debootstrap and a running docker engine (scripts/start-dockerd.sh).
 set -euo pipefail
 
@@ -20,13 +23,26 @@ IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 say() { printf '[build-offline-image] %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
-usage() { sed -n '2,14s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,18s/^# \{0,1\}//p' "$0"; }
 
 force=0
 name=""
+include=()
+add_include() {
+    local pkg
+    IFS=',' read -r -a pkgs <<<"$1"
+    for pkg in "${pkgs[@]}"; do
+        [[ -n "$pkg" ]] || continue
+        # Debian's own rule for a package name: nothing here reaches a shell unquoted.
+        [[ "$pkg" =~ ^[a-z0-9][a-z0-9+.-]+$ ]] || die "--include: $pkg is not a Debian package name"
+        [[ " ${include[*]} " == *" $pkg "* ]] || include+=("$pkg")
+    done
+}
 while (($#)); do
     case "$1" in
         --force | -f) force=1 ;;
+        --include) (($# > 1)) || die "--include needs a list of packages"; add_include "$2"; shift ;;
+        --include=*) add_include "${1#--include=}" ;;
         -h | --help) usage; exit 0 ;;
         -*) usage >&2; die "unknown option: $1" ;;
         *)
@@ -42,12 +58,28 @@ command -v docker >/dev/null 2>&1 || die "docker is not installed (apt-get insta
 timeout 15 docker info >/dev/null 2>&1 ||
     die "the docker engine is not answering (run scripts/start-dockerd.sh first)"
 
+# The packages of include=() that image $1 lacks (dpkg's own record, read in a container).
+missing_from() {
+    local pkg status
+    for pkg in "${include[@]}"; do
+        status="$(docker run --rm --network none --entrypoint dpkg-query "$1" \
+            -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)"
+        [[ "$status" == ii* ]] || printf '%s ' "$pkg"
+    done
+}
+
+packages="python3${include[*]:+,$(IFS=,; echo "${include[*]}")}"
 if docker image inspect "$name" >/dev/null 2>&1; then
-    if ((force == 0)); then
-        say "image $name already exists (use --force to rebuild)"
+    lacking="$(missing_from "$name")"
+    if ((force == 0)) && [[ -z "$lacking" ]]; then
+        say "image $name already exists with $packages (use --force to rebuild)"
         exit 0
     fi
-    say "image $name exists; rebuilding because of --force"
+    if ((force)); then
+        say "image $name exists; rebuilding because of --force"
+    else
+        say "image $name exists but lacks ${lacking% }; rebuilding it with $packages"
+    fi
 fi
 
 [[ "$(id -u)" == 0 ]] || die "debootstrap needs root (run this script with sudo)"
@@ -128,12 +160,16 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-say "building $name from $SUITE (minbase + python3) using mirror $mirror"
+say "building $name from $SUITE (minbase + $packages) using mirror $mirror"
 say "step 1/4: debootstrap into $rootfs (log: $log)"
 # Show the main steps, not the per-package lines.
 # debootstrap runs in its own process group (setsid) in the background so that a
 # signal reaches the trap at once and the trap can stop the whole group.
-setsid -w debootstrap --variant=minbase --include=python3 "$SUITE" "$rootfs" "$mirror" \
+cache=()
+if [[ -n "${DEBOOTSTRAP_CACHE:-}" ]]; then
+    mkdir -p "$DEBOOTSTRAP_CACHE" && cache=(--cache-dir="$(realpath "$DEBOOTSTRAP_CACHE")")
+fi
+setsid -w debootstrap --variant=minbase "${cache[@]}" --include="$packages" "$SUITE" "$rootfs" "$mirror" \
     > >(tee "$log" | awk '!/^I: (Retrieving|Validating|Extracting|Unpacking|Configuring) [a-z0-9]/ { print "    " $0; fflush() }' >&2) 2>&1 &
 ds_pid=$!
 ds_rc=0
@@ -174,12 +210,16 @@ grep -q '^nobody:x:65534:65534:' "$rootfs/etc/passwd" || die "user nobody (65534
 chroot --userspec=65534:65534 "$rootfs" /usr/bin/env -i PATH="$IMAGE_PATH" \
     python3 -c 'import sys, os, json, pickle; print("   ", sys.version.split()[0], "uid", os.getuid())' >&2 ||
     die "python3 does not run as uid 65534 in the rootfs"
+for pkg in "${include[@]}"; do
+    status="$(chroot "$rootfs" dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)"
+    [[ "$status" == ii* ]] || die "package $pkg is not installed in the rootfs"
+done
 say "rootfs size after trimming: $(du -sh --one-file-system "$rootfs" | cut -f1)"
 
 say "step 4/4: docker import -> $name"
 tar --numeric-owner --xattrs -C "$rootfs" -c . |
     docker import \
-        --message "codetape offline image: debootstrap $SUITE minbase + python3" \
+        --message "codetape offline image: debootstrap $SUITE minbase + $packages" \
         --change 'CMD ["python3"]' \
         --change "ENV PATH=$IMAGE_PATH" \
         --change 'ENV LANG=C.UTF-8' \
