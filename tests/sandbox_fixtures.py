@@ -1,8 +1,9 @@
 """The one home of the Docker fixtures and helpers the tests share.
 
 Tests that need Docker ask for ``docker_client`` (a running engine) and
-``docker_image`` (the offline sandbox image, present in that engine): they skip
-outside CI, and fail under ``CI=true``, when either is missing. Both are made once per
+``docker_image`` (the offline sandbox image, present in that engine), or
+``scientific_image`` (that image, when it has numpy and PIL, as ``.ci/run`` builds it):
+they skip outside CI, and fail under ``CI=true``, when any is missing. Each is made once per
 session. Nothing here pulls an image: no registry is reachable. conftest.py registers
 this module as a plugin, so every test module sees these fixtures.
 """
@@ -35,11 +36,17 @@ __all__ = [
     "host_process_count",
     "host_processes_with",
     "remove_image",
+    "scientific_image",
 ]
 
 TEST_IMAGE = os.environ.get("CODETAPE_IMAGE", "codetape/python:bookworm")
 START_DOCKER = "start dockerd (scripts/start-dockerd.sh, as .ci/run does)"
 BUILD_IMAGE = "build it offline: `make image` (scripts/build-offline-image.sh {image})"
+SCIENTIFIC_PACKAGES = "python3-numpy,python3-pil"
+BUILD_SCIENTIFIC = (
+    "build it offline with them: scripts/build-offline-image.sh --include "
+    f"{SCIENTIFIC_PACKAGES} {{image}} (as .ci/run does)"
+)
 RUN_ID_LABEL = "codetape.sandbox.run_id"
 
 
@@ -82,6 +89,29 @@ def docker_image(docker_client: Any) -> str:
         present = False
     require(present, f"the sandbox image {TEST_IMAGE}", BUILD_IMAGE.format(image=TEST_IMAGE))
     return TEST_IMAGE
+
+
+@pytest.fixture(scope="session")
+def scientific_image(docker_client: Any, docker_image: str) -> str:
+    """``docker_image``, which must have numpy and PIL (Debian's python3-numpy and
+    python3-pil) for the tests of rich values and of smolagents' executor contract."""
+    try:
+        docker_client.containers.run(
+            docker_image,
+            ["python3", "-c", "import numpy, PIL.Image"],
+            network_mode="none",
+            user="65534:65534",
+            remove=True,
+        )
+        present = True
+    except Exception:  # docker-py's ContainerError: the import failed
+        present = False
+    require(
+        present,
+        f"numpy and PIL in the sandbox image {docker_image}",
+        BUILD_SCIENTIFIC.format(image=docker_image),
+    )
+    return docker_image
 
 
 # -- images of the tests' own ------------------------------------------------------------
