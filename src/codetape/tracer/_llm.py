@@ -19,6 +19,7 @@ import inspect
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -207,7 +208,7 @@ def cost_of(rt: Runtime, models: Sequence[str | None], usage: Usage) -> float | 
 # of its own (so a run's store grows with its conversation, not with its square), and
 # the redacted text and blob of the latest messages are kept, per runtime.
 _RECENT_LIMIT = 256
-_recent: dict[str, tuple[str, str | None]] = {}
+_recent: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
 _recent_runtime: list[object] = [None]
 _ROLES_KNOWN = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 
@@ -222,7 +223,7 @@ def _stored_message(rt: Runtime, text: str) -> tuple[str, str | None]:
         redacted = rt.redactor.text(text)
         found = (redacted, put_text(rt, redacted))
         if len(_recent) >= _RECENT_LIMIT:
-            _recent.pop(next(iter(_recent)))
+            _recent.popitem(last=False)
         _recent[text] = found
     return found
 
