@@ -249,10 +249,12 @@ def _image(raw: dict[str, Any]) -> Any:
                 )
             image.load()
             plain = image.copy()  # an Image.Image, as the code had it, not a PngImageFile
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-            raise BadValue(f"a tagged image that is not a PNG codetape reads: {exc}") from None
-        except Image.DecompressionBombWarning as exc:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise BadValue(f"a tagged image that is too large: {exc}") from None
+        except UnidentifiedImageError:
+            raise BadValue("a tagged image that is not a PNG") from None
+        except OSError as exc:  # a truncated or corrupt PNG
+            raise BadValue(f"a tagged image whose PNG cannot be read: {exc}") from None
     return plain
 
 
