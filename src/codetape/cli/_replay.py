@@ -207,6 +207,15 @@ def _first_failed_step(store: Store, run_id: str) -> int:
     metavar="MODULE",
     help="Python module whose functions are the live tools.",
 )
+@click.option(
+    "--tool-answer",
+    "tool_answers",
+    multiple=True,
+    metavar="I=JSON|I=@FILE",
+    help="Answer the step's tool call I (0 is its first) with this JSON value (or the "
+    "JSON in FILE) instead of the recorded answer; the other calls keep theirs. "
+    "Repeatable; with --step or --from.",
+)
 @click.option("--jobs", default=2, show_default=True, help="Parallel sandboxes for --all.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ReplayReport models as JSON.")
 @click.pass_context
@@ -221,6 +230,7 @@ def replay_command(
     image: str | None,
     live_tools: bool,
     tools_module: str | None,
+    tool_answers: tuple[str, ...],
     jobs: int,
     as_json: bool,
 ) -> None:
@@ -230,6 +240,9 @@ def replay_command(
     codetape replay RUN --step 3               one step (default: the first failed one)
     codetape replay RUN --all                  every step, each from its own input
     codetape replay RUN --from 3 --code F.py   step 3 edited, then the rest of the run
+    codetape replay RUN --step 3 --tool-answer 0='[]'
+                                               what if its first tool call had
+                                               answered an empty list?
 
     \b
     Exit status: 0 when every step reproduced, 1 when any diverged, 2 when a replay
@@ -244,6 +257,10 @@ def replay_command(
     full = store.resolve_run_id(run_id)
     tools = _tools_from(tools_module) if tools_module else []
     options: dict[str, Any] = {"image": image, "live_tools": live_tools, "tools": tools}
+    if tool_answers:
+        if all_steps:
+            raise click.UsageError("--tool-answer answers one step's calls: use --step or --from")
+        options["tool_answers"] = _parsed_answers(tool_answers)
     if code_file is not None:
         options["code"] = code_file.read()
     if from_step is not None:
@@ -262,6 +279,33 @@ def replay_command(
     else:
         _print_reports(reports)
     _exit_for(reports)
+
+
+def _parsed_answers(given: tuple[str, ...]) -> dict[int, Any]:
+    """``I=JSON`` or ``I=@FILE`` options as ``{call index: answer}``."""
+    answers: dict[int, Any] = {}
+    for option in given:
+        index, sep, value = option.partition("=")
+        if not sep or not index.strip().isdigit():
+            raise click.BadParameter(
+                f"{option!r}: give I=JSON or I=@FILE, I the call's index (0 is the first)",
+                param_hint="--tool-answer",
+            )
+        text = value
+        if value.startswith("@"):
+            try:
+                text = Path(value[1:]).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise click.BadParameter(
+                    f"cannot read {value[1:]}: {exc.strerror}", param_hint="--tool-answer"
+                ) from exc
+        try:
+            answers[int(index)] = json.loads(text)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"the answer for call {index} is not JSON ({exc})", param_hint="--tool-answer"
+            ) from exc
+    return answers
 
 
 def _replay_from(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,11 +13,12 @@ from .._format import steps_text
 from ..errors import (
     DockerUnavailableError,
     ImageNotFoundError,
+    ReplayError,
     SandboxError,
     StepNotFoundError,
 )
 from ..sandbox.internal import host_fingerprint
-from ..schemas import Difference, Limits, ReplayReport, Step, Verdict
+from ..schemas import Difference, Limits, ReplayReport, Step, ToolCall, Verdict
 from ..store import Store
 from ..tracer import Sandbox
 from ..tracer.internal import RunRecorder, recording_to
@@ -53,6 +54,7 @@ def replay(
     image: str | None = None,
     live_tools: bool = False,
     tools: Iterable[Callable[..., Any]] = (),
+    tool_answers: Mapping[int, Any] | None = None,
     home: str | os.PathLike[str] | None = None,
 ) -> ReplayReport:
     """Re-run one recorded step and say whether it reproduced.
@@ -66,7 +68,10 @@ def replay(
     seeds and tool answers. Then the step runs with its own recorded seed and every
     tool call answered from the recording, in order, unless ``live_tools`` (then
     ``tools`` are called). ``code`` replaces the recorded code (the "does my fix work"
-    loop). The replay is recorded as a run whose ``replay_of`` names the step.
+    loop). ``tool_answers`` replaces recorded answers: ``{0: []}`` answers the step's
+    first tool call with an empty list (the other calls still get theirs), to see how
+    the code handles an answer the tool never gave. The replay is recorded as a run
+    whose ``replay_of`` names the step.
 
     >>> report = codetape.replay("3f2a", 2)            # doctest: +SKIP
     >>> report.verdict, [d.field for d in report.differences]
@@ -75,7 +80,7 @@ def replay(
     store = Store(home)
     return _replay_step(
         store, _read(store, run_id), step, code=code, image=image, live_tools=live_tools,
-        tools=tools,
+        tools=tools, tool_answers=tool_answers,
     )  # fmt: skip
 
 
@@ -87,6 +92,7 @@ def replay_from(
     image: str | None = None,
     live_tools: bool = False,
     tools: Iterable[Callable[..., Any]] = (),
+    tool_answers: Mapping[int, Any] | None = None,
     home: str | os.PathLike[str] | None = None,
 ) -> list[ReplayReport]:
     """Replay step ``step`` (or ``code`` in its place) and then every later recorded step
@@ -96,7 +102,8 @@ def replay_from(
     Tool calls are answered from the recording. A call it does not have (the edited
     code asks something new) is answered by the host's ``tools`` only with
     ``live_tools``; otherwise the replay stops there, and that step's report says which
-    call had no recorded answer.
+    call had no recorded answer. ``tool_answers`` replaces answers of step ``step``'s
+    calls, as in :func:`replay`.
 
     >>> reports = codetape.replay_from("3f2a", 1, code=fixed)      # doctest: +SKIP
     >>> [r.verdict for r in reports]
@@ -106,7 +113,10 @@ def replay_from(
     recording = _read(store, run_id)
     if step not in recording.steps:
         raise StepNotFoundError(recording.run.id, step, sorted(recording.steps))
-    return _Session(store, recording, step, code, image, live_tools, tools).run_from()
+    session = _Session(
+        store, recording, step, code, image, live_tools, tools, tool_answers=tool_answers
+    )
+    return session.run_from()
 
 
 class _Attempt:
@@ -175,12 +185,19 @@ class _Session:
         tools: Iterable[Callable[..., Any]],
         *,
         every_call_live: bool = False,
+        tool_answers: Mapping[int, Any] | None = None,
     ) -> None:
         recorded = recording.steps.get(step)
         if recorded is None:
             raise StepNotFoundError(recording.run.id, step, sorted(recording.steps))
         self.store, self.recording, self.recorded = store, recording, recorded
         self.attempt = _Attempt(recording.run.id, recorded, code, image)
+        self.calls = _answered(recorded, tool_answers or {})
+        self.attempt.notes.extend(
+            f"tool call {i} ({recorded.tool_calls[i].name}) got the answer given, not the "
+            "recorded one"
+            for i in sorted(tool_answers or {})
+        )
         host = {getattr(t, "__name__", ""): t for t in tools} if live_tools else None
         if host is not None and every_call_live:
             absent = sorted({c.name for c in recording.calls} - set(host))
@@ -236,7 +253,7 @@ class _Session:
         return None
 
     def _run(self, sandbox: Sandbox, step: Step, code: str) -> None:
-        self.oracle.answer_for(step.tool_calls)
+        self.oracle.answer_for(self.calls if step is self.recorded else step.tool_calls)
         random_state = self.recording.blob(step.random_state)
         sandbox.run(code, random_seed=step.random_seed, random_state=random_state)
 
@@ -313,6 +330,23 @@ class _Session:
         return report
 
 
+def _answered(recorded: Step, answers: Mapping[int, Any]) -> list[ToolCall]:
+    """The step's recorded tool calls with the answers of ``answers`` (by call index)
+    in place of the recorded ones."""
+    calls = list(recorded.tool_calls)
+    for index, answer in answers.items():
+        if not isinstance(index, int) or not 0 <= index < len(calls):
+            listed = ", ".join(f"{i} ({c.name})" for i, c in enumerate(calls)) or "none"
+            raise ReplayError(
+                f"step {recorded.index} has no tool call {index!r} to answer",
+                hint=f"its tool calls, by index: {listed}",
+            )
+        calls[index] = calls[index].model_copy(
+            update={"result": answer, "result_pickle": None, "error": None}
+        )
+    return calls
+
+
 def _replay_step(
     store: Store,
     recording: Recording,
@@ -322,8 +356,12 @@ def _replay_step(
     image: str | None,
     live_tools: bool,
     tools: Iterable[Callable[..., Any]],
+    tool_answers: Mapping[int, Any] | None = None,
 ) -> ReplayReport:
-    session = _Session(store, recording, step, code, image, live_tools, tools, every_call_live=True)
+    session = _Session(
+        store, recording, step, code, image, live_tools, tools,
+        every_call_live=True, tool_answers=tool_answers,
+    )  # fmt: skip
     return session.run_one()
 
 
