@@ -16,12 +16,14 @@ from .._format import (
     PREVIEW_CHARS,
     RUN_STATUSES,
     TASK_CHARS,
+    TEXT_PREVIEW_CHARS,
     cut,
     duration,
     failing_line,
     visible,
 )
-from ..schemas import Run, Step
+from ..errors import NotFoundError
+from ..schemas import LlmCall, Run, RunDetail, Step
 from ..store import Store
 from ..store.internal import DB_NAME, no_store_error, resolve_home
 from ..store.internal import rebuild as rebuild_store
@@ -31,7 +33,8 @@ from ._app import cli, err, handle_errors, open_store, out, print_json, shown, s
 
 __all__: list[str] = []
 
-_RUN_COLUMNS = ("run", "agent", "status", "steps", "failed", "duration", "started", "task")
+_RUN_COLUMNS = ("run", "agent", "status", "steps", "failed", "duration", "started")
+_CALL_COLUMNS = ("#", "step", "model", "in", "out", "latency", "finish")
 
 
 @cli.command()
@@ -64,9 +67,18 @@ def runs(
         where = shown(str(store.home))
         out.print(f"no runs in {where}" + (" match" if failed or agent or status else ""))
         return
+    # Tokens only when some run made model calls; cost only when some had a price.
+    called = any(run.llm_calls for run in found)
+    priced = any(run.cost is not None for run in found)
+    columns = (
+        *_RUN_COLUMNS,
+        *(("tokens in/out",) if called else ()),
+        *(("cost",) if priced else ()),
+        "task",
+    )
     # In a terminal the task takes the room left; piped, every column keeps its length.
     table = Table(box=None, header_style="bold", expand=out.is_terminal)
-    for column in _RUN_COLUMNS:
+    for column in columns:
         if column == "task":
             table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=1)
         else:
@@ -80,6 +92,7 @@ def runs(
             str(run.failed_steps) if run.failed_steps else "",
             duration(run.duration_ms, "-"),
             run.started_at.astimezone().strftime("%m-%d %H:%M:%S"),
+            *_usage_cells(run, called, priced),
             shown(cut(run.task, TASK_CHARS)),
         )
     out.print(table)
@@ -91,6 +104,39 @@ def _existing_store(ctx: click.Context) -> Store:
     if not store.home.is_dir():
         raise no_store_error(store.home)
     return store
+
+
+def _usage_cells(run: Run, called: bool, priced: bool) -> tuple[str, ...]:
+    """The run's tokens and cost cells, for the columns the list has."""
+    tokens = f"{run.input_tokens:,}/{run.output_tokens:,}" if run.llm_calls else ""
+    return (*((tokens,) if called else ()), *((_cost(run.cost),) if priced else ()))
+
+
+def _count(tokens: int | None) -> str:
+    return "?" if tokens is None else f"{tokens:,}"
+
+
+def _cost(cost: float | None) -> str:
+    """A cost in dollars, to the cent above a dollar and to 1/100 cent below."""
+    if cost is None:
+        return ""
+    if cost >= 1:
+        return f"${cost:,.2f}"
+    return f"${cost:.4f}" if cost >= 0.0001 or cost == 0 else "<$0.0001"
+
+
+def _call_summary(call: LlmCall) -> str:
+    """One line: the model, its tokens, latency and cost."""
+    model = call.model or call.response_model or "(model unknown)"
+    parts = [f"[bold]{shown(model)}[/]"]
+    if call.input_tokens is not None or call.output_tokens is not None:
+        parts.append(f"{_count(call.input_tokens)} in / {_count(call.output_tokens)} out tokens")
+    parts.append(duration(call.duration_ms))
+    if call.cost is not None:
+        parts.append(_cost(call.cost))
+    if call.error is not None:
+        parts.append(f"[red]{shown(call.error.type)}: {shown(call.error.message)}[/]")
+    return "  ".join(parts)
 
 
 def _lost_mark(run: Run) -> str:
@@ -106,10 +152,24 @@ def _print_lost(run: Run) -> None:
         )
 
 
-def _print_step(step: Step, verbose: bool) -> None:
+def _print_origin(step: Step, calls: list[LlmCall]) -> None:
+    """The model call the step's code came from, and the thought the model wrote."""
+    if step.llm_call is not None:
+        call = next((c for c in calls if c.span_id == step.llm_call), None)
+        if call is None:
+            out.print(f"[dim]model call[/] {shown(step.llm_call)} [dim](not in the store)[/]")
+        else:
+            out.print(f"[dim]model call {call.index}[/]  {_call_summary(call)}")
+    if step.thought:
+        out.print("[dim]thought[/]")
+        out.print(shown(step.thought.strip("\n")), style="italic")
+
+
+def _print_step(step: Step, verbose: bool, calls: list[LlmCall]) -> None:
     out.print(
         f"[bold]step {step.index}[/] {status_markup(step.status)}  {duration(step.duration_ms)}"
     )
+    _print_origin(step, calls)
     error_line = failing_line(step)
     code = visible(step.code)
     out.print(
@@ -196,31 +256,84 @@ def _print_variables(step: Step) -> None:
 
 @cli.command()
 @click.argument("run_id", metavar="RUN")
-@click.option("--step", "step_index", type=int, metavar="N", help="Show only step N in full.")
+@click.option(
+    "--step",
+    "step_index",
+    type=int,
+    metavar="N",
+    help="Show only step N in full, with the model's thought and the model call it came from.",
+)
+@click.option(
+    "--llm",
+    is_flag=True,
+    help="List the run's model calls: model, tokens, latency, finish reason, cost, output.",
+)
+@click.option(
+    "--call",
+    "call_index",
+    type=int,
+    metavar="I",
+    help="Show model call I (its # in --llm) in full: input messages and output.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the models as JSON.")
 @click.pass_context
 @handle_errors
-def show(ctx: click.Context, run_id: str, step_index: int | None, as_json: bool) -> None:
-    """Show a run and its steps (RUN: a unique prefix of the run id, or "last")."""
+def show(
+    ctx: click.Context,
+    run_id: str,
+    step_index: int | None,
+    llm: bool,
+    call_index: int | None,
+    as_json: bool,
+) -> None:
+    """Show a run and its steps (RUN: a unique prefix of the run id, or "last").
+
+    \b
+      codetape show RUN                 the steps, each with the model's thought
+      codetape show RUN --step N        one step in full (--json: the Step model)
+      codetape show RUN --llm           the model calls (--json: the LlmCall models)
+      codetape show RUN --llm --call I  one model call's input messages and output
+    """
+    if step_index is not None and (llm or call_index is not None):
+        raise click.UsageError("--step shows a step, --llm and --call model calls: pick one")
     store = _existing_store(ctx)
     if step_index is not None:
         step = store.step(run_id, step_index)
         if as_json:
             print_json(step)
         else:
-            _print_step(step, verbose=True)
-        return
-    detail = store.detail(run_id)
-    if as_json:
-        print_json(detail)
-        return
-    run = detail.run
+            calls = store.llm_calls(step.run_id) if step.llm_call else []
+            _print_step(step, verbose=True, calls=calls)
+    elif call_index is not None:
+        _show_call(store, run_id, call_index, as_json)
+    elif llm:
+        _show_calls(store, run_id, as_json)
+    else:
+        _show_run(store.detail(run_id), as_json)
+
+
+def _print_run_header(run: Run) -> None:
     out.print(
         f"[bold]run {shown(run.id)}[/]  {shown(run.name)}  {status_markup(run.status)}  "
         f"{duration(run.duration_ms, '-')}"
     )
     if run.task:
         out.print(f"[dim]task[/] {shown(run.task)}")
+    if run.llm_calls:
+        tokens = f"{run.input_tokens:,} in / {run.output_tokens:,} out tokens"
+        cost = f", {_cost(run.cost)}" if run.cost is not None else ""
+        out.print(
+            f"[dim]model calls[/] {run.llm_calls}, {tokens}{cost}  "
+            f"[dim](codetape show {shown(run.id[:12])} --llm)[/]"
+        )
+
+
+def _show_run(detail: RunDetail, as_json: bool) -> None:
+    if as_json:
+        print_json(detail)
+        return
+    run = detail.run
+    _print_run_header(run)
     _print_lost(run)
     if run.error:
         out.print(f"[red]{shown(run.error.type)}: {shown(run.error.message)}[/]")
@@ -228,7 +341,7 @@ def show(ctx: click.Context, run_id: str, step_index: int | None, as_json: bool)
         out.print(f"[dim]final answer[/] {shown(run.final_answer)}")
     out.print()
     for step in detail.steps:
-        _print_step(step, verbose=False)
+        _print_step(step, verbose=False, calls=detail.llm_calls)
     out.print(f"[dim]in the viewer (codetape ui):[/] {viewer_url(run=run.id)}", soft_wrap=True)
     if run.failed_steps:
         first = next(s for s in detail.steps if s.status != "ok")
@@ -236,6 +349,98 @@ def show(ctx: click.Context, run_id: str, step_index: int | None, as_json: bool)
             f"[dim]codetape show {shown(run.id[:12])} --step {first.index}[/]"
             "  (the first failed step)"
         )
+
+
+def _one_line(text: str) -> str:
+    """A text's preview on one line: each run of whitespace (newlines too) as one space."""
+    return cut(" ".join(text[: TEXT_PREVIEW_CHARS * 4].split()), TEXT_PREVIEW_CHARS)
+
+
+def _show_calls(store: Store, run_id: str, as_json: bool) -> None:
+    if as_json:
+        print_json(store.llm_calls(run_id))
+        return
+    detail = store.detail(run_id)
+    _print_run_header(detail.run)
+    out.print()
+    if not detail.llm_calls:
+        out.print(
+            "no model calls recorded in this run [dim](instrument(agent) for smolagents, "
+            "@codetape.llm or codetape.record_llm_call record them)[/]",
+            soft_wrap=True,
+        )
+        return
+    steps: dict[str, list[int]] = {}
+    for step in detail.steps:
+        if step.llm_call is not None:
+            steps.setdefault(step.llm_call, []).append(step.index)
+    priced = any(call.cost is not None for call in detail.llm_calls)
+    table = Table(box=None, header_style="bold", expand=out.is_terminal)
+    for column in (*_CALL_COLUMNS, *(("cost",) if priced else ()), "output"):
+        ratio = 1 if column == "output" else None
+        table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=ratio)
+    for call in detail.llm_calls:
+        said = (
+            f"[red]{shown(call.error.type)}: {shown(_one_line(call.error.message))}[/]"
+            if call.error is not None
+            else shown(_one_line(call.output))
+        )
+        table.add_row(
+            str(call.index),
+            ",".join(map(str, steps.get(call.span_id, []))),
+            shown(call.model or call.response_model or "?"),
+            _count(call.input_tokens),
+            _count(call.output_tokens),
+            duration(call.duration_ms),
+            shown(",".join(call.finish_reasons)),
+            *((_cost(call.cost),) if priced else ()),
+            said,
+        )
+    out.print(table)
+    out.print(
+        f"[dim]codetape show {shown(detail.run.id[:12])} --llm --call I[/]"
+        "  (call I's input messages and output in full)"
+    )
+
+
+def _show_call(store: Store, run_id: str, index: int, as_json: bool) -> None:
+    with store.session():
+        full = store.resolve_run_id(run_id)
+        calls = store.llm_calls(full)
+        call = next((c for c in calls if c.index == index), None)
+        if call is None:
+            have = f"calls {calls[0].index}..{calls[-1].index}" if calls else "no model calls"
+            raise NotFoundError(
+                f"run {full} has no model call {index} (it has {have})",
+                hint=f"`codetape show {full[:12]} --llm` lists its model calls",
+            )
+        if as_json:
+            print_json(call)
+            return
+        produced = [s.index for s in store.steps(full) if s.llm_call == call.span_id]
+    _print_call(call, produced)
+
+
+def _print_call(call: LlmCall, produced: list[int]) -> None:
+    run = shown(call.run_id[:12])
+    out.print(f"[bold]model call {call.index}[/] of run {run}  {_call_summary(call)}")
+    facts = [f"[dim]started[/] {call.started_at.astimezone().strftime('%m-%d %H:%M:%S')}"]
+    if call.response_model and call.response_model != call.model:
+        facts.append(f"[dim]answered by[/] {shown(call.response_model)}")
+    if call.finish_reasons:
+        facts.append(f"[dim]finish[/] {shown(', '.join(call.finish_reasons))}")
+    if call.streamed:
+        facts.append("[dim]streamed[/]")
+    out.print("  ".join(facts))
+    for index in produced:
+        out.print(f"[dim]its code is step {index}:[/] codetape show {run} --step {index}")
+    count = len(call.input_messages)
+    out.print(f"\n[bold]input[/] [dim]({count} message{'s' * (count != 1)})[/]")
+    for message in call.input_messages:
+        out.print(f"\n[bold cyan]{shown(message.role)}[/]")
+        out.print(shown(message.content.rstrip("\n")))
+    out.print("\n[bold]output[/]")
+    out.print(shown(call.output.rstrip("\n")) if call.output else "[dim](none)[/]")
 
 
 @cli.command()
