@@ -8,13 +8,14 @@ is one module that registers its commands on the group when imported:
   ``_doctor``)
 - ``_replay``: ``replay``, ``export``, ``import``, ``pytest``
 - ``_view``: ``diff``, ``ui``
+- ``_failures``: ``failures``
 - ``_image``: ``image build``
 """
 
 from __future__ import annotations
 
 # Importing a command module registers its commands on ``cli``.
-from . import _image, _inspect, _replay, _view  # noqa: F401
+from . import _failures, _image, _inspect, _replay, _view  # noqa: F401
 from ._app import cli, main
 
 __all__ = ["cli", "main"]

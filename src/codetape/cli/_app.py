@@ -131,7 +131,9 @@ def cli(ctx: click.Context, home: Path | None) -> None:
     Typical use:
       codetape runs --failed        runs that errored, died, or have a failed step
       codetape show RUN             the steps of a run (a unique id prefix is enough)
-      codetape show RUN --step 3    one step: code, variables, output, tool calls
+      codetape show RUN --step 3    one step: the model's thought, code, variables, output
+      codetape show RUN --llm       the run's model calls (--call I: one in full)
+      codetape failures             failing steps of all runs, grouped by how they failed
       codetape doctor               check the store, Docker, the sandbox image, the browser
     """
     ctx.ensure_object(dict)
