@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_HOME ?= .codetape/demo
 DEMO_ARGS ?=
 IMAGE ?= $(or $(CODETAPE_IMAGE),codetape/python:bookworm)
+IMAGE_PACKAGES ?= python3-numpy,python3-pil
 PYTEST_ARGS ?=
 
 .PHONY: help venv test lint format demo bench image clean
@@ -43,8 +44,8 @@ bench: $(STAMP)  ## run the benchmarks (results go to BENCHMARKS.md by hand)
 	CODETAPE_IMAGE=$(IMAGE) $(BIN)/python bench/sandbox.py
 	CODETAPE_IMAGE=$(IMAGE) $(BIN)/python bench/fidelity.py
 
-image:  ## build the offline sandbox image (no registry needed)
-	scripts/build-offline-image.sh $(IMAGE)
+image:  ## build the offline sandbox image, with numpy and PIL as CI has it (no registry needed)
+	scripts/build-offline-image.sh --include $(IMAGE_PACKAGES) $(IMAGE)
 
 clean:  ## remove the venv and local stores
 	rm -rf $(VENV) .codetape .pytest_cache .mypy_cache .ruff_cache
