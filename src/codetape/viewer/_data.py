@@ -1,11 +1,11 @@
-"""The viewer's one door to the data: the store's read API, ``diff_runs``, ``replay``
-and ``replay_from``.
+"""The viewer's one door to the data: the store's read API (runs, steps, model calls,
+failure groups), ``diff_runs``, ``replay`` and ``replay_from``.
 
 The store lives where ``CODETAPE_HOME`` says (``codetape ui`` sets it). Every call opens
 a fresh :class:`~codetape.Store`, which ingests what agents spooled since, so lists stay
 live; a ``Store`` is not shared between sessions because it caches blobs per query.
-Steps and diffs of a run are cached by the run's status and step count, so a finished
-run is read once and a run still being recorded is read again when it grows.
+Steps, model calls and diffs of a run are cached by the run's status and counts, so a
+finished run is read once and a run still being recorded is read again when it grows.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .._format import RUN_STATUSES
 from ..replayer import diff_runs
 from ..replayer import replay as replay_step
 from ..replayer import replay_from as replay_steps_from
-from ..schemas import ReplayReport, Run, RunDiff, Step
+from ..schemas import FailureGroup, LlmCall, ReplayReport, Run, RunDiff, Step
 from ..store import Store
 from ..store.internal import resolve_home
 
@@ -32,7 +32,9 @@ __all__ = [
     "any_running",
     "count_runs",
     "diff",
+    "failures",
     "home",
+    "llm_calls",
     "missing",
     "page_count",
     "recent_runs",
@@ -127,6 +129,29 @@ def _steps(store_home: Path, version: tuple[str, str, int]) -> list[Step]:
 
 def steps(of: Run) -> list[Step]:
     return _steps(home(), _version(of))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _llm_calls(store_home: Path, version: tuple[str, str, int, int]) -> list[LlmCall]:
+    return Store(store_home).llm_calls(version[0])
+
+
+def llm_calls(of: Run) -> list[LlmCall]:
+    """The run's model calls in order, with their messages; cached like its steps (a
+    model call of a run being recorded may come before its step)."""
+    return _llm_calls(home(), (*_version(of), of.llm_calls))
+
+
+@st.cache_data(ttl=10, show_spinner="Grouping failures…")
+def _failures(store_home: Path, agent: str | None) -> list[FailureGroup]:
+    return Store(store_home).failures(agent)
+
+
+def failures(agent: str | None = None) -> list[FailureGroup]:
+    """The failing steps of every run (of ``agent``'s runs) grouped by failure
+    signature, the groups that failed the most runs first; read again at most every
+    10 seconds, like the agents."""
+    return _failures(home(), agent)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Comparing…")

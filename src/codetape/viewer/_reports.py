@@ -2,8 +2,8 @@
 per-step verdicts of a replay from a step onward (``show_from``).
 
 Reasons, notes and differing values are recorded or replayed text: they reach the page
-only through ``st.text``, ``st.code`` and dataframe cells. Headlines and captions hold
-fixed wording and step numbers.
+only through ``st.text``, ``st.code`` and dataframe cells, with control and bidi
+characters as escapes. Headlines and captions hold fixed wording and step numbers.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import streamlit as st
 
-from .._format import VERDICT_COLORS, Color, cut, steps_text
+from .._format import VERDICT_COLORS, Color, cut, steps_text, visible
 from ..schemas import Difference, ReplayReport, Verdict
 from . import _widgets as w
 
@@ -45,9 +45,9 @@ def show_report(report: ReplayReport, key: str) -> None:
     if report.backend == "local":
         st.caption(_LOCAL)
     if report.reason:
-        st.text(report.reason)
+        st.text(visible(report.reason))
     if report.notes:
-        st.text("\n".join(f"note: {n}" for n in report.notes))
+        st.text(visible("\n".join(f"note: {n}" for n in report.notes)))
     _differences(report, key)
     if report.replay_run_id:
         st.page_link(
@@ -112,7 +112,7 @@ def show_from(reports: list[ReplayReport], not_run: list[int], key: str) -> None
     w.table(_from_rows(reports, not_run), empty="")
     notes = dict.fromkeys(n for r in reports for n in r.notes)
     if notes:
-        st.text("\n".join(f"note: {n}" for n in notes))
+        st.text(visible("\n".join(f"note: {n}" for n in notes)))
     first = next((r for r in reports if r.differences), None)
     if first is not None:
         st.caption(f"First divergence: step {first.step}")

@@ -1,6 +1,6 @@
-"""One step on the Run page: code, output, tool calls, variables, sandbox, and the
-replay buttons ("Replay this step", "Replay from here", "Edit and replay") with their
-reports shown in place.
+"""One step on the Run page: the model's thought and the model call its code came
+from, code, output, tool calls, variables, sandbox, and the replay buttons ("Replay
+this step", "Replay from here", "Edit and replay") with their reports shown in place.
 
 The buttons run code, so they work only for a session ``_access`` allows (the
 launch's token; for a local replay, ``--allow-local-exec``); otherwise they are
@@ -15,10 +15,10 @@ import json
 
 import streamlit as st
 
-from .._format import cut, failing_line
+from .._format import cut, failing_line, visible
 from ..errors import CodetapeError
-from ..schemas import Run, Step
-from . import _access, _data
+from ..schemas import LlmCall, Run, Step
+from . import _access, _data, _llm
 from . import _widgets as w
 from ._reports import show_from, show_report
 
@@ -28,8 +28,11 @@ __all__ = ["replaying", "show"]
 _TYPE_CHARS = 200
 
 
-def show(run: Run, step: Step) -> None:
+def show(run: Run, step: Step, call: LlmCall | None = None) -> None:
+    """The step; ``call`` is the model call its code came from (``step.llm_call``)."""
     key = f"{run.id}:{step.index}"
+    _llm.thought(step)
+    _llm.model_call(step, call, key)
     code, tools, variables, sandbox = st.tabs(
         ["Code and output", f"Tool calls ({len(step.tool_calls)})", "Variables", "Sandbox"]
     )
@@ -59,7 +62,7 @@ def _code_and_output(step: Step, key: str) -> None:
         st.caption(f"Failing line: line {line} (from the traceback).")
         lines = step.code.splitlines()
         if 0 < line <= len(lines):
-            st.code(f"{line}: {lines[line - 1]}", language="python")
+            st.code(visible(f"{line}: {lines[line - 1]}"), language="python")
     out, err = st.columns(2)
     with out:
         st.caption("stdout")
@@ -69,11 +72,13 @@ def _code_and_output(step: Step, key: str) -> None:
         w.text_block(step.stderr, key=f"all-stderr:{key}", empty="No stderr.")
     if step.result is not None:
         st.caption("Result of the last expression")
-        st.code(f"{cut(step.result_type, _TYPE_CHARS)}: {cut(step.result, w.LIMIT)}", language=None)
+        shown = f"{cut(step.result_type, _TYPE_CHARS)}: {cut(step.result, w.LIMIT)}"
+        st.code(visible(shown), language=None)
     if step.error is not None or step.status != "ok":
         st.error(f"The step ended with status {step.status}.")
         if step.error is not None:
-            st.code(cut(f"{step.error.type}: {step.error.message}", w.LIMIT), language=None)
+            error = cut(f"{step.error.type}: {step.error.message}", w.LIMIT)
+            st.code(visible(error), language=None)
             w.text_block(step.error.traceback or "", key=f"all-tb:{key}", empty="No traceback.")
 
 

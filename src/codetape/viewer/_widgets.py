@@ -1,11 +1,14 @@
 """Rendering helpers shared by the pages.
 
 Recorded strings (code, output, variable previews, tool arguments and results, the
-task, agent and tool names) are untrusted. They only reach the page through
-``st.code``, ``st.text`` and ``st.dataframe`` cells, which show text as text. Calls that
-render Markdown (``st.markdown``, ``st.caption``, titles, alerts, and the labels of
-buttons, expanders, tabs and links) only get fixed wording, numbers, statuses and hex
-ids. Links and query parameters carry run ids and step numbers, nothing recorded.
+task, agent and tool names, model messages) are untrusted. They only reach the page
+through ``st.code``, ``st.text`` and ``st.dataframe`` cells, which show text as text,
+with their control, bidi and invisible characters written as escapes
+(``_format.visible``, as the CLI prints them), so a right-to-left override cannot
+reorder what the reader sees. Calls that render Markdown (``st.markdown``,
+``st.caption``, titles, alerts, and the labels of buttons, expanders, tabs and links)
+only get fixed wording, numbers, statuses and hex ids. Links and query parameters
+carry run ids and step numbers, nothing recorded.
 """
 
 from __future__ import annotations
@@ -21,12 +24,11 @@ import streamlit as st
 
 from .._format import (
     PREVIEW_CHARS,
-    STATUS_COLORS,
-    STEP_STATUSES,
     TASK_CHARS,
     Color,
     cut,
     duration,
+    visible,
 )
 from ..errors import CodetapeError
 from ..replayer.internal import variable_differs
@@ -35,11 +37,15 @@ from . import _data
 
 __all__ = [
     "COMPARE_PAGE",
+    "FAILURES_PAGE",
+    "HEX",
     "LIMIT",
     "REFRESH_S",
     "RUNS_PAGE",
     "RUN_PAGE",
     "SHOW_ALL_MAX",
+    "cells",
+    "cost",
     "follow",
     "int_param",
     "plural",
@@ -52,7 +58,7 @@ __all__ = [
     "step_label",
     "table",
     "text_block",
-    "timeline",
+    "tokens",
     "tool_rows",
     "variable_rows",
     "when",
@@ -62,6 +68,7 @@ PAGES = Path(__file__).parent / "pages"
 RUNS_PAGE = PAGES / "runs.py"
 RUN_PAGE = PAGES / "run.py"
 COMPARE_PAGE = PAGES / "compare.py"
+FAILURES_PAGE = PAGES / "failures.py"
 
 # Longer code or output is cut, with a toggle to show all of it.
 LIMIT = 20_000
@@ -73,9 +80,8 @@ REFRESH_S = 2.0
 # An agent's name in a list of runs, and a run's facts in the facts table.
 _NAME_CHARS = 60
 _FACT_CHARS = 4000
-_LANES = ["code actions", "tool calls"]
 # How the viewer shows codetape's colour names.
-_HEX: dict[Color, str] = {
+HEX: dict[Color, str] = {
     "green": "#2e9e5b",
     "red": "#d64545",
     "yellow": "#c9a227",
@@ -83,11 +89,6 @@ _HEX: dict[Color, str] = {
     "purple": "#a0459b",
     "grey": "#6b6b6b",
     "cyan": "#2b8fb3",
-}
-# The timeline's bars: coloured by step status (a tool call is "ok" or "error").
-_STATUS_SCALE = {
-    "domain": list(STEP_STATUSES),
-    "range": [_HEX[STATUS_COLORS[s]] for s in STEP_STATUSES],
 }
 
 
@@ -104,6 +105,29 @@ def _json(value: Any, limit: int = PREVIEW_CHARS) -> str:
 
 def when(moment: datetime) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def tokens(input_tokens: int | None, output_tokens: int | None) -> str:
+    """Token counts as a model call or a run reports them; ``?`` for a count the
+    framework did not report.
+
+    >>> tokens(1200, None)
+    '1,200 in · ? out'
+    """
+    shown = ["?" if n is None else f"{n:,}" for n in (input_tokens, output_tokens)]
+    return f"{shown[0]} in · {shown[1]} out"
+
+
+def cost(value: float | None) -> str:
+    """A cost, in the unit of the prices given to ``configure(prices=...)``; empty when
+    none applied.
+
+    >>> cost(1234.5), cost(0.0123456), cost(None)
+    ('1,234.50', '0.0123', '')
+    """
+    if value is None:
+        return ""
+    return f"{value:,.2f}" if value >= 1 else f"{value:.3g}"
 
 
 def run_label(run: Run) -> str:
@@ -124,12 +148,18 @@ def step_label(step: Step) -> str:
 # -- generic blocks --------------------------------------------------------------
 
 
+def cells(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for a dataframe: each string with its control, bidi and invisible
+    characters written as escapes."""
+    return [{k: visible(v) if isinstance(v, str) else v for k, v in r.items()} for r in rows]
+
+
 def table(rows: Sequence[dict[str, Any]], *, empty: str, key: str | None = None) -> None:
     """Rows of plain strings as a dataframe, or ``empty`` (fixed wording) when none."""
     if not rows:
         st.caption(empty)
         return
-    st.dataframe(list(rows), hide_index=True, width="stretch", key=key)
+    st.dataframe(cells(rows), hide_index=True, width="stretch", key=key)
 
 
 def text_block(
@@ -140,8 +170,9 @@ def text_block(
     line_numbers: bool = False,
     empty: str = "(empty)",
 ) -> None:
-    """Recorded text as code; past ``LIMIT`` characters cut, with a "show all" toggle,
-    or past ``SHOW_ALL_MAX`` a button that downloads all of it."""
+    """Recorded text as code (control and bidi characters as escapes); past ``LIMIT``
+    characters cut, with a "show all" toggle, or past ``SHOW_ALL_MAX`` a button that
+    downloads all of it, as it was recorded."""
     if not text:
         st.caption(empty)
         return
@@ -163,6 +194,7 @@ def text_block(
     elif len(text) > LIMIT and not st.toggle(f"Show all {len(text):,} characters", key=key):
         st.caption(f"Showing the first {LIMIT:,} of {len(text):,} characters.")
         text = text[:LIMIT]
+    text = visible(text)
     st.code(text, language=language, line_numbers=line_numbers, height=_height(text))
 
 
@@ -179,7 +211,7 @@ def _height(text: str) -> int | Literal["content"]:
 def problem(what: str, exc: CodetapeError) -> None:
     """A fixed headline, then the error's own message as plain text."""
     st.error(what)
-    st.text(str(exc))
+    st.text(visible(str(exc)))
 
 
 def int_param(name: str) -> int | None:
@@ -233,6 +265,7 @@ def run_rows(runs: list[Run]) -> list[dict[str, Any]]:
             "duration": _run_duration(r),
             "started": when(r.started_at),
             "replay of": _replay_of(r),
+            "tokens": f"{r.input_tokens + r.output_tokens:,}" if r.llm_calls else "",
         }
         for r in runs
     ]
@@ -272,68 +305,13 @@ def run_facts(run: Run, steps: list[Step]) -> None:
         ("started", when(run.started_at)),
         ("duration", duration(run.duration_ms)),
         ("steps", f"{run.step_count} ({run.failed_steps} failed)"),
+        ("model calls", str(run.llm_calls) if run.llm_calls else ""),
+        ("tokens", tokens(run.input_tokens, run.output_tokens) if run.llm_calls else ""),
+        ("cost", cost(run.cost)),
         ("sandbox", image),
         ("replay of", run.replay_of or ""),
     ]
     table([{"field": k, "value": cut(v, _FACT_CHARS)} for k, v in rows if v != ""], empty="")
-
-
-def timeline(run: Run, steps: list[Step]) -> dict[str, Any]:
-    """A Vega-Lite spec: one bar per step and per tool call, over time."""
-    rows: list[dict[str, Any]] = []
-
-    def bar(lane: str, what: str, status: str, start: datetime, ms: float) -> None:
-        offset = (start - run.started_at).total_seconds() * 1000
-        rows.append(
-            {
-                "lane": lane,
-                "what": what,
-                "status": status,
-                "start": offset,
-                "end": offset + ms,
-                "ms": round(ms, 1),
-            }
-        )
-
-    for step in steps:
-        bar(_LANES[0], f"step {step.index}", step.status, step.started_at, step.duration_ms)
-        for call in step.tool_calls:
-            bar(
-                _LANES[1],
-                f"step {step.index}: {call.name}",
-                "error" if call.error else "ok",
-                call.started_at,
-                call.duration_ms,
-            )
-    # Keep instant bars visible: at least 0.3% of the run's span wide.
-    span = max((r["end"] for r in rows), default=0.0)
-    for r in rows:
-        r["end"] = max(r["end"], r["start"] + span * 0.003)
-    return {
-        "data": {"values": rows},
-        "mark": {"type": "bar", "cornerRadius": 2},
-        "height": {"step": 32},
-        "encoding": {
-            "y": {"field": "lane", "type": "nominal", "title": None, "sort": _LANES},
-            "x": {
-                "field": "start",
-                "type": "quantitative",
-                "title": "milliseconds since the run started",
-            },
-            "x2": {"field": "end"},
-            "color": {
-                "field": "status",
-                "type": "nominal",
-                "legend": {"orient": "right"},
-                "scale": _STATUS_SCALE,
-            },
-            "tooltip": [
-                {"field": "what", "type": "nominal"},
-                {"field": "status", "type": "nominal"},
-                {"field": "ms", "type": "quantitative", "title": "duration (ms)"},
-            ],
-        },
-    }
 
 
 # -- steps -----------------------------------------------------------------------

@@ -1,12 +1,13 @@
-"""Run: one run's facts, timeline and steps, 20 to a page. Query parameters: ``run``
-(an id, a unique prefix or ``last``) and ``step`` (the step to open)."""
+"""Run: one run's facts (with its tokens), timeline, model calls and steps, 20 to a
+page, each with the model's thought and call. Query parameters: ``run`` (an id, a
+unique prefix or ``last``) and ``step`` (the step to open)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from codetape.errors import CodetapeError
-from codetape.viewer import _data, _step
+from codetape.viewer import _data, _llm, _step, _timeline
 from codetape.viewer import _widgets as w
 
 st.title("Run")
@@ -22,6 +23,7 @@ except CodetapeError as exc:
 if wanted != run.id:
     st.query_params["run"] = run.id  # a prefix or "last" becomes the id: a stable link
 steps = _data.steps(run)
+calls = _data.llm_calls(run) if run.llm_calls else []
 w.run_facts(run, steps)
 if run.replay_of:
     st.page_link(
@@ -37,12 +39,18 @@ for replay in _data.replays_of(run.id):
     )
 if run.status == "running":
     w.follow(run)
-if not steps:
+if not steps and not calls:
     st.info("This run has no steps yet.")
     st.stop()
 
 st.subheader("Timeline")
-st.vega_lite_chart(spec=w.timeline(run, steps), width="stretch")
+st.vega_lite_chart(spec=_timeline.timeline(run, steps, calls), width="stretch")
+if calls:
+    st.subheader("Model calls")
+    w.table(_llm.call_rows(calls, steps), empty="", key="llm-calls")
+if not steps:
+    st.info("This run has no steps yet.")
+    st.stop()
 
 st.subheader("Steps")
 asked = w.int_param("step")
@@ -56,6 +64,7 @@ pages = _data.page_count(len(steps), per)
 first = indexes.index(focus) // per + 1 if focus is not None else 1
 page = st.pagination(pages, default=first, key=f"steps:{run.id}:{asked}") if pages > 1 else 1
 st.caption(f"{len(steps)} steps · page {page} of {pages}")
+by_span = {c.span_id: c for c in calls}
 for step in steps[(page - 1) * per : page * per]:
     opened = step.index == focus or _step.replaying(run, step)
     with st.expander(w.step_label(step), expanded=opened):
@@ -64,4 +73,4 @@ for step in steps[(page - 1) * per : page * per]:
             label="Link to this step",
             query_params={"run": run.id, "step": str(step.index)},
         )
-        _step.show(run, step)
+        _step.show(run, step, by_span.get(step.llm_call or ""))

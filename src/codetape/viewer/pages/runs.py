@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from codetape._format import visible
 from codetape.viewer import _data
 from codetape.viewer import _widgets as w
 
@@ -23,7 +24,7 @@ status = left.selectbox(
 agent = middle.selectbox(
     "Agent",
     [None, *_data.agents()],
-    format_func=lambda a: "any" if a is None else a,
+    format_func=lambda a: "any" if a is None else visible(a),
     key="filter-agent",
 )
 search = right.text_input("Search code, output, task and final answer", key="filter-search")
@@ -46,7 +47,7 @@ def listing() -> None:
             st.info("No runs match.")
             return
         picked = st.dataframe(
-            w.run_rows(runs),
+            w.cells(w.run_rows(runs)),
             hide_index=True,
             width="stretch",
             on_select="rerun",
