@@ -16,5 +16,6 @@ st.navigation(
         st.Page(pages / "runs.py", title="Runs", url_path="runs", default=True),
         st.Page(pages / "run.py", title="Run", url_path="run"),
         st.Page(pages / "compare.py", title="Compare", url_path="compare"),
+        st.Page(pages / "failures.py", title="Failures", url_path="failures"),
     ]
 ).run()
