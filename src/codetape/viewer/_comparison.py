@@ -1,5 +1,5 @@
 """The Compare page's blocks: the aligned step table with the first divergence
-marked, and one pair's code, output, error and variable differences."""
+marked, and one pair's thought, code, output, error and variable differences."""
 
 from __future__ import annotations
 
@@ -59,6 +59,17 @@ def _error(error: ErrorInfo | None) -> str:
     return "" if error is None else cut(f"{error.type}: {error.message}", MESSAGE_CHARS)
 
 
+def _model_side(diff: RunDiff, k: int) -> None:
+    """When both steps came from a model call: how the thoughts differ, and whether
+    the outputs did (two runs can part because the model answered differently)."""
+    pair = diff.pairs[k]
+    if pair.thought_diff:
+        st.caption("The model's thought (- A, + B)")
+        w.text_block("\n".join(pair.thought_diff), key=f"all-thought-diff:{k}", language="diff")
+    if pair.model_output_differs:
+        st.caption("The model outputs the two steps' code came from differ.")
+
+
 def pair_details(diff: RunDiff, k: int) -> None:
     pair = diff.pairs[k]
     links = st.columns(2)
@@ -72,6 +83,7 @@ def pair_details(diff: RunDiff, k: int) -> None:
                 label=f"Open step {step} of {side}",
                 query_params={"run": run.id, "step": str(step)},
             )
+    _model_side(diff, k)
     code, output = st.columns(2)
     with code:
         st.caption("Code (- A, + B)")
