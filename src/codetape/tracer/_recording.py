@@ -77,9 +77,11 @@ _step_var: ContextVar[StepRecorder | None] = ContextVar("codetape_step", default
 
 def current_run() -> RunRecorder | None:
     """The run open in this context, if this process opened it (a forked child's
-    inherited run is its parent's, not the child's)."""
+    inherited run is its parent's, not the child's). A run that has ended is no
+    context's current run, even where it could not be unset (LangChain ends an async
+    graph's run from a copy of the context the run was made current in)."""
     run = _run_var.get()
-    return run if run is not None and run.pid == os.getpid() else None
+    return run if run is not None and run.pid == os.getpid() and not run.ended else None
 
 
 def current_step() -> StepRecorder | None:
@@ -226,6 +228,7 @@ class RunRecorder:
         self._started_ns = 0
         self._full: dict[str, str] = {}
         self._token: Any = None
+        self._ended = False
         self.snapshotter: Snapshotter | None = None
         self.last_state: State | None = None
 
@@ -250,6 +253,11 @@ class RunRecorder:
     @property
     def span(self) -> Span | None:
         return self._span
+
+    @property
+    def ended(self) -> bool:
+        """``finish`` has ended the run."""
+        return self._ended
 
     def __enter__(self) -> RunRecorder:
         self.pid = os.getpid()
@@ -300,6 +308,7 @@ class RunRecorder:
         if span is None or rt is None or self.pid != os.getpid():
             return
         self._span = None
+        self._ended = True
         _closed(self)
         try:
             with internal_errors("ending a run"):
