@@ -50,6 +50,7 @@ SURFACES: dict[str, set[str]] = {
         "StoreBuilder", "ToolCallSpec", "build_store", "captape", "capture", "synthetic_runs",
         "synthetic_step",
     },
+    "codetape.integrations.langchain": {"CodetapeCallbackHandler"},
     "codetape.integrations.smolagents": {"CodetapeExecutor", "instrument", "uninstrument"},
 }  # fmt: skip
 
