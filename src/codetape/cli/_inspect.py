@@ -117,12 +117,11 @@ def _count(tokens: int | None) -> str:
 
 
 def _cost(cost: float | None) -> str:
-    """A cost in dollars, to the cent above a dollar and to 1/100 cent below."""
+    """A cost in the unit of the prices given to ``configure(prices=...)``, as the viewer
+    shows it; empty when no price applied."""
     if cost is None:
         return ""
-    if cost >= 1:
-        return f"${cost:,.2f}"
-    return f"${cost:.4f}" if cost >= 0.0001 or cost == 0 else "<$0.0001"
+    return f"{cost:,.2f}" if cost >= 1 else f"{cost:.3g}"
 
 
 def _call_summary(call: LlmCall) -> str:
@@ -133,7 +132,7 @@ def _call_summary(call: LlmCall) -> str:
         parts.append(f"{_count(call.input_tokens)} in / {_count(call.output_tokens)} out tokens")
     parts.append(duration(call.duration_ms))
     if call.cost is not None:
-        parts.append(_cost(call.cost))
+        parts.append(f"cost {_cost(call.cost)}")
     if call.error is not None:
         parts.append(f"[red]{shown(call.error.type)}: {shown(call.error.message)}[/]")
     return "  ".join(parts)
@@ -321,7 +320,7 @@ def _print_run_header(run: Run) -> None:
         out.print(f"[dim]task[/] {shown(run.task)}")
     if run.llm_calls:
         tokens = f"{run.input_tokens:,} in / {run.output_tokens:,} out tokens"
-        cost = f", {_cost(run.cost)}" if run.cost is not None else ""
+        cost = f", cost {_cost(run.cost)}" if run.cost is not None else ""
         out.print(
             f"[dim]model calls[/] {run.llm_calls}, {tokens}{cost}  "
             f"[dim](codetape show {shown(run.id[:12])} --llm)[/]"
