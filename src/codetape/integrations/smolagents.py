@@ -47,6 +47,7 @@ from ..tracer.internal import (
     Usage,
     bind_arguments,
     current_run,
+    current_tool_call,
     format_exception,
     internal_errors,
     observed_sandbox,
@@ -124,13 +125,25 @@ def instrument(agent: AgentT, *, sandbox: Sandbox | None = None) -> AgentT:
             f"LocalPythonExecutor, not {type(executor).__name__}; to record sandboxed "
             "actions, give the agent codetape's executor"
         )
+    _record_runs(target)
+    for managed in getattr(target, "managed_agents", {}).values():
+        # A managed agent's runs are recorded too, each the child of the step (and the
+        # tool call) that started it.
+        if getattr(managed, "python_executor", None) is not None:
+            instrument(managed)
+        else:  # a ToolCallingAgent: its runs and model calls, it has no code actions
+            _record_runs(managed)
+    return agent
+
+
+def _record_runs(target: Any) -> None:
+    """Record each ``target.run`` as a run, and its model's calls."""
     if not hasattr(vars(target).get("run"), _ORIGINAL_RUN):
         original = vars(target).get("run", _NO_RUN)
         recorded = _recorded_run(target, target.run)
         setattr(recorded, _ORIGINAL_RUN, original)
         target.run = recorded
     _record_model(getattr(target, "model", None))
-    return agent
 
 
 def uninstrument(agent: AgentT) -> AgentT:
@@ -147,6 +160,8 @@ def uninstrument(agent: AgentT) -> AgentT:
     if replaced is not None:
         target.python_executor = replaced
     _unrecord_model(getattr(target, "model", None))
+    for managed in getattr(target, "managed_agents", {}).values():
+        uninstrument(managed)
     original = getattr(vars(target).get("run"), _ORIGINAL_RUN, None)
     if original is _NO_RUN:
         del target.run
@@ -177,7 +192,7 @@ def _recorded_run(agent: Any, run: Callable[..., Any]) -> Callable[..., Any]:
         except TypeError:
             return run(*args, **kwargs)  # smolagents says what is wrong with the call
         outer = current_run()
-        if outer is not None and outer not in _own_runs:
+        if outer is not None and outer not in _own_runs and current_tool_call() is None:
             return run(*args, **kwargs)  # the user's run records these steps
         task = bound.get("task")
         recorder = RunRecorder(

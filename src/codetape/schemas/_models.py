@@ -79,6 +79,8 @@ class ToolCall(_Model):
     result_pickle: str | None = None
     # The tool's parameters, ``[name, kind]`` (kinds as ``inspect.Parameter`` names).
     parameters: list[list[str]] | None = None
+    # The run this call started (a managed agent's), by id.
+    child_run: str | None = None
 
 
 class SandboxSpec(_Model):
@@ -220,6 +222,9 @@ class Run(_Model):
     # Records of this run that could not be stored (a spool line the store had to set
     # aside, or a span the recorder could not write for lack of disk space).
     lost_records: int = 0
+    # A run started by a tool call of another run's step (a managed agent): that step.
+    parent_run: str | None = None
+    parent_step: int | None = None
     # The run's model calls: how many, the tokens they reported, and their cost when
     # prices were configured for their models.
     llm_calls: int = 0

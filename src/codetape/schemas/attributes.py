@@ -45,6 +45,10 @@ RUN_REPLAY_OF: Final = "codetape.replay_of"
 RUN_PID: Final = "codetape.run.pid"
 # A run recorded by a forked child: the run that was open in its parent at the fork.
 RUN_FORKED_FROM: Final = "codetape.run.forked_from"
+# A run started by a tool call of another run's step (a managed agent): that step, as
+# RUN_ID:STEP_INDEX, and the tool call's span id (also a span link).
+RUN_PARENT: Final = "codetape.run.parent"
+RUN_PARENT_TOOL_CALL: Final = "codetape.run.parent.tool_call"
 # The span that was current in the caller when the run began (also a span link).
 PARENT_TRACE_ID: Final = "codetape.parent.trace_id"
 PARENT_SPAN_ID: Final = "codetape.parent.span_id"
@@ -96,6 +100,8 @@ TOOL_PARAMETERS: Final = "codetape.tool.parameters"
 # Observed steps: the tool's answer pickled, so a replay returns exactly what it returned.
 TOOL_RESULT_PICKLE: Final = "codetape.tool.result.pickle.digest"
 TOOL_STATUS: Final = "codetape.tool.status"
+# The run a tool call started (a managed agent's run), by id.
+TOOL_CHILD_RUN: Final = "codetape.tool.child_run"
 
 # codetape: model calls (chat spans).
 LLM_INDEX: Final = "codetape.llm.index"  # order of the call in its run

@@ -33,7 +33,7 @@ __all__ = [
 
 DB_NAME = "codetape.duckdb"
 # 2: span_starts (steps that started and have not ended) and lost_records.
-# 3: llm_calls (the runs' model calls, for their tokens and cost).
+# 3: llm_calls (the runs' model calls, for their tokens and cost), runs.parent.
 SCHEMA_VERSION = 3
 
 _SCHEMA = """
@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS runs (
     error_message VARCHAR,
     spool VARCHAR
 );
+-- 3: the step (RUN_ID:STEP_INDEX) whose tool call started the run (a managed agent).
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS parent VARCHAR;
 CREATE TABLE IF NOT EXISTS steps (
     run_id VARCHAR NOT NULL,
     span_id VARCHAR NOT NULL,

@@ -51,7 +51,7 @@ _CATCH_UP_WAIT_S = 1.0
 _DIGEST_KEYS = (".digest", A.STATE_BEFORE, A.STATE_AFTER, A.STEP_RANDOM_STATE)
 
 _RUN_COLUMNS = """r.run_id, r.name, r.task, r.status, r.started_ns, r.ended_ns, r.final_answer,
-       r.replay_of, r.error_type, r.error_message"""
+       r.replay_of, r.error_type, r.error_message, r.parent"""
 # Runs are chosen (filtered, ordered, paged) first; only their steps are counted.
 _RUN_PAGE = f"""
 WITH page AS (
@@ -82,7 +82,8 @@ def _ts(ns: int | None) -> datetime | None:
 
 def _run_from_row(row: Sequence[Any]) -> Run:
     (run_id, name, task, status, started, ended, answer, replay_of, etype, emsg) = row[:10]
-    n, failed, lost, calls, input_tokens, output_tokens, cost = row[10:]
+    parent, n, failed, lost, calls, input_tokens, output_tokens, cost = row[10:]
+    parent_run, _, parent_step = (parent or "").rpartition(":")
     return Run(
         id=run_id,
         name=name or "agent",
@@ -96,6 +97,8 @@ def _run_from_row(row: Sequence[Any]) -> Run:
         replay_of=replay_of,
         error=ErrorInfo(type=etype, message=emsg or "") if etype else None,
         lost_records=int(lost),
+        parent_run=parent_run or None,
+        parent_step=int(parent_step) if parent_run and parent_step.isdigit() else None,
         llm_calls=int(calls),
         input_tokens=int(input_tokens),
         output_tokens=int(output_tokens),
@@ -534,6 +537,7 @@ class Store:
             arguments=self._json(attrs.get(A.TOOL_ARGUMENTS_DIGEST), {}),
             result=self._json(attrs.get(A.TOOL_RESULT_DIGEST), None),
             result_pickle=attrs.get(A.TOOL_RESULT_PICKLE),
+            child_run=attrs.get(A.TOOL_CHILD_RUN),
             parameters=json.loads(attrs[A.TOOL_PARAMETERS]) if A.TOOL_PARAMETERS in attrs else None,
             error=error,
             started_at=_ts(start_ns) or datetime.fromtimestamp(0, tz=timezone.utc),

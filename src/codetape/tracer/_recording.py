@@ -19,6 +19,7 @@ What they record is bounded and honest about time and processes:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -61,6 +62,7 @@ __all__ = [
     "ToolCallRecorder",
     "current_run",
     "current_step",
+    "current_tool_call",
     "end_span",
     "format_exception",
     "interrupt_open",
@@ -73,6 +75,8 @@ T = TypeVar("T")
 
 _run_var: ContextVar[RunRecorder | None] = ContextVar("codetape_run", default=None)
 _step_var: ContextVar[StepRecorder | None] = ContextVar("codetape_step", default=None)
+# The tool call running in this context: a run started inside it is its child.
+_tool_var: ContextVar[ToolCallRecorder | None] = ContextVar("codetape_tool_call", default=None)
 
 
 def current_run() -> RunRecorder | None:
@@ -87,6 +91,14 @@ def current_run() -> RunRecorder | None:
 def current_step() -> StepRecorder | None:
     step = _step_var.get()
     return step if step is not None and step.run.pid == os.getpid() else None
+
+
+def current_tool_call() -> ToolCallRecorder | None:
+    """The tool call running in this context (a managed agent's run starts in one)."""
+    call = _tool_var.get()
+    if call is None or call.span is None or call.step is None or call.step.run.pid != os.getpid():
+        return None
+    return call
 
 
 # The recorders with an open span, for ``interrupt_open``; a forked child has none.
@@ -193,6 +205,17 @@ def record_exception(span: Span, rt: Runtime, exc: BaseException) -> str:
     return stack
 
 
+def _parent_link(attrs: dict[str, Any], call: ToolCallRecorder | None) -> list[trace.Link]:
+    """A run started by a tool call of a step (a managed agent): the step and the call,
+    as attributes and as a link to the call's span."""
+    if call is None or call.span is None or call.step is None:
+        return []
+    context = call.span.get_span_context()
+    attrs[A.RUN_PARENT] = f"{call.step.run.id}:{call.step.index}"
+    attrs[A.RUN_PARENT_TOOL_CALL] = f"{context.span_id:016x}"
+    return [trace.Link(context)]
+
+
 def _caller_link(attrs: dict[str, Any]) -> list[trace.Link]:
     """A link to the span current in the caller (a web request, an OpenInference or
     Logfire span), and its ids in ``attrs``; none when no span is current."""
@@ -276,7 +299,8 @@ class RunRecorder:
             inherited = _run_var.get()
             if inherited is not None and inherited.pid != self.pid and inherited.id:
                 attrs[A.RUN_FORKED_FROM] = inherited.id
-            links = _caller_link(attrs)
+            parent_call = current_tool_call()
+            links = _parent_link(attrs, parent_call) or _caller_link(attrs)
             self._started_ns = time.monotonic_ns()
             # A run is always the root of its own trace, whatever span is current (its
             # id is the run's id); the caller's span is a link.
@@ -288,6 +312,8 @@ class RunRecorder:
                 links=links,
             )
             self.id = f"{self._span.get_span_context().trace_id:032x}"
+            if parent_call is not None and parent_call.span is not None:
+                parent_call.span.set_attribute(A.TOOL_CHILD_RUN, self.id)
             self.snapshotter = Snapshotter(rt.blobs, rt.redactor)
             _opened(self)
         self._token = _run_var.set(self)
@@ -576,6 +602,11 @@ class ToolCallRecorder:
         self._rt: Runtime | None = None
         self._started_ns = 0
         self._full: dict[str, str] = {}
+        self._token: Any = None
+
+    @property
+    def span(self) -> Span | None:
+        return self._span
 
     def __enter__(self) -> ToolCallRecorder:
         parent = self.step.span if self.step is not None else None
@@ -609,11 +640,17 @@ class ToolCallRecorder:
                 if self.parameters is not None:
                     attrs[A.TOOL_PARAMETERS] = json.dumps(self.parameters)
                 span.set_attributes(_capped(self._rt, attrs, self._full))
+        if self._span is not None:
+            self._token = _tool_var.set(self)
         return self
 
     def _take(self) -> tuple[Span | None, Runtime | None]:
         """The open span, now this caller's to end (none in a forked child's copy)."""
         span, rt, self._span = self._span, self._rt, None
+        if self._token is not None:
+            token, self._token = self._token, None
+            with contextlib.suppress(ValueError, RuntimeError):  # ended in another context
+                _tool_var.reset(token)
         if span is None or self.step is None or self.step.run.pid != os.getpid():
             return None, None
         _closed(self)

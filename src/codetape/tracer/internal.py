@@ -15,6 +15,7 @@ from ._recording import (
     ToolCallRecorder,
     current_run,
     current_step,
+    current_tool_call,
     format_exception,
     record_tool_call,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "bind_arguments",
     "current_run",
     "current_step",
+    "current_tool_call",
     "format_exception",
     "internal_errors",
     "llm_output",
