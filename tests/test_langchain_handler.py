@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import runpy
 import secrets
 import string
 import threading
@@ -496,3 +497,18 @@ def test_secrets_in_messages_and_outputs_are_never_at_rest(
             data = path.read_bytes()
             assert canary.encode() not in data, path
             assert key.encode() not in data, path
+
+
+# -- the example ------------------------------------------------------------------------------
+
+
+def test_the_langgraph_example_records_one_run(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "04_langgraph.py"
+    monkeypatch.setattr("sys.argv", [str(example), "--home", str(home)])
+    runpy.run_path(str(example), run_name="__main__")
+    assert "answer: Only A-1001 is over $100." in capsys.readouterr().out
+    run, steps, calls = only_run()
+    assert (run.name, run.step_count, run.llm_calls) == ("orders-codeact", 2, 3)
+    assert [s.llm_call for s in steps] == [c.span_id for c in calls[:2]]
