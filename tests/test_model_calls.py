@@ -381,3 +381,15 @@ def test_instrument_with_a_sandbox_records_one_run_of_sandboxed_steps_and_model_
     assert steps[0].stdout == "100\n"
     agent = uninstrument(agent)
     assert type(agent.python_executor).__name__ == "LocalPythonExecutor"
+
+
+def test_a_run_with_an_unpriced_model_has_no_cost_rather_than_a_partial_one(
+    recording: Path,
+) -> None:
+    codetape.configure(home=recording, otlp=False, prices={"cheap": (1.0, 1.0)})
+    with codetape.run("bot"):
+        codetape.record_llm_call(model="cheap", messages="a", output="b", usage=(10, 10))
+        codetape.record_llm_call(model="unknown", messages="c", output="d", usage=(10, 10))
+    run, _, calls = only_run()
+    assert [c.cost for c in calls] == [pytest.approx(2e-5), None]
+    assert run.cost is None

@@ -39,9 +39,9 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
-out = Console(highlight=False)
+out = Console(highlight=False, emoji=False)
 # soft_wrap: paths and commands in messages must stay on one line, to copy them whole.
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 # The width of ``out`` when it is not a terminal (a pipe, a file): columns and lines are
 # not cut or wrapped to a terminal's 80 characters, so a script reads them whole.
 UNCUT_WIDTH = 100_000

@@ -226,7 +226,7 @@ class Run(_Model):
     parent_run: str | None = None
     parent_step: int | None = None
     # The run's model calls: how many, the tokens they reported, and their cost when
-    # prices were configured for their models.
+    # prices were configured for all of their models (None when any is unpriced).
     llm_calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0

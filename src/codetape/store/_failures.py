@@ -3,7 +3,8 @@
 Someone running hundreds of evaluation runs first needs to know which few ways they
 fail. A signature is the exception type, the message with what varies from run to run
 masked (quoted values, ids, numbers, addresses) and the failing line of code, masked
-alike; two steps that failed the same way in different runs share one.
+alike; two steps that failed the same way in different runs share one. Replays are
+not the agent's runs: their steps are left out, and they are never the passing run.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ _MASKS = (
     ),
     # Hex or alphanumeric ids: a run of 6+ letters and digits with at least one digit.
     (re.compile(r"\b(?=[A-Za-z_-]*\d)[A-Za-z0-9_-]{6,}\b"), "<id>"),
-    (re.compile(r"(?<![\w<])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w>])"), "<n>"),
+    # Numbers, with a unit or not ("30.5s"), not inside a word ("v2", "sha256").
+    (re.compile(r"(?<![\w<.])\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\d.])"), "<n>"),
 )
 # smolagents' interpreter puts the failing line in front of the message.
 _AT_LINE = re.compile(r"^Code execution failed at line '.*' due to: ")
@@ -58,12 +60,12 @@ SELECT st.run_id, st.step_index, st.status, st.started_ns, r.name, r.task,
                                            '$."{A.ERROR_LINE}"'])
 FROM steps st JOIN runs r USING (run_id)
 LEFT JOIN spans sp ON sp.trace_id = st.run_id AND sp.span_id = st.span_id
-WHERE st.status <> 'ok' {{agent}}
+WHERE st.status <> 'ok' AND r.replay_of IS NULL {{agent}}
 """
 
 _PASSING_RUN = """
 SELECT r.run_id FROM runs r
-WHERE r.status = 'ok' AND r.name = ? AND r.task IS NOT DISTINCT FROM ?
+WHERE r.status = 'ok' AND r.replay_of IS NULL AND r.name = ? AND r.task IS NOT DISTINCT FROM ?
     AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.run_id AND s.status <> 'ok')
 ORDER BY r.started_ns DESC LIMIT 1
 """

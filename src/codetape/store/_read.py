@@ -67,7 +67,10 @@ FROM page r LEFT JOIN (
     FROM lost_records WHERE run_id IN (SELECT run_id FROM page) GROUP BY run_id
 ) l USING (run_id) LEFT JOIN (
     SELECT run_id, count(*) AS calls, sum(input_tokens) AS input_tokens,
-           sum(output_tokens) AS output_tokens, sum(cost) AS cost
+           sum(output_tokens) AS output_tokens,
+           -- a cost only when every call that reported tokens has a price
+           CASE WHEN count(*) FILTER (WHERE cost IS NULL AND (input_tokens IS NOT NULL
+                OR output_tokens IS NOT NULL)) = 0 THEN sum(cost) END AS cost
     FROM llm_calls WHERE run_id IN (SELECT run_id FROM page) GROUP BY run_id
 ) m USING (run_id)
 ORDER BY r.started_ns DESC

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ._blobs import SMALL_BLOB, BlobStore, blob_record, digest_of
 from ._db import DB_NAME, connect, is_disk_full, no_store_error
+from ._failures import normalize_message
 from ._home import resolve_home, set_default_home
 from ._ingest import (
     BackgroundIngester,
@@ -32,6 +33,7 @@ __all__ = [
     "is_disk_full",
     "live_dir",
     "no_store_error",
+    "normalize_message",
     "rebuild",
     "resolve_home",
     "set_default_home",
