@@ -11,8 +11,10 @@ Internal: imports nothing of codetape but ``schemas``.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 from .schemas import RunStatus, Step, StepStatus, Verdict
@@ -185,7 +187,8 @@ def failing_line(step: Step) -> int | None:
 
 
 # smolagents' interpreter names the failing line in its message instead of a frame.
-_AT_LINE = re.compile(r"at line '(.*)' due to: ")
+# (a compound statement's whole text: "for o in big:\n    refund(o['id'])").
+_AT_LINE = re.compile(r"at line '(.*?)' due to: ", re.DOTALL)
 
 
 def error_line(code: str, traceback: str | None, message: str | None) -> str | None:
@@ -252,3 +255,87 @@ def steps_text(indexes: list[int] | range) -> str:
     if indexes == list(range(indexes[0], indexes[-1] + 1)):
         return f"steps {indexes[0]} to {indexes[-1]}"
     return "steps " + ", ".join(map(str, indexes))
+
+
+# -- the values on the failing line ---------------------------------------------------------
+
+# What a line calls rather than reads: functions, tools, classes and modules.
+_NOT_VALUES = frozenset(
+    {"function", "builtin_function_or_method", "method", "type", "module", "Tool", "_StepTool"}
+)
+_KEY_IN_PREVIEW = re.compile(r"""[{,]\s*(['"])((?:(?!\1).){1,80})\1\s*:""")
+
+
+@dataclass(frozen=True)
+class InlineValue:
+    """A name the failing line reads, as the step's recorded state has it; ``note``
+    says what a value that was subscripted does have (``has keys: id, total``)."""
+
+    name: str
+    type: str
+    preview: str
+    note: str | None = None
+
+
+def _first_use(line: str, name: str) -> int:
+    found = re.search(rf"\b{re.escape(name)}\b", line)
+    return found.start() if found else len(line)
+
+
+def _read_names(line: str) -> tuple[list[str], set[str]]:
+    """The names ``line`` reads, in order, and those it subscripts; ``[]`` when it is
+    not Python on its own (the head of a block gets a body to parse)."""
+    for source in (line, line + "\n    pass", line.rstrip(":") + ":\n    pass"):
+        try:
+            tree = ast.parse(source.strip())
+        except SyntaxError:
+            continue
+        names: dict[str, None] = {}
+        subscripted: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                names[node.id] = None
+            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+                subscripted.add(node.value.id)
+        return sorted(names, key=lambda n: _first_use(line, n)), subscripted
+    return [], set()
+
+
+def _contents(preview: str, type_name: str) -> str | None:
+    """What a subscripted value holds, read from its preview: a dict's keys, or how many
+    items a list or tuple has."""
+    try:
+        value = ast.literal_eval(preview)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        value = None
+    if isinstance(value, dict):
+        return "has keys: " + ", ".join(map(str, value)) if value else "is empty"
+    if isinstance(value, (list, tuple)):
+        return f"has {len(value)} items (indexes 0 to {len(value) - 1})" if value else "is empty"
+    if type_name == "dict":  # a preview cut short: the keys it shows
+        keys = [m[2] for m in _KEY_IN_PREVIEW.finditer(preview)]
+        if keys:
+            return "has keys: " + ", ".join(dict.fromkeys(keys)) + ", …"
+    return None
+
+
+def inline_values(step: Step) -> list[InlineValue]:
+    """The names the step's failing line reads, each with its type and preview as the
+    recorded state after the step has it (the state the error left), and for a value
+    the line subscripts, what it holds. Empty when the step did not fail on a line of
+    its code, or the line reads nothing the state has."""
+    if step.error is None:
+        return []
+    line = error_line(step.code, step.error.traceback, step.error.message)
+    if line is None:
+        return []
+    names, subscripted = _read_names(line)
+    state = {**step.variables_before, **step.variables_after}
+    found = []
+    for name in names:
+        snap = state.get(name)
+        if snap is None or snap.type.rsplit(".", 1)[-1] in _NOT_VALUES:
+            continue
+        note = _contents(snap.preview, snap.type) if name in subscripted else None
+        found.append(InlineValue(name, snap.type, snap.preview, note))
+    return found

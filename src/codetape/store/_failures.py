@@ -39,7 +39,7 @@ _MASKS = (
     (re.compile(r"(?<![\w<.])\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\d.])"), "<n>"),
 )
 # smolagents' interpreter puts the failing line in front of the message.
-_AT_LINE = re.compile(r"^Code execution failed at line '.*' due to: ")
+_AT_LINE = re.compile(r"^Code execution failed at line '.*?' due to: ", re.DOTALL)
 
 
 def normalize_message(message: str) -> str:
