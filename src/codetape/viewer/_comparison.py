@@ -65,7 +65,9 @@ def _model_side(diff: RunDiff, k: int) -> None:
     pair = diff.pairs[k]
     if pair.thought_diff:
         st.caption("The model's thought (- A, + B)")
-        w.text_block("\n".join(pair.thought_diff), key=f"all-thought-diff:{k}", language="diff")
+        w.text_block(
+            "\n".join(pair.thought_diff), key=f"all-thought-diff:{k}", language="diff", wrap=True
+        )
     if pair.model_output_differs:
         st.caption("The model outputs the two steps' code came from differ.")
 

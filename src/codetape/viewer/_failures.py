@@ -29,18 +29,19 @@ def _text(value: str | None, limit: int = MESSAGE_CHARS) -> str:
 
 
 def group_rows(groups: list[FailureGroup], first: int) -> list[dict[str, str]]:
-    """One row per group, numbered from ``first`` as the blocks below it are."""
+    """One row per group, numbered from ``first`` as the blocks below it are; the long
+    texts last, so the counts stay in view."""
     return [
         {
             "group": str(first + k),
             "runs": str(g.runs),
             "steps": str(g.steps),
             "error": _text(g.error_type, _AGENTS_CHARS),
-            "message": _text(g.message),
-            "failing line": _text(g.line),
             "agents": _text(", ".join(g.agents), _AGENTS_CHARS),
             "first seen": w.when(g.first_seen),
             "last seen": w.when(g.last_seen),
+            "message": _text(g.message),
+            "failing line": _text(g.line),
         }
         for k, g in enumerate(groups)
     ]
@@ -53,12 +54,12 @@ def group(g: FailureGroup, number: int) -> None:
             f"**Group {number}** · {w.plural(g.runs, 'run')} · "
             f"{w.plural(g.steps, 'failing step')} · last seen {w.when(g.last_seen)}"
         )
-        st.code(_text(g.message), language=None)
+        st.code(_text(g.message), language=None, wrap_lines=True)
         if g.line:
             st.caption("Failing line (masked)")
             st.code(_text(g.line), language="python")
         st.caption("The newest example's message")
-        st.code(_text(g.example_message), language=None)
+        st.code(_text(g.example_message), language=None, wrap_lines=True)
         example, compare = st.columns(2)
         example.page_link(
             w.RUN_PAGE,

@@ -68,7 +68,7 @@ def model_call(step: Step, call: LlmCall | None, key: str) -> None:
             )
         _messages(call, key)
         st.caption("Output")
-        w.text_block(call.output, key=f"all-llm-output:{key}", empty="No output.")
+        w.text_block(call.output, key=f"all-llm-output:{key}", empty="No output.", wrap=True)
 
 
 def _facts(call: LlmCall) -> list[dict[str, str]]:
@@ -93,7 +93,9 @@ def _messages(call: LlmCall, key: str) -> None:
         else:
             st.caption(f"Message {k} · role:")
             st.text(_name(message.role))
-        w.text_block(message.content, key=f"all-llm-input:{key}:{k}", empty="Empty message.")
+        w.text_block(
+            message.content, key=f"all-llm-input:{key}:{k}", empty="Empty message.", wrap=True
+        )
 
 
 def call_rows(calls: list[LlmCall], steps: list[Step]) -> list[dict[str, str]]:

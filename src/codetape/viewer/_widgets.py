@@ -169,10 +169,12 @@ def text_block(
     language: str | None = None,
     line_numbers: bool = False,
     empty: str = "(empty)",
+    wrap: bool = False,
 ) -> None:
-    """Recorded text as code (control and bidi characters as escapes); past ``LIMIT``
-    characters cut, with a "show all" toggle, or past ``SHOW_ALL_MAX`` a button that
-    downloads all of it, as it was recorded."""
+    """Recorded text as code (control and bidi characters as escapes; long lines
+    wrapped when ``wrap``, for prose); past ``LIMIT`` characters cut, with a "show all"
+    toggle, or past ``SHOW_ALL_MAX`` a button that downloads all of it, as it was
+    recorded."""
     if not text:
         st.caption(empty)
         return
@@ -195,7 +197,13 @@ def text_block(
         st.caption(f"Showing the first {LIMIT:,} of {len(text):,} characters.")
         text = text[:LIMIT]
     text = visible(text)
-    st.code(text, language=language, line_numbers=line_numbers, height=_height(text))
+    st.code(
+        text,
+        language=language,
+        line_numbers=line_numbers,
+        wrap_lines=wrap,
+        height=_height(text),
+    )
 
 
 def _file_name(key: str) -> str:
