@@ -1,4 +1,7 @@
-"""With OTLP on, the spans codetape stores also reach an OTLP/HTTP collector, unchanged.
+"""With OTLP on, the spans codetape stores also reach an OTLP/HTTP collector: with the
+same ids, names, parents and attributes, plus the convention attributes that show a code
+action's code as its input and its outcome as its output (GenAI by default,
+OpenInference on request; test_otlp_conventions.py checks each value).
 
 The collector is a real HTTP server on 127.0.0.1 that decodes the protobuf export
 requests, the way any OTLP backend would.
@@ -7,6 +10,7 @@ requests, the way any OTLP backend would.
 from __future__ import annotations
 
 import gzip
+import json
 import secrets
 import string
 import threading
@@ -28,6 +32,8 @@ import codetape
 from codetape.errors import ConfigError
 from codetape.schemas import attributes as A
 from codetape.tracer import _config
+
+from . import otlp_fixtures as scripted
 
 
 class Collector:
@@ -179,7 +185,9 @@ def test_spans_reach_the_collector(collector: Collector, home: Path) -> None:
     assert root_attrs[A.RUN_FINAL_ANSWER] == "12"
     for index, step in enumerate(steps):
         attrs = attributes(step.attributes)
-        assert attrs[A.GEN_AI_OPERATION_NAME] == "execute_code"
+        # GenAI's predefined operation for a tool call (the store keeps execute_code).
+        assert attrs[A.GEN_AI_OPERATION_NAME] == "execute_tool"
+        assert attrs[A.GEN_AI_TOOL_NAME] == "code_interpreter"
         assert attrs[A.STEP_INDEX] == index
         assert attrs[A.SANDBOX_BACKEND] == "observed"
     assert attributes(steps[0].attributes)[A.CODE_PREVIEW] == "a = add(1, b=5)"
@@ -291,7 +299,7 @@ def test_secrets_never_reach_the_collector(
     canary = _canary()
     openai = "sk-" + _canary()
     monkeypatch.setenv("CANARY_API_KEY", canary)  # before configure(): the Redactor reads env
-    codetape.configure(home=home, otlp=collector.url, redact=redact)
+    codetape.configure(home=home, otlp=collector.url, redact=redact, otlp_conventions="both")
     ns: dict[str, Any] = {"add": add}
     with codetape.run("bot", task=f"use {canary}"):
         execute(f"key = {canary!r}\nprint('key is', key, {openai!r})\nresult = add(1)", ns)
@@ -318,3 +326,69 @@ def test_secrets_never_reach_the_collector(
         if s.name == "execute_code"
     ]
     assert "key is [REDACTED:env:CANARY_API_KEY] [REDACTED:openai_key]\n" in stdout
+
+
+# -- the convention attributes in the protobuf payload ---------------------------------
+
+
+def stored_attributes(home: Path) -> dict[str, dict[str, Any]]:
+    """Each stored span's attributes, by span id."""
+    codetape.Store(home).refresh()
+    con = duckdb.connect(str(home / "codetape.duckdb"), read_only=True)
+    try:
+        rows = con.execute("SELECT span_id, attributes FROM spans").fetchall()
+    finally:
+        con.close()
+    return {span_id: json.loads(attrs) for span_id, attrs in rows}
+
+
+@pytest.mark.parametrize("setting", ["genai", "openinference", "both", "none"])
+def test_the_payload_carries_the_conventions(
+    collector: Collector, home: Path, setting: str
+) -> None:
+    conventions = {"both": ("genai", "openinference"), "none": ()}.get(setting, (setting,))
+    codetape.configure(home=home, otlp=collector.url, otlp_conventions=setting)
+    scripted.record_run()
+    flush()
+    stored = stored_attributes(home)
+    spans = collector.received()
+    assert len(spans) == len(stored) == 6
+    for span in spans:
+        exported = attributes(span.attributes)
+        key = scripted.span_key(span.name, exported)
+        # Exactly the stored attributes and what the conventions add, nothing dropped.
+        expected = {**stored[span.span_id.hex()], **scripted.added(key, conventions)}
+        assert exported == expected, key
+
+
+@pytest.mark.parametrize("setting", ["genai", "openinference", "none"])
+def test_the_payload_carries_the_whole_code_not_its_preview(
+    collector: Collector, home: Path, setting: str
+) -> None:
+    code = "total = 0\n" + "".join(f"total += {i}  # step {i}\n" for i in range(100))
+    codetape.configure(home=home, otlp=collector.url, otlp_conventions=setting)
+    with codetape.run("bot"):
+        execute(code + "print(total)", {})
+    flush()
+    [step] = [attributes(s.attributes) for s in collector.received() if s.name == "execute_code"]
+    assert len(step[A.CODE_PREVIEW]) == 200
+    if setting == "genai":
+        assert json.loads(step[A.GEN_AI_TOOL_CALL_ARGUMENTS]) == {"code": code + "print(total)"}
+        assert json.loads(step[A.GEN_AI_TOOL_CALL_RESULT]) == {"status": "ok", "stdout": "4950\n"}
+    elif setting == "openinference":
+        assert step["input.value"] == code + "print(total)"
+        assert json.loads(step["output.value"]) == {"status": "ok", "stdout": "4950\n"}
+    else:
+        assert not {A.GEN_AI_TOOL_CALL_ARGUMENTS, "input.value"} & set(step)
+
+
+def test_a_lone_surrogate_does_not_lose_the_batch(collector: Collector, home: Path) -> None:
+    # Protobuf cannot encode a lone surrogate (os.fsdecode of bytes that are not UTF-8):
+    # each one is sent as the text \udcff, as the store shows it.
+    codetape.configure(home=home, otlp=collector.url, otlp_conventions="none")
+    with codetape.run("bot"):
+        execute("import os\nprint(os.fsdecode(b'report\\xff.csv'))", {})
+    flush()
+    [step] = [s for s in collector.received() if s.name == "execute_code"]
+    assert attributes(step.attributes)[A.STDOUT_PREVIEW] == "report\\udcff.csv\n"
+    assert len(collector.received()) == 2

@@ -116,8 +116,46 @@ LLM_STREAMED: Final = "codetape.llm.streamed"
 # Any span: the blob of {attribute: full value} of its string attributes recorded cut.
 ATTRIBUTES_FULL_DIGEST: Final = "codetape.attributes.full.digest"
 
+# Exported spans only (``configure(otlp_conventions=...)``, docs/otlp.md): what
+# GenAI-aware backends read as a span's input and output. The store never holds these.
+# OpenTelemetry GenAI conventions.
+GEN_AI_TOOL_TYPE: Final = "gen_ai.tool.type"
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"  # JSON [{"role", "parts"}]
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"  # JSON, with "finish_reason"
+# OpenInference conventions (Arize Phoenix, Arize).
+OI_SPAN_KIND: Final = "openinference.span.kind"
+OI_INPUT_VALUE: Final = "input.value"
+OI_INPUT_MIME_TYPE: Final = "input.mime_type"
+OI_OUTPUT_VALUE: Final = "output.value"
+OI_OUTPUT_MIME_TYPE: Final = "output.mime_type"
+OI_AGENT_NAME: Final = "agent.name"
+OI_TOOL_NAME: Final = "tool.name"
+OI_LLM_MODEL_NAME: Final = "llm.model_name"
+OI_LLM_PROVIDER: Final = "llm.provider"
+OI_LLM_TOKEN_COUNT_PROMPT: Final = "llm.token_count.prompt"
+OI_LLM_TOKEN_COUNT_COMPLETION: Final = "llm.token_count.completion"
+OI_LLM_TOKEN_COUNT_TOTAL: Final = "llm.token_count.total"
+# Flattened messages: llm.input_messages.{i}.message.role, ...message.content.
+OI_LLM_INPUT_MESSAGES: Final = "llm.input_messages"
+OI_LLM_OUTPUT_MESSAGES: Final = "llm.output_messages"
+OI_MESSAGE_ROLE: Final = "message.role"
+OI_MESSAGE_CONTENT: Final = "message.content"
+
 # Values of gen_ai.operation.name.
 OP_INVOKE_AGENT: Final = "invoke_agent"
 OP_EXECUTE_CODE: Final = "execute_code"
 OP_EXECUTE_TOOL: Final = "execute_tool"
 OP_CHAT: Final = "chat"
+
+# Exported spans: a code action is a call of this code-interpreter tool.
+CODE_TOOL_NAME: Final = "code_interpreter"
+# Values of gen_ai.tool.type: a code action runs on the agent's side (an extension, as
+# a code interpreter is); a tool called from its code is a function.
+TOOL_TYPE_EXTENSION: Final = "extension"
+TOOL_TYPE_FUNCTION: Final = "function"
+# Values of openinference.span.kind and of the MIME types.
+OI_KIND_AGENT: Final = "AGENT"
+OI_KIND_TOOL: Final = "TOOL"
+OI_KIND_LLM: Final = "LLM"
+MIME_TEXT: Final = "text/plain"
+MIME_JSON: Final = "application/json"

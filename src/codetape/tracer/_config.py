@@ -9,7 +9,7 @@ import atexit
 import contextlib
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ from ..store.internal import (
 )
 from ._errors import internal_errors
 from ._ids import SecureIdGenerator
+from ._otlp import ConventionsProcessor, KeptTexts, TextKeepingBlobStore, conventions_of
 from ._processor import SpoolSpanProcessor
 from ._redact import Redactor
 
@@ -58,6 +59,10 @@ class Runtime:
     ingester: BackgroundIngester
     # Model prices: per million input and output tokens, by model name or * pattern.
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    # What the spans sent to OTLP carry besides codetape's own attributes ("genai",
+    # "openinference"), and the texts kept for them (None when nothing exports them).
+    otlp_conventions: tuple[str, ...] = ()
+    kept_texts: KeptTexts | None = None
 
     def shutdown(self) -> None:
         self.provider.shutdown()
@@ -146,6 +151,7 @@ def configure(
     otlp: bool | str | None = None,
     redact: bool = True,
     prices: Mapping[str, Price] | None = None,
+    otlp_conventions: str | Iterable[str] | None = None,
 ) -> Runtime:
     """Set where and how codetape records. Every argument has a working default.
 
@@ -158,6 +164,13 @@ def configure(
     - ``prices``: what models cost, per million input and output tokens, by model name
       (or a ``*`` pattern): ``{"gpt-4o": (2.5, 10.0)}``. Each model call and run then
       records its cost.
+    - ``otlp_conventions``: what the spans sent to OTLP carry besides codetape's own
+      attributes, so that GenAI-aware backends show each code action's code as its input
+      and its outcome as its output, and model calls with their messages:
+      ``"genai"`` (the OpenTelemetry GenAI conventions: Langfuse, MLflow, Phoenix...),
+      ``"openinference"`` (Phoenix, Arize), ``"both"`` or ``"none"``. Default:
+      ``CODETAPE_OTLP_CONVENTIONS``, else ``"genai"``. The store is unchanged by it.
+      See docs/otlp.md.
 
     >>> import codetape, tempfile
     >>> rt = codetape.configure(home=tempfile.mkdtemp(), otlp=False)
@@ -167,6 +180,7 @@ def configure(
     global _current
     target = _otlp_target(otlp)
     checked_prices = _prices(prices)
+    conventions = conventions_of(otlp_conventions)
     with _lock:
         if _current is not None:
             _current.shutdown()
@@ -177,7 +191,7 @@ def configure(
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create the store directory {path}: {exc}") from exc
-        _current = _build(path, target, redact, checked_prices)
+        _current = _build(path, target, redact, checked_prices, conventions)
         return _current
 
 
@@ -186,6 +200,7 @@ def _build(
     target: OtlpTarget | None,
     redact: bool,
     prices: Mapping[str, tuple[float, float]] | None = None,
+    conventions: tuple[str, ...] = (),
 ) -> Runtime:
     spool = SpoolWriter(path)
     provider = TracerProvider(
@@ -193,18 +208,28 @@ def _build(
         id_generator=SecureIdGenerator(),
     )
     provider.add_span_processor(SpoolSpanProcessor(spool))
+    blobs = BlobStore(path / "blobs", spool=spool)
+    kept = None
     if target is not None:
-        provider.add_span_processor(_otlp_processor(target))
+        if conventions:
+            kept = KeptTexts()
+            blobs = TextKeepingBlobStore(path / "blobs", spool, kept)
+        # The store keeps spans as recorded; the OTLP copy gets the conventions.
+        provider.add_span_processor(
+            ConventionsProcessor(_otlp_processor(target), conventions, kept)
+        )
     return Runtime(
         home=path,
         redactor=Redactor(enabled=redact),
         provider=provider,
         tracer=provider.get_tracer("codetape"),
         spool=spool,
-        blobs=BlobStore(path / "blobs", spool=spool),
+        blobs=blobs,
         otlp=target,
         ingester=BackgroundIngester(path, internal_errors),
         prices=dict(prices or {}),
+        otlp_conventions=conventions,
+        kept_texts=kept,
     )
 
 
@@ -237,7 +262,11 @@ def recording_to(home: Path) -> Iterator[Runtime]:
         if other is None:
             path.mkdir(parents=True, exist_ok=True)
             other = _others[path] = _build(
-                path, current.otlp, current.redactor.enabled, current.prices
+                path,
+                current.otlp,
+                current.redactor.enabled,
+                current.prices,
+                current.otlp_conventions,
             )
     token = _override.set(other)
     try:
