@@ -5,7 +5,7 @@ prints with rich (for people) or ``--json`` (the pydantic models, for scripts).
 is one module that registers its commands on the group when imported:
 
 - ``_inspect``: ``runs``, ``show``, ``doctor`` (its checks and container cleanup are in
-  ``_doctor``)
+  ``_doctor``; how a step prints in ``_steps``, the model-call views in ``_llm``)
 - ``_replay``: ``replay``, ``export``, ``import``, ``pytest``
 - ``_view``: ``diff``, ``ui``
 - ``_failures``: ``failures``

@@ -3,38 +3,26 @@ codetape needs."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
-from rich.cells import cell_len
-from rich.syntax import Syntax
 from rich.table import Table
 
-from .._format import (
-    PREVIEW_CHARS,
-    RUN_STATUSES,
-    TASK_CHARS,
-    TEXT_PREVIEW_CHARS,
-    cut,
-    duration,
-    failing_line,
-    visible,
-)
-from ..errors import NotFoundError
-from ..schemas import LlmCall, Run, RunDetail, Step
+from .._format import RUN_STATUSES, TASK_CHARS, cut, duration
+from ..schemas import Run, RunDetail
 from ..store import Store
 from ..store.internal import DB_NAME, no_store_error, resolve_home
 from ..store.internal import rebuild as rebuild_store
 from ..viewer import url as viewer_url
 from . import _doctor
 from ._app import cli, err, handle_errors, open_store, out, print_json, shown, status_markup
+from ._llm import format_cost, print_run_header, show_call, show_calls
+from ._steps import print_step
 
 __all__: list[str] = []
 
 _RUN_COLUMNS = ("run", "agent", "status", "steps", "failed", "duration", "started")
-_CALL_COLUMNS = ("#", "step", "model", "in", "out", "latency", "finish")
 
 
 @cli.command()
@@ -109,33 +97,7 @@ def _existing_store(ctx: click.Context) -> Store:
 def _usage_cells(run: Run, called: bool, priced: bool) -> tuple[str, ...]:
     """The run's tokens and cost cells, for the columns the list has."""
     tokens = f"{run.input_tokens:,}/{run.output_tokens:,}" if run.llm_calls else ""
-    return (*((tokens,) if called else ()), *((_cost(run.cost),) if priced else ()))
-
-
-def _count(tokens: int | None) -> str:
-    return "?" if tokens is None else f"{tokens:,}"
-
-
-def _cost(cost: float | None) -> str:
-    """A cost in the unit of the prices given to ``configure(prices=...)``, as the viewer
-    shows it; empty when no price applied."""
-    if cost is None:
-        return ""
-    return f"{cost:,.2f}" if cost >= 1 else f"{cost:.3g}"
-
-
-def _call_summary(call: LlmCall) -> str:
-    """One line: the model, its tokens, latency and cost."""
-    model = call.model or call.response_model or "(model unknown)"
-    parts = [f"[bold]{shown(model)}[/]"]
-    if call.input_tokens is not None or call.output_tokens is not None:
-        parts.append(f"{_count(call.input_tokens)} in / {_count(call.output_tokens)} out tokens")
-    parts.append(duration(call.duration_ms))
-    if call.cost is not None:
-        parts.append(f"cost {_cost(call.cost)}")
-    if call.error is not None:
-        parts.append(f"[red]{shown(call.error.type)}: {shown(call.error.message)}[/]")
-    return "  ".join(parts)
+    return (*((tokens,) if called else ()), *((format_cost(run.cost),) if priced else ()))
 
 
 def _lost_mark(run: Run) -> str:
@@ -149,108 +111,6 @@ def _print_lost(run: Run) -> None:
             f"[yellow]{run.lost_records} {records} could not be stored[/] "
             "[dim](codetape doctor says which and why)[/]"
         )
-
-
-def _print_origin(step: Step, calls: list[LlmCall]) -> None:
-    """The model call the step's code came from, and the thought the model wrote."""
-    if step.llm_call is not None:
-        call = next((c for c in calls if c.span_id == step.llm_call), None)
-        if call is None:
-            out.print(f"[dim]model call[/] {shown(step.llm_call)} [dim](not in the store)[/]")
-        else:
-            out.print(f"[dim]model call {call.index}[/]  {_call_summary(call)}")
-    if step.thought:
-        out.print("[dim]thought[/]")
-        out.print(shown(step.thought.strip("\n")), style="italic")
-
-
-def _print_step(step: Step, verbose: bool, calls: list[LlmCall]) -> None:
-    out.print(
-        f"[bold]step {step.index}[/] {status_markup(step.status)}  {duration(step.duration_ms)}"
-    )
-    _print_origin(step, calls)
-    error_line = failing_line(step)
-    code = visible(step.code)
-    out.print(
-        Syntax(
-            code,
-            "python",
-            line_numbers=True,
-            word_wrap=True,
-            highlight_lines={error_line} if error_line else None,
-            code_width=None if out.is_terminal else _longest_line(code),
-        )
-    )
-    if step.stdout:
-        out.print("[dim]stdout[/]")
-        out.print(shown(step.stdout.rstrip("\n")))
-    if step.stderr:
-        out.print("[dim]stderr[/]")
-        out.print(shown(step.stderr.rstrip("\n")), style="yellow")
-    if step.result is not None:
-        out.print(f"[dim]result[/] ({shown(step.result_type or '')}) {shown(step.result)}")
-    _print_tool_calls(step)
-    if verbose:
-        _print_variables(step)
-        spec = step.sandbox
-        where = spec.image or "host"
-        out.print(
-            f"[dim]sandbox[/] {shown(spec.backend)} {shown(where)} "
-            f"python {shown(spec.python or '?')} "
-            f"{shown(spec.image_id or spec.env_fingerprint or '')}"
-        )
-    if step.error is not None:
-        out.print(f"[red]{shown(step.error.type)}: {shown(step.error.message)}[/]")
-        if verbose and step.error.traceback:
-            out.print(shown(step.error.traceback.rstrip("\n")), style="dim")
-    out.print()
-
-
-def _longest_line(code: str) -> int:
-    """How wide code is: piped, a Syntax is as wide as its longest line, not the console."""
-    return max((cell_len(line.expandtabs(4)) for line in code.splitlines()), default=1) or 1
-
-
-def _json(value: object) -> str:
-    return shown(cut(json.dumps(value, default=str), PREVIEW_CHARS))
-
-
-def _print_tool_calls(step: Step) -> None:
-    for call in step.tool_calls:
-        outcome = (
-            f"[red]{shown(call.error.type)}: {shown(call.error.message)}[/]"
-            if call.error
-            else _json(call.result)
-        )
-        out.print(f"[dim]tool[/] {shown(call.name)}({_json(call.arguments)}) -> {outcome}")
-
-
-def _print_variables(step: Step) -> None:
-    before, after = step.variables_before, step.variables_after
-    names = sorted(set(before) | set(after))
-    if not names:
-        return
-    table = Table(box=None, header_style="bold", title="variables", title_justify="left")
-    for column in ("", "name", "type", "size", "value"):
-        table.add_column(column)
-    for name in names:
-        old, new = before.get(name), after.get(name)
-        mark = (
-            "+"
-            if old is None
-            else "-"
-            if new is None
-            else "~"
-            if old.digest != new.digest or old.preview != new.preview
-            else ""
-        )
-        snap = new or old
-        assert snap is not None
-        value = shown(snap.preview)
-        if not snap.restorable:
-            value += f" [yellow](not restorable: {shown(snap.reason or '')})[/]"
-        table.add_row(mark, shown(name), shown(snap.type), f"{snap.size:,}", value)
-    out.print(table)
 
 
 @cli.command()
@@ -302,29 +162,13 @@ def show(
             print_json(step)
         else:
             calls = store.llm_calls(step.run_id) if step.llm_call else []
-            _print_step(step, verbose=True, calls=calls)
+            print_step(step, verbose=True, calls=calls)
     elif call_index is not None:
-        _show_call(store, run_id, call_index, as_json)
+        show_call(store, run_id, call_index, as_json)
     elif llm:
-        _show_calls(store, run_id, as_json)
+        show_calls(store, run_id, as_json)
     else:
         _show_run(store.detail(run_id), as_json)
-
-
-def _print_run_header(run: Run) -> None:
-    out.print(
-        f"[bold]run {shown(run.id)}[/]  {shown(run.name)}  {status_markup(run.status)}  "
-        f"{duration(run.duration_ms, '-')}"
-    )
-    if run.task:
-        out.print(f"[dim]task[/] {shown(run.task)}")
-    if run.llm_calls:
-        tokens = f"{run.input_tokens:,} in / {run.output_tokens:,} out tokens"
-        cost = f", cost {_cost(run.cost)}" if run.cost is not None else ""
-        out.print(
-            f"[dim]model calls[/] {run.llm_calls}, {tokens}{cost}  "
-            f"[dim](codetape show {shown(run.id[:12])} --llm)[/]"
-        )
 
 
 def _show_run(detail: RunDetail, as_json: bool) -> None:
@@ -332,7 +176,7 @@ def _show_run(detail: RunDetail, as_json: bool) -> None:
         print_json(detail)
         return
     run = detail.run
-    _print_run_header(run)
+    print_run_header(run)
     _print_lost(run)
     if run.error:
         out.print(f"[red]{shown(run.error.type)}: {shown(run.error.message)}[/]")
@@ -340,7 +184,7 @@ def _show_run(detail: RunDetail, as_json: bool) -> None:
         out.print(f"[dim]final answer[/] {shown(run.final_answer)}")
     out.print()
     for step in detail.steps:
-        _print_step(step, verbose=False, calls=detail.llm_calls)
+        print_step(step, verbose=False, calls=detail.llm_calls)
     out.print(f"[dim]in the viewer (codetape ui):[/] {viewer_url(run=run.id)}", soft_wrap=True)
     if run.failed_steps:
         first = next(s for s in detail.steps if s.status != "ok")
@@ -348,98 +192,6 @@ def _show_run(detail: RunDetail, as_json: bool) -> None:
             f"[dim]codetape show {shown(run.id[:12])} --step {first.index}[/]"
             "  (the first failed step)"
         )
-
-
-def _one_line(text: str) -> str:
-    """A text's preview on one line: each run of whitespace (newlines too) as one space."""
-    return cut(" ".join(text[: TEXT_PREVIEW_CHARS * 4].split()), TEXT_PREVIEW_CHARS)
-
-
-def _show_calls(store: Store, run_id: str, as_json: bool) -> None:
-    if as_json:
-        print_json(store.llm_calls(run_id))
-        return
-    detail = store.detail(run_id)
-    _print_run_header(detail.run)
-    out.print()
-    if not detail.llm_calls:
-        out.print(
-            "no model calls recorded in this run [dim](instrument(agent) for smolagents, "
-            "@codetape.llm or codetape.record_llm_call record them)[/]",
-            soft_wrap=True,
-        )
-        return
-    steps: dict[str, list[int]] = {}
-    for step in detail.steps:
-        if step.llm_call is not None:
-            steps.setdefault(step.llm_call, []).append(step.index)
-    priced = any(call.cost is not None for call in detail.llm_calls)
-    table = Table(box=None, header_style="bold", expand=out.is_terminal)
-    for column in (*_CALL_COLUMNS, *(("cost",) if priced else ()), "output"):
-        ratio = 1 if column == "output" else None
-        table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=ratio)
-    for call in detail.llm_calls:
-        said = (
-            f"[red]{shown(call.error.type)}: {shown(_one_line(call.error.message))}[/]"
-            if call.error is not None
-            else shown(_one_line(call.output))
-        )
-        table.add_row(
-            str(call.index),
-            ",".join(map(str, steps.get(call.span_id, []))),
-            shown(call.model or call.response_model or "?"),
-            _count(call.input_tokens),
-            _count(call.output_tokens),
-            duration(call.duration_ms),
-            shown(",".join(call.finish_reasons)),
-            *((_cost(call.cost),) if priced else ()),
-            said,
-        )
-    out.print(table)
-    out.print(
-        f"[dim]codetape show {shown(detail.run.id[:12])} --llm --call I[/]"
-        "  (call I's input messages and output in full)"
-    )
-
-
-def _show_call(store: Store, run_id: str, index: int, as_json: bool) -> None:
-    with store.session():
-        full = store.resolve_run_id(run_id)
-        calls = store.llm_calls(full)
-        call = next((c for c in calls if c.index == index), None)
-        if call is None:
-            have = f"calls {calls[0].index}..{calls[-1].index}" if calls else "no model calls"
-            raise NotFoundError(
-                f"run {full} has no model call {index} (it has {have})",
-                hint=f"`codetape show {full[:12]} --llm` lists its model calls",
-            )
-        if as_json:
-            print_json(call)
-            return
-        produced = [s.index for s in store.steps(full) if s.llm_call == call.span_id]
-    _print_call(call, produced)
-
-
-def _print_call(call: LlmCall, produced: list[int]) -> None:
-    run = shown(call.run_id[:12])
-    out.print(f"[bold]model call {call.index}[/] of run {run}  {_call_summary(call)}")
-    facts = [f"[dim]started[/] {call.started_at.astimezone().strftime('%m-%d %H:%M:%S')}"]
-    if call.response_model and call.response_model != call.model:
-        facts.append(f"[dim]answered by[/] {shown(call.response_model)}")
-    if call.finish_reasons:
-        facts.append(f"[dim]finish[/] {shown(', '.join(call.finish_reasons))}")
-    if call.streamed:
-        facts.append("[dim]streamed[/]")
-    out.print("  ".join(facts))
-    for index in produced:
-        out.print(f"[dim]its code is step {index}:[/] codetape show {run} --step {index}")
-    count = len(call.input_messages)
-    out.print(f"\n[bold]input[/] [dim]({count} message{'s' * (count != 1)})[/]")
-    for message in call.input_messages:
-        out.print(f"\n[bold cyan]{shown(message.role)}[/]")
-        out.print(shown(message.content.rstrip("\n")))
-    out.print("\n[bold]output[/]")
-    out.print(shown(call.output.rstrip("\n")) if call.output else "[dim](none)[/]")
 
 
 @cli.command()
