@@ -587,6 +587,9 @@ def run_benchmarks(home: Path, info: dict[str, Any]) -> list[Result]:
             "steps(id)",
             lambda s: s.steps(typical),
         ),
+        # The Failures page: the agents for its filter, and every failing step grouped.
+        ("failures", "agents", "agents()", lambda s: s.agents()),
+        ("failures", "failures", "failures()", lambda s: s.failures()),
         # Not in the list, but the viewer (codetape.viewer._data) makes them too:
         # the Runs page asks whether any run is still recording, on every rerun; the
         # Run page lists recent runs to find replays of this one (and for its picker).
