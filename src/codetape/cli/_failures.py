@@ -16,6 +16,7 @@ from ..schemas import FailureGroup
 from ..store import Store
 from ..store.internal import no_store_error
 from ._app import cli, handle_errors, open_store, out, print_json, shown
+from ._links import run_link
 
 __all__: list[str] = []
 
@@ -103,7 +104,7 @@ def _print_group(group: FailureGroup) -> None:
         seen = f"first {seen}, last {_when(group.last_seen)}"
     rows.append(("seen", seen))
     rows.append(("agents", ", ".join(shown(a) for a in group.agents)))
-    run = shown(group.example_run[:12])
+    run = run_link(group.example_run, step=group.example_step)
     said = cut(group.example_message.strip().split("\n", 1)[0], PREVIEW_CHARS)
     rows.append(("newest", f"run {run} step {group.example_step}: {shown(said)}"))
     rows.append(("", f"codetape show {run} --step {group.example_step}"))
@@ -111,7 +112,7 @@ def _print_group(group: FailureGroup) -> None:
         rows.append(
             (
                 "compare",
-                f"codetape diff {run} {shown(group.passing_run[:12])}  "
+                f"codetape diff {run} {run_link(group.passing_run)}  "
                 "[dim](a run of the same agent and task that passed)[/]",
             )
         )

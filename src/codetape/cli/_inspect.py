@@ -14,9 +14,9 @@ from ..schemas import Run, RunDetail
 from ..store import Store
 from ..store.internal import DB_NAME, no_store_error, resolve_home
 from ..store.internal import rebuild as rebuild_store
-from ..viewer import url as viewer_url
 from . import _doctor
 from ._app import cli, err, handle_errors, open_store, out, print_json, shown, status_markup
+from ._links import run_link, viewer_line
 from ._llm import format_cost, print_run_header, show_call, show_calls
 from ._steps import print_step
 
@@ -73,7 +73,7 @@ def runs(
             table.add_column(column, no_wrap=True, min_width=12 if column == "run" else len(column))
     for run in found:
         table.add_row(
-            shown(run.id[:12]),
+            run_link(run.id),
             shown(run.name),
             status_markup(run.status) + _lost_mark(run),
             str(run.step_count),
@@ -185,11 +185,11 @@ def _show_run(detail: RunDetail, as_json: bool) -> None:
     out.print()
     for step in detail.steps:
         print_step(step, verbose=False, calls=detail.llm_calls)
-    out.print(f"[dim]in the viewer (codetape ui):[/] {viewer_url(run=run.id)}", soft_wrap=True)
+    out.print(viewer_line(run=run.id), soft_wrap=True)
     if run.failed_steps:
         first = next(s for s in detail.steps if s.status != "ok")
         out.print(
-            f"[dim]codetape show {shown(run.id[:12])} --step {first.index}[/]"
+            f"[dim]codetape show {run_link(run.id, step=first.index)} --step {first.index}[/]"
             "  (the first failed step)"
         )
 
@@ -249,7 +249,7 @@ def _print_removed(removed: list[_doctor.Leftover]) -> None:
     for gone in removed:
         out.print(
             f"removed {shown(gone.name)} ({shown(gone.state)}; {shown(gone.reason)}"
-            + (f"; run {shown(gone.run_id[:12])}" if gone.run_id else "")
+            + (f"; run {run_link(gone.run_id)}" if gone.run_id else "")
             + ")",
             soft_wrap=True,
         )

@@ -10,6 +10,7 @@ from ..errors import NotFoundError
 from ..schemas import LlmCall, Run
 from ..store import Store
 from ._app import out, print_json, shown, status_markup
+from ._links import run_link
 
 __all__ = ["call_summary", "count", "format_cost", "print_run_header", "show_call", "show_calls"]
 
@@ -44,7 +45,7 @@ def call_summary(call: LlmCall) -> str:
 
 def print_run_header(run: Run) -> None:
     out.print(
-        f"[bold]run {shown(run.id)}[/]  {shown(run.name)}  "
+        f"[bold]run {run_link(run.id, full=True)}[/]  {shown(run.name)}  "
         f"{status_markup(run.status)}  {duration(run.duration_ms, '-')}"
     )
     if run.task:
@@ -54,7 +55,7 @@ def print_run_header(run: Run) -> None:
         cost = f", cost {format_cost(run.cost)}" if run.cost is not None else ""
         out.print(
             f"[dim]model calls[/] {run.llm_calls}, {tokens}{cost}  "
-            f"[dim](codetape show {shown(run.id[:12])} --llm)[/]"
+            f"[dim](codetape show {run_link(run.id)} --llm)[/]"
         )
 
 
@@ -84,7 +85,7 @@ def show_calls(store: Store, run_id: str, as_json: bool) -> None:
             steps.setdefault(step.llm_call, []).append(step.index)
     _print_calls(detail.llm_calls, steps)
     out.print(
-        f"[dim]codetape show {shown(detail.run.id[:12])} --llm --call I[/]"
+        f"[dim]codetape show {run_link(detail.run.id)} --llm --call I[/]"
         "  (call I's input messages and output in full)"
     )
 
@@ -135,7 +136,7 @@ def show_call(store: Store, run_id: str, index: int, as_json: bool) -> None:
 
 
 def _print_call(call: LlmCall, produced: list[int]) -> None:
-    run = shown(call.run_id[:12])
+    run = run_link(call.run_id)
     out.print(f"[bold]model call {call.index}[/] of run {run}  {call_summary(call)}")
     facts = [f"[dim]started[/] {call.started_at.astimezone().strftime('%m-%d %H:%M:%S')}"]
     if call.response_model and call.response_model != call.model:
@@ -146,7 +147,8 @@ def _print_call(call: LlmCall, produced: list[int]) -> None:
         facts.append("[dim]streamed[/]")
     out.print("  ".join(facts))
     for index in produced:
-        out.print(f"[dim]its code is step {index}:[/] codetape show {run} --step {index}")
+        step = run_link(call.run_id, step=index)
+        out.print(f"[dim]its code is step {index}:[/] codetape show {step} --step {index}")
     number = len(call.input_messages)
     out.print(f"\n[bold]input[/] [dim]({number} message{'s' * (number != 1)})[/]")
     for message in call.input_messages:

@@ -38,6 +38,7 @@ from ._app import (
     style_lines,
     verdict_markup,
 )
+from ._links import run_link
 
 __all__: list[str] = []
 
@@ -97,7 +98,7 @@ def _print_table(reports: list[ReplayReport], *, durations: bool = True) -> None
             verdict_markup(r.verdict),
             shown(", ".join(d.field for d in r.differences) or "-"),
             duration(r.duration_ms, "-"),
-            shown((r.replay_run_id or "-")[:12]),
+            run_link(r.replay_run_id) if r.replay_run_id else "-",
         ]
         if not durations:
             del row[3]
@@ -353,7 +354,8 @@ def export_command(ctx: click.Context, run_id: str, output: Path, with_image: bo
         info = export_run(run_id, output, with_image=with_image, home=ctx.obj.get("home"))
     size = info.path.stat().st_size
     out.print(
-        f"wrote {info.path} ({size / 1e6:.1f} MB): run {info.run_id[:12]}, {info.spans} spans, "
+        f"wrote {shown(str(info.path))} ({size / 1e6:.1f} MB): run {run_link(info.run_id)}, "
+        f"{info.spans} spans, "
         f"{info.blobs} blobs"
         + (f", images {shown(', '.join(info.images))}" if info.images else ""),
         soft_wrap=True,
@@ -369,7 +371,7 @@ def import_command(ctx: click.Context, bundle: Path) -> None:
     with err.status("importing the bundle…"):
         info = import_bundle(bundle, home=ctx.obj.get("home"))
     out.print(
-        f"imported run {info.run_id[:12]}: {info.spans} spans, {info.blobs} blobs"
+        f"imported run {run_link(info.run_id)}: {info.spans} spans, {info.blobs} blobs"
         + (f", loaded images {shown(', '.join(info.images))}" if info.images else ""),
         soft_wrap=True,
     )

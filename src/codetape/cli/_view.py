@@ -20,6 +20,7 @@ from ..store.internal import resolve_home
 from ..viewer import url
 from ..viewer.internal import ALLOW_LOCAL_EXEC_ENV, TOKEN_ENV, command
 from ._app import cli, err, handle_errors, out, print_json, shown, style_lines
+from ._links import run_link, viewer_line, write_viewer_address
 
 __all__ = ["streamlit_command"]
 
@@ -89,8 +90,8 @@ def _print_divergence(pair: StepPair) -> None:
 def _print_diff(diff: RunDiff) -> None:
     a, b = diff.a, diff.b
     out.print(
-        f"[bold]a[/] {shown(a.id[:12])} {shown(a.name)} {shown(a.status)}   "
-        f"[bold]b[/] {shown(b.id[:12])} {shown(b.name)} {shown(b.status)}"
+        f"[bold]a[/] {run_link(a.id)} {shown(a.name)} {shown(a.status)}   "
+        f"[bold]b[/] {run_link(b.id)} {shown(b.name)} {shown(b.status)}"
     )
     _print_pairs(diff)
     if diff.first_divergence is None:
@@ -113,10 +114,7 @@ def diff_command(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> N
         print_json(diff)
         return
     _print_diff(diff)
-    out.print(
-        f"\n[dim]in the viewer (codetape ui):[/] {url(a=diff.a.id, b=diff.b.id)}",
-        soft_wrap=True,
-    )
+    out.print("\n" + viewer_line(a=diff.a.id, b=diff.b.id), soft_wrap=True)
 
 
 def _is_loopback(host: str) -> bool:
@@ -131,6 +129,11 @@ def _is_loopback(host: str) -> bool:
 def _base_url(host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
     return f"http://{shown}:{port}"
+
+
+def _linked_base(host: str, port: int) -> str:
+    """The address other commands link to: a wildcard bind is reached on loopback."""
+    return _base_url("127.0.0.1" if host in ("", "0.0.0.0", "::") else host, port)
 
 
 def streamlit_command(host: str, port: int) -> list[str]:
@@ -206,6 +209,8 @@ def ui_command(
     out.print("[dim]the link's token unlocks the replay buttons; Ctrl+C to stop[/]")
     sys.stdout.flush()
     sys.stderr.flush()
+    # The other commands link run ids to this viewer while it runs (exec keeps the pid).
+    write_viewer_address(home, _linked_base(host, port), os.getpid())
     env = {**os.environ, "CODETAPE_HOME": str(home), TOKEN_ENV: token}
     env.pop(ALLOW_LOCAL_EXEC_ENV, None)
     if allow_local_exec:
