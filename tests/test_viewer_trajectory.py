@@ -161,6 +161,11 @@ def every_value(at: AppTest) -> str:
     return "\n".join([*markdown_texts(at), shown_as_text(at)])
 
 
+@codetape.code_action
+def _execute(code: str, namespace: dict[str, Any]) -> None:
+    exec(compile(code, "<code action>", "exec"), namespace)
+
+
 def assert_no_bidi(at: AppTest) -> None:
     shown = every_value(at)
     assert not [c for c in BIDI_CONTROLS if c in shown]
@@ -410,4 +415,32 @@ def test_failures_and_compare_show_hostile_errors_as_text(
     at = open_page("compare", a=stores.weather_failed, b=stores.weather_passed)
     assert f"-Thought: {HOSTILE_SHOWN}" in shown_as_text(at)
     assert_no_bidi(at)
+    assert_inert(at)
+
+
+def test_a_role_frameworks_do_not_use_shows_as_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any loop's model call (``record_llm_call``): an unknown role and a finish reason
+    carry payloads; the role is shown as text under a fixed caption."""
+    home = tmp_path / "store"
+    with capture(home), codetape.run("loop", task="any loop") as run:
+        codetape.record_llm_call(
+            model="m",
+            messages=[{"role": SCRIPT, "content": LINK}, {"role": "user", "content": "go"}],
+            output=f"{IMG}\n```python\nx = 1\n```",
+            usage=(5, 2),
+            finish_reason=LINK,
+        )
+        _execute("x = 1", {})
+    monkeypatch.setenv("CODETAPE_HOME", str(home))
+    at = open_model_call(open_page("run", run=run.id, step="0"), run.id, 0)
+    captions = [c.value for c in at.caption]
+    assert "Message 0 · role:" in captions
+    assert "Message 1 · user" in captions
+    assert [t.value for t in at.text] == [IMG, SCRIPT]  # the thought, then the role
+    calls = table(at, "latency")
+    assert (calls["finish"][0], calls["tokens"][0], calls["step"][0]) == (LINK, "5 in · 2 out", "0")
+    [call_facts] = [t.value for t in at.dataframe if "finish" in set(t.value.get("field", []))]
+    assert call_facts.set_index("field")["value"]["finish"] == LINK
     assert_inert(at)
