@@ -57,7 +57,8 @@ STATE_MARGIN = 16 << 20
 # The largest final answer the runner sends as its value (its JSON); a larger one comes
 # as its repr, marked. Half the message margin: the rest is for previews and tracebacks.
 VALUE_BYTES = MESSAGE_MARGIN // 2
-# The tool whose answer is the action's final answer: calling it ends the action.
+# The tool whose answer is the action's final answer: calling it ends the action (in
+# the sandbox's own runner; replaying an observed step, it is the tool it was there).
 FINAL_ANSWER = "final_answer"
 _S = TypeVar("_S", bound="Sandbox")
 
@@ -424,7 +425,7 @@ class Sandbox:
             return _tool_error(call.error.type, str(exc))
         finally:
             call.duration_ms = (time.monotonic() - started) * 1000
-        if message.name == FINAL_ANSWER:
+        if message.name == FINAL_ANSWER and self._executor.get("kind", "runner") == "runner":
             return _final_result(call.result)
         return _tool_result(message.name, call.result)
 
