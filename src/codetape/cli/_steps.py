@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 from rich.cells import cell_len
+from rich.padding import Padding
 from rich.syntax import Syntax
 from rich.table import Table
 
-from .._format import PREVIEW_CHARS, cut, duration, failing_line, visible
+from .._format import PREVIEW_CHARS, cut, duration, failing_line, inline_values, visible
 from ..schemas import LlmCall, Step
 from ._app import out, shown, status_markup
 from ._llm import call_summary
@@ -44,9 +45,28 @@ def print_step(step: Step, verbose: bool, calls: list[LlmCall]) -> None:
         )
     if step.error is not None:
         out.print(f"[red]{shown(step.error.type)}: {shown(step.error.message)}[/]")
+        _print_inline_values(step)
         if verbose and step.error.traceback:
             out.print(shown(step.error.traceback.rstrip("\n")), style="dim")
     out.print()
+
+
+def _print_inline_values(step: Step) -> None:
+    """Under the error: each name the failing line reads, its type and preview from the
+    recorded state, and what a subscripted value does have (``order has keys: id``)."""
+    values = inline_values(step)
+    if not values:
+        return
+    out.print("[dim]the failing line reads[/]")
+    table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 2, 0, 0))
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True, style="dim")
+    table.add_column(overflow="fold")
+    for value in values:
+        table.add_row(f"[bold]{shown(value.name)}[/]", shown(value.type), shown(value.preview))
+        if value.note:
+            table.add_row("", "", f"[yellow]{shown(value.name)} {shown(value.note)}[/]")
+    out.print(Padding(table, (0, 0, 0, 2), expand=False))
 
 
 def _print_origin(step: Step, calls: list[LlmCall]) -> None:
