@@ -16,6 +16,8 @@ from typing import Any
 
 import duckdb
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -26,6 +28,7 @@ from codetape.errors import ConfigError
 from codetape.schemas import attributes as A
 from codetape.store.internal import BlobStore
 from codetape.tracer import _config, _otlp
+from codetape.tracer._fit import Cuttable, fit_json
 from codetape.tracer.internal import LlmCallRecorder, recording_to
 
 from .otlp_fixtures import CODE, CONVENTION_NAMES, add, added, execute, record_run, span_key
@@ -418,3 +421,32 @@ def test_kept_texts_drop_the_least_recently_used_beyond_their_budget() -> None:
     assert found is not None
     assert (found.text, found.length) == ("dddddd", 20)
     assert len(kept) <= 2
+
+
+# -- fitting JSON ----------------------------------------------------------------------------
+
+_texts = st.text(st.characters(codec="utf-8"), max_size=400)
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["system", "user", "assistant"]), _texts), max_size=8),
+    st.integers(min_value=1, max_value=3000),
+)
+def test_fitted_json_fits_stays_valid_and_marks_every_cut(
+    messages: list[tuple[str, str]], limit: int
+) -> None:
+    value = [{"role": role, "content": Cuttable(text)} for role, text in messages]
+    fitted = fit_json(value, limit)
+    overhead = len(json.dumps([{"role": role, "content": ""} for role, _ in messages]))
+    if fitted is None:  # only when there is no room for a marker per message
+        assert limit < overhead + len(MARKER.format(10**6)) * len(messages)
+        return
+    assert len(fitted) <= limit
+    back = json.loads(fitted)
+    assert [m["role"] for m in back] == [role for role, _ in messages]
+    for message, (_, text) in zip(back, messages, strict=True):
+        content = message["content"]
+        if content != text:
+            head = content.rpartition("…[")[0]
+            assert text.startswith(head)
+            assert content == head + MARKER.format(len(text) - len(head))

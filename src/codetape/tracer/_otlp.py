@@ -30,8 +30,9 @@ from opentelemetry.trace import Status
 
 from ..errors import ConfigError
 from ..store.internal import BlobStore, SpoolWriter
-from ._conventions import GENAI, OPENINFERENCE, Kept, convention_attributes
+from ._conventions import GENAI, OPENINFERENCE, convention_attributes
 from ._errors import internal_errors
+from ._fit import Kept
 
 __all__ = [
     "CONVENTIONS",
