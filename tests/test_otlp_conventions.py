@@ -450,3 +450,31 @@ def test_fitted_json_fits_stays_valid_and_marks_every_cut(
             head = content.rpartition("…[")[0]
             assert text.startswith(head)
             assert content == head + MARKER.format(len(text) - len(head))
+
+
+# -- sandboxed steps ---------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::codetape.sandbox.NoIsolationWarning")
+def test_a_sandboxed_step_exports_its_code_and_outcome(exported: Exported, home: Path) -> None:
+    exported.configure(home, "both")
+    limits = codetape.Limits(timeout_s=2)
+    with (
+        codetape.run("bot"),
+        codetape.Sandbox(backend="local", tools=[add], limits=limits) as sandbox,
+    ):
+        assert sandbox.run("a = add(1, b=5)\nprint('a is', a)\na * 2").status == "ok"
+        assert sandbox.run("while True:\n    pass").status == "timeout"
+    steps = [attrs(exported.spans()[f"step {i}"]) for i in range(2)]
+    assert steps[0][A.STEP_MODE] == "sandboxed"
+    assert steps[0]["input.value"] == "a = add(1, b=5)\nprint('a is', a)\na * 2"
+    assert json.loads(steps[0]["output.value"]) == {
+        "status": "ok",
+        "stdout": "a is 6\n",
+        "result": "12",
+        "result_type": "int",
+    }
+    assert attrs(exported.spans()["tool"])["output.value"] == "6"
+    timed_out = json.loads(steps[1][A.GEN_AI_TOOL_CALL_RESULT])
+    assert timed_out["status"] == "timeout"
+    assert timed_out["error"]["message"].startswith("the code action ran past its 2s limit")
