@@ -96,8 +96,35 @@ def _print_diff(diff: RunDiff) -> None:
     _print_pairs(diff)
     if diff.first_divergence is None:
         out.print("[green]the runs match step for step[/]")
-        return
-    _print_divergence(diff.pairs[diff.first_divergence])
+    else:
+        _print_divergence(diff.pairs[diff.first_divergence])
+    _print_child_runs(diff)
+
+
+def _print_child_runs(diff: RunDiff) -> None:
+    """The runs the aligned steps' tool calls started (managed agents), side by side,
+    with the command that compares each pair of them."""
+    lines = []
+    for pair in diff.pairs:
+        a, b = pair.child_runs_a, pair.child_runs_b
+        for k in range(max(len(a), len(b))):
+            steps = f"step a={_side(pair.a)} b={_side(pair.b)}"
+            if k < len(a) and k < len(b):
+                lines.append(
+                    f"  {steps}: {run_link(a[k])} / {run_link(b[k])}  "
+                    f"[dim]codetape diff {run_link(a[k])} {run_link(b[k])}[/]"
+                )
+            else:
+                only, side = (a[k], "a") if k < len(a) else (b[k], "b")
+                lines.append(f"  {steps}: {run_link(only)} [dim](only {side} started one)[/]")
+    if lines:
+        out.print("\n[bold]runs started by the steps' tool calls[/] (a / b)")
+        for line in lines:
+            out.print(line, soft_wrap=True)
+
+
+def _side(index: int | None) -> str:
+    return "-" if index is None else str(index)
 
 
 @cli.command("diff")

@@ -63,6 +63,11 @@ def _model_side(a: Step | None, b: Step | None, outputs: dict[str, str]) -> tupl
     return thoughts, outputs.get(a.llm_call) != outputs.get(b.llm_call)
 
 
+def _children(step: Step | None) -> list[str]:
+    """The runs the step's tool calls started, in call order."""
+    return [c.child_run for c in step.tool_calls if c.child_run] if step is not None else []
+
+
 def _pair(a: Step | None, b: Step | None, outputs: dict[str, str]) -> StepPair:
     thought_diff, model_differs = _model_side(a, b, outputs)
     pair = StepPair(
@@ -77,6 +82,8 @@ def _pair(a: Step | None, b: Step | None, outputs: dict[str, str]) -> StepPair:
         error_b=b.error if b else None,
         thought_diff=thought_diff,
         model_output_differs=model_differs,
+        child_runs_a=_children(a),
+        child_runs_b=_children(b),
     )
     if a is None or b is None:
         return pair

@@ -302,6 +302,10 @@ class StepPair(_Model):
     # from differ: runs that diverge because the model answered differently show it here.
     thought_diff: list[str] = Field(default_factory=list)
     model_output_differs: bool = False
+    # The runs the steps' tool calls started (managed agents), by id, in call order:
+    # diffing a pair's child runs compares what the managed agents did.
+    child_runs_a: list[str] = Field(default_factory=list)
+    child_runs_b: list[str] = Field(default_factory=list)
 
 
 class RunDiff(_Model):
