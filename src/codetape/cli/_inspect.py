@@ -9,15 +9,16 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from .._format import RUN_STATUSES, TASK_CHARS, cut, duration
-from ..schemas import Run, RunDetail
+from .._format import RUN_STATUSES, TASK_CHARS, duration
+from ..schemas import Run
 from ..store import Store
 from ..store.internal import DB_NAME, no_store_error, resolve_home
 from ..store.internal import rebuild as rebuild_store
 from . import _doctor
 from ._app import cli, err, handle_errors, open_store, out, print_json, shown, status_markup
+from ._header import format_cost, print_run_header, related_runs
 from ._links import run_link, viewer_line
-from ._llm import format_cost, print_run_header, show_call, show_calls
+from ._llm import one_line, show_call, show_calls
 from ._steps import print_step
 
 __all__: list[str] = []
@@ -55,11 +56,18 @@ def runs(
         where = shown(str(store.home))
         out.print(f"no runs in {where}" + (" match" if failed or agent or status else ""))
         return
-    # Tokens only when some run made model calls; cost only when some had a price.
+    out.print(_runs_table(found))
+
+
+def _runs_table(found: list[Run]) -> Table:
+    # Tokens only when some run made model calls; cost only when some had a price; the
+    # parent only when some run was started by another's step.
     called = any(run.llm_calls for run in found)
     priced = any(run.cost is not None for run in found)
+    nested = any(run.parent_run for run in found)
     columns = (
         *_RUN_COLUMNS,
+        *(("parent",) if nested else ()),
         *(("tokens in/out",) if called else ()),
         *(("cost",) if priced else ()),
         "task",
@@ -71,19 +79,54 @@ def runs(
             table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=1)
         else:
             table.add_column(column, no_wrap=True, min_width=12 if column == "run" else len(column))
-    for run in found:
+    for run, depth in _as_tree(found):
         table.add_row(
-            run_link(run.id),
+            "  " * (depth - 1) + "└ " * (depth > 0) + run_link(run.id),
             shown(run.name),
             status_markup(run.status) + _lost_mark(run),
             str(run.step_count),
             str(run.failed_steps) if run.failed_steps else "",
             duration(run.duration_ms, "-"),
             run.started_at.astimezone().strftime("%m-%d %H:%M:%S"),
+            *((_parent_cell(run),) if nested else ()),
             *_usage_cells(run, called, priced),
-            shown(cut(run.task, TASK_CHARS)),
+            shown(one_line(run.task, TASK_CHARS)),
         )
-    out.print(table)
+    return table
+
+
+def _as_tree(found: list[Run]) -> list[tuple[Run, int]]:
+    """The runs in their order, each listed with its depth, and the runs a run's steps
+    started right under it, in the order they started."""
+    listed = {run.id for run in found}
+    children: dict[str, list[Run]] = {}
+    for run in found:
+        if run.parent_run in listed:
+            children.setdefault(run.parent_run, []).append(run)
+    ordered: list[tuple[Run, int]] = []
+    placed: set[str] = set()
+
+    def place(run: Run, depth: int) -> None:
+        if run.id in placed:
+            return
+        placed.add(run.id)
+        ordered.append((run, depth))
+        for child in sorted(children.get(run.id, []), key=lambda r: r.started_at):
+            place(child, depth + 1)
+
+    for run in found:
+        if run.parent_run not in listed:
+            place(run, 0)
+    for run in found:  # parents that are each other's children: listed, not lost
+        place(run, 0)
+    return ordered
+
+
+def _parent_cell(run: Run) -> str:
+    if run.parent_run is None:
+        return ""
+    step = f" step {run.parent_step}" if run.parent_step is not None else ""
+    return run_link(run.parent_run, step=run.parent_step) + step
 
 
 def _existing_store(ctx: click.Context) -> Store:
@@ -162,21 +205,23 @@ def show(
             print_json(step)
         else:
             calls = store.llm_calls(step.run_id) if step.llm_call else []
-            print_step(step, verbose=True, calls=calls)
+            print_step(step, verbose=True, calls=calls, runs=related_runs(store, [step]))
     elif call_index is not None:
         show_call(store, run_id, call_index, as_json)
     elif llm:
         show_calls(store, run_id, as_json)
     else:
-        _show_run(store.detail(run_id), as_json)
+        _show_run(store, run_id, as_json)
 
 
-def _show_run(detail: RunDetail, as_json: bool) -> None:
+def _show_run(store: Store, run_id: str, as_json: bool) -> None:
+    detail = store.detail(run_id)
     if as_json:
         print_json(detail)
         return
     run = detail.run
-    print_run_header(run)
+    runs = related_runs(store, detail.steps, run)
+    print_run_header(run, runs)
     _print_lost(run)
     if run.error:
         out.print(f"[red]{shown(run.error.type)}: {shown(run.error.message)}[/]")
@@ -184,7 +229,7 @@ def _show_run(detail: RunDetail, as_json: bool) -> None:
         out.print(f"[dim]final answer[/] {shown(run.final_answer)}")
     out.print()
     for step in detail.steps:
-        print_step(step, verbose=False, calls=detail.llm_calls)
+        print_step(step, verbose=False, calls=detail.llm_calls, runs=runs)
     out.print(viewer_line(run=run.id), soft_wrap=True)
     if run.failed_steps:
         first = next(s for s in detail.steps if s.status != "ok")

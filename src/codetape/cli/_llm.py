@@ -7,26 +7,19 @@ from rich.table import Table
 
 from .._format import TEXT_PREVIEW_CHARS, cut, duration
 from ..errors import NotFoundError
-from ..schemas import LlmCall, Run
+from ..schemas import LlmCall
 from ..store import Store
-from ._app import out, print_json, shown, status_markup
+from ._app import out, print_json, shown
+from ._header import format_cost, print_run_header
 from ._links import run_link
 
-__all__ = ["call_summary", "count", "format_cost", "print_run_header", "show_call", "show_calls"]
+__all__ = ["call_summary", "count", "one_line", "show_call", "show_calls"]
 
 _CALL_COLUMNS = ("#", "step", "model", "in", "out", "latency", "finish")
 
 
 def count(tokens: int | None) -> str:
     return "?" if tokens is None else f"{tokens:,}"
-
-
-def format_cost(cost: float | None) -> str:
-    """A cost in the unit of the prices given to ``configure(prices=...)``, as the viewer
-    shows it; empty when no price applied."""
-    if cost is None:
-        return ""
-    return f"{cost:,.2f}" if cost >= 1 else f"{cost:.3g}"
 
 
 def call_summary(call: LlmCall) -> str:
@@ -43,25 +36,9 @@ def call_summary(call: LlmCall) -> str:
     return "  ".join(parts)
 
 
-def print_run_header(run: Run) -> None:
-    out.print(
-        f"[bold]run {run_link(run.id, full=True)}[/]  {shown(run.name)}  "
-        f"{status_markup(run.status)}  {duration(run.duration_ms, '-')}"
-    )
-    if run.task:
-        out.print(f"[dim]task[/] {shown(run.task)}")
-    if run.llm_calls:
-        tokens = f"{run.input_tokens:,} in / {run.output_tokens:,} out tokens"
-        cost = f", cost {format_cost(run.cost)}" if run.cost is not None else ""
-        out.print(
-            f"[dim]model calls[/] {run.llm_calls}, {tokens}{cost}  "
-            f"[dim](codetape show {run_link(run.id)} --llm)[/]"
-        )
-
-
-def _one_line(text: str) -> str:
+def one_line(text: str | None, limit: int = TEXT_PREVIEW_CHARS) -> str:
     """A text's preview on one line: each run of whitespace (newlines too) as one space."""
-    return cut(" ".join(text[: TEXT_PREVIEW_CHARS * 4].split()), TEXT_PREVIEW_CHARS)
+    return cut(" ".join((text or "")[: limit * 4].split()), limit)
 
 
 def show_calls(store: Store, run_id: str, as_json: bool) -> None:
@@ -98,9 +75,9 @@ def _print_calls(calls: list[LlmCall], steps: dict[str, list[int]]) -> None:
         table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=ratio)
     for call in calls:
         said = (
-            f"[red]{shown(call.error.type)}: {shown(_one_line(call.error.message))}[/]"
+            f"[red]{shown(call.error.type)}: {shown(one_line(call.error.message))}[/]"
             if call.error is not None
-            else shown(_one_line(call.output))
+            else shown(one_line(call.output))
         )
         table.add_row(
             str(call.index),

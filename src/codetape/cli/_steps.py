@@ -4,6 +4,7 @@ failing line marked, output, result, tool calls, variables and the error."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from rich.cells import cell_len
 from rich.padding import Padding
@@ -11,15 +12,19 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from .._format import PREVIEW_CHARS, cut, duration, failing_line, inline_values, visible
-from ..schemas import LlmCall, Step
+from ..schemas import LlmCall, Run, Step
 from ._app import out, shown, status_markup
+from ._links import run_link
 from ._llm import call_summary
 
-__all__ = ["print_step"]
+__all__ = ["child_run_text", "print_step"]
 
 
-def print_step(step: Step, verbose: bool, calls: list[LlmCall]) -> None:
-    """One step; ``verbose`` adds its variables, sandbox and traceback."""
+def print_step(
+    step: Step, verbose: bool, calls: list[LlmCall], runs: Mapping[str, Run] | None = None
+) -> None:
+    """One step; ``verbose`` adds its variables, sandbox and traceback. ``runs``: the
+    runs its tool calls started, by id, as far as the store has them."""
     out.print(
         f"[bold]step {step.index}[/] {status_markup(step.status)}  {duration(step.duration_ms)}"
     )
@@ -33,7 +38,7 @@ def print_step(step: Step, verbose: bool, calls: list[LlmCall]) -> None:
         out.print(shown(step.stderr.rstrip("\n")), style="yellow")
     if step.result is not None:
         out.print(f"[dim]result[/] ({shown(step.result_type or '')}) {shown(step.result)}")
-    _print_tool_calls(step)
+    _print_tool_calls(step, runs or {})
     if verbose:
         _print_variables(step)
         spec = step.sandbox
@@ -106,7 +111,7 @@ def _json(value: object) -> str:
     return shown(cut(json.dumps(value, default=str), PREVIEW_CHARS))
 
 
-def _print_tool_calls(step: Step) -> None:
+def _print_tool_calls(step: Step, runs: Mapping[str, Run]) -> None:
     for call in step.tool_calls:
         outcome = (
             f"[red]{shown(call.error.type)}: {shown(call.error.message)}[/]"
@@ -114,6 +119,20 @@ def _print_tool_calls(step: Step) -> None:
             else _json(call.result)
         )
         out.print(f"[dim]tool[/] {shown(call.name)}({_json(call.arguments)}) -> {outcome}")
+        if call.child_run is not None:
+            out.print(f"     [dim]started run[/] {child_run_text(call.child_run, runs)}")
+
+
+def child_run_text(run_id: str, runs: Mapping[str, Run]) -> str:
+    """A run another run's step started: its id, name and status, and the command that
+    shows it (or that this store does not have it)."""
+    child = runs.get(run_id)
+    link = run_link(run_id)
+    if child is None:
+        return f"{link} [dim](not in this store)[/]"
+    return (
+        f"{link} ({shown(child.name)}, {status_markup(child.status)})  [dim]codetape show {link}[/]"
+    )
 
 
 def _print_variables(step: Step) -> None:
