@@ -32,6 +32,7 @@ from codetape.tracer._fit import Cuttable, fit_json
 from codetape.tracer.internal import LlmCallRecorder, recording_to
 
 from .otlp_fixtures import CODE, CONVENTION_NAMES, add, added, execute, record_run, span_key
+from .trajectory_fixtures import make_agent
 
 SETTINGS = {
     "genai": ("genai",),
@@ -478,3 +479,39 @@ def test_a_sandboxed_step_exports_its_code_and_outcome(exported: Exported, home:
     timed_out = json.loads(steps[1][A.GEN_AI_TOOL_CALL_RESULT])
     assert timed_out["status"] == "timeout"
     assert timed_out["error"]["message"].startswith("the code action ran past its 2s limit")
+
+
+# -- a real agent framework ----------------------------------------------------------------------
+
+
+def test_an_instrumented_smolagents_run_exports_its_messages_and_code(
+    exported: Exported, home: Path
+) -> None:
+    exported.configure(home, "both")
+    script = [
+        ("Thought: refund it.", 'result = refund("A-1001")\nprint(result)'),
+        ("Thought: done.", "final_answer(result['status'])"),
+    ]
+    assert make_agent(script).run("Refund the order") == "refunded"
+    spans = exported.exporter.get_finished_spans()
+    chats = [attrs(s) for s in spans if s.name.startswith("chat")]
+    steps = sorted(
+        (attrs(s) for s in spans if s.name == "execute_code"), key=lambda a: a[A.STEP_INDEX]
+    )
+    assert len(chats) == 2
+    assert [s["input.value"] for s in steps] == [code for _, code in script]
+    assert json.loads(steps[0][A.GEN_AI_TOOL_CALL_ARGUMENTS]) == {"code": script[0][1]}
+    assert "'status': 'refunded'" in json.loads(steps[0]["output.value"])["stdout"]
+    for chat, (thought, code) in zip(chats, script, strict=True):
+        # smolagents' own system prompt first, the task, then the conversation so far.
+        messages = json.loads(chat[A.GEN_AI_INPUT_MESSAGES])
+        assert messages[0]["role"] == "system"
+        assert any("Refund the order" in m["parts"][0]["content"] for m in messages)
+        assert chat["llm.input_messages.0.message.role"] == "system"
+        assert (
+            chat["llm.output_messages.0.message.content"] == f"{thought}\n<code>\n{code}\n</code>"
+        )
+        assert chat["llm.model_name"] == "scripted-model"
+    # The second call sees the first step's observation.
+    second = chats[1]["input.value"]
+    assert "refunded" in second
