@@ -74,3 +74,30 @@ def test_an_agent_filter_keeps_its_own_runs(home: Path) -> None:
 )  # fmt: skip
 def test_what_varies_between_runs_is_masked(message: str, normalized: str) -> None:
     assert normalize_message(message) == normalized
+
+
+def test_a_store_of_the_previous_schema_is_migrated_and_its_failures_grouped(
+    home: Path,
+) -> None:
+    import duckdb
+
+    record_evaluation(failing=(2, 1, 0), passing=(1, 0, 0))
+    codetape.Store().refresh()
+    # The store as the previous version left it: no model-call table, no failure columns.
+    con = duckdb.connect(str(home / "codetape.duckdb"))
+    con.execute("DROP TABLE llm_calls")
+    con.execute("DROP INDEX steps_run_id")  # columns of an indexed table cannot be dropped
+    con.execute("ALTER TABLE steps DROP COLUMN error_message")
+    con.execute("ALTER TABLE steps DROP COLUMN error_line")
+    con.execute("CREATE INDEX steps_run_id ON steps (run_id)")
+    con.execute("ALTER TABLE runs DROP COLUMN parent")
+    con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    con.close()
+    groups = codetape.Store().failures()
+    assert [(g.error_type, g.runs, g.message, g.line) for g in groups] == [
+        ("ValueError", 2, "ValueError: no order <str>", "result = refund(<str>)"),
+        ("KeyError", 1, groups[1].message, "total = sum(o[<str>] for o in orders)"),
+    ]
+    runs = codetape.Store().runs()
+    assert len(runs) == 4
+    assert all(r.llm_calls == 0 for r in runs)  # the calls before the migration are not summed

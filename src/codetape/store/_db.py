@@ -33,7 +33,8 @@ __all__ = [
 
 DB_NAME = "codetape.duckdb"
 # 2: span_starts (steps that started and have not ended) and lost_records.
-# 3: llm_calls (the runs' model calls, for their tokens and cost), runs.parent.
+# 3: llm_calls (the runs' model calls, for their tokens and cost), runs.parent, and
+#    steps.error_message/error_line (failure signatures).
 SCHEMA_VERSION = 3
 
 _SCHEMA = """
@@ -93,6 +94,9 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     PRIMARY KEY (run_id, span_id)
 );
 CREATE TABLE IF NOT EXISTS blobs (digest VARCHAR PRIMARY KEY, data BLOB NOT NULL);
+-- 3: what a failing step's failure signature is made of (codetape failures).
+ALTER TABLE steps ADD COLUMN IF NOT EXISTS error_message VARCHAR;
+ALTER TABLE steps ADD COLUMN IF NOT EXISTS error_line VARCHAR;
 CREATE INDEX IF NOT EXISTS spans_trace_id ON spans (trace_id);
 CREATE INDEX IF NOT EXISTS steps_run_id ON steps (run_id);
 CREATE TABLE IF NOT EXISTS ingest_files (
@@ -123,6 +127,13 @@ CREATE TABLE IF NOT EXISTS lost_records (
     reason VARCHAR,
     PRIMARY KEY (spool, id)
 );
+"""
+
+_BACKFILL_STEP_ERRORS = """
+UPDATE steps SET error_message = sp.attributes->>'$."codetape.error.message"',
+    error_line = sp.attributes->>'$."codetape.error.line"'
+FROM spans sp
+WHERE steps.status <> 'ok' AND sp.trace_id = steps.run_id AND sp.span_id = steps.span_id
 """
 
 _LOCK_MARKERS = (
@@ -216,8 +227,11 @@ def _check_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -
         # The version first: a newer store is refused before anything is written to it.
         found = _version(con)
         if found < SCHEMA_VERSION and not read_only:
-            # Every change so far only adds tables: creating what is missing migrates.
+            # Every change so far only adds tables and columns: creating what is missing
+            # migrates, and what a new column says of older rows is filled in.
             con.execute(_SCHEMA)
+            if 0 < found < 3:
+                con.execute(_BACKFILL_STEP_ERRORS)
             con.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
             )

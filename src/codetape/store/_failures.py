@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..schemas import FailureGroup
-from ..schemas import attributes as A
 
 __all__ = ["failure_groups", "normalize_message"]
 
@@ -54,13 +53,11 @@ def normalize_message(message: str) -> str:
     return text[:300]
 
 
-_FAILED_STEPS = f"""
+_FAILED_STEPS = """
 SELECT st.run_id, st.step_index, st.status, st.started_ns, r.name, r.task,
-       json_extract_string(sp.attributes, ['$."{A.ERROR_TYPE}"', '$."{A.ERROR_MESSAGE}"',
-                                           '$."{A.ERROR_LINE}"'])
+       st.error_type, st.error_message, st.error_line
 FROM steps st JOIN runs r USING (run_id)
-LEFT JOIN spans sp ON sp.trace_id = st.run_id AND sp.span_id = st.span_id
-WHERE st.status <> 'ok' AND r.replay_of IS NULL {{agent}}
+WHERE st.status <> 'ok' AND r.replay_of IS NULL {agent}
 """
 
 _PASSING_RUN = """
@@ -90,8 +87,7 @@ def _ts(ns: int) -> datetime:
 
 def _grouped(rows: list[tuple[Any, ...]]) -> dict[str, _Group]:
     groups: dict[str, _Group] = {}
-    for run_id, index, status, started_ns, agent, task, found in rows:
-        error_type, message, line = found or (None, None, None)
+    for run_id, index, status, started_ns, agent, task, error_type, message, line in rows:
         error_type = error_type or status
         message = message or ""
         line = normalize_message(line) if line else None

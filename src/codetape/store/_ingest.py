@@ -123,12 +123,21 @@ SELECT {_RUN_COLUMNS.format(status=_attr(A.RUN_STATUS), end="end_ns", message="s
 FROM batch WHERE t = 'span' AND parent_id IS NULL AND name LIKE '{A.SPAN_INVOKE_AGENT}%'
 """
 
-_STEP_ATTRS = (A.STEP_INDEX, A.STEP_STATUS, A.CODE_PREVIEW, A.STDOUT_PREVIEW, A.ERROR_TYPE)
+_STEP_ATTRS = (
+    A.STEP_INDEX,
+    A.STEP_STATUS,
+    A.CODE_PREVIEW,
+    A.STDOUT_PREVIEW,
+    A.ERROR_TYPE,
+    A.ERROR_MESSAGE,
+    A.ERROR_LINE,
+)
 _STEP_PATHS = ", ".join(f"'$.\"{name}\"'" for name in _STEP_ATTRS)
-# One JSON parse per span for all five fields, not one per field.
+# One JSON parse per span for all its fields, not one per field.
 _INSERT_STEPS = f"""
 INSERT OR IGNORE INTO steps
-SELECT trace_id, span_id, CAST(v[1] AS INTEGER), v[2], start_ns, end_ns, v[3], v[4], v[5]
+SELECT trace_id, span_id, CAST(v[1] AS INTEGER), v[2], start_ns, end_ns, v[3], v[4], v[5],
+       v[6], v[7]
 FROM (
     SELECT trace_id, span_id, start_ns, end_ns,
            json_extract_string(attributes, [{_STEP_PATHS}]) AS v
@@ -217,7 +226,7 @@ _CLOSE_SPOOL = (
     f"""
     INSERT OR IGNORE INTO steps
     SELECT trace_id, span_id, TRY_CAST({_attr(A.STEP_INDEX)} AS INTEGER), 'interrupted',
-           start_ns, NULL, {_attr(A.CODE_PREVIEW)}, NULL, NULL
+           start_ns, NULL, {_attr(A.CODE_PREVIEW)}, NULL, NULL, NULL, NULL
     FROM span_starts WHERE spool = $spool
     """,
     "DELETE FROM span_starts WHERE spool = $spool",
