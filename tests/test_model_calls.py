@@ -393,3 +393,21 @@ def test_a_run_with_an_unpriced_model_has_no_cost_rather_than_a_partial_one(
     run, _, calls = only_run()
     assert [c.cost for c in calls] == [pytest.approx(2e-5), None]
     assert run.cost is None
+
+
+def test_model_calls_can_be_listed_without_their_messages_and_read_one_by_one(
+    recording: Path,
+) -> None:
+    make_agent(SCRIPT).run("Refund the first order")
+    store = codetape.Store()
+    (run,) = store.runs()
+    listed = store.llm_calls(run.id, messages=False)
+    assert [c.input_messages for c in listed] == [[], [], []]
+    assert [c.output for c in listed] == [c.output for c in store.llm_calls(run.id)]
+    step = store.step(run.id, 1)
+    assert step.llm_call is not None
+    one = store.llm_call(run.id, step.llm_call)
+    assert (one.index, one.span_id) == (1, step.llm_call)
+    assert one.input_messages[0].role == "system"
+    with pytest.raises(codetape.errors.NotFoundError, match="has no model call 'nope'"):
+        store.llm_call(run.id, "nope")

@@ -16,6 +16,7 @@ import duckdb
 from ..errors import (
     AmbiguousRunIdError,
     BlobNotFoundError,
+    NotFoundError,
     RunNotFoundError,
     StepNotFoundError,
 )
@@ -346,27 +347,49 @@ class Store:
 
     # -- model calls -------------------------------------------------------------
 
-    def llm_calls(self, run_id: str) -> list[LlmCall]:
-        """The run's model calls, in the order they were made, with their messages."""
+    def llm_calls(self, run_id: str, *, messages: bool = True) -> list[LlmCall]:
+        """The run's model calls, in the order they were made; with their input messages
+        unless ``messages=False`` (each call resends the conversation so far: a long
+        run's messages are much text, and a list rarely needs them)."""
         with self.session():
             full = self.resolve_run_id(run_id)
-            spans = self._query(
-                "SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message, "
-                "attributes FROM spans WHERE trace_id = ? AND starts_with(name, ?) "
-                f"AND attributes->>'$.\"{A.GEN_AI_OPERATION_NAME}\"' = ? ORDER BY start_ns",
-                [full, A.SPAN_CHAT + " ", A.OP_CHAT],
+            return self._llm_calls(full, "", [], messages)
+
+    def llm_call(self, run_id: str, span_id: str) -> LlmCall:
+        """One model call of the run, with its messages, by its span id
+        (``Step.llm_call`` names the call a step came from)."""
+        with self.session():
+            full = self.resolve_run_id(run_id)
+            found = self._llm_calls(full, "AND span_id = ?", [span_id], True)
+        if not found:
+            raise NotFoundError(
+                f"run {full} has no model call {span_id!r}",
+                path=self.home,
+                hint=f"`codetape show {full[:12]} --llm` lists its model calls",
             )
-            self._prefetch(spans)
-            inputs = [
-                self._json(self._attributes(span[7]).get(A.LLM_INPUT_DIGEST), []) for span in spans
-            ]
-            contents = self.blobs_of(
-                m.get("content.digest") or "" for messages in inputs for m in messages
-            )
-            calls = [
-                self._llm_call(full, span, messages, contents)
-                for span, messages in zip(spans, inputs, strict=True)
-            ]
+        return found[0]
+
+    def _llm_calls(
+        self, run_id: str, where: str, params: list[Any], messages: bool
+    ) -> list[LlmCall]:
+        spans = self._query(
+            "SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message, "
+            "attributes FROM spans WHERE trace_id = ? AND starts_with(name, ?) "
+            f"AND attributes->>'$.\"{A.GEN_AI_OPERATION_NAME}\"' = ? {where} ORDER BY start_ns",
+            [run_id, A.SPAN_CHAT + " ", A.OP_CHAT, *params],
+        )
+        self._prefetch(spans)
+        inputs: list[list[dict[str, Any]]] = [
+            self._json(self._attributes(span[7]).get(A.LLM_INPUT_DIGEST), []) if messages else []
+            for span in spans
+        ]
+        contents = self.blobs_of(
+            m.get("content.digest") or "" for entries in inputs for m in entries
+        )
+        calls = [
+            self._llm_call(run_id, span, entries, contents)
+            for span, entries in zip(spans, inputs, strict=True)
+        ]
         return sorted(calls, key=lambda c: (c.index, c.started_at))
 
     def _llm_call(
