@@ -203,6 +203,9 @@ BAD_BUNDLES: dict[str, Callable[[bytes], bytes]] = {
     "another format": lambda good: _tar({"manifest.json": _manifest(format="zip")}),
     "no spans.jsonl": lambda good: _tar({"manifest.json": _manifest()}),
     "a non-numeric version": lambda good: _rewrite_manifest(good, version="1.1"),
+    "runs that are not a list": lambda good: _rewrite_manifest(good, runs="ab"),
+    "runs that do not start with its run": lambda good: _rewrite_manifest(good, runs=["cd"]),
+    "runs that are not ids": lambda good: _rewrite_manifest(good, runs=[None]),
 }
 
 
@@ -260,6 +263,141 @@ def test_cli_import_of_a_bad_bundle_is_one_error_line(
     assert lines[0].startswith("error:"), result.stderr
     # One line for the error, optionally one for the hint; nothing else.
     assert [line.split(":")[0] for line in lines] in (["error"], ["error", "hint"]), lines
+
+
+# -- nested runs --------------------------------------------------------------------------
+
+
+@dataclass
+class Nest:
+    """A run whose step's tool call started a run, whose step started another, and a run
+    of its own beside them."""
+
+    home: Path
+    parent: str
+    child: str
+    grandchild: str
+    other: str
+
+
+@codetape.tool
+def ask_helper(depth: int) -> int:
+    with codetape.run(f"helper {depth}", task=f"depth {depth}"):
+        namespace = {"ask_helper": ask_helper}
+        execute(f"answer = ask_helper({depth + 1})" if depth < 2 else "answer = 42", namespace)
+    return depth
+
+
+def record_nest(home: Path) -> Nest:
+    with capture(home):
+        with codetape.run("boss", task="ask") as parent:
+            execute("print('asking')", {})
+            execute("answer = ask_helper(1)", {"ask_helper": ask_helper})
+        with codetape.run("other") as other:
+            execute("x = 1", {})
+    runs = {r.name: r for r in codetape.Store(home).runs()}
+    assert runs["helper 1"].parent_run == parent.id
+    assert runs["helper 2"].parent_run == runs["helper 1"].id
+    return Nest(home, parent.id, runs["helper 1"].id, runs["helper 2"].id, other.id)
+
+
+@pytest.fixture
+def nest(tmp_path: Path) -> Nest:
+    return record_nest(tmp_path / "source")
+
+
+def test_a_bundle_carries_the_runs_its_steps_started(nest: Nest, tmp_path: Path) -> None:
+    bundle = tmp_path / "nest.codetape"
+    info = export_run(nest.parent[:8], bundle, home=nest.home)
+    assert (info.run_id, info.child_runs) == (nest.parent, [nest.child, nest.grandchild])
+    with tarfile.open(bundle) as tar:
+        handle = tar.extractfile("manifest.json")
+        assert handle is not None
+        assert json.load(handle)["runs"] == [nest.parent, nest.child, nest.grandchild]
+    loaded = import_bundle(bundle, home=tmp_path / "receiver")
+    assert (loaded.run_id, loaded.child_runs) == (info.run_id, info.child_runs)
+    assert loaded.spans == info.spans
+    source, target = codetape.Store(nest.home), codetape.Store(tmp_path / "receiver")
+    assert {r.id for r in target.runs()} == {nest.parent, nest.child, nest.grandchild}
+    for run_id in (nest.parent, nest.child, nest.grandchild):
+        assert target.run(run_id) == source.run(run_id)
+        assert target.steps(run_id) == source.steps(run_id)
+    (call,) = target.step(nest.parent, 1).tool_calls
+    assert call.child_run == nest.child
+    assert target.run(nest.grandchild).parent_step == 0
+
+
+def test_a_childs_bundle_carries_its_own_children_not_its_parent(
+    nest: Nest, tmp_path: Path
+) -> None:
+    info = export_run(nest.child, tmp_path / "child.codetape", home=nest.home)
+    assert info.child_runs == [nest.grandchild]
+    receiver = tmp_path / "receiver"
+    import_bundle(info.path, home=receiver)
+    assert {r.id for r in codetape.Store(receiver).runs()} == {nest.child, nest.grandchild}
+    shown = invoke(receiver, "show", nest.child[:12])
+    assert f"started by step 1 of run {nest.parent[:12]} (not in this store)" in shown.output
+
+
+def test_cli_export_and_import_name_the_runs_that_came_along(nest: Nest, tmp_path: Path) -> None:
+    bundle = tmp_path / "nest.codetape"
+    exported = invoke(nest.home, "export", nest.parent[:8], "-o", str(bundle))
+    assert exported.exit_code == 0, exported.output
+    children = f"(with the runs its steps started: {nest.child[:12]}, {nest.grandchild[:12]})"
+    assert f"run {nest.parent[:12]} {children}, " in exported.output
+    receiver = tmp_path / "receiver"
+    imported = invoke(receiver, "import", str(bundle))
+    assert imported.exit_code == 0, imported.output
+    assert imported.output.startswith(f"imported run {nest.parent[:12]} {children}: ")
+    listed = [line.split()[:2] for line in invoke(receiver, "runs").output.splitlines()[1:]]
+    assert listed == [
+        [nest.parent[:12], "boss"],
+        ["└", nest.child[:12]],
+        ["└", nest.grandchild[:12]],
+    ]
+
+
+def test_a_bundle_without_a_runs_list_imports_as_one_run(
+    good_bundle: bytes, tmp_path: Path
+) -> None:
+    """A bundle written before bundles carried child runs."""
+    members: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(good_bundle)) as tar:
+        for member in tar.getmembers():
+            handle = tar.extractfile(member)
+            assert handle is not None
+            members[member.name] = handle.read()
+    manifest = json.loads(members["manifest.json"])
+    del manifest["runs"]
+    members["manifest.json"] = json.dumps(manifest).encode()
+    path = tmp_path / "old.codetape"
+    path.write_bytes(_tar(members))
+    info = import_bundle(path, home=tmp_path / "receiver")
+    assert (info.run_id, info.child_runs) == (manifest["run_id"], [])
+    assert [r.id for r in codetape.Store(tmp_path / "receiver").runs()] == [info.run_id]
+
+
+def test_a_child_run_still_recording_travels_with_its_parent(tmp_path: Path) -> None:
+    """A bundle written while the runs are open: the child's start record names its
+    parent, so it still imports as the parent's child."""
+    source = tmp_path / "source"
+    written: list[Any] = []
+
+    @codetape.tool
+    def export_now() -> int:
+        with codetape.run("helper"):
+            execute("y = 1", {})
+            written.append(export_run("last", tmp_path / "open.codetape", home=source))
+        return 1
+
+    with capture(source), codetape.run("boss") as parent:
+        execute("x = export_now()", {"export_now": export_now})
+    (info,) = written
+    assert info.run_id != parent.id  # "last" was the helper, open inside the parent's step
+    receiver = tmp_path / "receiver"
+    import_bundle(info.path, home=receiver)
+    (run,) = codetape.Store(receiver).runs()
+    assert (run.name, run.parent_run, run.parent_step) == ("helper", parent.id, 0)
 
 
 # -- codetape pytest ----------------------------------------------------------------------

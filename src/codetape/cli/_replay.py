@@ -17,6 +17,7 @@ from rich.table import Table
 from .._format import PREVIEW_CHARS, cut, duration, steps_text
 from ..errors import CodetapeError
 from ..replayer import (
+    BundleInfo,
     export_run,
     import_bundle,
     replay,
@@ -349,17 +350,25 @@ def _exit_for(reports: list[ReplayReport]) -> None:
 @click.pass_context
 @handle_errors
 def export_command(ctx: click.Context, run_id: str, output: Path, with_image: bool) -> None:
-    """Write a run (spans, blobs, optionally its images) to one file."""
+    """Write a run (spans, blobs, optionally its images) to one file, with the runs its
+    steps started (managed agents), and theirs."""
     with err.status("writing the bundle…"):
         info = export_run(run_id, output, with_image=with_image, home=ctx.obj.get("home"))
     size = info.path.stat().st_size
     out.print(
-        f"wrote {shown(str(info.path))} ({size / 1e6:.1f} MB): run {run_link(info.run_id)}, "
-        f"{info.spans} spans, "
-        f"{info.blobs} blobs"
+        f"wrote {shown(str(info.path))} ({size / 1e6:.1f} MB): run {run_link(info.run_id)}"
+        f"{_children(info)}, {info.spans} spans, {info.blobs} blobs"
         + (f", images {shown(', '.join(info.images))}" if info.images else ""),
         soft_wrap=True,
     )
+
+
+def _children(info: BundleInfo) -> str:
+    """`` (with the runs its steps started: ID, ID)`` when the bundle carries any."""
+    if not info.child_runs:
+        return ""
+    runs = ", ".join(run_link(run_id) for run_id in info.child_runs)
+    return f" (with the run{'s' * (len(info.child_runs) > 1)} its steps started: {runs})"
 
 
 @cli.command("import")
@@ -371,7 +380,8 @@ def import_command(ctx: click.Context, bundle: Path) -> None:
     with err.status("importing the bundle…"):
         info = import_bundle(bundle, home=ctx.obj.get("home"))
     out.print(
-        f"imported run {run_link(info.run_id)}: {info.spans} spans, {info.blobs} blobs"
+        f"imported run {run_link(info.run_id)}{_children(info)}: {info.spans} spans, "
+        f"{info.blobs} blobs"
         + (f", loaded images {shown(', '.join(info.images))}" if info.images else ""),
         soft_wrap=True,
     )

@@ -1,5 +1,10 @@
 """Bundles: one file that carries a run (spans and blobs, and optionally its sandbox
-image) from one store to another, to send a failing run to a colleague."""
+image) from one store to another, to send a failing run to a colleague. A run's bundle
+carries the runs its steps started too (managed agents' runs, and theirs), so the
+receiver sees the whole nest.
+
+The manifest names the run (``run_id``) and every run the bundle holds (``runs``, the
+run first); ``spans.jsonl`` holds each run's "start" record and spans."""
 
 from __future__ import annotations
 
@@ -37,6 +42,8 @@ class BundleInfo:
     spans: int = 0
     blobs: int = 0
     images: list[str] = field(default_factory=list)
+    # The runs started by the run's steps, and by theirs, that came along.
+    child_runs: list[str] = field(default_factory=list)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -75,14 +82,17 @@ def _span_records(store: Store, run_id: str) -> list[dict[str, Any]]:
 def _start_record(store: Store, run_id: str) -> dict[str, Any]:
     """The run's "start" record, so a run that never ended imports as incomplete."""
     row = store._query(
-        "SELECT span_id, name, task, started_ns, replay_of FROM runs WHERE run_id = ?", [run_id]
+        "SELECT span_id, name, task, started_ns, replay_of, parent FROM runs WHERE run_id = ?",
+        [run_id],
     )[0]
-    span_id, name, task, started, replay_of = row
+    span_id, name, task, started, replay_of, parent = row
     attrs: dict[str, Any] = {A.GEN_AI_AGENT_NAME: name, A.GEN_AI_OPERATION_NAME: "invoke_agent"}
     if task is not None:
         attrs[A.RUN_TASK] = task
     if replay_of is not None:
         attrs[A.RUN_REPLAY_OF] = replay_of
+    if parent is not None:
+        attrs[A.RUN_PARENT] = parent
     return {
         "t": "start",
         "trace_id": run_id,
@@ -92,6 +102,18 @@ def _start_record(store: Store, run_id: str) -> dict[str, Any]:
         "start_ns": started,
         "attributes": attrs,
     }
+
+
+def _nest(store: Store, run_id: str) -> list[str]:
+    """The run, then the runs its steps started, and theirs, each once."""
+    found = [run_id]
+    for parent in found:  # grows as it goes: breadth first
+        rows = store._query(
+            "SELECT run_id FROM runs WHERE starts_with(parent, ?) ORDER BY started_ns",
+            [parent + ":"],
+        )
+        found += [child for (child,) in rows if child not in found]
+    return found
 
 
 def _digests(store: Store, records: list[dict[str, Any]]) -> set[str]:
@@ -134,24 +156,33 @@ def export_run(
     with_image: bool = False,
     home: str | os.PathLike[str] | None = None,
 ) -> BundleInfo:
-    """Write one run, its blobs and (``with_image``) its sandbox images to ``path``."""
+    """Write one run, the runs its steps started (and theirs), their blobs and
+    (``with_image``) their sandbox images to ``path``.
+
+    >>> info = codetape.export_run("3f2a", "failing.codetape")    # doctest: +SKIP
+    >>> info.run_id, info.child_runs, info.spans
+    ('3f2a9c…', ['7d01e4…'], 9)
+    """
     store = Store(home)
-    full = store.resolve_run_id(run_id)
-    records = [_start_record(store, full), *_span_records(store, full)]
-    digests = sorted(_digests(store, records))
-    images = (
-        sorted(
-            {
-                r["attributes"][A.CONTAINER_IMAGE_ID]
-                for r in records
-                if r.get("attributes", {}).get(A.CONTAINER_IMAGE_ID)
-            }
-        )
-        if with_image
-        else []
-    )
+    with store.session():
+        full = store.resolve_run_id(run_id)
+        runs = _nest(store, full)
+        records = [
+            record
+            for one in runs
+            for record in (_start_record(store, one), *_span_records(store, one))
+        ]
+        digests = sorted(_digests(store, records))
+    images = _images(records) if with_image else []
     target = Path(path)
-    info = BundleInfo(target, full, spans=len(records) - 1, blobs=len(digests), images=images)
+    info = BundleInfo(
+        target,
+        full,
+        spans=len(records) - len(runs),
+        blobs=len(digests),
+        images=images,
+        child_runs=runs[1:],
+    )
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:6]}.tmp")
     try:
         with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
@@ -159,6 +190,7 @@ def export_run(
                 "format": FORMAT,
                 "version": VERSION,
                 "run_id": full,
+                "runs": runs,
                 "codetape": __version__,
                 "images": images,
             }
@@ -172,6 +204,17 @@ def export_run(
     finally:
         tmp.unlink(missing_ok=True)
     return info
+
+
+def _images(records: list[dict[str, Any]]) -> list[str]:
+    """The sandbox images the records' steps ran in."""
+    return sorted(
+        {
+            r["attributes"][A.CONTAINER_IMAGE_ID]
+            for r in records
+            if r.get("attributes", {}).get(A.CONTAINER_IMAGE_ID)
+        }
+    )
 
 
 def _add_image(tar: tarfile.TarFile, image_id: str) -> None:
@@ -215,12 +258,13 @@ def import_bundle(
                 _member(tar, m) for m in members if m.name.startswith("blobs/") and m.isfile()
             ]
             store = Store(home)
-            info = BundleInfo(source, str(manifest["run_id"]))
+            runs = manifest["runs"]
+            info = BundleInfo(source, runs[0], child_runs=runs[1:])
             blobs = BlobStore(store.home / "blobs")
             for data in blob_data:
                 blobs.put(data)
             info.blobs = len(blob_data)
-            info.spans = spans.count(b"\n") - 1
+            info.spans = spans.count(b"\n") - len(runs)
             for member in members:
                 if member.name.startswith("images/") and member.isfile():
                     info.images.append(_load_image(tar, member))
@@ -243,13 +287,20 @@ def _manifest(tar: tarfile.TarFile, source: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CodetapeError(f"{source} is not a codetape bundle (no bundle manifest)")
     version = manifest.get("version")
-    if not isinstance(version, int) or not isinstance(manifest.get("run_id"), str):
+    run_id = manifest.get("run_id")
+    if not isinstance(version, int) or not isinstance(run_id, str):
         raise CodetapeError(f"{source} has a damaged bundle manifest")
     if version > VERSION:
         raise CodetapeError(
             f"{source} was written by a newer codetape (bundle version {version})",
             hint="upgrade codetape to import it",
         )
+    # A bundle written before bundles carried child runs names only its run.
+    runs = manifest.setdefault("runs", [run_id])
+    if not isinstance(runs, list) or runs[:1] != [run_id]:
+        raise CodetapeError(f"{source} has a damaged bundle manifest")
+    if not all(isinstance(r, str) for r in runs):
+        raise CodetapeError(f"{source} has a damaged bundle manifest")
     return manifest
 
 
