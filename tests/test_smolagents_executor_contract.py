@@ -249,7 +249,7 @@ def test_an_instrumented_agent_keeps_variables_and_imports_between_steps(
     )
     assert answer == 1.414
     assert "1.41421" in steps[1].stdout
-    assert (run.status, run.final_answer) == ("ok", "1.414")
+    assert (run.status, run.final_answer, run.final_answer_type) == ("ok", "1.414", "float")
     assert (steps[-1].result, steps[-1].result_type) == ("1.414", "float")
     assert [s.sandbox.backend for s in steps] == ["docker"] * 3
 
@@ -261,7 +261,7 @@ def test_an_instrumented_agent_gets_its_final_answer_tools_answer(
     code, tool, expected = FINAL_ANSWERS[case]
     answer, run, steps = run_agent(sandbox, [code], final_answer=tool)
     assert answer == expected
-    assert (run.status, run.final_answer) == ("ok", expected)
+    assert (run.status, run.final_answer, run.final_answer_type) == ("ok", expected, "str")
     (step,) = steps
     assert (step.status, step.result, step.result_type) == ("ok", repr(expected), "str")
     assert [call.name for call in step.tool_calls] == ["final_answer"]  # run on the host
@@ -270,7 +270,10 @@ def test_an_instrumented_agent_gets_its_final_answer_tools_answer(
 def test_an_instrumented_agents_image_answer_is_an_image(sandbox: codetape.Sandbox) -> None:
     answer, run, steps = run_agent(sandbox, [RED_IMAGE])
     assert is_red_10x10(answer.to_raw())  # smolagents hands an image answer over as an AgentImage
-    assert run.status == "ok"
+    # The run keeps the answer as the code gave it, not smolagents' wrapper.
+    assert (run.status, run.final_answer_type) == ("ok", "PIL.Image.Image")
+    assert run.final_answer is not None
+    assert "image mode=RGB size=10x10" in run.final_answer
     (step,) = steps
     assert step.result_type == "PIL.Image.Image"
     assert step.result is not None

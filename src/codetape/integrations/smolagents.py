@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 try:
+    from smolagents.agent_types import AgentType
     from smolagents.agents import RunResult
     from smolagents.local_python_executor import (
         ExecutionTimeoutError,
@@ -204,10 +205,19 @@ def _recorded_run(agent: Any, run: Callable[..., Any]) -> Callable[..., Any]:
             return _recorded_stream(recorder, run(*args, **kwargs))
         with recorder:
             result = run(*args, **kwargs)
-            recorder.final_answer = result.output if isinstance(result, RunResult) else result
+            recorder.final_answer = _raw(result.output if isinstance(result, RunResult) else result)
         return result
 
     return recorded
+
+
+def _raw(answer: Any) -> Any:
+    """An answer as the agent's code gave it: smolagents wraps images, audio and text in
+    ``AgentType``s whose repr says nothing of them."""
+    if isinstance(answer, AgentType):
+        with internal_errors("reading an agent's answer"):
+            return answer.to_raw()
+    return answer
 
 
 def _recorded_stream(recorder: RunRecorder, steps: Iterator[Any]) -> Iterator[Any]:
@@ -226,7 +236,7 @@ def _recorded_stream(recorder: RunRecorder, steps: Iterator[Any]) -> Iterator[An
             except StopIteration:
                 return
             if isinstance(item, FinalAnswerStep):
-                recorder.final_answer = item.output
+                recorder.final_answer = _raw(item.output)
             yield item
     except BaseException as exc:  # GeneratorExit too: the caller stopped the run
         error = exc

@@ -120,8 +120,10 @@ class StepResult(_Model):
     """What ``Sandbox.run`` returns: the outcome of one code action.
 
     ``result`` is the preview of the last expression's value, as a REPL shows it;
-    ``final_answer`` is what the code passed to ``final_answer(...)`` (its JSON value,
-    or its repr when it is not JSON), with ``has_final_answer`` telling None apart.
+    ``final_answer`` is what the code passed to ``final_answer(...)`` (or what the
+    agent's own ``final_answer`` tool returned), decoded as its type (JSON values,
+    tuples, sets, bytes, dates, Decimals, images, arrays and frames; anything else a
+    marked ``OpaqueValue`` repr), with ``has_final_answer`` telling None apart.
     """
 
     run_id: str
@@ -217,6 +219,8 @@ class Run(_Model):
     step_count: int
     failed_steps: int
     final_answer: str | None
+    # The final answer's type as the agent returned it (``str``, ``PIL.Image.Image``).
+    final_answer_type: str | None = None
     replay_of: str | None = None
     error: ErrorInfo | None = None
     # Records of this run that could not be stored (a spool line the store had to set

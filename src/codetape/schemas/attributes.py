@@ -41,6 +41,7 @@ RUN_TASK: Final = "codetape.run.task"
 RUN_STATUS: Final = "codetape.run.status"
 RUN_FINAL_ANSWER: Final = "codetape.run.final_answer"  # redacted preview
 RUN_FINAL_ANSWER_DIGEST: Final = "codetape.run.final_answer.digest"
+RUN_FINAL_ANSWER_TYPE: Final = "codetape.run.final_answer.type"
 RUN_REPLAY_OF: Final = "codetape.replay_of"
 RUN_PID: Final = "codetape.run.pid"
 # A run recorded by a forked child: the run that was open in its parent at the fork.

@@ -68,6 +68,8 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 -- 3: the step (RUN_ID:STEP_INDEX) whose tool call started the run (a managed agent).
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS parent VARCHAR;
+-- 3: the final answer's type (str, int, PIL.Image.Image...).
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS final_answer_type VARCHAR;
 CREATE TABLE IF NOT EXISTS steps (
     run_id VARCHAR NOT NULL,
     span_id VARCHAR NOT NULL,

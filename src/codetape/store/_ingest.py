@@ -105,7 +105,8 @@ FROM batch WHERE t = 'span' AND trace_id IS NOT NULL AND span_id IS NOT NULL
 _RUN_COLUMNS = f"""
     trace_id, span_id, {_attr(A.GEN_AI_AGENT_NAME)}, {_attr(A.RUN_TASK)}, {{status}},
     start_ns, {{end}}, {_attr(A.RUN_FINAL_ANSWER)}, {_attr(A.RUN_REPLAY_OF)},
-    {_attr(A.ERROR_TYPE)}, {{message}}, spool, {_attr(A.RUN_PARENT)}
+    {_attr(A.ERROR_TYPE)}, {{message}}, spool, {_attr(A.RUN_PARENT)},
+    {_attr(A.RUN_FINAL_ANSWER_TYPE)}
 """
 
 # A run's "start" record makes it visible while it runs (and as incomplete if its

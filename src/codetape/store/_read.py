@@ -52,7 +52,7 @@ _CATCH_UP_WAIT_S = 1.0
 _DIGEST_KEYS = (".digest", A.STATE_BEFORE, A.STATE_AFTER, A.STEP_RANDOM_STATE)
 
 _RUN_COLUMNS = """r.run_id, r.name, r.task, r.status, r.started_ns, r.ended_ns, r.final_answer,
-       r.replay_of, r.error_type, r.error_message, r.parent"""
+       r.replay_of, r.error_type, r.error_message, r.parent, r.final_answer_type"""
 # Runs are chosen (filtered, ordered, paged) first; only their steps are counted.
 _RUN_PAGE = f"""
 WITH page AS (
@@ -86,7 +86,7 @@ def _ts(ns: int | None) -> datetime | None:
 
 def _run_from_row(row: Sequence[Any]) -> Run:
     (run_id, name, task, status, started, ended, answer, replay_of, etype, emsg) = row[:10]
-    parent, n, failed, lost, calls, input_tokens, output_tokens, cost = row[10:]
+    parent, answer_type, n, failed, lost, calls, input_tokens, output_tokens, cost = row[10:]
     parent_run, _, parent_step = (parent or "").rpartition(":")
     return Run(
         id=run_id,
@@ -98,6 +98,7 @@ def _run_from_row(row: Sequence[Any]) -> Run:
         step_count=n,
         failed_steps=failed,
         final_answer=answer,
+        final_answer_type=answer_type,
         replay_of=replay_of,
         error=ErrorInfo(type=etype, message=emsg or "") if etype else None,
         lost_records=int(lost),

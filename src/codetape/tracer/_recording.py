@@ -349,6 +349,7 @@ class RunRecorder:
                     text = answer if isinstance(answer, str) else preview(answer, rt.redactor, 2000)
                     text = rt.redactor.text(text)
                     span.set_attribute(A.RUN_FINAL_ANSWER, cut(text, MESSAGE_CHARS))
+                    span.set_attribute(A.RUN_FINAL_ANSWER_TYPE, type_name(answer))
                     if (digest := put_text(rt, text)) is not None:
                         span.set_attribute(A.RUN_FINAL_ANSWER_DIGEST, digest)
         finally:
