@@ -411,3 +411,25 @@ def test_model_calls_can_be_listed_without_their_messages_and_read_one_by_one(
     assert one.input_messages[0].role == "system"
     with pytest.raises(codetape.errors.NotFoundError, match="has no model call 'nope'"):
         store.llm_call(run.id, "nope")
+
+
+@pytest.mark.docker
+def test_the_executor_alone_says_once_how_to_make_each_agent_run_one_run(
+    recording: Path, docker_image: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from codetape.integrations import _smolagents_executor
+    from codetape.integrations.smolagents import CodetapeExecutor
+
+    _smolagents_executor._said = False
+    with codetape.Sandbox(image=docker_image) as sandbox:
+        agent = CodeAgent(
+            tools=[get_orders, refund],
+            model=ScriptedModel(SCRIPT),
+            executor=CodetapeExecutor(sandbox),
+            verbosity_level=-1,
+        )
+        assert agent.run("Refund the first order") == "refunded"
+    said = [r.getMessage() for r in caplog.records if "CodetapeExecutor" in r.getMessage()]
+    assert len(said) == 1
+    assert "instrument(agent, sandbox=sb)" in said[0]
+    assert len(codetape.Store().runs()) == 3  # what it warned about: one run per action

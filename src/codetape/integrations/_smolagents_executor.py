@@ -11,6 +11,7 @@ final answer is whatever the agent's ``final_answer`` tool returned.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from smolagents.local_python_executor import CodeOutput, PythonExecutor
@@ -20,8 +21,26 @@ from smolagents.utils import AgentExecutionError
 from ..errors import CodeActionError
 from ..schemas import StepResult
 from ..tracer import Sandbox
+from ..tracer.internal import current_run
 
 __all__ = ["CodetapeExecutor"]
+
+log = logging.getLogger("codetape")
+_said = False
+
+
+def _say_how_to_group() -> None:
+    """Without a run around it, each action is a run of its own: say once how to make
+    each ``agent.run`` one run."""
+    global _said
+    if not _said:
+        _said = True
+        log.warning(
+            "codetape: CodetapeExecutor records each code action as a run of its own when "
+            "no run is open; record the agent with instrument(agent, sandbox=sb) (from "
+            "codetape.integrations.smolagents) to make each agent.run one run, with its "
+            "model calls"
+        )
 
 
 class CodeActionFailed(CodeActionError, AgentExecutionError):
@@ -70,6 +89,8 @@ class CodetapeExecutor(PythonExecutor):
             self.sandbox.send_variables(variables)
 
     def __call__(self, code_action: str) -> CodeOutput:
+        if current_run() is None:
+            _say_how_to_group()
         result = self.sandbox.run(code_action)
         logs = result.stdout + (result.stderr if result.stderr else "")
         self.state["_print_outputs"] = logs
