@@ -1,6 +1,7 @@
 """One step on the Run page: the model's thought and the model call its code came
-from, code, output, tool calls, variables, sandbox, and the replay buttons ("Replay
-this step", "Replay from here", "Edit and replay") with their reports shown in place.
+from, code, output (under an error, the values its failing line reads), tool calls,
+variables, sandbox, and the replay buttons ("Replay this step", "Replay from here",
+"Edit and replay") with their reports shown in place.
 
 The buttons run code, so they work only for a session ``_access`` allows (the
 launch's token; for a local replay, ``--allow-local-exec``); otherwise they are
@@ -15,7 +16,7 @@ import json
 
 import streamlit as st
 
-from .._format import cut, failing_line, visible
+from .._format import InlineValue, cut, failing_line, inline_values, visible
 from ..errors import CodetapeError
 from ..schemas import LlmCall, Run, Step
 from . import _access, _data, _llm
@@ -79,7 +80,39 @@ def _code_and_output(step: Step, key: str) -> None:
         if step.error is not None:
             error = cut(f"{step.error.type}: {step.error.message}", w.LIMIT)
             st.code(visible(error), language=None)
+            _inline_values(step)
             w.text_block(step.error.traceback or "", key=f"all-tb:{key}", empty="No traceback.")
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _inline_text(values: list[InlineValue]) -> str:
+    """The values the failing line reads, one per line (``order: dict = {...}``), each
+    subscripted one followed by what it holds (``order has keys: id, total``); control,
+    bidi and invisible characters as escapes, a value's own line breaks as ``\\n``.
+
+    >>> print(_inline_text([InlineValue("order", "dict", "{'id': 1}", "has keys: id")]))
+    order: dict = {'id': 1}
+        order has keys: id
+    """
+    lines = []
+    for v in values:
+        kind, preview = _one_line(cut(v.type, _TYPE_CHARS)), _one_line(cut(v.preview))
+        lines.append(f"{v.name}: {kind} = {preview}")
+        if v.note:
+            lines.append(f"    {v.name} {_one_line(v.note)}")
+    return visible("\n".join(lines))
+
+
+def _inline_values(step: Step) -> None:
+    """Under a step's error: each name its failing line reads, as the step left it."""
+    values = inline_values(step)
+    if not values:
+        return
+    st.caption("The values the failing line reads (as the step left them)")
+    st.code(_inline_text(values), language=None, wrap_lines=True)
 
 
 def _tool_in_full(step: Step, key: str) -> None:
