@@ -40,13 +40,11 @@ __all__ = [
     "FAILURES_PAGE",
     "HEX",
     "LIMIT",
-    "REFRESH_S",
     "RUNS_PAGE",
     "RUN_PAGE",
     "SHOW_ALL_MAX",
     "cells",
     "cost",
-    "follow",
     "int_param",
     "plural",
     "problem",
@@ -75,8 +73,6 @@ LIMIT = 20_000
 # Past this, "show all" would hand the browser more text than a tab can draw: the whole
 # text is offered as a download instead.
 SHOW_ALL_MAX = 2_000_000
-# How often a page showing a run still being recorded looks for news, in seconds.
-REFRESH_S = 2.0
 # An agent's name in a list of runs, and a run's facts in the facts table.
 _NAME_CHARS = 60
 _FACT_CHARS = 4000
@@ -382,16 +378,3 @@ def sandbox_rows(spec: SandboxSpec) -> list[dict[str, str]]:
         ("hash seed", spec.hash_seed),
     ]
     return [{"field": k, "value": str(v)} for k, v in fields if v not in (None, "")]
-
-
-def follow(run: Run) -> None:
-    """While ``run`` is being recorded, rerun the page when it grows or ends."""
-
-    @st.fragment(run_every=REFRESH_S)
-    def watch() -> None:
-        now = _data.run(run.id)
-        if (now.status, now.step_count) != (run.status, run.step_count):
-            st.rerun()
-        st.caption("This run is still being recorded: the page follows it.")
-
-    watch()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from codetape.errors import CodetapeError
-from codetape.viewer import _data, _llm, _step, _timeline
+from codetape.viewer import _data, _live, _llm, _step, _timeline
 from codetape.viewer import _widgets as w
 
 st.title("Run")
@@ -38,7 +38,7 @@ for replay in _data.replays_of(run.id):
         query_params={"a": run.id, "b": replay.id},
     )
 if run.status == "running":
-    w.follow(run)
+    _live.follow(run)
 if not steps and not calls:
     st.info("This run has no steps yet.")
     st.stop()

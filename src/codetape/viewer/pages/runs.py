@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from codetape._format import visible
-from codetape.viewer import _data
+from codetape.viewer import _data, _live
 from codetape.viewer import _widgets as w
 
 st.title("Runs")
@@ -34,7 +34,7 @@ filters = (None if failed else status, agent, search, failed)
 live = _data.any_running()
 
 
-@st.fragment(run_every=w.REFRESH_S if live else None)
+@st.fragment(run_every=_live.REFRESH_S if live else None)
 def listing() -> None:
     total = _data.count_runs(*filters)
     pages = _data.page_count(total, _data.RUNS_PER_PAGE)
