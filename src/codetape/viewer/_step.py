@@ -1,7 +1,8 @@
 """One step on the Run page: the model's thought and the model call its code came
-from, code, output (under an error, the values its failing line reads), tool calls,
-variables, sandbox, and the replay buttons ("Replay this step", "Replay from here",
-"Edit and replay") with their reports shown in place.
+from, links to the runs its tool calls started, code, output (under an error, the
+values its failing line reads), tool calls, variables, sandbox, and the replay buttons
+("Replay this step", "Replay from here", "Edit and replay") with their reports shown in
+place.
 
 The buttons run code, so they work only for a session ``_access`` allows (the
 launch's token; for a local replay, ``--allow-local-exec``); otherwise they are
@@ -19,7 +20,7 @@ import streamlit as st
 from .._format import InlineValue, cut, failing_line, inline_values, visible
 from ..errors import CodetapeError
 from ..schemas import LlmCall, Run, Step
-from . import _access, _data, _llm
+from . import _access, _data, _llm, _nested
 from . import _widgets as w
 from ._reports import show_from, show_report
 
@@ -34,6 +35,7 @@ def show(run: Run, step: Step, call: LlmCall | None = None) -> None:
     key = f"{run.id}:{step.index}"
     _llm.thought(step)
     _llm.model_call(step, call, key)
+    _nested.step_children(step)
     code, tools, variables, sandbox = st.tabs(
         ["Code and output", f"Tool calls ({len(step.tool_calls)})", "Variables", "Sandbox"]
     )

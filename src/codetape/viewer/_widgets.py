@@ -263,6 +263,7 @@ def run_rows(runs: list[Run]) -> list[dict[str, Any]]:
             "run": r.id[:12],
             "status": r.status,
             "agent": cut(r.name, _NAME_CHARS),
+            "parent": _parent(r),
             "task": cut(r.task, TASK_CHARS),
             "steps": r.step_count,
             "failed": r.failed_steps,
@@ -287,6 +288,14 @@ def _replay_of(run: Run) -> str:
     original, _, step = run.replay_of.rpartition(":")
     # A replay from a step onward runs that step and the ones after it.
     return f"{original[:12]} {'from step' if run.step_count > 1 else 'step'} {step}"
+
+
+def _parent(run: Run, id_chars: int = 12) -> str:
+    """The step of another run whose tool call started ``run`` (a managed agent's)."""
+    if not run.parent_run:
+        return ""
+    step = "" if run.parent_step is None else f" step {run.parent_step}"
+    return f"{run.parent_run[:id_chars]}{step}"
 
 
 def _sandbox_summary(spec: SandboxSpec) -> str:
@@ -314,6 +323,7 @@ def run_facts(run: Run, steps: list[Step]) -> None:
         ("cost", cost(run.cost)),
         ("sandbox", image),
         ("replay of", run.replay_of or ""),
+        ("parent", _parent(run, _FACT_CHARS)),
     ]
     table([{"field": k, "value": cut(v, _FACT_CHARS)} for k, v in rows if v != ""], empty="")
 

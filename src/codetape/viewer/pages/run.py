@@ -1,13 +1,16 @@
 """Run: one run's facts (with its tokens), timeline, model calls and steps, 20 to a
-page, each with the model's thought and call. Query parameters: ``run`` (an id, a
-unique prefix or ``last``) and ``step`` (the step to open)."""
+page, each with the model's thought and call, and under a failing step's error the
+values its failing line reads. Nested agents: links to the step of another run that
+started this one, and to the runs its tool calls started. A run still being recorded
+is followed as its steps arrive. Query parameters: ``run`` (an id, a unique prefix or
+``last``) and ``step`` (the step to open)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from codetape.errors import CodetapeError
-from codetape.viewer import _data, _live, _llm, _step, _timeline
+from codetape.viewer import _data, _live, _llm, _nested, _step, _timeline
 from codetape.viewer import _widgets as w
 
 st.title("Run")
@@ -20,11 +23,15 @@ try:
 except CodetapeError as exc:
     w.problem("The link names no run of this store.", exc)
     st.stop()
-if wanted != run.id:
-    st.query_params["run"] = run.id  # a prefix or "last" becomes the id: a stable link
+# Written back on every run: a prefix or "last" becomes the id (a stable link), and a
+# link from this page to itself (another run, a step) reruns it but leaves the address
+# bar as it was; the browser updates it only when it differs.
+st.query_params["run"] = run.id
 steps = _data.steps(run)
 calls = _data.llm_calls(run) if run.llm_calls else []
 w.run_facts(run, steps)
+_nested.parent_link(run)
+_nested.run_children(_nested.children(steps))
 if run.replay_of:
     st.page_link(
         w.COMPARE_PAGE,
