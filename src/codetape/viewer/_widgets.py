@@ -33,7 +33,7 @@ from .._format import (
 from ..errors import CodetapeError
 from ..replayer.internal import variable_differs
 from ..schemas import Run, SandboxSpec, Step, VariableSnapshot
-from . import _data
+from . import _data, url
 
 __all__ = [
     "COMPARE_PAGE",
@@ -49,6 +49,7 @@ __all__ = [
     "plural",
     "problem",
     "run_facts",
+    "run_href",
     "run_label",
     "run_picker",
     "run_rows",
@@ -274,6 +275,13 @@ def run_rows(runs: list[Run]) -> list[dict[str, Any]]:
         }
         for r in runs
     ]
+
+
+def run_href(run_id: str) -> str:
+    """The Run page's address for ``run_id``, from the server's root (under its base
+    path, when it has one): a link column's value."""
+    base = str(st.get_option("server.baseUrlPath") or "").strip("/")
+    return url(f"/{base}", run=run_id)
 
 
 def _run_duration(run: Run) -> str:

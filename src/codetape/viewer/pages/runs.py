@@ -1,4 +1,5 @@
-"""Runs: every recorded run, newest first, filtered and paged; a row opens its Run page.
+"""Runs: every recorded run, newest first, filtered and paged, with the step of another
+run that started it (nested agents); a row's link opens its Run page (or tick its box).
 While any run is being recorded, the list refreshes itself."""
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ search = search.strip()
 failed = status == "failed"
 filters = (None if failed else status, agent, search, failed)
 live = _data.any_running()
+# The link column: the Run page's address (hex ids only), shown as a fixed word.
+OPEN = {"open": st.column_config.LinkColumn("open", display_text="Open", pinned=True)}
 
 
 @st.fragment(run_every=_live.REFRESH_S if live else None)
@@ -42,14 +45,20 @@ def listing() -> None:
     page = st.pagination(pages, key=f"runs-page:{filters}") if pages > 1 else 1
     runs = _data.runs(*filters, page)
     with above:
-        st.caption(f"{total} runs · page {page} of {pages} · tick a row's box to open the run")
+        st.caption(
+            f"{total} runs · page {page} of {pages} · open a run with its link, or select "
+            "its row (its box, or Shift+Space on one of its cells)"
+        )
         if not runs:
             st.info("No runs match.")
             return
+        rows = w.run_rows(runs)
+        rows = [{"open": w.run_href(r.id), **row} for r, row in zip(runs, rows, strict=True)]
         picked = st.dataframe(
-            w.cells(w.run_rows(runs)),
+            w.cells(rows),
             hide_index=True,
             width="stretch",
+            column_config=OPEN,
             on_select="rerun",
             selection_mode="single-row",
             key="runs-table",
