@@ -592,9 +592,11 @@ def run_benchmarks(home: Path, info: dict[str, Any]) -> list[Result]:
         ("failures", "failures", "failures()", lambda s: s.failures()),
         # Not in the list, but the viewer (codetape.viewer._data) makes them too:
         # the Runs page asks whether any run is still recording, on every rerun; the
-        # Run page lists recent runs to find replays of this one (and for its picker).
+        # Run page lists recent runs to find replays of this one (and for its picker);
+        # while a run is recording, its Run page reads it again at every refresh.
         (EXTRAS, "running", "count_runs('running')", lambda s: s.count_runs("running")),
         (EXTRAS, "recent", "runs(limit=500)", lambda s: s.runs(limit=500)),
+        (EXTRAS, "follow", "run(id) per refresh", lambda s: s.run(typical)),
     ]
     results = [measure_open(home), measure_pending(home, info["params"]["seed"])]
     results.append(measure_connect(home))
