@@ -14,7 +14,7 @@ from ..schemas import Run
 from ..store import Store
 from ..store.internal import DB_NAME, no_store_error, resolve_home
 from ..store.internal import rebuild as rebuild_store
-from . import _doctor
+from . import _doctor, _follow
 from ._app import cli, err, handle_errors, open_store, out, print_json, shown, status_markup
 from ._header import format_cost, print_run_header, related_runs
 from ._links import run_link, viewer_line
@@ -177,6 +177,13 @@ def _print_lost(run: Run) -> None:
     metavar="I",
     help="Show model call I (its # in --llm) in full: input messages and output.",
 )
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Print the steps as they are recorded, until the run ends (or Ctrl+C); with "
+    "--json, each step as one line of JSON.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the models as JSON.")
 @click.pass_context
 @handle_errors
@@ -186,6 +193,7 @@ def show(
     step_index: int | None,
     llm: bool,
     call_index: int | None,
+    follow: bool,
     as_json: bool,
 ) -> None:
     """Show a run and its steps (RUN: a unique prefix of the run id, or "last").
@@ -195,11 +203,16 @@ def show(
       codetape show RUN --step N        one step in full (--json: the Step model)
       codetape show RUN --llm           the model calls (--json: the LlmCall models)
       codetape show RUN --llm --call I  one model call's input messages and output
+      codetape show last --follow       the steps as they are recorded, like tail -f
     """
     if step_index is not None and (llm or call_index is not None):
         raise click.UsageError("--step shows a step, --llm and --call model calls: pick one")
+    if follow and (step_index is not None or llm or call_index is not None):
+        raise click.UsageError("--follow follows the run's steps: not with --step, --llm, --call")
     store = _existing_store(ctx)
-    if step_index is not None:
+    if follow:
+        _follow.follow(store, run_id, as_json)
+    elif step_index is not None:
         step = store.step(run_id, step_index)
         if as_json:
             print_json(step)

@@ -7,7 +7,6 @@ import json
 from collections.abc import Mapping
 
 from rich.cells import cell_len
-from rich.padding import Padding
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -63,15 +62,16 @@ def _print_inline_values(step: Step) -> None:
     if not values:
         return
     out.print("[dim]the failing line reads[/]")
-    table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 2, 0, 0))
-    table.add_column(no_wrap=True)
-    table.add_column(no_wrap=True, style="dim")
-    table.add_column(overflow="fold")
+    names = max(cell_len(visible(v.name)) for v in values)
+    types = max(cell_len(visible(v.type)) for v in values)
     for value in values:
-        table.add_row(f"[bold]{shown(value.name)}[/]", shown(value.type), shown(value.preview))
+        name = f"[bold]{shown(value.name)}[/]" + " " * (names - cell_len(visible(value.name)))
+        kind = f"[dim]{shown(value.type)}[/]" + " " * (types - cell_len(visible(value.type)))
+        out.print(f"  {name}  {kind}  {shown(value.preview)}", soft_wrap=True)
         if value.note:
-            table.add_row("", "", f"[yellow]{shown(value.name)} {shown(value.note)}[/]")
-    out.print(Padding(table, (0, 0, 0, 2), expand=False))
+            indent = " " * (names + types + 6)
+            note = f"{shown(value.name)} {shown(value.note)}"
+            out.print(f"{indent}[yellow]{note}[/]", soft_wrap=True)
 
 
 def _print_origin(step: Step, calls: list[LlmCall]) -> None:
