@@ -5,11 +5,14 @@ prints with rich (for people) or ``--json`` (the pydantic models, for scripts).
 is one module that registers its commands on the group when imported:
 
 - ``_inspect``: ``runs``, ``show``, ``doctor`` (its checks and container cleanup are in
-  ``_doctor``; how a step prints in ``_steps``, the model-call views in ``_llm``)
+  ``_doctor``; a run's head in ``_header``, how a step prints in ``_steps``, the
+  model-call views in ``_llm``, ``show --follow`` in ``_follow``)
 - ``_replay``: ``replay``, ``export``, ``import``, ``pytest``
 - ``_view``: ``diff``, ``ui``
 - ``_failures``: ``failures``
 - ``_image``: ``image build``
+
+``_links`` makes run ids hyperlinks to the viewer's page when its address is known.
 """
 
 from __future__ import annotations

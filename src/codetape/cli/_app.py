@@ -133,6 +133,7 @@ def cli(ctx: click.Context, home: Path | None) -> None:
       codetape show RUN             the steps of a run (a unique id prefix is enough)
       codetape show RUN --step 3    one step: the model's thought, code, variables, output
       codetape show RUN --llm       the run's model calls (--call I: one in full)
+      codetape show last --follow   the steps of a running run as they are recorded
       codetape failures             failing steps of all runs, grouped by how they failed
       codetape doctor               check the store, Docker, the sandbox image, the browser
     """
