@@ -141,3 +141,29 @@ def test_uninstrument_gives_managed_agents_back_their_run(recording: Path) -> No
     agent = uninstrument(instrument(boss(child)))
     assert "run" not in vars(child)
     assert "run" not in vars(agent)
+
+
+def test_the_managed_agents_example_records_two_linked_runs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from codetape._format import inline_values
+
+    example = Path(__file__).parent.parent / "examples" / "05_managed_agents.py"
+    home = tmp_path / "store"
+    done = subprocess.run(
+        [sys.executable, str(example), "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "final answer: 370.50 EUR" in done.stdout
+    store = codetape.Store(home)
+    runs = {r.name: r for r in store.runs()}
+    assert runs["pricer"].parent_run == runs["boss"].id
+    failing = store.step(runs["boss"].id, 1)
+    (value,) = inline_values(failing)
+    assert (value.name, value.type) == ("answer", "str")
+    assert "managed agent 'pricer'" in value.preview
