@@ -48,6 +48,13 @@ log = logging.getLogger("codetape")
 # before it reads what is there. Ingestion passes take milliseconds.
 _CATCH_UP_WAIT_S = 1.0
 
+# Blobs are looked up by key in batches of this many: DuckDB finds a short list of keys
+# through the primary key's index, where a join would scan every blob's digest.
+_BLOB_BATCH = 500
+_BLOBS_BY_DIGEST = "SELECT digest, data FROM blobs WHERE list_contains(?::VARCHAR[], digest)"
+_SPANS_OF_RUN = """SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message,
+       attributes FROM spans WHERE trace_id = ? ORDER BY start_ns"""
+
 # Attributes whose value is a blob digest.
 _DIGEST_KEYS = (".digest", A.STATE_BEFORE, A.STATE_AFTER, A.STEP_RANDOM_STATE)
 
@@ -157,6 +164,8 @@ class Store:
         # Why the last catch-up could not store what is spooled (no disk space), if so.
         self.ingest_problem: str | None = None
         self._blob_cache: dict[str, bytes] = {}
+        # False while steps are read without their blobs (``steps(contents=False)``).
+        self._read_blobs = True
         self._session: duckdb.DuckDBPyConnection | None = None
 
     @property
@@ -236,18 +245,20 @@ class Store:
     def blobs_of(self, digests: Iterable[str]) -> dict[str, bytes]:
         """Several blobs at once (small ones in one query); missing ones are left out."""
         wanted = sorted(set(digests))
-        found: dict[str, bytes] = {}
-        if wanted:
-            for digest, data in self._query(
-                "SELECT b.digest, b.data FROM blobs b "
-                "JOIN (SELECT unnest(?::VARCHAR[]) AS digest) w USING (digest)",
-                [wanted],
-            ):
-                found[digest] = bytes(data)
+        found = self._stored_blobs(wanted)
         for digest in wanted:
             if digest not in found:
                 with contextlib.suppress(BlobNotFoundError):
                     found[digest] = self.blobs.get(digest)
+        return found
+
+    def _stored_blobs(self, digests: Sequence[str]) -> dict[str, bytes]:
+        """The blobs held in the database among ``digests``, a batch of keys at a time."""
+        found: dict[str, bytes] = {}
+        for at in range(0, len(digests), _BLOB_BATCH):
+            batch = list(digests[at : at + _BLOB_BATCH])
+            for digest, data in self._query(_BLOBS_BY_DIGEST, [batch]):
+                found[digest] = bytes(data)
         return found
 
     # -- runs ------------------------------------------------------------------
@@ -445,17 +456,41 @@ class Store:
 
     # -- steps -----------------------------------------------------------------
 
-    def steps(self, run_id: str) -> list[Step]:
-        with self.session():
-            return self._steps(run_id)
+    def steps(
+        self, run_id: str, start: int = 0, limit: int | None = None, *, contents: bool = True
+    ) -> list[Step]:
+        """The run's steps in order. ``start`` and ``limit`` page them by position (from
+        the ``start``-th step, at most ``limit``): only those steps' records and blobs
+        are read. ``contents=False`` reads no blob: each step as its record alone says
+        it, for an overview of a long run (status, times, tool calls, model call,
+        sandbox), with the code's and the thought's previews, and stdout, stderr,
+        variables, the traceback and tool calls' arguments and results left empty.
 
-    def _steps(self, run_id: str) -> list[Step]:
+        >>> second_page = store.steps("last", 20, 20)          # doctest: +SKIP
+        >>> outline = store.steps("last", contents=False)      # doctest: +SKIP
+        """
+        if start < 0 or (limit is not None and limit < 0):
+            raise ValueError(f"start and limit must not be negative, not {start}, {limit}")
+        with self.session():
+            return self._steps(run_id, start, limit, contents)
+
+    def _steps(self, run_id: str, start: int, limit: int | None, contents: bool) -> list[Step]:
         full = self.resolve_run_id(run_id)
-        spans = self._query(
-            "SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message, "
-            "attributes FROM spans WHERE trace_id = ? ORDER BY start_ns",
-            [full],
-        )
+        spans = self._query(_SPANS_OF_RUN, [full])
+        if start or limit is not None:
+            sql = "SELECT span_id FROM steps WHERE run_id = ? ORDER BY step_index, started_ns"
+            params: list[Any] = [full, start]
+            if limit is not None:
+                sql, params = sql + " LIMIT ?", [full, limit, start]
+            wanted = {r[0] for r in self._query(sql + " OFFSET ?", params)}
+            spans = [s for s in spans if s[0] in wanted or s[1] in wanted]
+        if not contents:
+            self._blob_cache = {}
+            self._read_blobs = False
+            try:
+                return self._assemble(full, spans, prefetch=False)
+            finally:
+                self._read_blobs = True
         return self._assemble(full, spans)
 
     def step(self, run_id: str, index: int) -> Step:
@@ -487,8 +522,11 @@ class Store:
             raise StepNotFoundError(full, index, available)
         return steps[0]
 
-    def _assemble(self, run_id: str, spans: list[tuple[Any, ...]]) -> list[Step]:
-        self._prefetch(spans)
+    def _assemble(
+        self, run_id: str, spans: list[tuple[Any, ...]], *, prefetch: bool = True
+    ) -> list[Step]:
+        if prefetch:
+            self._prefetch(spans)
         children: dict[str, list[tuple[Any, ...]]] = {}
         code_spans = []
         for span in spans:
@@ -508,7 +546,7 @@ class Store:
             error = ErrorInfo(
                 type=attrs[A.ERROR_TYPE],
                 message=attrs.get(A.ERROR_MESSAGE, status_message or ""),
-                traceback=self._text(tb) if tb else None,
+                traceback=self._text(tb) if tb and self._read_blobs else None,
             )
         return Step(
             run_id=run_id,
@@ -598,17 +636,10 @@ class Store:
             attrs = json.loads(span[7]) if span[7] else {}
             digests.update(v for k, v in attrs.items() if k.endswith(_DIGEST_KEYS))
         digests.discard("")
-        self._blob_cache = {}
-        if digests:
-            for digest, data in self._query(
-                "SELECT b.digest, b.data FROM blobs b "
-                "JOIN (SELECT unnest(?::VARCHAR[]) AS digest) w USING (digest)",
-                [sorted(digests)],
-            ):
-                self._blob_cache[digest] = bytes(data)
+        self._blob_cache = self._stored_blobs(sorted(digests))
 
     def _text(self, digest: str | None, fallback: str = "") -> str:
-        if not digest:
+        if not digest or not self._read_blobs:
             return fallback
         try:
             return _decoded(self.blob(digest))
@@ -616,7 +647,7 @@ class Store:
             return fallback + f"\n[codetape: blob {digest} is missing from the store]"
 
     def _json(self, digest: str | None, fallback: Any) -> Any:
-        if not digest:
+        if not digest or not self._read_blobs:
             return fallback
         try:
             data = self.blob(digest)

@@ -1,0 +1,106 @@
+"""The store's paged reads: ``steps(run_id, start, limit)`` reads a window of a run's
+steps, ``steps(..., contents=False)`` a run's steps without their blobs, and a search
+of ``runs`` and ``count_runs`` in one session looks through the steps once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import codetape
+from codetape.testing import RunSpec, build_store, synthetic_runs, synthetic_step
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A store of a few short runs and one of 24 steps; its path and the long run's id."""
+    path = tmp_path_factory.mktemp("paging")
+    kinds = ("lookup", "notify", "compute", "fails") * 6
+    long_run = RunSpec(
+        "orders-agent",
+        "Refund customer 4242",
+        tuple(synthetic_step(kind, i, 4242) for i, kind in enumerate(kinds)),  # type: ignore[arg-type]
+    )
+    runs = build_store(path, specs=[*synthetic_runs(4, 3, seed=3), long_run], seed=3)
+    return path, runs[-1].id
+
+
+@pytest.fixture
+def home(built: tuple[Path, str]) -> Path:
+    return built[0]
+
+
+@pytest.fixture
+def run_id(built: tuple[Path, str]) -> str:
+    return built[1]
+
+
+@pytest.mark.parametrize(
+    ("start", "limit"), [(0, 5), (5, 5), (20, 5), (22, 10), (24, 5), (30, 3), (3, 0), (7, None)]
+)
+def test_a_page_of_steps_is_that_slice_of_all_steps(
+    home: Path, run_id: str, start: int, limit: int | None
+) -> None:
+    store = codetape.Store(home)
+    every = store.steps(run_id)
+    assert len(every) == 24
+    end = None if limit is None else start + limit
+    assert store.steps(run_id, start, limit) == every[start:end]
+
+
+def test_steps_without_contents_read_no_blob(home: Path, run_id: str) -> None:
+    store = codetape.Store(home)
+    every = store.steps(run_id)
+    outline = store.steps(run_id, contents=False)
+    assert [(s.index, s.status, s.span_id, s.started_at, s.duration_ms) for s in outline] == [
+        (s.index, s.status, s.span_id, s.started_at, s.duration_ms) for s in every
+    ]
+    for light, full in zip(outline, every, strict=True):
+        assert light.sandbox == full.sandbox
+        assert light.llm_call == full.llm_call
+        assert [(c.name, c.call_id, c.started_at, c.error) for c in light.tool_calls] == [
+            (c.name, c.call_id, c.started_at, c.error) for c in full.tool_calls
+        ]
+        assert full.code.startswith(light.code)
+        assert light.stdout == ""
+        assert light.variables_after == {}
+        assert (light.error is None) == (full.error is None)
+        if light.error is not None and full.error is not None:
+            assert light.error.type == full.error.type
+            assert light.error.traceback is None
+    # A later read with contents is whole again (nothing of the light read stays).
+    assert store.steps(run_id, 2, 2) == every[2:4]
+
+
+def test_a_page_of_steps_of_a_prefix(home: Path, run_id: str) -> None:
+    store = codetape.Store(home)
+    assert store.steps(run_id[:10], 23, 5) == store.steps(run_id)[23:]
+
+
+@pytest.mark.parametrize(("start", "limit"), [(-1, None), (0, -1)])
+def test_a_negative_window_is_refused(
+    home: Path, run_id: str, start: int, limit: int | None
+) -> None:
+    with pytest.raises(ValueError, match="must not be negative"):
+        codetape.Store(home).steps(run_id, start, limit)
+
+
+def test_blobs_of_many_digests_in_batches(home: Path, run_id: str) -> None:
+    store = codetape.Store(home)
+    digests = [d for s in store.steps(run_id) for d in (s.state_before, s.state_after) if d]
+    absent = [f"sha256:{k:064x}" for k in range(1200)]  # more than one batch of keys
+    found = store.blobs_of([*absent[:600], *digests, *absent[600:]])
+    assert set(found) == set(digests)
+    assert all(found[d] == store.blob(d) for d in digests)
+
+
+@pytest.mark.parametrize("search", ["customer 4242", "CUSTOMER 4242", "zero", "no such text"])
+def test_a_search_in_one_session_counts_and_lists_alike(home: Path, search: str) -> None:
+    store = codetape.Store(home)
+    alone = (store.count_runs(search=search), store.runs(search=search))
+    with store.session():
+        together = (store.count_runs(search=search), store.runs(search=search))
+        again = store.runs(search=search, limit=1, offset=0)
+    assert together == alone
+    assert again == alone[1][:1]
