@@ -291,18 +291,23 @@ def test_ids_that_are_not_run_ids_link_nowhere(
     """A forged store (an imported bundle, say) may hold anything where a parent or a
     child run's id belongs: it shows as text, in no link and no label."""
     forged = f"{LINK}{BIDI}"
-    real_run, real_steps = _data.run, _data.steps
+    real_run, real_steps, real_outline = _data.run, _data.steps, _data.outline
 
     def run(run_id: str) -> Run:
         return real_run(run_id).model_copy(update={"parent_run": forged, "parent_step": 0})
 
-    def steps(of: Run) -> list[Step]:
-        found = real_steps(of)
+    def forge(found: list[Step]) -> list[Step]:
+        if not found or found[0].index != 0:
+            return found
         calls = [c.model_copy(update={"child_run": forged}) for c in found[0].tool_calls]
         return [found[0].model_copy(update={"tool_calls": calls}), *found[1:]]
 
+    def steps(of: Run, start: int = 0, limit: int | None = None) -> list[Step]:
+        return forge(real_steps(of, start, limit))
+
     monkeypatch.setattr(_data, "run", run)
     monkeypatch.setattr(_data, "steps", steps)
+    monkeypatch.setattr(_data, "outline", lambda of: forge(real_outline(of)))
     at = open_page("run", run=runs.parent)
     texts = [t.value for t in at.text]
     assert texts.count(f"{LINK}{BIDI_SHOWN}") == 3  # the parent, and the call twice

@@ -36,6 +36,7 @@ __all__ = [
     "home",
     "llm_calls",
     "missing",
+    "outline",
     "page_count",
     "recent_runs",
     "replay",
@@ -122,13 +123,29 @@ def _version(of: Run) -> tuple[str, str, int]:
     return of.id, of.status, of.step_count
 
 
-@st.cache_resource(max_entries=16, show_spinner="Loading steps…")
-def _steps(store_home: Path, version: tuple[str, str, int]) -> list[Step]:
-    return Store(store_home).steps(version[0])
+@st.cache_resource(max_entries=32, show_spinner="Loading steps…")
+def _steps(
+    store_home: Path, version: tuple[str, str, int], start: int, limit: int | None
+) -> list[Step]:
+    return Store(store_home).steps(version[0], start, limit)
 
 
-def steps(of: Run) -> list[Step]:
-    return _steps(home(), _version(of))
+def steps(of: Run, start: int = 0, limit: int | None = None) -> list[Step]:
+    """The run's steps in order, whole: all of them, or from position ``start`` at most
+    ``limit`` (a page of them: only those are read)."""
+    return _steps(home(), _version(of), start, limit)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _outline(store_home: Path, version: tuple[str, str, int]) -> list[Step]:
+    return Store(store_home).steps(version[0], contents=False)
+
+
+def outline(of: Run) -> list[Step]:
+    """Every step of the run as its record says it, without reading a blob: status,
+    times, tool calls, model call, sandbox, the code's preview (no output, variables or
+    traceback). What the Run page shows of the steps it does not open."""
+    return _outline(home(), _version(of))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)

@@ -216,5 +216,5 @@ def _replay_from(run: Run, step: Step, code: str | None, slot: str) -> None:
             w.problem("The replay could not run.", exc)
             return
     done = {r.step for r in reports}
-    later = [s.index for s in _data.steps(run) if s.index >= step.index]
+    later = [s.index for s in _data.outline(run) if s.index >= step.index]
     st.session_state[slot] = (reports, [i for i in later if i not in done])

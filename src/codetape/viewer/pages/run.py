@@ -27,7 +27,9 @@ except CodetapeError as exc:
 # link from this page to itself (another run, a step) reruns it but leaves the address
 # bar as it was; the browser updates it only when it differs.
 st.query_params["run"] = run.id
-steps = _data.steps(run)
+# Every step as its record says it (no blob read): the facts, the timeline, the links
+# and the pages; the steps of the page shown are then read whole.
+steps = _data.outline(run)
 calls = _data.llm_calls(run) if run.llm_calls else []
 w.run_facts(run, steps)
 _nested.parent_link(run)
@@ -72,7 +74,7 @@ first = indexes.index(focus) // per + 1 if focus is not None else 1
 page = st.pagination(pages, default=first, key=f"steps:{run.id}:{asked}") if pages > 1 else 1
 st.caption(f"{len(steps)} steps · page {page} of {pages}")
 by_span = {c.span_id: c for c in calls}
-for step in steps[(page - 1) * per : page * per]:
+for step in _data.steps(run, (page - 1) * per, per):
     opened = step.index == focus or _step.replaying(run, step)
     with st.expander(w.step_label(step), expanded=opened):
         st.page_link(
