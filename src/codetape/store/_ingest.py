@@ -1,12 +1,16 @@
 """Ingestion: moving spool records into DuckDB, idempotently.
 
 One short transaction per pass over the pending spool files. DuckDB parses the JSON
-lines itself, all files in one parallel scan (far faster than Python would), the
-primary keys make a second ingestion of the same lines a no-op, and each file's offset
-is committed with its rows, so a crash at any point never loses or doubles a record.
-A file whose writer has died is consumed to its end (a partial last line is torn for
-good: it is skipped and counted) and moved to ``spool/done``, where ``codetape doctor
---rebuild`` can read it again.
+lines itself, all files in one parallel scan (far faster than Python would, and faster
+than building Arrow tables from them first), the primary keys make a second ingestion
+of the same lines a no-op, and each file's offset is committed with its rows, so a
+crash at any point never loses or doubles a record. A file whose writer has died is
+consumed to its end (a partial last line is torn for good: it is skipped and counted)
+and moved to ``spool/done``, where ``codetape doctor --rebuild`` can read it again.
+
+DuckDB reads a dead writer's whole file where it lies (through a hard link in the
+pass's scratch folder); of a live writer's file, only the new whole lines are copied
+out, since the writer may append while DuckDB reads.
 
 One bad record never costs the others. When the one transaction fails on what a line
 holds (too large, not JSON, a value of the wrong type), the files are loaded again in
@@ -19,11 +23,10 @@ A step's "start" record (written when the step begins) waits in ``span_starts`` 
 the step's span ends; if its process dies first, the step is stored as ``interrupted``
 with its code when ingestion finds the process gone.
 
-Readers catch up before every read, so that check must be cheap when there is nothing
-to do: each pass remembers, per store, the database file it wrote to and the size and
-time of every live spool file it read to the end. ``spool_changed`` compares the spool
-with that without opening the database: a read with nothing new costs a directory
-listing, a ``stat`` and a lock probe per live spool file.
+Ingestion is lazy: a run's end only schedules a pass on a worker thread, a little
+later, so a burst of short runs goes into DuckDB in one transaction; a read in this
+process (``wait_for_background``) or its exit runs the pass at once, and a read in
+any process ingests what is spooled (see ``_catchup``).
 """
 
 from __future__ import annotations
@@ -31,25 +34,26 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import mmap
 import os
 import re
 import shutil
-import threading
-import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import duckdb
 
-from ..schemas import attributes as A
+from ._background import INGEST_DELAY_S, BackgroundIngester, wait_for_background
+from ._catchup import Mark, db_identity, mark, remember, spool_changed
 from ._db import DB_NAME, connect, is_lock_error
+from ._ingest_sql import CLOSE_SPOOLS, COUNTS, LOAD, MAX_RECORD_BYTES, READ, SAVE_OFFSETS
 from ._spool import done_dir, live_dir, writer_alive
 
 __all__ = [
+    "INGEST_DELAY_S",
     "MAX_RECORD_BYTES",
     "BackgroundIngester",
     "IngestStats",
@@ -62,176 +66,13 @@ __all__ = [
 
 T = TypeVar("T")
 
-# The largest spool line that is stored (DuckDB's default JSON object limit). codetape
-# never writes one this large: it cuts attributes and keeps large values as blob files.
-MAX_RECORD_BYTES = 16 * 1024 * 1024
-
-_COLUMNS = (
-    "{t: 'VARCHAR', trace_id: 'VARCHAR', span_id: 'VARCHAR', parent_id: 'VARCHAR', "
-    "name: 'VARCHAR', start_ns: 'BIGINT', end_ns: 'BIGINT', status: 'VARCHAR', "
-    "status_message: 'VARCHAR', attributes: 'JSON', events: 'JSON', digest: 'VARCHAR', "
-    "text: 'VARCHAR', b64: 'VARCHAR', records: 'BIGINT', reason: 'VARCHAR'}"
-)
-
-_READ = (
-    "CREATE TEMP TABLE batch AS SELECT *, regexp_extract(filename, '[^/]+$') AS spool "
-    f"FROM read_json(?, format='newline_delimited', columns={_COLUMNS}, "
-    f"maximum_object_size={MAX_RECORD_BYTES}, filename=true)"
-)
-
 # What a line can hold that makes DuckDB refuse it (or the batch it is in): these set
 # the line aside. Anything else (a lock, a full disk, an I/O error) fails the pass, to
 # be retried whole later.
 _DATA_ERRORS = (duckdb.InvalidInputException, duckdb.DataError, duckdb.IntegrityError)
 
-
-def _attr(name: str) -> str:
-    return f"attributes->>'$.\"{name}\"'"
-
-
-_INSERT_BLOBS = """
-INSERT OR IGNORE INTO blobs
-SELECT DISTINCT ON (digest) digest, coalesce(encode(text), from_base64(b64))
-FROM batch WHERE t = 'blob' AND digest IS NOT NULL AND (text IS NOT NULL OR b64 IS NOT NULL)
-"""
-
-_INSERT_SPANS = """
-INSERT OR IGNORE INTO spans
-SELECT trace_id, span_id, parent_id, name, start_ns, end_ns, status, status_message,
-       attributes, events
-FROM batch WHERE t = 'span' AND trace_id IS NOT NULL AND span_id IS NOT NULL
-"""
-
-_RUN_COLUMNS = f"""
-    trace_id, span_id, {_attr(A.GEN_AI_AGENT_NAME)}, {_attr(A.RUN_TASK)}, {{status}},
-    start_ns, {{end}}, {_attr(A.RUN_FINAL_ANSWER)}, {_attr(A.RUN_REPLAY_OF)},
-    {_attr(A.ERROR_TYPE)}, {{message}}, spool, {_attr(A.RUN_PARENT)},
-    {_attr(A.RUN_FINAL_ANSWER_TYPE)}
-"""
-
-# A run's "start" record makes it visible while it runs (and as incomplete if its
-# process dies); its root span, when it ends, replaces that row with the outcome.
-_INSERT_RUN_STARTS = f"""
-INSERT OR IGNORE INTO runs
-SELECT {_RUN_COLUMNS.format(status="'running'", end="NULL", message="NULL")}
-FROM batch b WHERE t = 'start' AND parent_id IS NULL AND NOT EXISTS (
-    SELECT 1 FROM batch e WHERE e.t = 'span' AND e.parent_id IS NULL AND e.trace_id = b.trace_id)
-"""
-
-_UPSERT_RUN_ENDS = f"""
-INSERT OR REPLACE INTO runs
-SELECT {_RUN_COLUMNS.format(status=_attr(A.RUN_STATUS), end="end_ns", message="status_message")}
-FROM batch WHERE t = 'span' AND parent_id IS NULL AND name LIKE '{A.SPAN_INVOKE_AGENT}%'
-"""
-
-_STEP_ATTRS = (
-    A.STEP_INDEX,
-    A.STEP_STATUS,
-    A.CODE_PREVIEW,
-    A.STDOUT_PREVIEW,
-    A.ERROR_TYPE,
-    A.ERROR_MESSAGE,
-    A.ERROR_LINE,
-)
-_STEP_PATHS = ", ".join(f"'$.\"{name}\"'" for name in _STEP_ATTRS)
-# One JSON parse per span for all its fields, not one per field.
-_INSERT_STEPS = f"""
-INSERT OR IGNORE INTO steps
-SELECT trace_id, span_id, CAST(v[1] AS INTEGER), v[2], start_ns, end_ns, v[3], v[4], v[5],
-       v[6], v[7]
-FROM (
-    SELECT trace_id, span_id, start_ns, end_ns,
-           json_extract_string(attributes, [{_STEP_PATHS}]) AS v
-    FROM batch WHERE t = 'span' AND name = '{A.SPAN_EXECUTE_CODE}'
-)
-"""
-
-_LLM_ATTRS = (
-    A.LLM_INDEX,
-    A.GEN_AI_RESPONSE_MODEL,
-    A.GEN_AI_REQUEST_MODEL,
-    A.GEN_AI_USAGE_INPUT_TOKENS,
-    A.GEN_AI_USAGE_OUTPUT_TOKENS,
-    A.LLM_COST,
-)
-_LLM_PATHS = ", ".join(f"'$.\"{name}\"'" for name in _LLM_ATTRS)
-_INSERT_LLM_CALLS = f"""
-INSERT OR IGNORE INTO llm_calls
-SELECT trace_id, span_id, TRY_CAST(v[1] AS INTEGER), coalesce(v[2], v[3]),
-       TRY_CAST(v[4] AS BIGINT), TRY_CAST(v[5] AS BIGINT), TRY_CAST(v[6] AS DOUBLE),
-       start_ns, end_ns
-FROM (
-    SELECT trace_id, span_id, start_ns, end_ns,
-           json_extract_string(attributes, [{_LLM_PATHS}]) AS v
-    FROM batch WHERE t = 'span' AND starts_with(name, '{A.SPAN_CHAT} ')
-        AND {_attr(A.GEN_AI_OPERATION_NAME)} = '{A.OP_CHAT}'
-)
-"""
-
-# A step's "start" record waits for its span; a step that ended in the same batch
-# needs none.
-_INSERT_STEP_STARTS = f"""
-INSERT OR IGNORE INTO span_starts
-SELECT trace_id, span_id, parent_id, name, start_ns, attributes, spool
-FROM batch b WHERE t = 'start' AND name = '{A.SPAN_EXECUTE_CODE}'
-    AND trace_id IS NOT NULL AND span_id IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM batch e
-        WHERE e.t = 'span' AND e.trace_id = b.trace_id AND e.span_id = b.span_id)
-"""
-
-_DROP_ENDED_STARTS = f"""
-DELETE FROM span_starts s USING batch b
-WHERE b.t = 'span' AND b.name = '{A.SPAN_EXECUTE_CODE}'
-    AND s.trace_id = b.trace_id AND s.span_id = b.span_id
-"""
-
-# What a recorder could not write (no space), told by a "lost" record once it could.
-_INSERT_LOST = """
-INSERT OR IGNORE INTO lost_records
-SELECT spool, span_id, trace_id, records, reason FROM batch
-WHERE t = 'lost' AND span_id IS NOT NULL AND records > 0
-"""
-
-# A run whose every record of its own was lost still shows, marked; its real records,
-# if any arrive, replace this row.
-_INSERT_LOST_RUNS = """
-INSERT OR IGNORE INTO runs (run_id, status, started_ns, spool)
-SELECT trace_id, 'running', min(start_ns), any_value(spool) FROM batch
-WHERE t = 'lost' AND trace_id IS NOT NULL GROUP BY trace_id
-"""
-
-_LOAD = (
-    _INSERT_BLOBS,
-    _INSERT_SPANS,
-    _INSERT_RUN_STARTS,
-    _UPSERT_RUN_ENDS,
-    _INSERT_STEPS,
-    _INSERT_LLM_CALLS,
-    _INSERT_STEP_STARTS,
-    _DROP_ENDED_STARTS,
-    _INSERT_LOST,
-    _INSERT_LOST_RUNS,
-)
-
-# A dead writer's steps that never ended: interrupted, with the code they were running.
-_INTERRUPTED = json.dumps({A.STEP_STATUS: "interrupted"})
-_CLOSE_SPOOL = (
-    "UPDATE runs SET status = 'incomplete' WHERE spool = $spool AND status = 'running'",
-    f"""
-    INSERT OR IGNORE INTO spans
-    SELECT trace_id, span_id, parent_id, name, start_ns, NULL, 'ERROR',
-           'its process ended while the step ran',
-           json_merge_patch(coalesce(attributes, '{{}}'), '{_INTERRUPTED}'), '[]'
-    FROM span_starts WHERE spool = $spool
-    """,
-    f"""
-    INSERT OR IGNORE INTO steps
-    SELECT trace_id, span_id, TRY_CAST({_attr(A.STEP_INDEX)} AS INTEGER), 'interrupted',
-           start_ns, NULL, {_attr(A.CODE_PREVIEW)}, NULL, NULL, NULL, NULL
-    FROM span_starts WHERE spool = $spool
-    """,
-    "DELETE FROM span_starts WHERE spool = $spool",
-)
+_BLOCK = 65536  # read backwards in blocks this large to find a file's last line end
+_COPY_CHUNK = 1 << 20
 
 
 @dataclass
@@ -275,7 +116,7 @@ _START_NS = re.compile(rb'"start_ns"\s*:\s*(\d{1,18})\b')
 
 @dataclass
 class _Pending:
-    """One spool file's unread part, copied out for DuckDB to parse."""
+    """One spool file's unread part, staged for DuckDB to parse."""
 
     path: Path
     alive: bool
@@ -283,55 +124,100 @@ class _Pending:
     end: int  # the new offset once this part is ingested
     torn: int
     bad: int
-    copy: Path | None
-    new_torn: int
+    new_torn: int = 0
+    copy: Path | None = None  # the whole lines from offset, as a file of their own
     oversized: bool = False  # holds a line longer than MAX_RECORD_BYTES
     records: int = 0  # stored by this pass
     unread: int = 0  # lines that were JSON but no record codetape knows
     set_aside: list[_SetAside] = field(default_factory=list)
 
 
-def _has_long_line(data: bytes) -> bool:
-    """Whether ``data`` (whole lines) holds a line longer than ``MAX_RECORD_BYTES``;
-    DuckDB alone would take some of them (its limit is not exact)."""
-    if len(data) <= MAX_RECORD_BYTES:
+# -- staging: each file's new whole lines, as a file DuckDB can read ------------------
+
+
+def _lines_end(fd: int, start: int, stop: int) -> int:
+    """Where the last whole line in bytes ``[start, stop)`` of ``fd`` ends; ``start``
+    when there is none. Reads backwards from ``stop``: one small read, as a rule."""
+    pos = stop
+    while pos > start:
+        block = max(start, pos - _BLOCK)
+        found = os.pread(fd, pos - block, block).rfind(b"\n")
+        if found >= 0:
+            return block + found + 1
+        pos = block
+    return start
+
+
+def _has_long_line(fd: int, start: int, stop: int) -> bool:
+    """Whether bytes ``[start, stop)`` of ``fd`` (whole lines) hold a line longer than
+    ``MAX_RECORD_BYTES`` (DuckDB alone would take some of them: its limit is not
+    exact): a stretch that long without a line end. One search per 16 MB."""
+    if stop - start <= MAX_RECORD_BYTES:
         return False
-    start = 0
-    while start < len(data):
-        end = data.index(b"\n", start) + 1
-        if end - start > MAX_RECORD_BYTES:
-            return True
-        start = end
+    with mmap.mmap(fd, stop, access=mmap.ACCESS_READ) as view:
+        pos = start
+        while stop - pos > MAX_RECORD_BYTES:
+            line_end = view.rfind(b"\n", pos, pos + MAX_RECORD_BYTES)
+            if line_end < 0:
+                return True
+            pos = line_end + 1
     return False
 
 
-def _collect(con: duckdb.DuckDBPyConnection, path: Path, scratch: Path) -> _Pending | None:
+def _copy_out(f: BinaryIO, start: int, stop: int, target: Path) -> None:
+    f.seek(start)
+    with target.open("wb") as out:
+        left = stop - start
+        while left:
+            chunk = f.read(min(left, _COPY_CHUNK))
+            if not chunk:  # cut back by its writer (a write the disk refused)
+                raise OSError(f"spool file {f.name} was cut short while being read")
+            out.write(chunk)
+            left -= len(chunk)
+
+
+def _stage(f: BinaryIO, p: _Pending, lines_end: int, whole: bool, scratch: Path) -> None:
+    """Give DuckDB ``p``'s new whole lines as a file named as the spool file: the file
+    itself when it is final and holds nothing else, else a copy of them."""
+    p.copy = scratch / p.path.name
+    if whole:
+        with contextlib.suppress(OSError):  # no hard links there: copy it
+            os.link(p.path, p.copy)
+            return
+    _copy_out(f, p.offset, lines_end, p.copy)
+
+
+def _collect(path: Path, known: tuple[int, int, int] | None, scratch: Path) -> _Pending | None:
     # Decide liveness before reading: if the writer is gone now, nothing can be
     # appended after our read, so everything up to EOF is final.
     alive = writer_alive(path)
-    row = con.execute(
-        'SELECT "offset", torn_lines, bad_lines FROM ingest_files WHERE name = ?', [path.name]
-    ).fetchone()
-    offset, torn, bad = row if row else (0, 0, 0)
-    old_torn = torn
+    offset, torn, bad = known or (0, 0, 0)
     with path.open("rb") as f:
-        f.seek(offset)
-        data = f.read()
-    end = data.rfind(b"\n") + 1
-    chunk = data[:end]
-    if not alive and end < len(data):
-        torn += 1  # a line the dead writer never finished
-        end = len(data)
-    if not chunk and alive:
-        return None
-    copy = None
-    if chunk:
-        # A copy, named as the spool file: a live writer may append while DuckDB reads.
-        copy = scratch / path.name
-        copy.write_bytes(chunk)
-    pending = _Pending(path, alive, offset, offset + end, torn, bad, copy, torn - old_torn)
-    pending.oversized = _has_long_line(chunk)
-    return pending
+        size = os.fstat(f.fileno()).st_size
+        lines_end = _lines_end(f.fileno(), offset, size) if size > offset else offset
+        if lines_end == offset and alive:
+            return None
+        p = _Pending(path, alive, offset, lines_end, torn, bad)
+        if not alive and lines_end < size:
+            p.torn, p.new_torn, p.end = torn + 1, 1, size  # a line it never finished
+        if lines_end > offset:
+            p.oversized = _has_long_line(f.fileno(), offset, lines_end)
+            whole = not alive and offset == 0 and lines_end == size
+            _stage(f, p, lines_end, whole, scratch)
+    return p
+
+
+def _known(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> dict[str, tuple[int, int, int]]:
+    """What earlier passes read of each file: its offset, torn and bad lines."""
+    rows = con.execute(
+        'SELECT name, "offset", torn_lines, bad_lines FROM ingest_files '
+        "WHERE name IN (SELECT unnest(?))",
+        [[path.name for path in paths]],
+    ).fetchall()
+    return {name: (offset, torn, bad) for name, offset, torn, bad in rows}
+
+
+# -- loading: one transaction for everything, or parts around what cannot be stored ---
 
 
 def _in_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
@@ -349,14 +235,12 @@ def _in_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
 def _load(con: duckdb.DuckDBPyConnection, files: list[str]) -> dict[str, tuple[int, int]]:
     """Store the records of ``files``; per spool file name: (records, unknown lines)."""
     con.execute("DROP TABLE IF EXISTS batch")
-    con.execute(_READ, [files])
+    con.execute(READ, [files])
     counts = {
         spool: (total - unknown, unknown)
-        for spool, total, unknown in con.execute(
-            "SELECT spool, count(*), count(*) FILTER (WHERE t IS NULL) FROM batch GROUP BY spool"
-        ).fetchall()
+        for spool, total, unknown in con.execute(COUNTS).fetchall()
     }
-    for statement in _LOAD:
+    for statement in LOAD:
         con.execute(statement)
     con.execute("DROP TABLE batch")
     return counts
@@ -454,16 +338,23 @@ def _set_aside(con: duckdb.DuckDBPyConnection, p: _Pending) -> None:
 
 
 def _finish(con: duckdb.DuckDBPyConnection, pending: list[_Pending]) -> None:
-    """Per file: what was set aside, a dead writer's runs and steps, the new offset."""
+    """What was set aside, dead writers' runs and steps, and every file's new offset."""
     for p in pending:
         _set_aside(con, p)
-        if not p.alive:
-            for statement in _CLOSE_SPOOL:
-                con.execute(statement, {"spool": p.path.name})
-        con.execute(
-            "INSERT OR REPLACE INTO ingest_files VALUES (?, ?, ?, ?, ?)",
-            [p.path.name, p.end, p.torn, p.bad + p.unread + len(p.set_aside), not p.alive],
-        )
+    dead = [p.path.name for p in pending if not p.alive]
+    if dead:
+        for statement in CLOSE_SPOOLS:
+            con.execute(statement, {"spools": dead})
+    con.execute(
+        SAVE_OFFSETS,
+        {
+            "names": [p.path.name for p in pending],
+            "offsets": [p.end for p in pending],
+            "torn": [p.torn for p in pending],
+            "bad": [p.bad + p.unread + len(p.set_aside) for p in pending],
+            "done": [not p.alive for p in pending],
+        },
+    )
 
 
 def _ingest_batch(
@@ -488,73 +379,7 @@ def _ingest_batch(
         stats.bad_lines += p.unread + len(p.set_aside)
 
 
-# -- what this process has ingested, so a read with nothing new stays cheap -----------
-
-_Mark = tuple[int, int, int]  # a spool file's inode, size and mtime (ns)
-
-
-@dataclass(frozen=True)
-class _Seen:
-    """The spool as of this process's last complete ingestion pass over a store."""
-
-    db: tuple[int, int]  # the database file it wrote to (device, inode)
-    files: dict[str, _Mark]  # each live spool file read to its end, writer alive
-
-
-_seen: dict[Path, _Seen] = {}
-_seen_lock = threading.Lock()
-
-
-def _key(home: Path) -> Path:
-    # One key per directory, however it was spelled (relative, via a symlink).
-    return Path(os.path.realpath(home))
-
-
-def _db_identity(home: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(home / DB_NAME)
-    except FileNotFoundError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _mark(st: os.stat_result) -> _Mark:
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
-def spool_changed(home: Path) -> bool:
-    """Whether the spool under ``home`` may hold records the database lacks, judged
-    without opening the database: a spool file this process has not read to its end
-    (new, grown, or replaced), one whose writer has died since (its running run is now
-    incomplete), or a database file other than the one it wrote to. ``True`` when in
-    doubt, so the worst a wrong answer costs is one ingestion pass that finds nothing."""
-    try:
-        entries = os.scandir(live_dir(home))
-    except FileNotFoundError:
-        return False  # nothing was ever spooled; a read creates the empty database
-    with entries:
-        with _seen_lock:
-            seen = _seen.get(_key(home))
-        if seen is None or seen.db != _db_identity(home):
-            return True
-        for entry in entries:
-            if not entry.name.endswith(".jsonl") or entry.name.startswith("."):
-                continue
-            try:
-                mark = _mark(entry.stat())
-            except FileNotFoundError:
-                continue  # ingested to its end and moved to spool/done meanwhile
-            if seen.files.get(entry.name) != mark or not writer_alive(Path(entry.path)):
-                return True
-    return False
-
-
-def _remember(home: Path, db: tuple[int, int] | None, files: dict[str, _Mark]) -> None:
-    # Only a pass that wrote to the file it started with (not one a rebuild moved away
-    # meanwhile) vouches for the database that is there now.
-    if db is not None and db == _db_identity(home):
-        with _seen_lock:
-            _seen[_key(home)] = _Seen(db, files)
+# -- a pass ------------------------------------------------------------------------------
 
 
 def _scratch(home: Path) -> Path:
@@ -571,19 +396,20 @@ def _scratch(home: Path) -> Path:
 
 def _pass(
     con: duckdb.DuckDBPyConnection, home: Path, paths: list[Path], stats: IngestStats
-) -> tuple[list[_Pending], dict[str, _Mark]]:
+) -> tuple[list[_Pending], dict[str, Mark]]:
     """One pass over ``paths``: what it ingested, and the live files it read to the end."""
-    read_to_end: dict[str, _Mark] = {}
+    read_to_end: dict[str, Mark] = {}
     pending: list[_Pending] = []
     scratch = _scratch(home)
     try:
+        known = _known(con, paths)
         for path in paths:
             with contextlib.suppress(FileNotFoundError):  # another ingester finished it
                 # Marked before it is read: what is read is at least this much.
-                mark = _mark(path.stat())
-                item = _collect(con, path, scratch)
+                seen = mark(path.stat())
+                item = _collect(path, known.get(path.name), scratch)
                 if item is None or item.alive:
-                    read_to_end[path.name] = mark
+                    read_to_end[path.name] = seen
                 if item is not None:
                     pending.append(item)
                     stats.torn_lines += item.new_torn
@@ -604,13 +430,13 @@ def ingest(home: Path, *, wait_s: float = 10.0, files: list[Path] | None = None)
     if not home.is_dir():
         return stats
     paths = files if files is not None else sorted(live_dir(home).glob("*.jsonl"))
-    db = _db_identity(home)
+    db = db_identity(home)
     if not paths and db is not None:
         if files is None:
-            _remember(home, db, {})
+            remember(home, db, {})
         return stats
     with connect(home, read_only=False, wait_s=wait_s) as con:
-        db = db or _db_identity(home)
+        db = db or db_identity(home)
         pending, read_to_end = _pass(con, home, paths, stats)
     stats.files = len(pending)
     for p in pending:
@@ -620,7 +446,7 @@ def ingest(home: Path, *, wait_s: float = 10.0, files: list[Path] | None = None)
             os.replace(p.path, target / p.path.name)
             stats.finished_files.append(p.path.name)
     if files is None:
-        _remember(home, db, read_to_end)
+        remember(home, db, read_to_end)
     return stats
 
 
@@ -643,81 +469,6 @@ def rebuild(home: Path) -> tuple[Path | None, IngestStats]:
             os.replace(wal, kept.with_name(kept.name + ".wal"))
     files = sorted(done_dir(home).glob("*.jsonl")) + sorted(live_dir(home).glob("*.jsonl"))
     return kept, ingest(home, files=files)
-
-
-# Every live ingester of each store: a process can record into one store through more
-# than one runtime (``configure`` and a replay's ``recording_to``).
-_background: dict[Path, weakref.WeakSet[BackgroundIngester]] = {}
-_background_lock = threading.Lock()
-
-
-def wait_for_background(home: Path, timeout: float = 10.0) -> None:
-    """Let this process's background ingestion of ``home`` finish, so a reader sees the
-    runs that ended before it looked (and holds no conflicting connection)."""
-    with _background_lock:
-        ingesters = list(_background.get(_key(home), ()))
-    deadline = time.monotonic() + timeout
-    for ingester in ingesters:
-        ingester.flush(max(0.0, deadline - time.monotonic()))
-
-
-class BackgroundIngester:
-    """Ingests a store on a worker thread, so ending a run does not wait for DuckDB.
-
-    Requests made while a pass is running are folded into one more pass. ``flush``
-    waits for the pending work; it runs at interpreter exit, so a short-lived process
-    still leaves its runs ingested (and if it does not, readers ingest on open).
-    """
-
-    def __init__(
-        self, home: Path, guard: Callable[[str], contextlib.AbstractContextManager[None]]
-    ) -> None:
-        self.home = home
-        # The recording path's error guard (log once, never raise into the agent): the
-        # tracer's, passed in, since the store does not depend on the tracer.
-        self._guard = guard
-        with _background_lock:
-            _background.setdefault(_key(home), weakref.WeakSet()).add(self)
-        self._wanted = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        # What the guard let through (strict mode): raised by the next flush().
-        self._error: Exception | None = None
-
-    def request(self) -> None:
-        with self._lock:
-            self._idle.clear()
-            self._wanted.set()
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._work, name="codetape-ingest", daemon=True
-                )
-                self._thread.start()
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                if not self._wanted.is_set():
-                    self._idle.set()
-                    self._thread = None
-                    return
-                self._wanted.clear()
-            try:
-                with self._guard("ingesting finished runs"):
-                    try_ingest(self.home, wait_s=0.5)
-            except Exception as exc:  # strict mode: the thread cannot raise to anyone
-                self._error = exc
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait for the pending work; ``False`` if it did not finish in ``timeout``.
-        Raises what a pass raised under strict mode (otherwise the guard logged it)."""
-        idle = self._idle.wait(timeout)
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
-        return idle
 
 
 def try_ingest(home: Path, *, wait_s: float = 0.5) -> IngestStats | None:

@@ -1,0 +1,158 @@
+"""Lazy ingestion on a worker thread: a run's end schedules a pass, a reader runs it.
+
+Ending a run waits for nothing: it schedules a pass ``INGEST_DELAY_S`` later, and what
+else ends meanwhile joins it, so a burst of short runs goes into DuckDB in one
+transaction. A read in this process (``wait_for_background``) or its exit runs the
+scheduled pass at once and waits for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+from ._catchup import key
+
+__all__ = ["INGEST_DELAY_S", "BackgroundIngester", "wait_for_background"]
+
+# How long after a run ends its process ingests it (unless a read or the process's
+# exit asks first): the runs that end meanwhile go into the same transaction.
+INGEST_DELAY_S = 1.0
+# A background pass that finds the database busy (another process ingesting) tries
+# again this many times, a delay apart; after that, the next read ingests.
+_BUSY_RETRIES = 3
+
+# Every live ingester of each store: a process can record into one store through more
+# than one runtime (``configure`` and a replay's ``recording_to``).
+_background: dict[Path, weakref.WeakSet[BackgroundIngester]] = {}
+_background_lock = threading.Lock()
+
+
+def wait_for_background(home: Path, timeout: float = 10.0) -> None:
+    """Run this process's scheduled ingestion of ``home`` now and let it finish, so a
+    reader sees the runs that ended before it looked (and holds no conflicting
+    connection)."""
+    with _background_lock:
+        ingesters = list(_background.get(key(home), ()))
+    deadline = time.monotonic() + timeout
+    for ingester in ingesters:
+        ingester.flush(max(0.0, deadline - time.monotonic()))
+
+
+class BackgroundIngester:
+    """Ingests a store on a worker thread, lazily, so ending a run waits for nothing.
+
+    ``request`` (a run ended) schedules a pass ``INGEST_DELAY_S`` later; what is asked
+    meanwhile joins it, so a burst of short runs is one transaction. ``flush`` runs the
+    scheduled pass at once and waits for it: a read in this process does, and so does
+    the interpreter's exit, so a short-lived process still leaves its runs ingested (and
+    if it does not, readers ingest on open).
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        guard: Callable[[str], contextlib.AbstractContextManager[None]],
+        delay: float | None = None,
+    ) -> None:
+        self.home = home
+        # The recording path's error guard (log once, never raise into the agent): the
+        # tracer's, passed in, since the store does not depend on the tracer.
+        self._guard = guard
+        self._delay = delay
+        with _background_lock:
+            _background.setdefault(key(home), weakref.WeakSet()).add(self)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._due: float | None = None  # when the next pass runs (time.monotonic)
+        self._now = False  # someone waits for it: no more delay
+        self._busy = 0  # passes in a row that found the database busy
+        self._thread: threading.Thread | None = None
+        # What the guard let through (strict mode): raised by the next flush().
+        self._error: Exception | None = None
+
+    def request(self) -> None:
+        """Schedule a pass, unless one is scheduled already."""
+        with self._cond:
+            self._idle.clear()
+            if self._due is None:
+                self._due = time.monotonic() + self._delay_s()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._work, name="codetape-ingest", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _next(self) -> bool:
+        """Wait until the scheduled pass is due; ``False`` (and idle) when none is."""
+        with self._cond:
+            while self._due is not None and not self._now:
+                left = self._due - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            if self._due is None:
+                self._now = False
+                self._thread = None
+                self._idle.set()
+                return False
+            self._due = None
+            return True
+
+    def _delay_s(self) -> float:
+        return INGEST_DELAY_S if self._delay is None else self._delay
+
+    def _work(self) -> None:
+        # Looked up on each pass (not imported above): ``_ingest`` imports this module.
+        from . import _ingest
+
+        while self._next():
+            busy = False
+            try:
+                with self._guard("ingesting finished runs"):
+                    busy = _ingest.try_ingest(self.home, wait_s=0.5) is None
+            except Exception as exc:  # strict mode: the thread cannot raise to anyone
+                self._error = exc
+            with self._cond:
+                self._busy = self._busy + 1 if busy else 0
+                # Another process held the database: try again a little later, unless
+                # a reader waits (it ingests itself) or it stayed busy too often.
+                retry = busy and not self._now and self._busy <= _BUSY_RETRIES
+                if retry and self._due is None:
+                    self._due = time.monotonic() + self._delay_s()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Run the scheduled pass now and wait for it; ``False`` if it did not finish
+        in ``timeout``. Raises what a pass raised under strict mode (otherwise the
+        guard logged it)."""
+        with self._cond:
+            if not self._idle.is_set():
+                self._now = True
+                self._cond.notify_all()
+        idle = self._idle.wait(timeout)
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        return idle
+
+
+def _forget_after_fork() -> None:
+    # A child has none of its parent's threads, and may have inherited a held lock.
+    global _background_lock
+    _background_lock = threading.Lock()
+    for ingesters in _background.values():
+        for ingester in list(ingesters):
+            ingester._reset()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

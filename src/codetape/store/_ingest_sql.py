@@ -1,0 +1,211 @@
+"""The SQL of an ingestion pass: DuckDB reads the spool lines into a ``batch`` table,
+then set-based statements store them and derive ``runs``, ``steps`` and ``llm_calls``
+from them, all in the pass's one transaction.
+
+Every statement is idempotent (``INSERT OR IGNORE`` on the primary keys, ``INSERT OR
+REPLACE`` for a run's end), so a line ingested twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..schemas import attributes as A
+
+__all__ = ["CLOSE_SPOOLS", "COUNTS", "LOAD", "MAX_RECORD_BYTES", "READ", "SAVE_OFFSETS"]
+
+# The largest spool line that is stored (DuckDB's default JSON object limit). codetape
+# never writes one this large: it cuts attributes and keeps large values as blob files.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+_COLUMNS = (
+    "{t: 'VARCHAR', trace_id: 'VARCHAR', span_id: 'VARCHAR', parent_id: 'VARCHAR', "
+    "name: 'VARCHAR', start_ns: 'BIGINT', end_ns: 'BIGINT', status: 'VARCHAR', "
+    "status_message: 'VARCHAR', attributes: 'JSON', events: 'JSON', digest: 'VARCHAR', "
+    "text: 'VARCHAR', b64: 'VARCHAR', records: 'BIGINT', reason: 'VARCHAR'}"
+)
+
+# All the pass's files in one parallel scan; each row knows its spool file by name.
+READ = (
+    "CREATE TEMP TABLE batch AS SELECT *, parse_filename(filename) AS spool "
+    f"FROM read_json(?, format='newline_delimited', columns={_COLUMNS}, "
+    f"maximum_object_size={MAX_RECORD_BYTES}, filename=true)"
+)
+
+# Per spool file: the lines read, and those that were JSON but no record codetape knows.
+COUNTS = "SELECT spool, count(*), count(*) FILTER (WHERE t IS NULL) FROM batch GROUP BY spool"
+
+
+def _attr(name: str) -> str:
+    return f"attributes->>'$.\"{name}\"'"
+
+
+def _paths(names: tuple[str, ...]) -> str:
+    return ", ".join(f"'$.\"{name}\"'" for name in names)
+
+
+_INSERT_BLOBS = """
+INSERT OR IGNORE INTO blobs
+SELECT DISTINCT ON (digest) digest, coalesce(encode(text), from_base64(b64))
+FROM batch WHERE t = 'blob' AND digest IS NOT NULL AND (text IS NOT NULL OR b64 IS NOT NULL)
+"""
+
+_INSERT_SPANS = """
+INSERT OR IGNORE INTO spans
+SELECT trace_id, span_id, parent_id, name, start_ns, end_ns, status, status_message,
+       attributes, events
+FROM batch WHERE t = 'span' AND trace_id IS NOT NULL AND span_id IS NOT NULL
+"""
+
+# What a run's row takes from its root span's attributes, in one JSON parse per span.
+_RUN_ATTRS = (
+    A.GEN_AI_AGENT_NAME,
+    A.RUN_TASK,
+    A.RUN_FINAL_ANSWER,
+    A.RUN_REPLAY_OF,
+    A.ERROR_TYPE,
+    A.RUN_PARENT,
+    A.RUN_STATUS,
+    A.RUN_FINAL_ANSWER_TYPE,
+)
+_RUN_ROW = """
+SELECT trace_id, span_id, v[1], v[2], {status}, start_ns, {end}, v[3], v[4], v[5], {message},
+       spool, v[6], v[8]
+FROM (
+    SELECT *, json_extract_string(attributes, [{paths}]) AS v FROM batch b WHERE {where}
+)
+"""
+
+# A run's "start" record makes it visible while it runs (and as incomplete if its
+# process dies); its root span, when it ends, replaces that row with the outcome.
+_INSERT_RUN_STARTS = "INSERT OR IGNORE INTO runs" + _RUN_ROW.format(
+    status="'running'",
+    end="NULL",
+    message="NULL",
+    paths=_paths(_RUN_ATTRS),
+    where="t = 'start' AND parent_id IS NULL AND NOT EXISTS (SELECT 1 FROM batch e "
+    "WHERE e.t = 'span' AND e.parent_id IS NULL AND e.trace_id = b.trace_id)",
+)
+
+_UPSERT_RUN_ENDS = "INSERT OR REPLACE INTO runs" + _RUN_ROW.format(
+    status="v[7]",
+    end="end_ns",
+    message="status_message",
+    paths=_paths(_RUN_ATTRS),
+    where=f"t = 'span' AND parent_id IS NULL AND name LIKE '{A.SPAN_INVOKE_AGENT}%'",
+)
+
+_STEP_ATTRS = (
+    A.STEP_INDEX,
+    A.STEP_STATUS,
+    A.CODE_PREVIEW,
+    A.STDOUT_PREVIEW,
+    A.ERROR_TYPE,
+    A.ERROR_MESSAGE,
+    A.ERROR_LINE,
+)
+_INSERT_STEPS = f"""
+INSERT OR IGNORE INTO steps
+SELECT trace_id, span_id, CAST(v[1] AS INTEGER), v[2], start_ns, end_ns, v[3], v[4], v[5],
+       v[6], v[7]
+FROM (
+    SELECT trace_id, span_id, start_ns, end_ns,
+           json_extract_string(attributes, [{_paths(_STEP_ATTRS)}]) AS v
+    FROM batch WHERE t = 'span' AND name = '{A.SPAN_EXECUTE_CODE}'
+)
+"""
+
+_LLM_ATTRS = (
+    A.LLM_INDEX,
+    A.GEN_AI_RESPONSE_MODEL,
+    A.GEN_AI_REQUEST_MODEL,
+    A.GEN_AI_USAGE_INPUT_TOKENS,
+    A.GEN_AI_USAGE_OUTPUT_TOKENS,
+    A.LLM_COST,
+)
+_INSERT_LLM_CALLS = f"""
+INSERT OR IGNORE INTO llm_calls
+SELECT trace_id, span_id, TRY_CAST(v[1] AS INTEGER), coalesce(v[2], v[3]),
+       TRY_CAST(v[4] AS BIGINT), TRY_CAST(v[5] AS BIGINT), TRY_CAST(v[6] AS DOUBLE),
+       start_ns, end_ns
+FROM (
+    SELECT trace_id, span_id, start_ns, end_ns,
+           json_extract_string(attributes, [{_paths(_LLM_ATTRS)}]) AS v
+    FROM batch WHERE t = 'span' AND starts_with(name, '{A.SPAN_CHAT} ')
+        AND {_attr(A.GEN_AI_OPERATION_NAME)} = '{A.OP_CHAT}'
+)
+"""
+
+# A step's "start" record waits for its span; a step that ended in the same batch
+# needs none.
+_INSERT_STEP_STARTS = f"""
+INSERT OR IGNORE INTO span_starts
+SELECT trace_id, span_id, parent_id, name, start_ns, attributes, spool
+FROM batch b WHERE t = 'start' AND name = '{A.SPAN_EXECUTE_CODE}'
+    AND trace_id IS NOT NULL AND span_id IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM batch e
+        WHERE e.t = 'span' AND e.trace_id = b.trace_id AND e.span_id = b.span_id)
+"""
+
+_DROP_ENDED_STARTS = f"""
+DELETE FROM span_starts s USING batch b
+WHERE b.t = 'span' AND b.name = '{A.SPAN_EXECUTE_CODE}'
+    AND s.trace_id = b.trace_id AND s.span_id = b.span_id
+"""
+
+# What a recorder could not write (no space), told by a "lost" record once it could.
+_INSERT_LOST = """
+INSERT OR IGNORE INTO lost_records
+SELECT spool, span_id, trace_id, records, reason FROM batch
+WHERE t = 'lost' AND span_id IS NOT NULL AND records > 0
+"""
+
+# A run whose every record of its own was lost still shows, marked; its real records,
+# if any arrive, replace this row.
+_INSERT_LOST_RUNS = """
+INSERT OR IGNORE INTO runs (run_id, status, started_ns, spool)
+SELECT trace_id, 'running', min(start_ns), any_value(spool) FROM batch
+WHERE t = 'lost' AND trace_id IS NOT NULL GROUP BY trace_id
+"""
+
+LOAD = (
+    _INSERT_BLOBS,
+    _INSERT_SPANS,
+    _INSERT_RUN_STARTS,
+    _UPSERT_RUN_ENDS,
+    _INSERT_STEPS,
+    _INSERT_LLM_CALLS,
+    _INSERT_STEP_STARTS,
+    _DROP_ENDED_STARTS,
+    _INSERT_LOST,
+    _INSERT_LOST_RUNS,
+)
+
+# The spool files of dead writers ($spools, a list), after their last records: their
+# runs still running are incomplete, and their steps that never ended are interrupted,
+# with the code they were running.
+_INTERRUPTED = json.dumps({A.STEP_STATUS: "interrupted"})
+_DEAD = "spool IN (SELECT unnest($spools))"
+CLOSE_SPOOLS = (
+    f"UPDATE runs SET status = 'incomplete' WHERE {_DEAD} AND status = 'running'",
+    f"""
+    INSERT OR IGNORE INTO spans
+    SELECT trace_id, span_id, parent_id, name, start_ns, NULL, 'ERROR',
+           'its process ended while the step ran',
+           json_merge_patch(coalesce(attributes, '{{}}'), '{_INTERRUPTED}'), '[]'
+    FROM span_starts WHERE {_DEAD}
+    """,
+    f"""
+    INSERT OR IGNORE INTO steps
+    SELECT trace_id, span_id, TRY_CAST({_attr(A.STEP_INDEX)} AS INTEGER), 'interrupted',
+           start_ns, NULL, {_attr(A.CODE_PREVIEW)}, NULL, NULL, NULL, NULL
+    FROM span_starts WHERE {_DEAD}
+    """,
+    f"DELETE FROM span_starts WHERE {_DEAD}",
+)
+
+# Each file's new offset and counts, all files in one statement (lists, one per column).
+SAVE_OFFSETS = """
+INSERT OR REPLACE INTO ingest_files
+SELECT unnest($names), unnest($offsets), unnest($torn), unnest($bad), unnest($done)
+"""
