@@ -512,3 +512,101 @@ def test_a_replay_right_after_recording_reads_the_run(home: Path) -> None:
     assert report.replay_run_id is not None
     assert store.run(report.replay_run_id).replay_of == f"{run.id}:1"
     assert store.step(report.replay_run_id, 0).stdout == "14\n"
+
+
+# -- many recording processes at once -------------------------------------------------
+
+BURST = HERE / "_child_burst.py"
+PROCESSES = 8
+BURST_RUNS = 6
+BURST_STEPS = 3
+
+
+def _burst_code(name: str, run: int, step: int) -> str:
+    """The code of step ``step`` of run ``run`` of ``_child_burst.py`` (same formula)."""
+    return f"r{step} = lookup({f'{name}/{run}/{step}'!r})\nprint(r{step})"
+
+
+def test_eight_processes_recording_bursts_of_runs_at_once_lose_nothing(
+    home: Path, tmp_path: Path
+) -> None:
+    """Eight agents start together, each a burst of short runs (a model call, then
+    steps that call a tool), each ingesting as codetape does when its runs end, while
+    a reader reads through ``Store`` and the CLI. Every run, step, model call and span
+    is stored exactly once, with its code and output, and nothing is left pending."""
+    go, ready, stop = tmp_path / "go", tmp_path / "reader-ready", tmp_path / "stop"
+    env = child_env(home)
+    reader = subprocess.Popen(
+        [sys.executable, str(READER), str(home), str(ready), str(stop)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    writers = [
+        subprocess.Popen(
+            [sys.executable, str(BURST), f"burst-{k}", str(BURST_RUNS), str(BURST_STEPS), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for k in range(PROCESSES)
+    ]
+    try:
+        wait_for(ready, reader)
+        go.touch()
+        outputs = [w.communicate(timeout=TIMEOUT) for w in writers]
+        stop.touch()
+        reader_out, reader_err = reader.communicate(timeout=TIMEOUT)
+    finally:
+        for proc in (*writers, reader):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    run_names: dict[str, tuple[str, int]] = {}
+    for k, (w, (out, err)) in enumerate(zip(writers, outputs, strict=True)):
+        assert (w.returncode, err) == (0, ""), f"burst-{k} exited {w.returncode}:\n{err}"
+        ids = re.findall(r"RUN_ID=(\w+)", out)
+        assert len(ids) == BURST_RUNS, out
+        run_names.update({rid: (f"burst-{k}", r) for r, rid in enumerate(ids)})
+    assert (reader.returncode, reader_err) == (0, ""), reader_err
+    assert json.loads(reader_out)["rounds"] >= 2
+
+    store = codetape.Store(home)
+    runs = {r.id: r for r in store.runs(limit=1000)}
+    assert set(runs) == set(run_names)
+    for run_id, (name, r) in run_names.items():
+        run = runs[run_id]
+        assert (run.name, run.status, run.step_count, run.failed_steps, run.llm_calls) == (
+            name,
+            "ok",
+            BURST_STEPS,
+            0,
+            1,
+        )
+        steps = store.steps(run_id)
+        assert [s.code for s in steps] == [_burst_code(name, r, i) for i in range(BURST_STEPS)]
+        assert [s.stdout for s in steps] == [
+            f"{name}/{r}/{i}".upper() + "\n" for i in range(BURST_STEPS)
+        ]
+        assert [[c.name for c in s.tool_calls] for s in steps] == [["lookup"]] * BURST_STEPS
+    counts = store.counts()
+    assert (counts["torn_lines"], counts["bad_lines"], counts["pending_spool_files"]) == (0, 0, 0)
+
+    # Exactly once at the DuckDB level: each run's root, model call, steps and tool calls.
+    total_runs = PROCESSES * BURST_RUNS
+    con = duckdb.connect(str(home / DB_NAME), read_only=True)
+    try:
+        spans, keys = con.execute(
+            "SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans"
+        ).fetchone()  # type: ignore[misc]
+        tables = con.execute(
+            "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM steps), "
+            "(SELECT count(*) FROM llm_calls), (SELECT count(*) FROM span_starts), "
+            "(SELECT count(*) FROM lost_records)"
+        ).fetchone()
+    finally:
+        con.close()
+    assert spans == keys == total_runs * (2 + 2 * BURST_STEPS)
+    assert tables == (total_runs, total_runs * BURST_STEPS, total_runs, 0, 0)
