@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import pytest
 
 import codetape
@@ -95,12 +96,32 @@ def test_blobs_of_many_digests_in_batches(home: Path, run_id: str) -> None:
     assert all(found[d] == store.blob(d) for d in digests)
 
 
-@pytest.mark.parametrize("search", ["customer 4242", "CUSTOMER 4242", "zero", "no such text"])
+def _found_by_scan(home: Path, search: str) -> set[str]:
+    """The runs with ``search`` in their task, answer or a step's previews, any case."""
+    with duckdb.connect(str(home / "codetape.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            "SELECT run_id FROM runs WHERE contains(lower(coalesce(task, '')), $1) "
+            "OR contains(lower(coalesce(final_answer, '')), $1) OR run_id IN (SELECT run_id "
+            "FROM steps WHERE contains(lower(code_preview || chr(10) || coalesce("
+            "stdout_preview, '')), $1))",
+            [search.lower()],
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+SEARCHES = ["customer 4242", "CUSTOMER 4242", "send_email(", "send%email", "send_", "\\", "zzz"]
+
+
+@pytest.mark.parametrize("search", SEARCHES)
 def test_a_search_in_one_session_counts_and_lists_alike(home: Path, search: str) -> None:
     store = codetape.Store(home)
     alone = (store.count_runs(search=search), store.runs(search=search))
     with store.session():
         together = (store.count_runs(search=search), store.runs(search=search))
-        again = store.runs(search=search, limit=1, offset=0)
+        again = store.runs(search=search, limit=1)
+        other = store.count_runs(search="customer")
     assert together == alone
     assert again == alone[1][:1]
+    assert {r.id for r in alone[1]} == _found_by_scan(home, search)
+    assert alone[0] == len(alone[1])
+    assert other == len(_found_by_scan(home, "customer"))

@@ -55,6 +55,10 @@ _BLOBS_BY_DIGEST = "SELECT digest, data FROM blobs WHERE list_contains(?::VARCHA
 _SPANS_OF_RUN = """SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message,
        attributes FROM spans WHERE trace_id = ? ORDER BY start_ns"""
 
+# The runs with a text (an ILIKE pattern) in a step's code or output preview.
+_STEP_HITS = """SELECT DISTINCT run_id FROM steps
+WHERE code_preview ILIKE ? ESCAPE '\\' OR stdout_preview ILIKE ? ESCAPE '\\'"""
+
 # Attributes whose value is a blob digest.
 _DIGEST_KEYS = (".digest", A.STATE_BEFORE, A.STATE_AFTER, A.STEP_RANDOM_STATE)
 
@@ -118,6 +122,12 @@ def _run_from_row(row: Sequence[Any]) -> Run:
     )
 
 
+def _like_pattern(text: str) -> str:
+    """An ILIKE pattern matching ``text`` anywhere, its wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def _decoded(data: bytes) -> str:
     """A stored text: UTF-8, with a lone surrogate (recorded with ``surrogatepass``) shown
     as ``\\udcff`` and any other undecodable byte replaced."""
@@ -164,6 +174,8 @@ class Store:
         # Why the last catch-up could not store what is spooled (no disk space), if so.
         self.ingest_problem: str | None = None
         self._blob_cache: dict[str, bytes] = {}
+        # The searches of the open session: the table of each one's runs (_search_hits).
+        self._searches: dict[str, str] = {}
         # False while steps are read without their blobs (``steps(contents=False)``).
         self._read_blobs = True
         self._session: duckdb.DuckDBPyConnection | None = None
@@ -241,6 +253,7 @@ class Store:
                 yield self
             finally:
                 self._session = None
+                self._searches = {}
 
     def blobs_of(self, digests: Iterable[str]) -> dict[str, bytes]:
         """Several blobs at once (small ones in one query); missing ones are left out."""
@@ -274,11 +287,14 @@ class Store:
         search: str | None = None,
     ) -> list[Run]:
         """Runs, newest first. ``failed=True`` keeps runs that errored, died, or have a
-        failed step; ``search`` keeps runs with that text in a step's code or output
-        (their first 200 characters), its task or its final answer."""
-        where, params = self._filters(status, agent, failed, search)
-        sql = _RUN_PAGE.format(where=where)
-        return [_run_from_row(r) for r in self._query(sql, [*params, limit, offset])]
+        failed step; ``search`` keeps runs with that text (in any case) in a step's code
+        or output (their first 200 characters), its task or its final answer. In one
+        ``session()``, ``count_runs`` and ``runs`` of one search look through the steps
+        once."""
+        with self.session():
+            where, params = self._filters(status, agent, failed, search)
+            rows = self._query(_RUN_PAGE.format(where=where), [*params, limit, offset])
+        return [_run_from_row(r) for r in rows]
 
     def count_runs(
         self,
@@ -289,17 +305,17 @@ class Store:
         search: str | None = None,
     ) -> int:
         """How many runs ``runs()`` would list with no limit."""
-        where, params = self._filters(status, agent, failed, search)
-        rows = self._query(f"SELECT count(*) FROM runs r {where}", params)
+        with self.session():
+            where, params = self._filters(status, agent, failed, search)
+            rows = self._query(f"SELECT count(*) FROM runs r {where}", params)
         return int(rows[0][0])
 
     def agents(self) -> list[str]:
         """The agent names in the store, sorted."""
         return [str(r[0]) for r in self._query("SELECT DISTINCT name FROM runs ORDER BY 1")]
 
-    @staticmethod
     def _filters(
-        status: str | None, agent: str | None, failed: bool, search: str | None
+        self, status: str | None, agent: str | None, failed: bool, search: str | None
     ) -> tuple[str, list[Any]]:
         where: list[str] = []
         params: list[Any] = []
@@ -315,14 +331,27 @@ class Store:
                 "(SELECT run_id FROM steps WHERE status <> 'ok'))"
             )
         if search:
+            pattern = _like_pattern(search)
+            hits, hit_params = self._search_hits(pattern)
             where.append(
-                "(contains(lower(coalesce(r.task, '')), ?) OR "
-                "contains(lower(coalesce(r.final_answer, '')), ?) OR r.run_id IN ("
-                "SELECT run_id FROM steps WHERE contains(lower(coalesce(code_preview, '')), ?) "
-                "OR contains(lower(coalesce(stdout_preview, '')), ?)))"
+                f"(r.task ILIKE ? ESCAPE '\\' OR r.final_answer ILIKE ? ESCAPE '\\' "
+                f"OR r.run_id IN ({hits}))"
             )
-            params += [search.lower()] * 4
+            params += [pattern, pattern, *hit_params]
         return (" WHERE " + " AND ".join(where) if where else ""), params
+
+    def _search_hits(self, pattern: str) -> tuple[str, list[Any]]:
+        """SQL for the runs with ``pattern`` in a step's code or output preview. In a
+        session, a table of them made once per search: the count of runs and the page of
+        them that follows look through every step once, not twice."""
+        if self._session is None:
+            return _STEP_HITS, [pattern, pattern]
+        table = self._searches.get(pattern)
+        if table is None:
+            table = f"codetape_search_{len(self._searches)}"
+            self._session.execute(f"CREATE TEMP TABLE {table} AS {_STEP_HITS}", [pattern] * 2)
+            self._searches[pattern] = table
+        return f"SELECT run_id FROM {table}", []
 
     def resolve_run_id(self, run_id: str) -> str:
         """The full id of the run whose id starts with ``run_id`` (a unique prefix), or
