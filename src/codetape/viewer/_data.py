@@ -10,8 +10,11 @@ finished run is read once and a run still being recorded is read again when it g
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import streamlit as st
@@ -46,6 +49,7 @@ __all__ = [
     "run",
     "runs",
     "steps",
+    "together",
 ]
 
 RUNS_PER_PAGE = 50
@@ -65,8 +69,26 @@ def missing() -> bool:
     return not home().is_dir()
 
 
+# The Store of the reads in a ``together()`` block, if any.
+_shared: contextvars.ContextVar[Store | None] = contextvars.ContextVar("_shared", default=None)
+
+
 def _store() -> Store:
-    return Store(home())
+    return _shared.get() or Store(home())
+
+
+@contextlib.contextmanager
+def together() -> Iterator[None]:
+    """The reads of a ``with`` block share one connection and one catch-up with the
+    spool: the Runs page's count and page of one search look through the steps once.
+    Keep it short: no agent can store what it records meanwhile."""
+    store = Store(home())
+    with store.session():
+        token = _shared.set(store)
+        try:
+            yield
+        finally:
+            _shared.reset(token)
 
 
 def page_count(total: int, per_page: int) -> int:

@@ -39,11 +39,12 @@ OPEN = {"open": st.column_config.LinkColumn("open", display_text="Open", pinned=
 
 @st.fragment(run_every=_live.REFRESH_S if live else None)
 def listing() -> None:
-    total = _data.count_runs(*filters)
-    pages = _data.page_count(total, _data.RUNS_PER_PAGE)
-    above = st.container()
-    page = st.pagination(pages, key=f"runs-page:{filters}") if pages > 1 else 1
-    runs = _data.runs(*filters, page)
+    with _data.together():
+        total = _data.count_runs(*filters)
+        pages = _data.page_count(total, _data.RUNS_PER_PAGE)
+        above = st.container()
+        page = st.pagination(pages, key=f"runs-page:{filters}") if pages > 1 else 1
+        runs = _data.runs(*filters, page)
     with above:
         st.caption(
             f"{total} runs · page {page} of {pages} · open a run with its link, or select "
