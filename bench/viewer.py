@@ -53,6 +53,7 @@ from typing import Any
 import duckdb
 
 import codetape
+from codetape.schemas import Run
 from codetape.store import IngestStats, Store
 from codetape.store.internal import DB_NAME, connect, done_dir, ingest, live_dir
 from codetape.testing import RunSpec, RunStatus, StepKind, StoreBuilder, synthetic_step
@@ -64,6 +65,7 @@ BIG_RUN_STEPS = 500
 FORMAT = 3  # bump when the synthesized store changes shape: cached stores get rebuilt
 MARKER = "bench-viewer.json"
 EXTRAS = "viewer also"  # calls the viewer makes beyond the issue's list
+WHOLE = "whole"  # a run's steps read whole: what the Run page read before, for comparison
 PROBE = "pending-probe"  # a scratch copy of the store, inside it, while measuring
 SEED = 20250101
 RARE_CUSTOMER = 4242  # only a handful of tasks mention this customer
@@ -535,67 +537,87 @@ def measure_pending(home: Path, seed: int) -> Result:
     return _opened("Store(home), 1 run pending", call, (None, took[0], took[1:]))
 
 
+def _listing(store: Store, **filters: Any) -> tuple[int, list[Run]]:
+    """What the Runs page reads: the count of the runs that match and the first page of
+    them, in one session."""
+    with store.session():
+        return store.count_runs(**filters), store.runs(limit=50, **filters)
+
+
+def _compared_with(home: Path, run_id: str) -> str:
+    """A finished run of about as many steps as ``run_id``, to compare it with."""
+    base = Store(home).run(run_id)
+    near = [r for r in Store(home).runs("ok", base.name, 200) if r.id != run_id]
+    return min(near, key=lambda r: abs(r.step_count - base.step_count)).id
+
+
 def run_benchmarks(home: Path, info: dict[str, Any]) -> list[Result]:
     big, typical = info["big_run"]["id"], info["typical_run"]["id"]
     rare, common = info["rare_search"], info["common_search"]
     n = info["big_run"]["steps"]
+    other = _compared_with(home, typical)
+    t = info["typical_run"]["steps"]
     cases: list[tuple[str, str, str, Callable[[Store], object]]] = [
-        ("runs", "runs", "runs(limit=50)", lambda s: s.runs(limit=50)),
-        ("runs", "count", "count_runs()", lambda s: s.count_runs()),
+        # The Runs page reads the count and its page of runs in one session.
+        ("runs", "listing", "count_runs() + runs(limit=50)", lambda s: _listing(s)),
         ("runs", "agents", "agents()", lambda s: s.agents()),
         (
             "runs failed",
-            "runs",
-            "runs(failed=True, limit=50)",
-            lambda s: s.runs(failed=True, limit=50),
+            "listing",
+            "count_runs(failed=True) + runs(failed=True, limit=50)",
+            lambda s: _listing(s, failed=True),
         ),
-        ("runs failed", "count", "count_runs(failed=True)", lambda s: s.count_runs(failed=True)),
         ("runs failed", "agents", "agents()", lambda s: s.agents()),
         (
             "runs search",
-            "runs",
-            f"runs(search={rare!r}, limit=50)",
-            lambda s: s.runs(search=rare, limit=50),
-        ),
-        (
-            "runs search",
-            "count",
-            f"count_runs(search={rare!r})",
-            lambda s: s.count_runs(search=rare),
+            "listing",
+            f"count_runs(search={rare!r}) + runs(...)",
+            lambda s: _listing(s, search=rare),
         ),
         ("runs search", "agents", "agents()", lambda s: s.agents()),
         (
             "runs search code",
-            "runs",
-            f"runs(search={common!r}, limit=50)",
-            lambda s: s.runs(search=common, limit=50),
-        ),
-        (
-            "runs search code",
-            "count",
-            f"count_runs(search={common!r})",
-            lambda s: s.count_runs(search=common),
+            "listing",
+            f"count_runs(search={common!r}) + runs(...)",
+            lambda s: _listing(s, search=common),
         ),
         ("runs search code", "agents", "agents()", lambda s: s.agents()),
+        # The Run page: every step without its blobs, and the page of 20 it shows whole.
         (f"run ({n} steps)", "run", "run(id)", lambda s: s.run(big)),
-        (f"run ({n} steps)", "steps", "steps(id)", lambda s: s.steps(big)),
-        (f"run ({n} steps)", "step", f"step(id, {n // 2})", lambda s: s.step(big, n // 2)),
-        (f"run ({info['typical_run']['steps']} steps)", "run", "run(id)", lambda s: s.run(typical)),
         (
-            f"run ({info['typical_run']['steps']} steps)",
-            "steps",
-            "steps(id)",
-            lambda s: s.steps(typical),
+            f"run ({n} steps)",
+            "outline",
+            "steps(id, contents=False)",
+            lambda s: s.steps(big, contents=False),
+        ),
+        (f"run ({n} steps)", "page", "steps(id, 240, 20)", lambda s: s.steps(big, 240, 20)),
+        (f"run ({n} steps)", WHOLE, "steps(id), all whole", lambda s: s.steps(big)),
+        (f"run ({n} steps)", "step", f"step(id, {n // 2})", lambda s: s.step(big, n // 2)),
+        (f"run ({t} steps)", "run", "run(id)", lambda s: s.run(typical)),
+        (
+            f"run ({t} steps)",
+            "outline",
+            "steps(id, contents=False)",
+            lambda s: s.steps(typical, contents=False),
+        ),
+        (f"run ({t} steps)", "page", "steps(id, 0, 20)", lambda s: s.steps(typical, 0, 20)),
+        (f"run ({t} steps)", WHOLE, "steps(id), all whole", lambda s: s.steps(typical)),
+        # The Compare page: its pickers' recent runs, both runs, and their diff.
+        ("compare", "recent", "runs(limit=500)", lambda s: s.runs(limit=500)),
+        ("compare", "runs", "run(a), run(b)", lambda s: (s.run(typical), s.run(other))),
+        (
+            "compare",
+            "diff",
+            "diff_runs(a, b)",
+            lambda s: codetape.diff_runs(typical, other, home=s.home),
         ),
         # The Failures page: the agents for its filter, and every failing step grouped.
         ("failures", "agents", "agents()", lambda s: s.agents()),
         ("failures", "failures", "failures()", lambda s: s.failures()),
         # Not in the issue's list, but the viewer (codetape.viewer._data) makes them too:
-        # the Runs page asks whether any run is still recording, on every rerun; the
-        # Run page lists recent runs to find replays of this one (and for its picker);
-        # while a run is recording, its Run page reads it again at every refresh.
+        # the Runs page asks whether any run is still recording, on every rerun; while a
+        # run is recording, its Run page reads it again at every refresh.
         (EXTRAS, "running", "count_runs('running')", lambda s: s.count_runs("running")),
-        (EXTRAS, "recent", "runs(limit=500)", lambda s: s.runs(limit=500)),
         (EXTRAS, "follow", "run(id) per refresh", lambda s: s.run(typical)),
     ]
     results = [measure_open(home), measure_pending(home, info["params"]["seed"])]
@@ -607,7 +629,7 @@ def run_benchmarks(home: Path, info: dict[str, Any]) -> list[Result]:
 def page_totals(results: list[Result]) -> list[dict[str, Any]]:
     pages: dict[str, list[Result]] = {}
     for r in results:
-        if r.page not in ("open", EXTRAS) and r.name != "step":
+        if r.page not in ("open", EXTRAS) and r.name not in ("step", WHOLE):
             pages.setdefault(r.page, []).append(r)
     totals = []
     for page, rs in pages.items():
