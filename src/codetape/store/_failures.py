@@ -87,11 +87,17 @@ def _ts(ns: int) -> datetime:
 
 def _grouped(rows: list[tuple[Any, ...]]) -> dict[str, _Group]:
     groups: dict[str, _Group] = {}
+    # Many steps fail with the same message or line: each is masked once.
+    masked: dict[str, str] = {}
     for run_id, index, status, started_ns, agent, task, error_type, message, line in rows:
         error_type = error_type or status
         message = message or ""
-        line = normalize_message(line) if line else None
-        normalized = normalize_message(message)
+        if line and line not in masked:
+            masked[line] = normalize_message(line)
+        if message not in masked:
+            masked[message] = normalize_message(message)
+        line = masked[line] if line else None
+        normalized = masked[message]
         key = "\x00".join((error_type, normalized, line or ""))
         signature = hashlib.sha256(key.encode()).hexdigest()[:12]
         group = groups.setdefault(signature, _Group(error_type, normalized, line))
