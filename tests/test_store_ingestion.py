@@ -203,3 +203,22 @@ def test_a_forked_child_schedules_its_own_passes(home: Path, strict: None) -> No
     assert os.waitstatus_to_exitcode(waited[1]) == 0
     runs = codetape.Store(home).runs()
     assert sorted(r.name for r in runs) == ["child", "parent"]
+
+
+def test_a_scheduled_pass_waits_while_the_store_was_just_written(tmp_path: Path) -> None:
+    """Agents recording into one store take turns: a pass another process has just
+    made (it ingested every spool file) postpones this process's."""
+    delay = 5.0
+    assert _background.quiet_for(tmp_path, delay) == 0.0  # no database yet
+    db = tmp_path / DB_NAME
+    db.touch()
+    now = time.time()
+    os.utime(db, (now - 1.0, now - 1.0))
+    assert 0.0 < _background.quiet_for(tmp_path, delay) <= 4.0
+    os.utime(db, (now - 10.0, now - 10.0))
+    assert _background.quiet_for(tmp_path, delay) == 0.0
+    wal = tmp_path / (DB_NAME + ".wal")
+    wal.touch()  # a commit wrote the log just now
+    assert _background.quiet_for(tmp_path, delay) > 0.0
+    os.utime(wal, (now + 3600.0, now + 3600.0))  # the clock went back since
+    assert _background.quiet_for(tmp_path, delay) == 0.0

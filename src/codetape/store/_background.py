@@ -4,6 +4,13 @@ Ending a run waits for nothing: it schedules a pass ``INGEST_DELAY_S`` later, an
 else ends meanwhile joins it, so a burst of short runs goes into DuckDB in one
 transaction. A read in this process (``wait_for_background``) or its exit runs the
 scheduled pass at once and waits for it.
+
+Every pass ingests every process's spool, so processes recording into one store take
+turns rather than each running its own passes: a scheduled pass waits until no pass
+(of any process) has written the database for ``INGEST_DELAY_S``. However many agents
+record, the store then sees about one pass a second, not one per agent; each pass pays
+for opening the database and for the checkpoint that closes it, which grows with the
+store's indexes.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ._catchup import key
+from ._db import DB_NAME
 
-__all__ = ["INGEST_DELAY_S", "BackgroundIngester", "wait_for_background"]
+__all__ = ["INGEST_DELAY_S", "BackgroundIngester", "quiet_for", "wait_for_background"]
 
 # How long after a run ends its process ingests it (unless a read or the process's
 # exit asks first): the runs that end meanwhile go into the same transaction.
@@ -42,6 +50,18 @@ def wait_for_background(home: Path, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     for ingester in ingesters:
         ingester.flush(max(0.0, deadline - time.monotonic()))
+
+
+def quiet_for(home: Path, delay: float) -> float:
+    """How much longer to wait until ``delay`` seconds have passed since the store's
+    database was last written (by a pass of any process, or a reader's catch-up); 0
+    when they have, or when its time is in the future (the clock went back)."""
+    newest = 0.0
+    for name in (DB_NAME, DB_NAME + ".wal"):
+        with contextlib.suppress(OSError):
+            newest = max(newest, os.stat(home / name).st_mtime)
+    age = time.time() - newest
+    return delay - age if 0 <= age < delay else 0.0
 
 
 class BackgroundIngester:
@@ -99,7 +119,12 @@ class BackgroundIngester:
             while self._due is not None and not self._now:
                 left = self._due - time.monotonic()
                 if left <= 0:
-                    break
+                    # Another process's pass has just ingested (what this one spooled
+                    # before it, too): let the store rest before the next.
+                    left = quiet_for(self.home, self._delay_s())
+                    if left <= 0:
+                        break
+                    self._due = time.monotonic() + left
                 self._cond.wait(left)
             if self._due is None:
                 self._now = False
