@@ -55,9 +55,9 @@ _BLOBS_BY_DIGEST = "SELECT digest, data FROM blobs WHERE list_contains(?::VARCHA
 _SPANS_OF_RUN = """SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message,
        attributes FROM spans WHERE trace_id = ? ORDER BY start_ns"""
 
-# The runs with a text (an ILIKE pattern) in a step's code or output preview.
+# The runs with a text (lower-case) in a step's code or output preview.
 _STEP_HITS = """SELECT DISTINCT run_id FROM steps
-WHERE code_preview ILIKE ? ESCAPE '\\' OR stdout_preview ILIKE ? ESCAPE '\\'"""
+WHERE contains(lower(code_preview), ?) OR contains(lower(coalesce(stdout_preview, '')), ?)"""
 
 # Attributes whose value is a blob digest.
 _DIGEST_KEYS = (".digest", A.STATE_BEFORE, A.STATE_AFTER, A.STEP_RANDOM_STATE)
@@ -120,12 +120,6 @@ def _run_from_row(row: Sequence[Any]) -> Run:
         output_tokens=int(output_tokens),
         cost=float(cost) if cost is not None else None,
     )
-
-
-def _like_pattern(text: str) -> str:
-    """An ILIKE pattern matching ``text`` anywhere, its wildcards taken literally."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def _decoded(data: bytes) -> str:
@@ -331,26 +325,26 @@ class Store:
                 "(SELECT run_id FROM steps WHERE status <> 'ok'))"
             )
         if search:
-            pattern = _like_pattern(search)
-            hits, hit_params = self._search_hits(pattern)
+            text = search.lower()
+            hits, hit_params = self._search_hits(text)
             where.append(
-                f"(r.task ILIKE ? ESCAPE '\\' OR r.final_answer ILIKE ? ESCAPE '\\' "
-                f"OR r.run_id IN ({hits}))"
+                "(contains(lower(coalesce(r.task, '')), ?) OR "
+                f"contains(lower(coalesce(r.final_answer, '')), ?) OR r.run_id IN ({hits}))"
             )
-            params += [pattern, pattern, *hit_params]
+            params += [text, text, *hit_params]
         return (" WHERE " + " AND ".join(where) if where else ""), params
 
-    def _search_hits(self, pattern: str) -> tuple[str, list[Any]]:
-        """SQL for the runs with ``pattern`` in a step's code or output preview. In a
+    def _search_hits(self, text: str) -> tuple[str, list[Any]]:
+        """SQL for the runs with ``text`` in a step's code or output preview. In a
         session, a table of them made once per search: the count of runs and the page of
         them that follows look through every step once, not twice."""
         if self._session is None:
-            return _STEP_HITS, [pattern, pattern]
-        table = self._searches.get(pattern)
+            return _STEP_HITS, [text, text]
+        table = self._searches.get(text)
         if table is None:
             table = f"codetape_search_{len(self._searches)}"
-            self._session.execute(f"CREATE TEMP TABLE {table} AS {_STEP_HITS}", [pattern] * 2)
-            self._searches[pattern] = table
+            self._session.execute(f"CREATE TEMP TABLE {table} AS {_STEP_HITS}", [text] * 2)
+            self._searches[text] = table
         return f"SELECT run_id FROM {table}", []
 
     def resolve_run_id(self, run_id: str) -> str:
