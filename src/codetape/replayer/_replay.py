@@ -17,7 +17,7 @@ from ..errors import (
     SandboxError,
     StepNotFoundError,
 )
-from ..sandbox.internal import host_fingerprint
+from ..sandbox.internal import host_fingerprint, removal_in_background, warm_pool
 from ..schemas import Difference, Limits, ReplayReport, Step, ToolCall, Verdict
 from ..store import Store
 from ..tracer import Sandbox
@@ -275,7 +275,8 @@ class _Session:
         run = self.recording.run
         replay_of = f"{run.id}:{self.recorded.index}"
         ran: list[tuple[Step, list[str]]] = []
-        with recording_to(self.store.home):
+        # The used container is removed off the replay's path (or by the pool's close).
+        with recording_to(self.store.home), removal_in_background():
             try:
                 with (
                     RunRecorder(run.name, run.task, replay_of=replay_of) as replay_run_,
@@ -369,7 +370,9 @@ def replay_run(
     run_id: str, *, jobs: int = 2, home: str | os.PathLike[str] | None = None, **options: Any
 ) -> list[ReplayReport]:
     """Replay every step of a run, each from its own rebuilt input, ``jobs`` at a time
-    in parallel sandboxes. ``options`` are passed to :func:`replay`."""
+    in parallel sandboxes. ``options`` are passed to :func:`replay`. Each step still gets
+    a fresh container, started ahead while the steps before it ran (containers are
+    never reused; those left over are removed before this returns)."""
     store = Store(home)
     recording = _read(store, run_id)
     options = {"code": None, "image": None, "live_tools": False, "tools": (), **options}
@@ -380,7 +383,12 @@ def replay_run(
         return _replay_step(own.store, own, index, **options)
 
     indexes = sorted(recording.steps)
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    workers = max(1, min(jobs, len(indexes)))
+    # Each step's sandbox takes a container started (for its image) while the one
+    # before worked; never more started ahead than there are steps left.
+    with (
+        warm_pool(ahead=workers, budget=max(0, len(indexes) - workers)),
+        ThreadPoolExecutor(max_workers=workers) as pool,
+    ):
         futures = [pool.submit(contextvars.copy_context().run, one, i) for i in indexes]
         return [f.result() for f in futures]

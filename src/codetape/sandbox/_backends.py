@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import DockerUnavailableError, ImageNotFoundError, SandboxError
 from ..schemas import Limits, StepStatus
 from ..schemas import attributes as A
+from ._pool import current_pool, remover
 from ._runtime import warn_once
 
 __all__ = [
@@ -143,10 +144,42 @@ class DockerBackend(Backend):
     def start(self, env: dict[str, str], run_id: str) -> subprocess.Popen[bytes]:
         from ._leftovers import remove_orphans
 
-        remove_orphans(self.client)
-        limits = self.limits
+        pool = current_pool()
+        process: subprocess.Popen[bytes]
+        if pool is None:
+            remove_orphans(self.client)
+            process, name = self._spawn(env, run_id)
+        else:
+            # Started ahead with no run id: the pool cannot know which run takes it.
+            key = (self.image_id, self.limits.model_dump_json(), tuple(sorted(env.items())))
+            taken, warm = pool.take(key, lambda: self._spawn(env, ""), self._discard)
+            process, name = taken
+            if not warm:
+                remove_orphans(self.client)
+        self._names[process.pid] = name
+        return process
+
+    def _spawn(self, env: dict[str, str], run_id: str) -> tuple[subprocess.Popen[bytes], str]:
         name = f"codetape-{(run_id or 'norun')[:12]}-{uuid.uuid4().hex[:6]}"
-        args = [
+        args = self._run_args(name, run_id)
+        for key, value in env.items():
+            args += ["--env", f"{key}={value}"]
+        # By id, not name: the container runs exactly the image the step records.
+        args += [self.image_id, "python3", "-s", "-u", "-c", runner_source()]
+        process = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        return process, name
+
+    def _discard(self, started: tuple[subprocess.Popen[bytes], str]) -> None:
+        """Remove a container started ahead that nobody took."""
+        process, name = started
+        self._names[process.pid] = name
+        self._remove(process, in_background=False)
+
+    def _run_args(self, name: str, run_id: str) -> list[str]:
+        limits = self.limits
+        return [
             self._docker,
             "run",
             "-i",
@@ -189,15 +222,6 @@ class DockerBackend(Backend):
             # zombies cannot fill the pids limit.
             "--init",
         ]
-        for key, value in env.items():
-            args += ["--env", f"{key}={value}"]
-        # By id, not name: the container runs exactly the image the step records.
-        args += [self.image_id, "python3", "-s", "-u", "-c", runner_source()]
-        process = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        self._names[process.pid] = name
-        return process
 
     def _container(self, process: subprocess.Popen[bytes]) -> Any:
         name = self._names.get(process.pid)
@@ -228,7 +252,18 @@ class DockerBackend(Backend):
         return "killed"
 
     def cleanup(self, process: subprocess.Popen[bytes]) -> None:
+        self._remove(process, in_background=remover() is not None)
+
+    def _remove(self, process: subprocess.Popen[bytes], in_background: bool) -> None:
         name = self._names.pop(process.pid, None)
+        background = remover() if in_background else None
+        if name is not None and background is not None:
+            # The runner exits as its channel closes; the removal need not be waited on.
+            process.kill()
+            process.wait()
+            client = self.client
+            background.submit(lambda: client.api.remove_container(name, force=True))
+            return
         if name is not None:
             # Force-remove kills it too: one call, no lookup.
             with contextlib.suppress(Exception):  # already gone

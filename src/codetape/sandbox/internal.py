@@ -18,6 +18,7 @@ from ._image import (
 from ._leftovers import EXITED_GRACE_S, Leftover, clean_containers, find_leftovers
 from ._messages import StateMessage
 from ._outcome import Checkpoint, Outcome, Pickled, RawState, RawVariable, RelayedCall
+from ._pool import WarmPool, removal_in_background, warm_pool
 from ._runtime import RuntimeReport, VulnerableRuntimeWarning, check_runtime
 from ._sandbox import PICKLE_PROTOCOL, tool_name
 from ._statecodec import Snapshotter as StateSnapshotter
@@ -41,6 +42,7 @@ __all__ = [
     "StateMessage",
     "StateSnapshotter",
     "VulnerableRuntimeWarning",
+    "WarmPool",
     "build_image",
     "build_offline_image",
     "check_runtime",
@@ -52,6 +54,8 @@ __all__ = [
     "host_fingerprint",
     "mask_addresses",
     "qualified_name",
+    "removal_in_background",
     "state_codec",
     "tool_name",
+    "warm_pool",
 ]
