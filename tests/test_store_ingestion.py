@@ -133,6 +133,29 @@ def test_a_scheduled_pass_runs_when_the_process_shuts_down(
     assert _stored_runs(home) == set(ids)
 
 
+def test_a_pass_with_records_stored_already_stores_the_new_ones_once(
+    home: Path, strict: None
+) -> None:
+    """A spool file restored from a backup (every record stored already) in the same
+    pass as a new run: the new run is stored, nothing twice, nothing set aside."""
+    [first] = _record_runs(1, "first")
+    store = codetape.Store(home)
+    assert [r.id for r in store.runs()] == [first]
+    [spool] = (home / "spool" / "live").glob("*.jsonl")
+    (spool.parent / f"restored-{spool.name}").write_bytes(spool.read_bytes())
+    [second] = _record_runs(1, "second")
+
+    assert sorted(r.id for r in store.runs()) == sorted([first, second])
+    with connect(home, read_only=True) as con:
+        spans, keys, steps = con.execute(
+            "SELECT count(*), count(DISTINCT (trace_id, span_id)), "
+            "(SELECT count(*) FROM steps) FROM spans"
+        ).fetchone()  # type: ignore[misc]
+    assert (spans, keys, steps) == (4, 4, 2)
+    counts = store.counts()
+    assert (counts["bad_lines"], counts["torn_lines"], counts["pending_spool_files"]) == (0, 0, 1)
+
+
 # -- staging: what DuckDB reads ------------------------------------------------------
 
 

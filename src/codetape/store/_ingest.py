@@ -49,7 +49,15 @@ import duckdb
 from ._background import INGEST_DELAY_S, BackgroundIngester, wait_for_background
 from ._catchup import Mark, db_identity, mark, remember, spool_changed
 from ._db import DB_NAME, connect, is_lock_error
-from ._ingest_sql import CLOSE_SPOOLS, COUNTS, LOAD, MAX_RECORD_BYTES, READ, SAVE_OFFSETS
+from ._ingest_sql import (
+    CLOSE_SPOOLS,
+    COUNTS,
+    LOAD,
+    LOAD_NEW,
+    MAX_RECORD_BYTES,
+    READ,
+    SAVE_OFFSETS,
+)
 from ._spool import done_dir, live_dir, writer_alive
 
 __all__ = [
@@ -232,7 +240,9 @@ def _in_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
     return result
 
 
-def _load(con: duckdb.DuckDBPyConnection, files: list[str]) -> dict[str, tuple[int, int]]:
+def _load(
+    con: duckdb.DuckDBPyConnection, files: list[str], statements: tuple[str, ...] = LOAD
+) -> dict[str, tuple[int, int]]:
     """Store the records of ``files``; per spool file name: (records, unknown lines)."""
     con.execute("DROP TABLE IF EXISTS batch")
     con.execute(READ, [files])
@@ -240,16 +250,18 @@ def _load(con: duckdb.DuckDBPyConnection, files: list[str]) -> dict[str, tuple[i
         spool: (total - unknown, unknown)
         for spool, total, unknown in con.execute(COUNTS).fetchall()
     }
-    for statement in LOAD:
+    for statement in statements:
         con.execute(statement)
     con.execute("DROP TABLE batch")
     return counts
 
 
-def _load_all(con: duckdb.DuckDBPyConnection, pending: list[_Pending]) -> None:
+def _load_all(
+    con: duckdb.DuckDBPyConnection, pending: list[_Pending], statements: tuple[str, ...]
+) -> None:
     """The fast way: every file in one scan, and the pass's bookkeeping, in one go."""
     copies = [str(p.copy) for p in pending if p.copy is not None]
-    counts = _load(con, copies) if copies else {}
+    counts = _load(con, copies, statements) if copies else {}
     for p in pending:
         p.records, p.unread = counts.get(p.path.name, (0, 0))
     _finish(con, pending)
@@ -361,10 +373,12 @@ def _ingest_batch(
     con: duckdb.DuckDBPyConnection, pending: list[_Pending], stats: IngestStats, scratch: Path
 ) -> None:
     suspect = [p for p in pending if p.oversized]
+    ready = [p for p in pending if not p.oversized]
     try:
-        _in_transaction(
-            con, functools.partial(_load_all, con, [p for p in pending if not p.oversized])
-        )
+        try:  # as new records (nearly always what they are), then as maybe not
+            _in_transaction(con, functools.partial(_load_all, con, ready, LOAD_NEW))
+        except duckdb.ConstraintException:  # stored already, or one breaks a constraint
+            _in_transaction(con, functools.partial(_load_all, con, ready, LOAD))
     except _DATA_ERRORS:
         suspect = pending
     # Something in these files cannot be stored: find it, and store everything else.

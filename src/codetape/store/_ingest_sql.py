@@ -2,8 +2,12 @@
 then set-based statements store them and derive ``runs``, ``steps`` and ``llm_calls``
 from them, all in the pass's one transaction.
 
-Every statement is idempotent (``INSERT OR IGNORE`` on the primary keys, ``INSERT OR
-REPLACE`` for a run's end), so a line ingested twice changes nothing.
+Every statement of ``LOAD`` is idempotent (``INSERT OR IGNORE`` on the primary keys,
+``INSERT OR REPLACE`` for a run's end), so a line ingested twice changes nothing.
+``LOAD_NEW`` is the same with plain inserts of spans, steps and model calls: a pass
+tries it first, since what it reads is nearly always new, and a plain insert skips
+DuckDB's search for rows to ignore (a third of what storing a span costs); a key that
+is there already fails it, and the pass is made again with ``LOAD``.
 """
 
 from __future__ import annotations
@@ -12,7 +16,15 @@ import json
 
 from ..schemas import attributes as A
 
-__all__ = ["CLOSE_SPOOLS", "COUNTS", "LOAD", "MAX_RECORD_BYTES", "READ", "SAVE_OFFSETS"]
+__all__ = [
+    "CLOSE_SPOOLS",
+    "COUNTS",
+    "LOAD",
+    "LOAD_NEW",
+    "MAX_RECORD_BYTES",
+    "READ",
+    "SAVE_OFFSETS",
+]
 
 # The largest spool line that is stored (DuckDB's default JSON object limit). codetape
 # never writes one this large: it cuts attributes and keeps large values as blob files.
@@ -179,6 +191,11 @@ LOAD = (
     _DROP_ENDED_STARTS,
     _INSERT_LOST,
     _INSERT_LOST_RUNS,
+)
+_PLAIN = (_INSERT_SPANS, _INSERT_STEPS, _INSERT_LLM_CALLS)
+LOAD_NEW = tuple(
+    statement.replace("INSERT OR IGNORE INTO", "INSERT INTO") if statement in _PLAIN else statement
+    for statement in LOAD
 )
 
 # The spool files of dead writers ($spools, a list), after their last records: their
