@@ -16,14 +16,11 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import codetape
-from codetape.store import Store
-from codetape.store.internal import ingest, live_dir
 
 SNIPPET = "x = x + 1\ntotal = sum(values) + x"
 
@@ -133,59 +130,12 @@ def llm_overhead(calls: int, rounds: int) -> dict[str, Any]:
 
 
 def ingestion(spans: int) -> dict[str, Any]:
-    """Spool lines shaped like real ones (taken from a recorded run), ingested at once."""
-    home = Path(tempfile.mkdtemp(prefix="codetape-bench-ingest-"))
-    codetape.configure(home=home, otlp=False)
+    """Spool lines shaped like real ones (taken from a recorded run), ingested at once:
+    case (a) of ``bench/ingest.py``, which also measures spools of recording processes."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from ingest import one_pass
 
-    @codetape.tool
-    def lookup(key: str) -> str:
-        return key.upper()
-
-    @codetape.code_action
-    def execute(code: str, namespace: dict[str, Any]) -> None:
-        exec(code, namespace)
-
-    with codetape.run("template", task="one of each span"):
-        execute("y = lookup('a')\nprint(y)", {"lookup": lookup})
-    codetape.configure(home=home, otlp=False)  # flushes and closes the template spool
-    Store(home)  # ingests the template; its spool file moves to spool/done
-    template_file = next((home / "spool" / "done").glob("*.jsonl"))
-    templates = [json.loads(line) for line in template_file.read_text().splitlines()]
-    span_templates = [t for t in templates if t["t"] == "span"]
-
-    target = Path(tempfile.mkdtemp(prefix="codetape-bench-ingest2-"))
-    live = live_dir(target)
-    live.mkdir(parents=True)
-    per_file = 10_000
-    written = 0
-    for file_no in range(0, spans, per_file):
-        lines = []
-        for i in range(min(per_file, spans - file_no)):
-            rec = dict(span_templates[i % len(span_templates)])
-            n = file_no + i
-            rec["trace_id"] = f"{n // len(span_templates):032x}"
-            rec["span_id"] = f"{n:016x}"
-            lines.append(json.dumps(rec, separators=(",", ":")))
-        (live / f"bench-{file_no}-{uuid.uuid4().hex[:6]}.jsonl").write_text("\n".join(lines) + "\n")
-        written += len(lines)
-    spool_bytes = _dir_size(live)
-    t0 = time.perf_counter()
-    stats = ingest(target)
-    seconds = time.perf_counter() - t0
-    import duckdb
-
-    con = duckdb.connect(str(target / "codetape.duckdb"), read_only=True)
-    stored = con.execute("SELECT count(*) FROM spans").fetchone()[0]  # type: ignore[index]
-    con.close()
-    return {
-        "spans_written": written,
-        "spans_stored": stored,
-        "dropped": written - stored,
-        "bad_lines": stats.bad_lines,
-        "seconds": round(seconds, 3),
-        "spans_per_second": round(written / seconds),
-        "spool_mb": round(spool_bytes / 1e6, 1),
-    }
+    return one_pass(spans)
 
 
 def main() -> None:
