@@ -37,7 +37,7 @@ from codetape.sandbox import NoIsolationWarning
 
 SNIPPET = "x = 1"
 BIG_VALUES = "big = bytes(10_000_000)\nints = list(range(1_250_000))"  # ~10 MB each pickled
-WARM_TARGET = 3.0
+WARM_TARGET = 2.5
 COLD_TARGET = 1.3
 # Reads a line, writes it back: the least any stdin/stdout protocol into the container
 # can cost per round trip.
