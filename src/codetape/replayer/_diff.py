@@ -142,14 +142,19 @@ def diff_runs(a: str, b: str, *, home: str | os.PathLike[str] | None = None) -> 
     ['--- a', '+++ b', '@@ -1 +1 @@', '-2 orders', '+3 orders']
     """
     store = Store(home)
-    run_a, run_b = store.run(a), store.run(b)
-    steps_a, steps_b = store.steps(run_a.id), store.steps(run_b.id)
+    with store.session():  # one connection and one catch-up for every read
+        run_a, run_b = store.run(a), store.run(b)
+        steps_a, steps_b = store.steps(run_a.id), store.steps(run_b.id)
+        # The runs' model outputs by call (span ids are unique across the two runs).
+        outputs = {
+            c.span_id: c.output
+            for run in (run_a, run_b)
+            for c in store.llm_calls(run.id, messages=False)
+        }
     if run_b.replay_of and run_b.replay_of.startswith(run_a.id + ":"):
         steps_a = _replayed(steps_a, run_b.replay_of, len(steps_b))
     elif run_a.replay_of and run_a.replay_of.startswith(run_b.id + ":"):
         steps_b = _replayed(steps_b, run_a.replay_of, len(steps_a))
-    # The runs' model outputs by call (span ids are unique across the two runs).
-    outputs = {c.span_id: c.output for run in (run_a, run_b) for c in store.llm_calls(run.id)}
     pairs = [
         _pair(
             steps_a[i] if i is not None else None,
