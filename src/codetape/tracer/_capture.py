@@ -7,12 +7,10 @@ concurrent async code actions each get their own output and nothing else's.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import sys
 import threading
-from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, TextIO
 
 __all__ = ["Captured", "capture_output"]
@@ -68,13 +66,25 @@ class Captured:
         return self._err.getvalue()
 
 
+# The tee last made for each stream, reused while the stream under it is the same: a
+# tee dropped on every step would flush the real stream as it is collected.
+_tees: list[_Tee | None] = [None, None]
+
+
+def _tee(inner: TextIO, slot: int) -> _Tee:
+    tee = _tees[slot]
+    if tee is None or tee._inner is not inner or tee.closed:
+        tee = _tees[slot] = _Tee(inner, slot)
+    return tee
+
+
 def _install() -> None:
     global _installed
     with _install_lock:
         if not isinstance(sys.stdout, _Tee):
-            sys.stdout = _Tee(sys.stdout, 0)
+            sys.stdout = _tee(sys.stdout, 0)
         if not isinstance(sys.stderr, _Tee):
-            sys.stderr = _Tee(sys.stderr, 1)
+            sys.stderr = _tee(sys.stderr, 1)
         _installed += 1
 
 
@@ -91,13 +101,24 @@ def _uninstall() -> None:
             sys.stderr = sys.stderr._inner
 
 
-@contextlib.contextmanager
-def capture_output() -> Iterator[Captured]:
-    captured = Captured()
-    _install()
-    token = _buffers.set((captured._out, captured._err))
-    try:
-        yield captured
-    finally:
-        _buffers.reset(token)
+class capture_output:
+    """Tee stdout and stderr into a ``Captured`` for the block (a class, not a
+    generator: it is entered once per recorded step)."""
+
+    __slots__ = ("_captured", "_token")
+
+    def __init__(self) -> None:
+        self._captured = Captured()
+        self._token: Token[tuple[io.StringIO, io.StringIO] | None] | None = None
+
+    def __enter__(self) -> Captured:
+        _install()
+        captured = self._captured
+        self._token = _buffers.set((captured._out, captured._err))
+        return captured
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _buffers.reset(self._token)
+            self._token = None
         _uninstall()

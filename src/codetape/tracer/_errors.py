@@ -9,10 +9,9 @@ instead, for codetape's own tests.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from types import TracebackType
 
 from ..store.internal import is_disk_full
 
@@ -22,25 +21,42 @@ log = logging.getLogger("codetape")
 _seen: set[tuple[str, str]] = set()
 
 
-@contextlib.contextmanager
-def internal_errors(doing: str) -> Iterator[None]:
-    try:
-        yield
-    except Exception as exc:
+class internal_errors:
+    """Swallow (and log once) an ``Exception`` raised in the block: what the recording
+    was ``doing`` failed, the agent carries on. A class, not a generator: it is entered
+    several times per recorded step."""
+
+    __slots__ = ("doing",)
+
+    def __init__(self, doing: str) -> None:
+        self.doing = doing
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
         if os.environ.get("CODETAPE_STRICT") == "1":
-            raise
+            return False
         if is_disk_full(exc):
             _disk_full(exc)
-            return
-        key = (doing, type(exc).__name__)
+            return True
+        key = (self.doing, type(exc).__name__)
         if key not in _seen:
             _seen.add(key)
             log.warning(
                 "codetape: recording failed while %s; the agent carries on, but this step "
                 "may be incomplete in the store",
-                doing,
-                exc_info=True,
+                self.doing,
+                exc_info=(type(exc), exc, tb),
             )
+        return True
 
 
 def _disk_full(exc: BaseException) -> None:
