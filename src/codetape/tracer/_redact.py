@@ -124,7 +124,51 @@ def _line_re(branches: tuple[int, ...]) -> re.Pattern[str]:
 # re.ASCII: \s and friends mean the same in str and bytes, so contains_secret() agrees
 # with text() on what is a secret.
 _PEM_RE, _PEM_BYTES = re.compile(_PEM, re.ASCII), re.compile(_PEM.encode())
-_LINE_BYTES = re.compile(_line_re(_ALL).pattern.replace(_LEFT, _PICKLE_LEFT).encode())
+# Text with nothing but a number's characters holds no secret of a known shape or name,
+# and nothing shorter than an env value is a secret.
+_NUMBER = re.compile(r"[-+0-9.eEj() ]{0,64}")
+_SHORTEST_SECRET = 8
+@functools.cache
+def _line_bytes_re(branches: tuple[int, ...]) -> re.Pattern[bytes]:
+    """The single-line patterns for raw bytes (a pickle's length byte is no left
+    neighbour), only ``branches``: as ``_line_re`` is to ``text()``."""
+    pattern = _line_re(branches).pattern.replace(_LEFT, _PICKLE_LEFT)
+    return re.compile(pattern.encode())
+
+
+# Each branch's hints as bytes; the bearer branch matches its word in any case, so its
+# hint is looked for in the lowercased bytes.
+_HINT_BYTES = tuple(tuple(h.encode() for h in hints) for hints, _ in _BRANCHES)
+_ANY_CASE_BRANCH = next(i for i, (hints, _) in enumerate(_BRANCHES) if "earer" in hints)
+
+
+def _present(s: str) -> tuple[int, ...]:
+    """The branches whose hint occurs in ``s``."""
+    return tuple(i for i, (hints, _) in enumerate(_BRANCHES) if any(h in s for h in hints))
+
+
+# Any branch's hint, for texts that hold none (most): one search instead of one each.
+_ANY_HINT_TEXT = re.compile("|".join(re.escape(h) for hints, _ in _BRANCHES for h in hints))
+_ANY_HINT = re.compile(
+    b"|".join(
+        re.escape(h) for i, hints in enumerate(_HINT_BYTES) if i != _ANY_CASE_BRANCH for h in hints
+    )
+)
+
+
+def _line_bytes_match(data: bytes, low: bytes) -> bool:
+    """Whether a single-line pattern matches ``data``, trying only the branches whose
+    literal occurs (the bearer branch's in any case, as its pattern)."""
+    if _ANY_HINT.search(data) is None and b"earer" not in low:
+        return False
+    present = []
+    for i, hints in enumerate(_HINT_BYTES):
+        where = low if i == _ANY_CASE_BRANCH else data
+        for hint in hints:
+            if hint in where:
+                present.append(i)
+                break
+    return bool(present) and _line_bytes_re(tuple(present)).search(data) is not None
 
 
 # -- secrets by name ---------------------------------------------------------------------
@@ -184,6 +228,7 @@ _WORDS = ("pass", "secret", "token", "auth", "cookie", "credential")
 _KEY_WORDS = ("api", "private", "access", "signing", "master", "encryption", "client")
 _NAME_WORD = "|".join([*_WORDS, *(f"{word}[_-]?key" for word in _KEY_WORDS)])
 _NAME_WORDS, _ANY_CASE_NAME_WORDS = re.compile(_NAME_WORD), re.compile(_NAME_WORD, re.I | re.A)
+_NAME_WORDS_BYTES = re.compile(_NAME_WORD.encode())
 _BEFORE_NAME = re.compile(r".*[^A-Za-z0-9_-]", re.DOTALL)
 _LINE_END = re.compile(r"[ \t]*(?:[\r\n]|$)")
 # Not a secret but a stand-in for one: $TOKEN, ${TOKEN}, %s, {token}, <token>, *****
@@ -406,7 +451,11 @@ class Redactor:
         return self._enabled
 
     def text(self, s: str) -> str:
-        return self._redact(s, None) if self._enabled else s
+        if not self._enabled:
+            return s
+        if _NUMBER.fullmatch(s) is not None:  # a number's repr: only a value of the env
+            return self._redact_env(s, None)
+        return self._redact(s, None)
 
     def secrets_found(self, s: str) -> list[str]:
         """Marker labels (``"jwt"``, ``"env:GITHUB_TOKEN"``...) text() would emit, deduplicated."""
@@ -439,30 +488,42 @@ class Redactor:
             return items
         return obj
 
+    def contains_env_value(self, data: bytes) -> bool:
+        """Whether raw bytes hold the value of a secret environment variable."""
+        return self._enabled and any(v in data for v in self._env_bytes)
+
     def contains_secret(self, data: bytes) -> bool:
         """Whether raw bytes (a pickle, a blob) hold a secret; such payloads must not be kept."""
-        if not self._enabled:
+        if not self._enabled or len(data) < _SHORTEST_SECRET:
             return False
+        low = data.lower()  # ASCII letters only, as the patterns' re.ASCII
         if (
             any(v in data for v in self._env_bytes)
-            or _PEM_BYTES.search(data) is not None
-            or _LINE_BYTES.search(data) is not None
+            or (b"PRIVATE KEY" in data and _PEM_BYTES.search(data) is not None)
+            or _line_bytes_match(data, low)
         ):
             return True
-        # What text() finds by name, and dict entries a pickle keeps under a secret name.
+        # What text() finds by name, and dict entries a pickle keeps under a secret name:
+        # every secret name holds one of _NAME_WORDS.
+        if _NAME_WORDS_BYTES.search(low) is None:
+            return False
         text, found = data.decode("latin-1"), list[str]()
         _redact_named(text, found, pickled=True)
         return bool(found) or _pickled_field(text)
 
-    def _redact(self, s: str, found: list[str] | None) -> str:
+    def _redact_env(self, s: str, found: list[str] | None) -> str:
         for value, name in self._env:
             if value in s:
                 s = s.replace(value, f"[REDACTED:env:{name}]")
                 if found is not None:
                     found.append(f"env:{name}")
+        return s
+
+    def _redact(self, s: str, found: list[str] | None) -> str:
+        s = self._redact_env(s, found)
         if "PRIVATE KEY" in s:
             s = _PEM_RE.sub(lambda m: self._mark("private_key", found), s)
-        present = tuple(i for i, (hints, _) in enumerate(_BRANCHES) if any(h in s for h in hints))
+        present = _present(s) if _ANY_HINT_TEXT.search(s) is not None else ()
         if present:
             s = _line_re(present).sub(lambda m: self._line_sub(m, found), s)
         return _redact_named(s, found)
