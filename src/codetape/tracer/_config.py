@@ -31,7 +31,7 @@ from ..store.internal import (
 from ._errors import internal_errors
 from ._ids import SecureIdGenerator
 from ._otlp import ConventionsProcessor, KeptTexts, TextKeepingBlobStore, conventions_of
-from ._processor import SpoolSpanProcessor
+from ._processor import CodetapeTracerProvider, SpoolSpanProcessor
 from ._redact import Redactor
 
 __all__ = ["Runtime", "all_runtimes", "configure", "recording_to", "runtime"]
@@ -63,6 +63,11 @@ class Runtime:
     # "openinference"), and the texts kept for them (None when nothing exports them).
     otlp_conventions: tuple[str, ...] = ()
     kept_texts: KeptTexts | None = None
+
+    @property
+    def exporting(self) -> bool:
+        """Whether a span processor besides the spool's wants SDK spans."""
+        return isinstance(self.provider, CodetapeTracerProvider) and self.provider.exporting
 
     def shutdown(self) -> None:
         self.provider.shutdown()
@@ -203,7 +208,7 @@ def _build(
     conventions: tuple[str, ...] = (),
 ) -> Runtime:
     spool = SpoolWriter(path)
-    provider = TracerProvider(
+    provider = CodetapeTracerProvider(
         resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "codetape")}),
         id_generator=SecureIdGenerator(),
     )

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .._format import ATTRIBUTE_CHARS, TEXT_PREVIEW_CHARS, cut
@@ -33,6 +32,7 @@ from ..schemas import attributes as A
 from ._config import Runtime, runtime
 from ._errors import internal_errors
 from ._recording import RunRecorder, current_run, end_span, put_text, record_exception
+from ._spans import start_span
 
 __all__ = [
     "LlmCallRecorder",
@@ -281,11 +281,12 @@ class LlmCallRecorder:
             self._started_ns = time.monotonic_ns()
             if self._start_ns is not None:
                 self._started_ns -= max(0, time.time_ns() - self._start_ns)
-            self._span = rt.tracer.start_span(
+            self._span = start_span(
+                rt,
                 f"{A.SPAN_CHAT} {cut(self.model or 'model', ATTRIBUTE_CHARS)}",
-                context=trace.set_span_in_context(parent),
+                parent,
+                attrs,
                 kind=SpanKind.CLIENT,
-                attributes=attrs,
                 start_time=self._start_ns,
             )
         return self
@@ -343,7 +344,8 @@ class LlmCallRecorder:
                 if reasons:
                     span.set_attribute(A.GEN_AI_RESPONSE_FINISH_REASONS, reasons)
                 span.set_status(Status(StatusCode.OK))
-                self.run.note_llm_call(f"{span.get_span_context().span_id:016x}", text)
+                span_id = getattr(span, "span_id", None) or span.get_span_context().span_id
+                self.run.note_llm_call(f"{span_id:016x}", text)
         finally:
             with internal_errors("ending a model call"):
                 end_span(span, self._started_ns)
@@ -386,6 +388,7 @@ class LlmCallRecorder:
 # -- the public API: @codetape.llm and codetape.record_llm_call ---------------------------
 
 _MESSAGE_PARAMS = ("messages", "prompt", "input", "inputs", "query", "question")
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 _MODEL_PARAMS = ("model", "model_id", "model_name")
 
 
@@ -438,8 +441,21 @@ class _LlmBinder:
         params = self.sig.parameters
         self.messages = next((n for n in _MESSAGE_PARAMS if n in params), None)
         self.model_param = next((n for n in _MODEL_PARAMS if n in params), None)
+        # The usual call: the messages alone, by position, as the first parameter.
+        first = next(iter(params.values()), None)
+        self._simple = (
+            first is not None
+            and first.name == self.messages
+            and first.kind in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD)
+            and self.model_param is None
+            and all(
+                p.default is not p.empty or p.kind in _VARIADIC for p in list(params.values())[1:]
+            )
+        )
 
     def recorder(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LlmCallRecorder:
+        if self._simple and len(args) == 1 and not kwargs:
+            return LlmCallRecorder(self.model, args[0])
         messages: object = None
         model = self.model
         with internal_errors("reading a model call's arguments"):

@@ -35,7 +35,7 @@ from typing import Any, Literal, TypeVar
 
 import cloudpickle
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, Status, StatusCode
 
 from .._format import (
     ATTRIBUTE_CHARS,
@@ -54,6 +54,7 @@ from ..schemas import attributes as A
 from ._config import Runtime, runtime
 from ._errors import internal_errors
 from ._signals import install_signal_handlers
+from ._spans import start_span
 from ._state import Snapshotter, State, preview, type_name
 
 __all__ = [
@@ -159,6 +160,11 @@ def _end_interrupted(span: Span, started_ns: int, status: tuple[str, str], when:
 def _capped(rt: Runtime, attrs: dict[str, Any], full: dict[str, str]) -> dict[str, Any]:
     """``attrs`` with each string longer than ``ATTRIBUTE_CHARS`` cut; the full values of
     the span's cut attributes (``full``, kept by its recorder) go to one blob."""
+    for value in attrs.values():
+        if isinstance(value, str) and len(value) > ATTRIBUTE_CHARS:
+            break
+    else:
+        return attrs
     long = {k: v for k, v in attrs.items() if isinstance(v, str) and len(v) > ATTRIBUTE_CHARS}
     if not long:
         return attrs
@@ -304,12 +310,13 @@ class RunRecorder:
             self._started_ns = time.monotonic_ns()
             # A run is always the root of its own trace, whatever span is current (its
             # id is the run's id); the caller's span is a link.
-            self._span = rt.tracer.start_span(
+            self._span = start_span(
+                rt,
                 f"{A.SPAN_INVOKE_AGENT} {cut(self.name, ATTRIBUTE_CHARS)}",
-                context=trace.set_span_in_context(trace.INVALID_SPAN),
-                kind=SpanKind.INTERNAL,
-                attributes=_capped(rt, attrs, self._full),
+                None,
+                _capped(rt, attrs, self._full),
                 links=links,
+                start_record=True,
             )
             self.id = f"{self._span.get_span_context().trace_id:032x}"
             if parent_call is not None and parent_call.span is not None:
@@ -400,27 +407,28 @@ class StepRecorder:
     def begin(self, before: State | None) -> None:
         with internal_errors("starting a step"):
             rt = runtime()
-            code = rt.redactor.text(self.code)
+            shown, digest = _stored_code(rt, self.code)
             attrs: dict[str, Any] = {
                 A.GEN_AI_OPERATION_NAME: A.OP_EXECUTE_CODE,
                 A.STEP_INDEX: self.index,
                 A.STEP_MODE: self.mode,
-                A.CODE_PREVIEW: cut(code, TEXT_PREVIEW_CHARS),
+                A.CODE_PREVIEW: shown,
                 **self._sandbox,
             }
-            if (digest := put_text(rt, code)) is not None:
+            if digest is not None:
                 attrs[A.CODE_DIGEST] = digest
             if before is not None:
                 attrs[A.STATE_BEFORE] = before.digest
             if self.random_state is not None:
                 attrs[A.STEP_RANDOM_STATE] = self.random_state
             self._model_call(rt, attrs)
-            parent = self.run._span or trace.INVALID_SPAN
             self._started_ns = time.monotonic_ns()
-            self._span = rt.tracer.start_span(
+            self._span = start_span(
+                rt,
                 A.SPAN_EXECUTE_CODE,
-                context=trace.set_span_in_context(parent),
-                attributes=_capped(rt, attrs, self._full),
+                self.run._span,
+                _capped(rt, attrs, self._full),
+                start_record=True,
             )
             _opened(self)
         self._token = _step_var.set(self)
@@ -542,6 +550,34 @@ class StepRecorder:
             span.set_attribute(A.ERROR_TRACEBACK_DIGEST, digest)
 
 
+# The latest code texts stepped through, redacted, previewed and stored, per runtime: an
+# agent loop often runs the same code again (a retry, a fixed snippet).
+_CODES_LIMIT = 64
+_codes: dict[str, tuple[str, str | None]] = {}
+_codes_runtime: list[object] = [None]
+
+
+def _stored_code(rt: Runtime, code: str) -> tuple[str, str | None]:
+    """The code's preview (redacted) and the digest of its stored redacted text (an
+    export that keeps texts for OTLP gets each one stored again: it keeps the latest)."""
+    if rt.kept_texts is not None:
+        redacted = rt.redactor.text(code)
+        return cut(redacted, TEXT_PREVIEW_CHARS), put_text(rt, redacted)
+    if _codes_runtime[0] is not rt:
+        _codes.clear()
+        _codes_runtime[0] = rt
+    found = _codes.get(code)
+    if found is None:
+        redacted = rt.redactor.text(code)
+        found = (cut(redacted, TEXT_PREVIEW_CHARS), put_text(rt, redacted))
+        if found[1] is None:
+            return found
+        if len(_codes) >= _CODES_LIMIT:
+            _codes.clear()
+        _codes[code] = found
+    return found
+
+
 def put_text(rt: Runtime, text: str) -> str | None:
     """Store a value, or None if that failed: the span is still ended and kept, with
     the preview it carries."""
@@ -616,11 +652,11 @@ class ToolCallRecorder:
         with internal_errors("starting a tool call"):
             rt = self._rt = runtime()
             self._started_ns = time.monotonic_ns()
-            self._span = span = rt.tracer.start_span(
+            self._span = span = start_span(
+                rt,
                 f"{A.SPAN_EXECUTE_TOOL} {cut(self.name, ATTRIBUTE_CHARS)}",
-                context=trace.set_span_in_context(parent),
-                kind=SpanKind.INTERNAL,
-                attributes=_capped(
+                parent,
+                _capped(
                     rt,
                     {
                         A.GEN_AI_OPERATION_NAME: A.OP_EXECUTE_TOOL,
