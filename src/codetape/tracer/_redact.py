@@ -128,6 +128,8 @@ _PEM_RE, _PEM_BYTES = re.compile(_PEM, re.ASCII), re.compile(_PEM.encode())
 # and nothing shorter than an env value is a secret.
 _NUMBER = re.compile(r"[-+0-9.eEj() ]{0,64}")
 _SHORTEST_SECRET = 8
+
+
 @functools.cache
 def _line_bytes_re(branches: tuple[int, ...]) -> re.Pattern[bytes]:
     """The single-line patterns for raw bytes (a pickle's length byte is no left
