@@ -435,7 +435,7 @@ class _CodeAction:
         self.before: State | None = None
         with internal_errors("snapshotting the variables before a step"):
             if run.snapshotter is not None:
-                self.before = run.snapshotter.snapshot(_variables(executor), run.last_state)
+                self.before = run.snapshotter.snapshot(_Variables(executor), run.last_state)
         self.step.begin(self.before)
 
     def succeeded(self, output: Any) -> None:
@@ -469,20 +469,39 @@ class _CodeAction:
     def _after(self) -> State | None:
         with internal_errors("snapshotting the variables after a step"):
             if self.run.snapshotter is not None:
-                after = self.run.snapshotter.snapshot(_variables(self.executor), self.before)
+                after = self.run.snapshotter.snapshot(
+                    _Variables(self.executor), self.before, code=self.step.code, owner=self.executor
+                )
                 self.run.last_state = after
                 return after
         return None
 
 
-def _variables(executor: Any) -> dict[str, Any]:
+class _Variables(Mapping[str, Any]):
     """The names the agent's code sees: the executor's state, and the functions its
-    code defined (smolagents keeps those among its custom tools)."""
-    names = {k: v for k, v in list(executor.state.items()) if k not in _EXECUTOR_KEYS}
-    custom = getattr(executor, "custom_tools", None)
-    if isinstance(custom, dict):
-        names.update(custom)
-    return names
+    code defined (smolagents keeps those among its custom tools), read in place: a copy
+    would be one more reference to every value, and a value only the executor refers
+    to is one a step that never names it cannot have changed."""
+
+    def __init__(self, executor: Any) -> None:
+        self._state: dict[str, Any] = executor.state
+        custom = getattr(executor, "custom_tools", None)
+        self._custom: dict[str, Any] = custom if isinstance(custom, dict) else {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._custom:
+            return self._custom[key]
+        if key in _EXECUTOR_KEYS:
+            raise KeyError(key)
+        return self._state[key]
+
+    def __iter__(self) -> Iterator[str]:
+        custom = self._custom
+        names = [k for k in list(self._state) if k not in _EXECUTOR_KEYS and k not in custom]
+        return iter(names + list(custom))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _describe(exc: BaseException) -> tuple[StepStatus, ErrorInfo]:

@@ -223,8 +223,13 @@ class Codec(object):
         self._fingerprinter = _fingerprinter(cloudpickle.Pickler)
         self._tool_pickler, self._linked_pickler = _checkpointers(cloudpickle.Pickler)
 
-    def describe(self, value):
-        """The value's fingerprint and pickle, or why it has none."""
+    def describe(self, value, plain=False):
+        """The value's fingerprint and pickle, or why it has none. ``plain``: the value
+        is built of the standard containers and scalars only, which no reducer of
+        cloudpickle's or ours changes, so the standard pickler gives the same bytes."""
+        if plain or type(value) in _SCALARS:
+            data = pickle.dumps(value, protocol=PROTOCOL)
+            return Described("sha256:" + hashlib.sha256(data).hexdigest(), data, True, None)
         buffer = io.BytesIO()
         pickler = self._fingerprinter(buffer)
         try:
@@ -246,9 +251,11 @@ class Codec(object):
             self._tool_pickler(buffer).dump(value)
         return buffer.getvalue()
 
-    def checkpoint(self, values, large):
+    def checkpoint(self, values, large, plain=False):
         """One pickle of ``values`` (name → value); ``large`` maps ``id(value)`` to the
-        key of a value pickled on its own."""
+        key of a value pickled on its own; ``plain`` as for ``describe``."""
+        if plain and not large:
+            return pickle.dumps(values, protocol=PROTOCOL)
         buffer = io.BytesIO()
         self._linked_pickler(buffer, large).dump(values)
         return buffer.getvalue()
@@ -297,63 +304,129 @@ class Snapshotter(object):
 
     ``known`` is the set of digests the other side already holds: their bytes are not
     handed out again. A snapshot is a dict of plain values and bytes.
+
+    With ``probes`` (``probes(value)`` gives a check ``check(value) -> bool`` that is
+    true while the value is as it was when described, or None), a variable still bound
+    to the object it was bound to at the last snapshot is described again only when
+    its check says it changed or it has none; one the caller names in ``unchanged`` is
+    not checked at all. The host snapshots this way; the runner describes every value
+    each time. A value whose pickle is over ``large`` bytes is its own blob in
+    checkpoints, pickled again only when it changed.
     """
 
-    def __init__(self, codec, shown=None):
+    def __init__(self, codec, shown=None, probes=None, large=LARGE):
         self.codec = codec
         self.shown = shown or make_repr()
         self.known = set()
+        self.probes = probes
+        self.large = large
         # Immutable values cannot change: describe each once. The cache holds the
         # object, so its id cannot be reused by another while cached.
         self._immutable = {}
+        # With probes: name -> (value, record, description without its bytes, check).
+        self.memo = {}
+        # label -> (flat, the other large values it could hold, blob key, bytes or None)
+        self._dumps = {}
         self._last = None  # (signature, checkpoint record)
+        self._bindings = None  # (modules, tools, name, extra) of the last snapshot
 
     def forget_checkpoint(self):
         self._last = None
+        self._bindings = None
 
-    def take(self, items, name=None, extra=()):
+    def take(self, items, name=None, extra=(), unchanged=()):
         """Snapshot ``items`` (name, value pairs); ``name`` is the namespace's
-        ``__name__``; ``extra`` adds to the checkpoint's signature (files)."""
-        state, modules, tools, values, large, data = {}, {}, {}, {}, {}, {}
-        for key, value in items:
-            if key.startswith("__"):
-                continue
-            if isinstance(value, types.ModuleType):
-                modules[key] = value.__name__
-                values[key] = value
-                continue
-            tool = tool_name(value)
-            if tool is not None:
-                tools[key] = tool
-                continue
-            var, described = self._variable(value)
-            state[key] = var
-            if described.digest is not None and described.digest not in self.known:
-                data[described.digest] = described.data
-                self.known.add(described.digest)
-            if described.reason is None:
-                values[key] = value
-                if len(described.data) > LARGE:
-                    large[id(value)] = (described.digest, value, described)
-        checkpoint = self._checkpoint(state, modules, values, large, name, extra)
+        ``__name__``; ``extra`` adds to the checkpoint's signature (files); the names
+        in ``unchanged`` are known not to have changed since the last snapshot.
+        ``changed`` in the result is false when it equals the last snapshot."""
+        memo, self.memo = self.memo, {}
+        found = self._describe_all(items, memo, unchanged)
+        state, modules, tools, values, large, data, fresh, plain = found
+        bindings = (modules, tools, name, tuple(extra))
+        changed = fresh or len(memo) != len(self.memo) or bindings != self._bindings
+        if changed or self._last is None:
+            checkpoint = self._checkpoint(state, modules, values, large, name, extra, plain)
+        else:
+            checkpoint = dict(self._last[1], data=None, blobs={})
+        self._bindings = bindings
         return {
             "variables": state,
             "data": data,
             "modules": modules,
             "tools": tools,
             "checkpoint": checkpoint,
+            "changed": changed,
         }
 
-    def _variable(self, value):
+    def _describe_all(self, items, memo, unchanged):
+        """Each variable's record (and the bindings), from the memo where it holds."""
+        state, modules, tools, values, large, data = {}, {}, {}, {}, {}, {}
+        probing = self.probes is not None
+        fresh = not probing
+        plain = probing  # every value has a check: standard containers and scalars
+        for key, value in items:
+            if key.startswith("__"):
+                continue
+            kind = type(value)
+            if kind is types.ModuleType or (
+                kind not in _BUILTIN and isinstance(value, types.ModuleType)
+            ):
+                modules[key] = value.__name__
+                values[key] = value
+                plain = False
+                continue
+            tool = None if kind in _BUILTIN else tool_name(value)
+            if tool is not None:
+                tools[key] = tool
+                continue
+            entry = memo.get(key) if probing else None
+            if (
+                entry is not None
+                and entry[0] is value
+                and (key in unchanged or (entry[3] is not None and entry[3](value)))
+            ):
+                self.memo[key] = entry
+                var, described = entry[1], entry[2]
+            elif probing:
+                var, described, entry = self._remembered(key, value)
+                fresh = True
+            else:
+                var, described = self._variable(value)
+            plain = plain and entry is not None and entry[3] is not None
+            state[key] = var
+            if described.digest is not None and described.digest not in self.known:
+                data[described.digest] = described.data
+                self.known.add(described.digest)
+            if described.reason is None:
+                values[key] = value
+                if var["size"] > self.large:
+                    large[id(value)] = (described.digest, value, described)
+        return state, modules, tools, values, large, data, fresh, plain
+
+    def _remembered(self, key, value):
+        """Describe ``value`` again and remember it as ``key``'s: its record, its
+        description (with its bytes, to hand out once; the memo keeps it without) and
+        the memo entry."""
+        check = self.probes(value)
+        var, described = self._variable(value, check is not None)
+        if described.digest is None or described.reason is not None:
+            check = None
+        bare = Described(described.digest, None, described.exact, described.reason)
+        entry = self.memo[key] = (value, var, bare, check)
+        return var, described, entry
+
+    def _variable(self, value, plain=False):
         cached = self._immutable.get(id(value))
         if cached is not None and cached[0] is value:
             return dict(cached[1]), cached[2]
         kind = qualified_name(type(value))
         try:
-            preview = mask_addresses(self.shown.repr(value))
+            preview = _plain_repr(value)
+            if preview is None:
+                preview = mask_addresses(self.shown.repr(value))
         except Exception as exc:
             preview = "<%s: repr failed: %s>" % (kind, type(exc).__name__)
-        described = self.codec.describe(value)
+        described = self.codec.describe(value, plain)
         var = {
             "type": kind,
             "preview": preview,
@@ -362,24 +435,39 @@ class Snapshotter(object):
             "reason": described.reason,
         }
         if type(value) in _IMMUTABLE and described.digest is not None:
+            if len(self._immutable) >= 4096:
+                self._immutable.clear()
             self._immutable[id(value)] = (value, dict(var), described)
         return var, described
 
     def _large(self, large):
-        """Each large value's pickle by label (its fingerprint): the fingerprint's own
-        bytes when it is one value alone, else a pickle naming the others it shares."""
+        """Each large value's pickle by label (its fingerprint): its fingerprint's own
+        bytes when it can hold none of the other large values, else a pickle naming
+        the others it shares. A value is pickled again only when it changed or the
+        others it could hold did."""
         labels = dict((value_id, entry[0]) for value_id, entry in large.items())
-        blobs = {}
+        scalars = frozenset(e[0] for e in large.values() if type(e[1]) in _SCALARS)
+        blobs, dumps = {}, {}
         for value_id, (label, value, described) in large.items():
-            if len(large) == 1 and described.exact:
-                blobs[label] = (label, described.data)
-                continue
-            others = dict((i, lab) for i, lab in labels.items() if i != value_id)
-            data = self.codec.dump_large(value, others)
-            blobs[label] = ("sha256:" + hashlib.sha256(data).hexdigest(), data)
+            cached = self._dumps.get(label)
+            flat = cached[0] if cached is not None else _flat(value)
+            # The others it could hold: a list or dict of scalars holds only scalars.
+            context = (scalars if flat else frozenset(labels.values())) - set([label])
+            if cached is None or cached[1] != context:
+                if described.exact and described.data is not None and not context:
+                    blob = described.data
+                else:
+                    others = dict((i, lab) for i, lab in labels.items() if i != value_id)
+                    blob = self.codec.dump_large(value, others)
+                cached = (flat, context, "sha256:" + hashlib.sha256(blob).hexdigest(), blob)
+            if cached[3] is not None and cached[2] in self.known:
+                cached = (*cached[:3], None)  # handed out: the bytes can go
+            dumps[label] = cached
+            blobs[label] = (cached[2], cached[3])
+        self._dumps = dumps
         return labels, blobs
 
-    def _checkpoint(self, state, modules, values, large, name, extra):
+    def _checkpoint(self, state, modules, values, large, name, extra, plain=False):
         names = sorted(values)
         first = {}
         signature = (
@@ -393,7 +481,7 @@ class Snapshotter(object):
         record = {"names": names, "name": name, "large": {}}
         try:
             labels, blobs = self._large(large)
-            data = self.codec.checkpoint({"values": values, "name": name}, labels)
+            data = self.codec.checkpoint({"values": values, "name": name}, labels, plain)
         except Exception as exc:
             record["digest"] = None
             record["reason"] = "the namespace cannot be checkpointed: %s: %s" % (
@@ -406,9 +494,41 @@ class Snapshotter(object):
         record["digest"] = "sha256:" + hashlib.sha256(data).hexdigest()
         record["reason"] = None
         self._last = (signature, record)
-        fresh = dict((key, blob) for key, blob in blobs.values() if key not in self.known)
+        fresh = dict((key, blob) for key, blob in blobs.values() if key not in self.known and blob)
         self.known.update(fresh)
         return dict(record, data=data, blobs=fresh)
+
+
+def _plain_repr(value):
+    """A scalar's preview without reprlib (the same text, much faster), else None."""
+    kind = type(value)
+    if kind is bool or kind is float or value is None:
+        return repr(value)
+    if kind is int and -_BIG_INT < value < _BIG_INT:
+        return repr(value)
+    return None
+
+
+def _flat(value):
+    """Whether ``value`` is a list, dict or bytearray of scalars, strings and bytes: its
+    pickle can name no other value."""
+    kind = type(value)
+    if kind is bytearray:
+        return True
+    if kind is dict:
+        return _atoms(value) and _atoms(value.values())
+    return kind is list and _atoms(value)
+
+
+def _atoms(values):
+    return set(map(type, values)).issubset(_ATOMS)
+
+
+_BIG_INT = 10**39  # reprlib shortens ints of more than 40 characters
+_SCALARS = frozenset((int, float, complex, bool, str, bytes, type(None)))
+# Types whose instances are neither modules nor tools (no instance dict to mark one).
+_BUILTIN = _SCALARS | frozenset((list, dict, tuple, set, frozenset, bytearray, range))
+_ATOMS = frozenset((int, float, complex, bool, str, bytes, type(None)))
 
 
 _IMMUTABLE = (str, bytes, int, float, complex, bool, frozenset, range, type(None))

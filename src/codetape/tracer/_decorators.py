@@ -20,8 +20,10 @@ from ..sandbox.internal import host_fingerprint
 from ..schemas import attributes as A
 from ._arguments import bind_arguments, tool_parameters
 from ._capture import Captured, capture_output
+from ._changes import random_key
 from ._config import runtime
 from ._errors import internal_errors
+from ._reach import plain_executor
 from ._recording import (
     RunRecorder,
     StepRecorder,
@@ -120,10 +122,28 @@ class _Binder:
             (n for n, p in params.items() if p.annotation in (str, "str")), None
         )
         self.state = state or next((n for n in _NAMESPACE_PARAMS if n in params), None)
+        # Where the two are when passed by position, for the usual call (no binding).
+        positional = [
+            n
+            for n, p in params.items()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+        self._at = tuple(
+            positional.index(n) if n in positional else -1 for n in (self.code, self.state)
+        )
+        self._arity = len(params)
+        # Whether the function only runs the code in its namespace (``_reach``): then a
+        # step's variables need no second look where its code cannot reach them.
+        self.plain = plain_executor(func, self.state)
 
     def find(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[str, dict[str, Any] | None]:
+        at_code, at_state = self._at
+        if not kwargs and len(args) == self._arity and at_code >= 0 and at_state >= 0:
+            code, namespace = args[at_code], args[at_state]
+            if isinstance(code, str):
+                return code, namespace if isinstance(namespace, dict) else None
         bound = self.sig.bind(*args, **kwargs)
         bound.apply_defaults()
         values = bound.arguments
@@ -149,8 +169,8 @@ def observed_sandbox(executor: Mapping[str, Any] | None = None) -> dict[str, Any
     return attrs
 
 
-# random's state as last stored, and its blob: most steps draw nothing, so the state is
-# the one stored before the previous step and costs one tuple comparison.
+# random's state as last stored (or a cheap exact key of it), and its blob: most steps
+# draw nothing, so the state is the one stored before the previous step.
 _last_random: tuple[object, str, object] | None = None
 
 
@@ -158,12 +178,13 @@ def random_state_blob() -> str | None:
     """Store ``random``'s state before an observed step, for its replay to start from."""
     global _last_random
     with internal_errors("recording the random state"):
-        state, blobs = random.getstate(), runtime().blobs
+        blobs = runtime().blobs
+        key = random_key() if random_key is not None else random.getstate()
         last = _last_random
-        if last is not None and last[2] is blobs and last[0] == state:
+        if last is not None and last[2] is blobs and last[0] == key:
             return last[1]
-        digest = blobs.put(pickle.dumps(state, protocol=4))
-        _last_random = (state, digest, blobs)
+        digest = blobs.put(pickle.dumps(random.getstate(), protocol=4))
+        _last_random = (key, digest, blobs)
         return digest
     return None
 
@@ -190,15 +211,17 @@ class _ObservedStep:
         func_name: str,
         code: str,
         namespace: dict[str, Any] | None,
-        executor: Mapping[str, Any],
+        sandbox: Mapping[str, Any],
+        plain: bool,
     ) -> None:
         self.namespace = namespace
+        self.code = code if plain else None
         self.own_run: RunRecorder | None = None
         run = current_run()
         if run is None:  # a code action outside any run is a run of its own
             run = self.own_run = RunRecorder(func_name).__enter__()
         self.run = run
-        self.step = StepRecorder(run, code, mode="observed", sandbox=observed_sandbox(executor))
+        self.step = StepRecorder(run, code, mode="observed", sandbox=sandbox)
         self.step.random_state = random_state_blob()
         self.before: State | None = None
         with internal_errors("snapshotting the variables before a step"):
@@ -211,7 +234,7 @@ class _ObservedStep:
         after: State | None = None
         with internal_errors("snapshotting the variables after a step"):
             if self.namespace is not None and self.run.snapshotter is not None:
-                after = self.run.snapshotter.snapshot(self.namespace, self.before)
+                after = self.run.snapshotter.snapshot(self.namespace, self.before, code=self.code)
                 self.run.last_state = after
         self.step.finish(
             status="error" if exc is not None else "ok",
@@ -273,13 +296,15 @@ def code_action(
 def _observed(func: Callable[P, R], binder: _Binder, executor: Mapping[str, Any]) -> Callable[P, R]:
     """``func`` with each call recorded as an observed step (sync or async)."""
     func_name = func.__qualname__
+    sandbox = observed_sandbox(executor)
+    plain = binder.plain
     if inspect.iscoroutinefunction(func):
         async_func = cast(Callable[P, Awaitable[Any]], func)
 
         @functools.wraps(func)
         async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
             snippet, namespace = binder.find(args, kwargs)
-            observed = _ObservedStep(func_name, snippet, namespace, executor)
+            observed = _ObservedStep(func_name, snippet, namespace, sandbox, plain)
             with capture_output() as captured:
                 try:
                     result = await async_func(*args, **kwargs)
@@ -294,7 +319,7 @@ def _observed(func: Callable[P, R], binder: _Binder, executor: Mapping[str, Any]
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         snippet, namespace = binder.find(args, kwargs)
-        observed = _ObservedStep(func_name, snippet, namespace, executor)
+        observed = _ObservedStep(func_name, snippet, namespace, sandbox, plain)
         with capture_output() as captured:
             try:
                 result = func(*args, **kwargs)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import builtins
 import json
 import reprlib
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -25,12 +26,15 @@ from ..sandbox.internal import (
     PICKLE_PROTOCOL,
     Checkpoint,
     RawState,
+    RawVariable,
     StateSnapshotter,
     mask_addresses,
     qualified_name,
     state_codec,
 )
 from ..store.internal import BlobStore, digest_of
+from ._changes import immutable, probe
+from ._reach import reach_of, user_code
 from ._redact import Redactor
 
 __all__ = [
@@ -47,10 +51,15 @@ __all__ = [
 
 MANIFEST_FORMAT = 2
 SECRET_REASON = "holds a secret, so its value was not stored (configure(redact=False) stores it)"
+# A value at least this large (its pickle) is its own blob in checkpoints, so a step
+# that changes another variable does not pickle it again.
+LARGE_VALUE = 64 * 1024
 _CHECKPOINT_SECRET = (
     "a variable holds a secret, so the checkpoint was not stored; replay rebuilds this "
     "state by re-running the steps before it"
 )
+_NUMBERS = frozenset({"int", "float", "complex", "bool", "NoneType"})
+_SMALL_PICKLE = 24
 # Scalars' reprs are their values: no reprlib needed.
 _SCALARS = frozenset({int, float, complex, bool, type(None)})
 
@@ -128,7 +137,9 @@ class StateRecorder:
     """Turns snapshots of one namespace into recorded states, writing each blob once.
 
     A snapshot carries a value's bytes only the first time its fingerprint is seen, so
-    the secret verdict of a fingerprint is kept for the snapshots after.
+    the secret verdict of a fingerprint is kept for the snapshots after. Each
+    variable's part of the manifest is kept too: a step that changes one variable of
+    three hundred encodes one.
     """
 
     def __init__(self, blobs: BlobStore, redactor: Redactor) -> None:
@@ -138,24 +149,80 @@ class StateRecorder:
         self._stored: set[str] = set()  # checkpoints written by this recorder
         # The variables recorded so far, by what the snapshot said of them.
         self._seen: dict[tuple[str, str, str | None, str | None], Variable] = {}
+        # name -> (the snapshot's record it came from, the variable, its manifest JSON)
+        self._parts: dict[str, tuple[dict[str, Any], Variable, str]] = {}
+        self._order: tuple[tuple[str, ...], list[str]] = ((), [])
+        self._bindings: tuple[tuple[object, object], tuple[str, str]] = ((None, None), ("", ""))
 
     def record(self, raw: RawState, previous: State | None = None) -> State:
         variables = {name: self._variable(var) for name, var in raw.variables.items()}
-        checkpoint, complete = self._checkpoint(raw, variables)
-        body: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
-            "variables": {name: var._asdict() for name, var in sorted(variables.items())},
-            "modules": dict(sorted(raw.modules.items())),
-            "tools": dict(sorted(raw.tools.items())),
-            "checkpoint": checkpoint,
-            "complete": complete,
-        }
-        encoded = json.dumps(body, separators=(",", ":")).encode()
+        parts = {name: _part(name, var) for name, var in variables.items()}
+        return self._state(variables, parts, raw.modules, raw.tools, raw.checkpoint, previous)
+
+    def record_taken(self, taken: Mapping[str, Any], previous: State | None = None) -> State:
+        """A state from the state codec's snapshot taken in this process."""
+        data: Mapping[str, bytes] = taken["data"]
+        variables: dict[str, Variable] = {}
+        parts: dict[str, str] = {}
+        for name, var in taken["variables"].items():
+            known = self._parts.get(name)
+            if known is None or known[0] is not var or var["digest"] in data:
+                raw = RawVariable(
+                    var["type"],
+                    var["preview"],
+                    var["size"],
+                    var["digest"],
+                    data.get(var["digest"]),
+                    var["reason"],
+                )
+                variable = self._variable(raw)
+                known = self._parts[name] = (var, variable, _part(name, variable))
+            variables[name] = known[1]
+            parts[name] = known[2]
+        if len(self._parts) > 2 * len(variables) + 64:
+            self._parts = {n: self._parts[n] for n in variables}
+        point = _checkpoint_of(taken["checkpoint"], data)
+        return self._state(variables, parts, taken["modules"], taken["tools"], point, previous)
+
+    def _state(
+        self,
+        variables: dict[str, Variable],
+        parts: Mapping[str, str],
+        modules: Mapping[str, str],
+        tools: Mapping[str, str],
+        point: Checkpoint,
+        previous: State | None,
+    ) -> State:
+        checkpoint, complete = self._checkpoint(point, variables)
+        modules_json, tools_json = self._bindings_json(modules, tools)
+        # The manifest's JSON, as json.dumps(body, separators=(",", ":")) writes it.
+        variables_json = ",".join([parts[name] for name in self._sorted(parts)])
+        encoded = (
+            f'{{"format":{MANIFEST_FORMAT},"variables":{{{variables_json}}},'
+            f'"modules":{modules_json},"tools":{tools_json},"checkpoint":{_json(checkpoint)},'
+            f'"complete":{"true" if complete else "false"}}}'
+        ).encode()
         digest = digest_of(encoded)
         if previous is not None and previous.digest == digest:
             return previous
         self._blobs.put(encoded, digest)
         return State(variables, digest)
+
+    def _bindings_json(
+        self, modules: Mapping[str, str], tools: Mapping[str, str]
+    ) -> tuple[str, str]:
+        if self._bindings[0] != (modules, tools):
+            self._bindings = (
+                (dict(modules), dict(tools)),
+                (_json(dict(sorted(modules.items()))), _json(dict(sorted(tools.items())))),
+            )
+        return self._bindings[1]
+
+    def _sorted(self, names: Mapping[str, object]) -> list[str]:
+        order = tuple(names)
+        if order != self._order[0]:
+            self._order = (order, sorted(order))
+        return self._order[1]
 
     def _variable(self, var: Any) -> Variable:
         key = (var.type, var.preview, var.digest, var.reason)
@@ -175,15 +242,23 @@ class StateRecorder:
             reason = cut(redact(var.reason or "its value was not recorded"), PREVIEW_CHARS)
             return Variable(var.type, var.digest, var.size, shown, False, reason)
         if var.data is not None and var.digest not in self._secret:
-            self._secret[var.digest] = self._redactor.contains_secret(var.data)
+            if len(self._secret) > 100_000:
+                self._secret.clear()
+            self._secret[var.digest] = self._holds_secret(var.type, var.data)
         if self._secret.get(var.digest, True):  # a secret, or bytes never seen
             return Variable(var.type, None, var.size, shown, False, SECRET_REASON)
         return Variable(var.type, var.digest, var.size, shown, True)
 
+    def _holds_secret(self, kind: str, data: bytes) -> bool:
+        """Whether a value's pickle holds a secret. A number's (a few bytes, no text) can
+        only hold the bytes of a secret environment value."""
+        if kind in _NUMBERS and len(data) <= _SMALL_PICKLE:
+            return self._redactor.contains_env_value(data)
+        return self._redactor.contains_secret(data)
+
     def _checkpoint(
-        self, raw: RawState, variables: Mapping[str, Variable]
+        self, point: Checkpoint, variables: Mapping[str, Variable]
     ) -> tuple[dict[str, Any], bool]:
-        point: Checkpoint = raw.checkpoint
         record: dict[str, Any] = {
             "digest": None,
             "large": dict(sorted(point.keys.items())),
@@ -197,52 +272,165 @@ class StateRecorder:
             record["reason"] = _CHECKPOINT_SECRET
             return record, False
         if point.digest not in self._stored:
-            # A checkpoint seen before comes without its bytes: it is stored already.
-            if point.data is None:
-                record["reason"] = "the checkpoint's bytes were not received"
+            reason = self._store_checkpoint(point)
+            if reason is not None:
+                record["reason"] = reason
                 return record, False
-            if any(
-                data is not None and self._redactor.contains_secret(data)
-                for data in (point.data, point.files_data)
-            ):
-                record["reason"] = _CHECKPOINT_SECRET
-                return record, False
-            missing = [
-                label
-                for label, key in point.keys.items()
-                if label not in point.large and key not in self._stored
-            ]
-            if missing:
-                record["reason"] = f"the large value {missing[0]} was not received"
-                return record, False
-            self._blobs.put(point.data, digest_of(point.data))
-            for label, data in point.large.items():
-                key = point.keys[label]
-                if key not in self._stored:
-                    self._blobs.put(data, digest_of(data))
-                    self._stored.add(key)
-            if point.files_data is not None:
-                self._blobs.put(point.files_data, digest_of(point.files_data))
-            self._stored.add(point.digest)
         record["digest"] = point.digest
         record["files"] = point.files
         complete = point.reason is None and all(v.restorable for v in variables.values())
         return record, complete
 
+    def _store_checkpoint(self, point: Checkpoint) -> str | None:
+        """Write a checkpoint seen for the first time, and its large values; or say why
+        it cannot be (a checkpoint seen before comes without its bytes)."""
+        if point.data is None:
+            return "the checkpoint's bytes were not received"
+        if any(
+            data is not None and self._redactor.contains_secret(data)
+            for data in (point.data, point.files_data)
+        ):
+            return _CHECKPOINT_SECRET
+        missing = [
+            label
+            for label, key in point.keys.items()
+            if label not in point.large and key not in self._stored
+        ]
+        if missing:
+            return f"the large value {missing[0]} was not received"
+        self._blobs.put(point.data, digest_of(point.data))
+        for label, data in point.large.items():
+            key = point.keys[label]
+            if key not in self._stored:
+                self._blobs.put(data, digest_of(data))
+                self._stored.add(key)
+        if point.files_data is not None:
+            self._blobs.put(point.files_data, digest_of(point.files_data))
+        self._stored.add(point.digest)  # type: ignore[arg-type]
+        return None
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+_string = json.encoder.encode_basestring_ascii  # what json.dumps(str) writes
+
+
+def _optional(text: str | None) -> str:
+    return "null" if text is None else _string(text)
+
+
+def _part(name: str, variable: Variable) -> str:
+    """A variable's entry in the manifest's JSON, as ``json.dumps`` writes it."""
+    return (
+        f'{_string(name)}:{{"type":{_string(variable.type)},"digest":{_optional(variable.digest)},'
+        f'"size":{variable.size:d},"preview":{_string(variable.preview)},'
+        f'"restorable":{"true" if variable.restorable else "false"},'
+        f'"reason":{_optional(variable.reason)}}}'
+    )
+
+
+def _checkpoint_of(point: Mapping[str, Any], data: Mapping[str, bytes]) -> Checkpoint:
+    """The codec's checkpoint record as a ``Checkpoint`` (``RawState.from_snapshot``'s)."""
+    pool = {**data, **point.get("blobs", {})}
+    keys = dict(point.get("large", {}))
+    return Checkpoint(
+        point.get("digest"),
+        data=point.get("data"),
+        large={label: pool[key] for label, key in keys.items() if key in pool},
+        reason=point.get("reason"),
+        name=point.get("name"),
+        keys=keys,
+    )
+
+
+def _refs(namespace: Mapping[str, Any], name: str) -> int:
+    value = namespace.get(name)
+    return sys.getrefcount(value)
+
+
+def _calibrate() -> int:
+    """What ``_refs`` counts for a value only its namespace and the snapshotter's
+    memo refer to (the interpreter's own bookkeeping differs between versions)."""
+    namespace: dict[str, Any] = {"probe": []}
+    memo = (namespace["probe"],)
+    refs = _refs(namespace, "probe")
+    del memo
+    return refs
+
+
+_PRIVATE_REFS = _calibrate()
+# How many objects a step's values are searched through for the functions a call the
+# code analysis cannot name may run, before every variable is checked instead.
+_SEARCH_BUDGET = 20_000
+
 
 class Snapshotter:
-    """Snapshots an observed namespace (in this process) for one run."""
+    """Snapshots an observed namespace (in this process) for one run.
+
+    A variable is described again only when it may have changed: before a step, when
+    its change check fails or it has none (the agent's loop may have changed it in
+    place); after the step, also not when the step could not have reached it: the
+    step's code and the functions it can run never name it (``_reach``), and nothing
+    but the namespace refers to its value.
+    """
 
     def __init__(self, blobs: BlobStore, redactor: Redactor) -> None:
         self._recorder = StateRecorder(blobs, redactor)
-        self._snapshots = StateSnapshotter(state_codec.Codec(cloudpickle), _RedactingRepr(redactor))
+        self._snapshots = StateSnapshotter(
+            state_codec.Codec(cloudpickle), _RedactingRepr(redactor), probe, LARGE_VALUE
+        )
+        self._last: State | None = None
 
     def snapshot(
         self,
         namespace: Mapping[str, Any] | Iterable[tuple[str, Any]],
         previous: State | None = None,
+        *,
+        code: str | None = None,
+        owner: object = None,
     ) -> State:
-        items = list(namespace.items()) if isinstance(namespace, Mapping) else list(namespace)
-        name = dict(items).get("__name__")
-        taken = self._snapshots.take(items, name if isinstance(name, str) else None)
-        return self._recorder.record(RawState.from_snapshot(taken), previous)
+        """The state of ``namespace``. ``code``: the code of the step that just ran in
+        it (its variables then need no second look where the step cannot have changed
+        them); ``owner``: what stands for the namespace across runs (the namespace)."""
+        unchanged: Collection[str] = ()
+        if code is not None and isinstance(namespace, Mapping):
+            unchanged = self._untouched(namespace, code, namespace if owner is None else owner)
+        if isinstance(namespace, Mapping):
+            items, name = list(namespace.items()), namespace.get("__name__")
+        else:
+            items = list(namespace)
+            name = dict(items).get("__name__")
+        taken = self._snapshots.take(
+            items, name if isinstance(name, str) else None, unchanged=unchanged
+        )
+        del items
+        if not taken["changed"] and self._last is not None:
+            return self._last
+        self._last = self._recorder.record_taken(taken, previous)
+        return self._last
+
+    def _untouched(self, namespace: Mapping[str, Any], code: str, owner: object) -> list[str]:
+        """The variables the step that ran ``code`` cannot have changed, among those
+        whose values have a change check and were not described again since."""
+        reach = reach_of(code)
+        user = user_code(owner)
+        user.add(reach)
+        memo = self._snapshots.memo
+        opaque = [entry[0] for entry in memo.values() if entry[3] is None]
+        user.scan((v for value in opaque for v in (value, type(value))), namespace)
+        if reach.hidden_calls and not user.search(opaque, namespace, _SEARCH_BUDGET):
+            return []
+        del opaque
+        if reach.dynamic or user.dynamic:
+            return []
+        touched, used = reach.names, user.names
+        found = []
+        for key, entry in memo.items():
+            check = entry[3]
+            if check is None or immutable(check) or key in touched or key in used:
+                continue
+            if _refs(namespace, key) == _PRIVATE_REFS:
+                found.append(key)
+        return found

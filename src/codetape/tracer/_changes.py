@@ -1,0 +1,218 @@
+"""Change checks: whether a variable's value is still exactly what it was when it was
+last described, without pickling it again.
+
+``probe(value)`` gives a check for the values whose content it can compare exactly and
+cheaply, and None for the rest (they are pickled again, as before):
+
+- scalars, strings and bytes, and tuples and frozensets of them, cannot change: the
+  variable still being bound to the same object is the whole check;
+- a ``list`` of those keeps a copy of its element references and compares them by
+  identity (one ``memcmp`` of the two pointer arrays where CPython's layout allows it);
+- a ``dict`` of those compares CPython's version tag, which every change of the dict
+  moves (PEP 509), or else its keys and values by identity;
+- a ``bytearray`` keeps a copy and compares bytes; a small ``set`` compares identities.
+
+A copy holds the old elements, so a new element can never sit at a freed old one's
+address and look the same. Anything the checks cannot be sure of has no check.
+"""
+
+from __future__ import annotations
+
+import operator
+import sys
+import sysconfig
+from collections.abc import Callable
+from typing import Any, cast
+
+__all__ = ["Check", "immutable", "probe", "random_key"]
+
+Check = Callable[[Any], bool]
+
+_ATOMS = frozenset({int, float, complex, bool, str, bytes, type(None), range})
+_SMALL = 64  # elements compared in Python rather than with memcmp
+_SET_LIMIT = 4096
+
+
+def _same(value: object) -> bool:
+    return True
+
+
+def _atoms(values: Any) -> bool:
+    return set(map(type, values)).issubset(_ATOMS)
+
+
+# -- CPython's layouts, each confirmed on a live object before it is trusted ------------
+
+
+def _cpython() -> bool:
+    return (
+        sys.implementation.name == "cpython"
+        and not hasattr(sys, "gettotalrefcount")  # a debug build
+        and not sysconfig.get_config_var("Py_GIL_DISABLED")
+    )
+
+
+def _list_memcmp() -> Callable[[list[Any], list[Any]], bool] | None:
+    """``equal(a, b)`` for two lists of one length: their element pointers compared
+    with libc's ``memcmp`` (the GIL held), or None where the layout is not CPython's."""
+    try:
+        import ctypes
+
+        word = ctypes.sizeof(ctypes.c_void_p)
+        offset = 3 * word  # PyVarObject's header, then ob_item
+        sample = [object(), object(), object()]
+        if ctypes.c_ssize_t.from_address(id(sample) + 2 * word).value != len(sample):
+            return None
+        items = ctypes.c_void_p.from_address(id(sample) + offset).value
+        if not items or list((ctypes.c_void_p * 3).from_address(items)) != list(map(id, sample)):
+            return None
+        memcmp = ctypes.PyDLL(None).memcmp
+        memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+        memcmp.restype = ctypes.c_int
+        address = ctypes.c_void_p.from_address
+    except Exception:
+        return None
+
+    def equal(a: list[Any], b: list[Any]) -> bool:
+        size = len(a) * word
+        found: int = memcmp(address(id(a) + offset).value, address(id(b) + offset).value, size)
+        return found == 0
+
+    return equal
+
+
+def _dict_version() -> Callable[[dict[Any, Any]], int] | None:
+    """A dict's version tag (``ma_version_tag``), where it moves on every change."""
+    try:
+        import ctypes
+
+        word = ctypes.sizeof(ctypes.c_void_p)
+        read = ctypes.c_uint64.from_address
+
+        def version(d: dict[Any, Any]) -> int:
+            return int(read(id(d) + 3 * word).value)
+
+        sample: dict[str, object] = {}
+        if ctypes.c_ssize_t.from_address(id(sample) + 2 * word).value != 0:
+            return None
+        seen = [version(sample)]
+        for step in range(5):
+            if step < 2:
+                sample["k"] = object()
+            elif step == 2:
+                sample["j"] = 1
+            elif step == 3:
+                del sample["k"]
+            else:
+                sample.clear()
+            seen.append(version(sample))
+        if len(set(seen)) != len(seen) or sorted(seen) != seen:
+            return None
+    except Exception:
+        return None
+    return version
+
+
+_list_equal = _list_memcmp() if _cpython() else None
+_version = _dict_version() if _cpython() else None
+
+
+# -- the checks --------------------------------------------------------------------------
+
+
+def _list_probe(value: list[Any]) -> Check:
+    saved = list(value)
+    size = len(saved)
+    equal = _list_equal
+
+    def check(current: list[Any]) -> bool:
+        if len(current) != size:
+            return False
+        if equal is not None and size > _SMALL:
+            return equal(current, saved)
+        return all(map(operator.is_, current, saved))
+
+    return check
+
+
+def _dict_probe(value: dict[Any, Any]) -> Check:
+    version = _version
+    if version is not None:
+        tag = version(value)
+        return lambda current: version(current) == tag
+    keys, values = list(value), list(value.values())
+
+    def check(current: dict[Any, Any]) -> bool:
+        return (
+            len(current) == len(keys)
+            and all(map(operator.is_, current, keys))
+            and all(map(operator.is_, current.values(), values))
+        )
+
+    return check
+
+
+def _set_probe(value: set[Any]) -> Check:
+    saved = {id(item): item for item in value}
+    return lambda current: len(current) == len(saved) and all(id(i) in saved for i in current)
+
+
+def _bytearray_probe(value: bytearray) -> Check:
+    saved = bytes(value)
+    return lambda current: current == saved
+
+
+def probe(value: object) -> Check | None:
+    """A check that stays true while ``value`` is unchanged, or None when no cheap
+    exact check exists for it."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return _same
+    if kind is tuple or kind is frozenset:
+        return _same if _atoms(value) else None
+    if kind is list:
+        return _list_probe(cast(list[Any], value)) if _atoms(value) else None
+    if kind is dict:
+        d = cast(dict[Any, Any], value)
+        return _dict_probe(d) if _atoms(d) and _atoms(d.values()) else None
+    if kind is bytearray:
+        return _bytearray_probe(cast(bytearray, value))
+    if kind is set and len(cast(set[Any], value)) <= _SET_LIMIT:
+        return _set_probe(cast(set[Any], value)) if _atoms(value) else None
+    return None
+
+
+def immutable(check: Check | None) -> bool:
+    """Whether a value with this check can never change (it needs no privacy)."""
+    return check is _same
+
+
+def _random_reader() -> Callable[[], object] | None:
+    """A cheap exact key of the ``random`` module's state: the Mersenne Twister's words
+    read where CPython keeps them (checked against ``getstate()``), and ``gauss_next``;
+    None where that layout is not confirmed."""
+    import random
+    import struct
+
+    instance = getattr(random, "_inst", None)
+    if type(instance) is not random.Random or not _cpython():
+        return None
+    try:
+        import ctypes
+
+        offset, size = 2 * ctypes.sizeof(ctypes.c_void_p), 4 + 624 * 4
+        read = ctypes.string_at
+        words = instance.getstate()[1]
+        raw = struct.unpack("=i624I", read(id(instance) + offset, size))
+        if raw[1:] + raw[:1] != words:
+            return None
+    except Exception:
+        return None
+
+    def key() -> object:
+        return read(id(instance) + offset, size), getattr(instance, "gauss_next", None)
+
+    return key
+
+
+random_key = _random_reader()
