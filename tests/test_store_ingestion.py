@@ -20,7 +20,7 @@ import pytest
 
 import codetape
 from codetape.store import _background, _ingest
-from codetape.store.internal import IngestStats, connect, spool_changed
+from codetape.store.internal import IngestStats, connect, rebuild, spool_changed
 
 DB_NAME = "codetape.duckdb"
 GUARD_S = 60.0  # a guard against hangs only
@@ -156,6 +156,28 @@ def test_a_pass_with_records_stored_already_stores_the_new_ones_once(
     assert (counts["bad_lines"], counts["torn_lines"], counts["pending_spool_files"]) == (0, 0, 1)
 
 
+def test_a_finished_file_another_pass_moved_first_is_no_error(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes' passes both read a finished spool file to its end (the second
+    finds nothing new in it); whichever moves it to spool/done second finds it gone."""
+    [run_id] = _record_runs(1)
+    [spool] = (home / "spool" / "live").glob("*.jsonl")
+    dead = spool.parent / "finished.jsonl"
+    dead.write_bytes(spool.read_bytes())  # a dead writer's copy
+    real = _ingest._pass
+
+    def then_moved(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        dead.rename(tmp_path / dead.name)  # what another process's pass did meanwhile
+        return result
+
+    monkeypatch.setattr(_ingest, "_pass", then_moved)
+    stats = _ingest.ingest(home)
+    assert stats.finished_files == []
+    assert _stored_runs(home) == {run_id}
+
+
 # -- staging: what DuckDB reads ------------------------------------------------------
 
 
@@ -186,6 +208,30 @@ def test_a_dead_writers_file_is_read_where_it_lies_and_a_live_ones_new_lines_are
     assert staged.copy is not None
     assert staged.copy.read_bytes() == _lines(2)
     assert (staged.end, staged.torn, staged.new_torn) == (len(torn), 1, 1)
+
+
+def test_a_name_seen_twice_in_one_pass_is_read_twice_and_neither_file_is_written(
+    home: Path, tmp_path: Path, strict: None
+) -> None:
+    """A rebuild reads spool/done and spool/live: were a name in both, staging one file
+    must never write into the other through its hard link, and both are stored."""
+    first, second = _record_runs(2)
+    [spool] = (home / "spool" / "live").glob("*.jsonl")
+    lines = spool.read_bytes().splitlines(keepends=True)
+    first_end = next(
+        i
+        for i, line in enumerate(lines)
+        if line.startswith(b'{"t":"span"') and b'"parent_id":null' in line
+    )
+    done = home / "spool" / "done"
+    done.mkdir(parents=True)
+    (done / "twin.jsonl").write_bytes(b"".join(lines[: first_end + 1]))  # the first run
+    (spool.parent / "twin.jsonl").write_bytes(b"".join(lines[first_end + 1 :]))  # the second
+    spool.rename(tmp_path / spool.name)  # only the twins hold the runs
+
+    _, stats = rebuild(home)
+    assert stats.bad_lines == 0
+    assert _stored_runs(home) == {first, second}
 
 
 def test_a_line_too_long_is_found_wherever_it_is(tmp_path: Path) -> None:

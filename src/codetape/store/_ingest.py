@@ -174,7 +174,7 @@ def _has_long_line(fd: int, start: int, stop: int) -> bool:
 
 def _copy_out(f: BinaryIO, start: int, stop: int, target: Path) -> None:
     f.seek(start)
-    with target.open("wb") as out:
+    with target.open("xb") as out:  # never through a link to a spool file
         left = stop - start
         while left:
             chunk = f.read(min(left, _COPY_CHUNK))
@@ -187,7 +187,11 @@ def _copy_out(f: BinaryIO, start: int, stop: int, target: Path) -> None:
 def _stage(f: BinaryIO, p: _Pending, lines_end: int, whole: bool, scratch: Path) -> None:
     """Give DuckDB ``p``'s new whole lines as a file named as the spool file: the file
     itself when it is final and holds nothing else, else a copy of them."""
-    p.copy = scratch / p.path.name
+    folder = scratch
+    if (scratch / p.path.name).exists():  # a name seen twice in one pass (a rebuild)
+        folder = scratch / uuid.uuid4().hex[:8]
+        folder.mkdir()
+    p.copy = folder / p.path.name
     if whole:
         with contextlib.suppress(OSError):  # no hard links there: copy it
             os.link(p.path, p.copy)
@@ -452,16 +456,24 @@ def ingest(home: Path, *, wait_s: float = 10.0, files: list[Path] | None = None)
     with connect(home, read_only=False, wait_s=wait_s) as con:
         db = db or db_identity(home)
         pending, read_to_end = _pass(con, home, paths, stats)
+        # Still holding the database, so that no other pass reads them meanwhile.
+        _retire(home, pending, stats)
     stats.files = len(pending)
-    for p in pending:
-        if not p.alive and p.path.parent != done_dir(home):
-            target = done_dir(home)
-            target.mkdir(parents=True, exist_ok=True)
-            os.replace(p.path, target / p.path.name)
-            stats.finished_files.append(p.path.name)
     if files is None:
         remember(home, db, read_to_end)
     return stats
+
+
+def _retire(home: Path, pending: list[_Pending], stats: IngestStats) -> None:
+    """Move the files of dead writers, now read to their end, to ``spool/done``."""
+    target = done_dir(home)
+    for p in pending:
+        if p.alive or p.path.parent == target:
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # moved by another pass already
+            os.replace(p.path, target / p.path.name)
+            stats.finished_files.append(p.path.name)
 
 
 def rebuild(home: Path) -> tuple[Path | None, IngestStats]:
