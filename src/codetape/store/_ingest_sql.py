@@ -56,9 +56,10 @@ def _paths(names: tuple[str, ...]) -> str:
     return ", ".join(f"'$.\"{name}\"'" for name in names)
 
 
+# The same blob twice (two processes spooled it) is ignored like one stored already.
 _INSERT_BLOBS = """
 INSERT OR IGNORE INTO blobs
-SELECT DISTINCT ON (digest) digest, coalesce(encode(text), from_base64(b64))
+SELECT digest, coalesce(encode(text), from_base64(b64))
 FROM batch WHERE t = 'blob' AND digest IS NOT NULL AND (text IS NOT NULL OR b64 IS NOT NULL)
 """
 
