@@ -81,7 +81,8 @@ def _child(home: Path, name: str, runs: int, mode: str, go: Path, log: Path) -> 
         with codetape.run(name, task=f"run {r} of {name}"):
             namespace: dict[str, Any] = {"lookup": lookup}
             for s in range(STEPS):
-                execute(f"y{s} = lookup('key {r} {s}')\nprint(y{s})", namespace)
+                # Every process's code and output its own, as different agents' are.
+                execute(f"y{s} = lookup('{name} {r} {s}')\nprint(y{s})", namespace)
 
 
 def _stored(home: Path) -> dict[str, int]:
