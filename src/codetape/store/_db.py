@@ -223,20 +223,33 @@ def _version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
+def _migrate(con: duckdb.DuckDBPyConnection, found: int) -> None:
+    """Bring a store of schema ``found`` (0: a new file) to ``SCHEMA_VERSION``, in one
+    transaction: all of it or none, and one commit rather than one per table."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        # Every change so far only adds tables and columns: creating what is missing
+        # migrates, and what a new column says of older rows is filled in.
+        con.execute(_SCHEMA)
+        if 0 < found < 3:
+            con.execute(_BACKFILL_STEP_ERRORS)
+        con.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
+
+
 def _check_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> int:
     """The store's schema version, after migrating an older one (when writing)."""
     try:
         # The version first: a newer store is refused before anything is written to it.
         found = _version(con)
         if found < SCHEMA_VERSION and not read_only:
-            # Every change so far only adds tables and columns: creating what is missing
-            # migrates, and what a new column says of older rows is filled in.
-            con.execute(_SCHEMA)
-            if 0 < found < 3:
-                con.execute(_BACKFILL_STEP_ERRORS)
-            con.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-            )
+            _migrate(con, found)
             found = SCHEMA_VERSION
     except duckdb.CatalogException as exc:
         raise _corrupt(path, exc) from exc
