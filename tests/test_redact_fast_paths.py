@@ -83,6 +83,13 @@ def test_a_number_is_redacted_as_any_text_is(number: object) -> None:
     assert redactor.text(text) == redactor._redact(text, None)
 
 
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyzTK:=/@_-'\" 0123456789", max_size=6))
+def test_text_shorter_than_any_match_is_kept(text: str) -> None:
+    redactor = R.Redactor(environ=ENV)
+    assert redactor.text(text) == redactor._redact(text, None) == text
+
+
 def test_a_number_holding_an_environment_secret_is_still_redacted() -> None:
     redactor = R.Redactor(environ=ENV)
     assert redactor.text("123456789012") == "[REDACTED:env:ACCOUNT_TOKEN]"

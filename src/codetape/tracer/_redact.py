@@ -128,6 +128,8 @@ _PEM_RE, _PEM_BYTES = re.compile(_PEM, re.ASCII), re.compile(_PEM.encode())
 # and nothing shorter than an env value is a secret.
 _NUMBER = re.compile(r"[-+0-9.eEj() ]{0,64}")
 _SHORTEST_SECRET = 8
+# The shortest text any pattern replaces ("token=x", "://u:p@"): shorter text is kept.
+_SHORTEST_MATCH = 7
 
 
 @functools.cache
@@ -453,7 +455,7 @@ class Redactor:
         return self._enabled
 
     def text(self, s: str) -> str:
-        if not self._enabled:
+        if not self._enabled or len(s) < _SHORTEST_MATCH:
             return s
         if _NUMBER.fullmatch(s) is not None:  # a number's repr: only a value of the env
             return self._redact_env(s, None)
