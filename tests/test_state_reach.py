@@ -306,12 +306,32 @@ def test_change_checks_are_exact(value: Any, change: Any) -> None:
     assert not check(value)
 
 
+@pytest.mark.parametrize(
+    ("value", "change"),
+    [
+        ([{"id": 1}, {"id": 2}], lambda v: v[1].__setitem__("id", 3)),
+        ([{"id": 1}, {"id": 2}], lambda v: v.__setitem__(1, {"id": 2})),  # an equal new one
+        ({"a": [1, 2], "b": (3, [4])}, lambda v: v["b"][1].append(5)),
+        ({"k": {1, 2}}, lambda v: v["k"].add(3)),
+        ([bytearray(b"ab")], lambda v: v[0].extend(b"c")),
+    ],
+)
+def test_change_checks_of_nested_containers_are_exact(value: Any, change: Any) -> None:
+    check = _changes.probe(value)
+    assert check is not None
+    assert not _changes.flat(check)
+    assert check(value)
+    change(value)
+    assert not check(value)
+
+
 def test_values_without_a_cheap_check_have_none() -> None:
-    assert _changes.probe([[1]]) is None
-    assert _changes.probe({"a": [1]}) is None
     assert _changes.probe(object()) is None
+    assert _changes.probe([object()]) is None
+    assert _changes.probe({"a": [1, object()]}) is None
+    assert _changes.probe([[0]] * 10 + [list(range(3)) for _ in range(20_000)]) is None
     assert _changes.immutable(_changes.probe((1, "a")))
-    assert _changes.probe((1, [2])) is None
+    assert _changes.flat(_changes.probe([1, "a"]))
 
 
 def test_privacy_is_counted_for_this_interpreter() -> None:

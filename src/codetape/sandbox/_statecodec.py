@@ -214,6 +214,18 @@ def _checkpointers(base):
     return ToolPickler, LinkedPickler
 
 
+class _PlainLinked(pickle.Pickler):
+    """The standard pickler, with other large values referenced by label: for values
+    of the standard containers and scalars, the same bytes as ``LinkedPickler``'s."""
+
+    def __init__(self, file, labels):
+        pickle.Pickler.__init__(self, file, protocol=PROTOCOL)
+        self.labels = labels
+
+    def persistent_id(self, obj):
+        return self.labels.get(id(obj))
+
+
 class Codec(object):
     """Fingerprints, checkpoints and restores namespaces with a given cloudpickle."""
 
@@ -257,7 +269,7 @@ class Codec(object):
         if plain and not large:
             return pickle.dumps(values, protocol=PROTOCOL)
         buffer = io.BytesIO()
-        self._linked_pickler(buffer, large).dump(values)
+        (_PlainLinked if plain else self._linked_pickler)(buffer, large).dump(values)
         return buffer.getvalue()
 
     def restore(self, data, large, tools):
@@ -385,11 +397,18 @@ class Snapshotter(object):
                 and entry[0] is value
                 and (key in unchanged or (entry[3] is not None and entry[3](value)))
             ):
+                # As last time: its bytes were handed out then.
                 self.memo[key] = entry
-                var, described = entry[1], entry[2]
-            elif probing:
-                var, described, entry = self._remembered(key, value)
-                fresh = True
+                state[key] = entry[1]
+                plain = plain and entry[3] is not None
+                if entry[2].reason is None:
+                    values[key] = value
+                    if entry[1]["size"] > self.large:
+                        large[id(value)] = (entry[2].digest, value, entry[2])
+                continue
+            if probing:
+                var, described, entry, again = self._remembered(key, value, entry)
+                fresh = fresh or again
             else:
                 var, described = self._variable(value)
             plain = plain and entry is not None and entry[3] is not None
@@ -403,22 +422,41 @@ class Snapshotter(object):
                     large[id(value)] = (described.digest, value, described)
         return state, modules, tools, values, large, data, fresh, plain
 
-    def _remembered(self, key, value):
+    def _remembered(self, key, value, old):
         """Describe ``value`` again and remember it as ``key``'s: its record, its
-        description (with its bytes, to hand out once; the memo keeps it without) and
-        the memo entry."""
+        description (with its bytes, to hand out once; the memo keeps it without), the
+        memo entry, and whether it is new. A value without a check that is still the
+        object ``old`` describes, with the same fingerprint, keeps ``old``'s record:
+        its preview is not taken again."""
         check = self.probes(value)
-        var, described = self._variable(value, check is not None)
+        if check is None and old is not None and old[0] is value:
+            described = self.codec.describe(value)
+            if described.digest == old[2].digest and described.reason == old[2].reason:
+                self.memo[key] = old
+                return old[1], old[2], old, False
+            var = self._record(value, described)
+        else:
+            var, described = self._variable(value, check is not None)
         if described.digest is None or described.reason is not None:
             check = None
         bare = Described(described.digest, None, described.exact, described.reason)
         entry = self.memo[key] = (value, var, bare, check)
-        return var, described, entry
+        return var, described, entry, True
 
     def _variable(self, value, plain=False):
         cached = self._immutable.get(id(value))
         if cached is not None and cached[0] is value:
             return dict(cached[1]), cached[2]
+        described = self.codec.describe(value, plain)
+        var = self._record(value, described)
+        if type(value) in _IMMUTABLE and described.digest is not None:
+            if len(self._immutable) >= 4096:
+                self._immutable.clear()
+            self._immutable[id(value)] = (value, dict(var), described)
+        return var, described
+
+    def _record(self, value, described):
+        """A variable's record: its type, preview, size, fingerprint and reason."""
         kind = qualified_name(type(value))
         try:
             preview = _plain_repr(value)
@@ -426,19 +464,13 @@ class Snapshotter(object):
                 preview = mask_addresses(self.shown.repr(value))
         except Exception as exc:
             preview = "<%s: repr failed: %s>" % (kind, type(exc).__name__)
-        described = self.codec.describe(value, plain)
-        var = {
+        return {
             "type": kind,
             "preview": preview,
             "size": len(described.data) if described.data is not None else 0,
             "digest": described.digest,
             "reason": described.reason,
         }
-        if type(value) in _IMMUTABLE and described.digest is not None:
-            if len(self._immutable) >= 4096:
-                self._immutable.clear()
-            self._immutable[id(value)] = (value, dict(var), described)
-        return var, described
 
     def _large(self, large):
         """Each large value's pickle by label (its fingerprint): its fingerprint's own
@@ -471,8 +503,9 @@ class Snapshotter(object):
         names = sorted(values)
         first = {}
         signature = (
-            tuple((n, state[n]["digest"] if n in state else modules[n]) for n in names),
-            tuple(first.setdefault(id(values[n]), n) for n in names),
+            tuple(names),
+            tuple([state[n]["digest"] if n in state else modules[n] for n in names]),
+            tuple([first.setdefault(id(values[n]), n) for n in names]),
             name,
             tuple(extra),
         )
@@ -480,7 +513,7 @@ class Snapshotter(object):
             return dict(self._last[1], data=None, blobs={})
         record = {"names": names, "name": name, "large": {}}
         try:
-            labels, blobs = self._large(large)
+            labels, blobs = self._large(large) if large else ({}, {})
             data = self.codec.checkpoint({"values": values, "name": name}, labels, plain)
         except Exception as exc:
             record["digest"] = None

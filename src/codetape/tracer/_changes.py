@@ -24,17 +24,23 @@ import sysconfig
 from collections.abc import Callable
 from typing import Any, cast
 
-__all__ = ["Check", "immutable", "probe", "random_key"]
+__all__ = ["Check", "flat", "immutable", "probe", "random_key"]
 
 Check = Callable[[Any], bool]
 
 _ATOMS = frozenset({int, float, complex, bool, str, bytes, type(None), range})
+_CONTAINERS = frozenset({list, dict, tuple, set, frozenset, bytearray})
+_TREE_LIMIT = 10_000  # containers in one value: past it, the value is pickled instead
 _SMALL = 64  # elements compared in Python rather than with memcmp
 _SET_LIMIT = 4096
 
 
 def _same(value: object) -> bool:
     return True
+
+
+def _NO_CHECK(value: object) -> bool:  # a marker: a set too large to compare
+    return False
 
 
 def _atoms(values: Any) -> bool:
@@ -168,18 +174,73 @@ def probe(value: object) -> Check | None:
     kind = type(value)
     if kind in _ATOMS:
         return _same
-    if kind is tuple or kind is frozenset:
-        return _same if _atoms(value) else None
-    if kind is list:
-        return _list_probe(cast(list[Any], value)) if _atoms(value) else None
+    if kind is bytearray:
+        return _flat(_bytearray_probe(cast(bytearray, value)))
+    if kind is list and _atoms(value):
+        return _flat(_list_probe(cast(list[Any], value)))
     if kind is dict:
         d = cast(dict[Any, Any], value)
-        return _dict_probe(d) if _atoms(d) and _atoms(d.values()) else None
-    if kind is bytearray:
-        return _bytearray_probe(cast(bytearray, value))
-    if kind is set and len(cast(set[Any], value)) <= _SET_LIMIT:
-        return _set_probe(cast(set[Any], value)) if _atoms(value) else None
+        if _atoms(d) and _atoms(d.values()):
+            return _flat(_dict_probe(d))
+    if (kind is tuple or kind is frozenset) and _atoms(value):
+        return _same
+    if kind in _CONTAINERS:
+        return _tree_probe(value)
     return None
+
+
+def _shallow(value: Any) -> Check | None:
+    """The check of one container's own items, or None (an immutable one has none)."""
+    kind = type(value)
+    if kind is list:
+        return _list_probe(value)
+    if kind is dict:
+        return _dict_probe(value)
+    if kind is set:
+        return _set_probe(value) if len(value) <= _SET_LIMIT else _NO_CHECK
+    if kind is bytearray:
+        return _bytearray_probe(value)
+    return None
+
+
+def _tree_probe(value: object) -> Check | None:
+    """The check of a tree of the standard containers with scalars, strings and bytes
+    for leaves (a list of dicts, say): each container's own check, the tree's shape
+    held by each parent's. None for anything else, or past ``_TREE_LIMIT`` containers."""
+    checks: list[tuple[Any, Check]] = []
+    stack: list[Any] = [value]
+    seen: set[int] = set()
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind in _ATOMS or id(item) in seen:
+            continue
+        if kind not in _CONTAINERS or len(seen) >= _TREE_LIMIT:
+            return None
+        seen.add(id(item))
+        own = _shallow(item)
+        if own is _NO_CHECK:
+            return None
+        if own is not None:
+            checks.append((item, own))
+        if kind is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif kind is not bytearray:
+            stack.extend(item)
+    return lambda current: all(check(part) for part, check in checks)
+
+
+def _flat(check: Check) -> Check:
+    """Mark a check of a container that holds no other container: its value, held by
+    nothing but its namespace, cannot be changed without being named."""
+    check.flat = True  # type: ignore[attr-defined]
+    return check
+
+
+def flat(check: Check | None) -> bool:
+    """Whether ``check`` is a flat container's (see ``_flat``)."""
+    return getattr(check, "flat", False)
 
 
 def immutable(check: Check | None) -> bool:

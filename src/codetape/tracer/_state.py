@@ -33,7 +33,7 @@ from ..sandbox.internal import (
     state_codec,
 )
 from ..store.internal import BlobStore, digest_of
-from ._changes import immutable, probe
+from ._changes import flat, probe
 from ._reach import reach_of, user_code
 from ._redact import Redactor
 
@@ -199,7 +199,8 @@ class StateRecorder:
         variables_json = ",".join([parts[name] for name in self._sorted(parts)])
         encoded = (
             f'{{"format":{MANIFEST_FORMAT},"variables":{{{variables_json}}},'
-            f'"modules":{modules_json},"tools":{tools_json},"checkpoint":{_json(checkpoint)},'
+            f'"modules":{modules_json},"tools":{tools_json},'
+            f'"checkpoint":{_checkpoint_json(checkpoint)},'
             f'"complete":{"true" if complete else "false"}}}'
         ).encode()
         digest = digest_of(encoded)
@@ -268,9 +269,12 @@ class StateRecorder:
         }
         if point.digest is None:
             return record, False
-        if any(var.reason == SECRET_REASON for var in variables.values()):
-            record["reason"] = _CHECKPOINT_SECRET
-            return record, False
+        restorable = True
+        for var in variables.values():
+            if var.reason == SECRET_REASON:
+                record["reason"] = _CHECKPOINT_SECRET
+                return record, False
+            restorable = restorable and var.restorable
         if point.digest not in self._stored:
             reason = self._store_checkpoint(point)
             if reason is not None:
@@ -278,26 +282,21 @@ class StateRecorder:
                 return record, False
         record["digest"] = point.digest
         record["files"] = point.files
-        complete = point.reason is None and all(v.restorable for v in variables.values())
-        return record, complete
+        return record, point.reason is None and restorable
 
     def _store_checkpoint(self, point: Checkpoint) -> str | None:
         """Write a checkpoint seen for the first time, and its large values; or say why
         it cannot be (a checkpoint seen before comes without its bytes)."""
         if point.data is None:
             return "the checkpoint's bytes were not received"
-        if any(
-            data is not None and self._redactor.contains_secret(data)
-            for data in (point.data, point.files_data)
+        contains_secret = self._redactor.contains_secret
+        if contains_secret(point.data) or (
+            point.files_data is not None and contains_secret(point.files_data)
         ):
             return _CHECKPOINT_SECRET
-        missing = [
-            label
-            for label, key in point.keys.items()
-            if label not in point.large and key not in self._stored
-        ]
-        if missing:
-            return f"the large value {missing[0]} was not received"
+        for label, key in point.keys.items():
+            if label not in point.large and key not in self._stored:
+                return f"the large value {label} was not received"
         self._blobs.put(point.data, digest_of(point.data))
         for label, data in point.large.items():
             key = point.keys[label]
@@ -331,17 +330,30 @@ def _part(name: str, variable: Variable) -> str:
     )
 
 
+def _checkpoint_json(record: Mapping[str, Any]) -> str:
+    """A manifest's checkpoint record, as ``json.dumps`` writes it."""
+    large = record["large"]
+    return (
+        f'{{"digest":{_optional(record["digest"])},'
+        f'"large":{_json(large) if large else "{}"},"files":{_optional(record["files"])},'
+        f'"name":{_optional(record["name"])},"reason":{_optional(record["reason"])}}}'
+    )
+
+
 def _checkpoint_of(point: Mapping[str, Any], data: Mapping[str, bytes]) -> Checkpoint:
     """The codec's checkpoint record as a ``Checkpoint`` (``RawState.from_snapshot``'s)."""
-    pool = {**data, **point.get("blobs", {})}
-    keys = dict(point.get("large", {}))
+    keys = point.get("large") or {}
+    large: dict[str, bytes] = {}
+    if keys:
+        pool = {**data, **point.get("blobs", {})}
+        large = {label: pool[key] for label, key in keys.items() if key in pool}
     return Checkpoint(
         point.get("digest"),
         data=point.get("data"),
-        large={label: pool[key] for label, key in keys.items() if key in pool},
+        large=large,
         reason=point.get("reason"),
         name=point.get("name"),
-        keys=keys,
+        keys=dict(keys),
     )
 
 
@@ -395,9 +407,10 @@ class Snapshotter:
         it (its variables then need no second look where the step cannot have changed
         them); ``owner``: what stands for the namespace across runs (the namespace)."""
         unchanged: Collection[str] = ()
-        if code is not None and isinstance(namespace, Mapping):
-            unchanged = self._untouched(namespace, code, namespace if owner is None else owner)
         if isinstance(namespace, Mapping):
+            if code is not None:
+                owner = namespace if owner is None else owner
+                unchanged = self._untouched(namespace, code, owner)
             items, name = list(namespace.items()), namespace.get("__name__")
         else:
             items = list(namespace)
@@ -429,7 +442,7 @@ class Snapshotter:
         found = []
         for key, entry in memo.items():
             check = entry[3]
-            if check is None or immutable(check) or key in touched or key in used:
+            if not flat(check) or key in touched or key in used:
                 continue
             if _refs(namespace, key) == _PRIVATE_REFS:
                 found.append(key)
