@@ -12,7 +12,6 @@ import inspect
 import json
 import pickle
 import random
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
@@ -228,7 +227,6 @@ class _ObservedStep:
             if namespace is not None and run.snapshotter is not None:
                 self.before = run.snapshotter.snapshot(namespace, run.last_state)
         self.step.begin(self.before)
-        self.started = time.perf_counter()
 
     def finish(self, captured: Captured, result: Any, exc: BaseException | None) -> None:
         after: State | None = None

@@ -161,7 +161,7 @@ def _capped(rt: Runtime, attrs: dict[str, Any], full: dict[str, str]) -> dict[st
     """``attrs`` with each string longer than ``ATTRIBUTE_CHARS`` cut; the full values of
     the span's cut attributes (``full``, kept by its recorder) go to one blob."""
     for value in attrs.values():
-        if isinstance(value, str) and len(value) > ATTRIBUTE_CHARS:
+        if (type(value) is str or isinstance(value, str)) and len(value) > ATTRIBUTE_CHARS:
             break
     else:
         return attrs

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["RecordSpan", "start_span"]
 
 _UNSET = Status(StatusCode.UNSET)
+_STATUS_NAMES = {code: code.name for code in StatusCode}
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
@@ -58,19 +59,25 @@ class RecordSpan(Span):
         self.name = name
         self.start_time = start_time if start_time is not None else time.time_ns()
         self.end_time: int | None = None
-        self.attributes = {k: v for k, v in attributes.items() if v is not None}
+        self.attributes = dict(attributes)
+        if None in self.attributes.values():
+            self.attributes = {k: v for k, v in attributes.items() if v is not None}
         self.events: list[dict[str, Any]] = []
         self.status = _UNSET
         self._spool = rt.spool
         self._sdk = self._start_sdk(rt, parent, kind, links) if rt.exporting else None
-        parent_context = parent.get_span_context() if parent is not None else None
         if self._sdk is not None:
             context = self._sdk.get_span_context()
             self.trace_id, self.span_id = context.trace_id, context.span_id
-        else:
-            self.trace_id = parent_context.trace_id if parent_context else _new_id(128)
+            self.parent_id = parent.get_span_context().span_id if parent is not None else None
+        elif isinstance(parent, RecordSpan):  # codetape's own parent: no SpanContext needed
+            self.trace_id, self.parent_id = parent.trace_id, parent.span_id
             self.span_id = _new_id(64)
-        self.parent_id = parent_context.span_id if parent_context else None
+        else:
+            parent_context = parent.get_span_context() if parent is not None else None
+            self.trace_id = parent_context.trace_id if parent_context else _new_id(128)
+            self.parent_id = parent_context.span_id if parent_context else None
+            self.span_id = _new_id(64)
         self._context: SpanContext | None = None
         if start_record:
             with internal_errors("writing a start record"):
@@ -110,7 +117,7 @@ class RecordSpan(Span):
             "name": self.name,
             "start_ns": self.start_time,
             "end_ns": self.end_time,
-            "status": self.status.status_code.name,
+            "status": _STATUS_NAMES[self.status.status_code],
             "status_message": self.status.description,
             "attributes": self.attributes,
             "events": self.events,
