@@ -1,7 +1,9 @@
 """What recording costs: @code_action versus a bare exec, @codetape.llm versus the bare
 model-calling function, and ingestion throughput.
 
-Run: ``make bench`` or ``.venv/bin/python bench/overhead.py [--steps N] [--spans N]``.
+Run: ``make bench`` or ``.venv/bin/python bench/overhead.py [--steps N] [--spans N]``;
+``--peers`` (OpenInference beside codetape, ``pip install -e '.[bench]'``) and
+``--scaling`` (namespace sizes, untouched large values) run ``bench/recording.py``.
 Both sides of each comparison run in the same process, interleaved in rounds, so the
 machine's noise hits them alike; the report gives medians and ratios.
 """
@@ -38,7 +40,17 @@ def _time_steps(step: Callable[[], object], n: int) -> list[float]:
     return times
 
 
-def step_overhead(steps: int, rounds: int, extra: dict[str, Any], label: str) -> dict[str, Any]:
+def step_overhead(
+    steps: int,
+    rounds: int,
+    extra: dict[str, Any],
+    label: str,
+    make: Callable[[], dict[str, Any]] | None = None,
+    distinct: bool = False,
+) -> dict[str, Any]:
+    """Added µs per step. ``make`` builds the recorded namespace instead (its values then
+    belong to it alone); ``distinct``: each step's code is new (a comment numbers it),
+    as an agent's are, so nothing derived from the code text is reused."""
     home = Path(tempfile.mkdtemp(prefix="codetape-bench-"))
     codetape.configure(home=home, otlp=False)
 
@@ -47,16 +59,21 @@ def step_overhead(steps: int, rounds: int, extra: dict[str, Any], label: str) ->
 
     recorded = codetape.code_action(bare)
     bare_ns: dict[str, Any] = {"x": 0, "values": list(range(10)), **extra}
-    rec_ns: dict[str, Any] = {"x": 0, "values": list(range(10)), **extra}
+    rec_ns: dict[str, Any] = make() if make else {"x": 0, "values": list(range(10)), **extra}
+    codes = iter(f"{SNIPPET}  # step {i}" for i in range(10**9)) if distinct else None
+
+    def code() -> str:
+        return next(codes) if codes is not None else SNIPPET
+
     bare_times: list[float] = []
     rec_times: list[float] = []
     with codetape.run("bench", task=label):
-        recorded(SNIPPET, rec_ns)  # first step pays one-off costs (fingerprint, big value)
+        recorded(code(), rec_ns)  # first step pays one-off costs (fingerprint, big value)
         size_after_first = _dir_size(home)
         per_round = steps // rounds
         for _ in range(rounds):
-            bare_times += _time_steps(lambda: bare(SNIPPET, bare_ns), per_round)
-            rec_times += _time_steps(lambda: recorded(SNIPPET, rec_ns), per_round)
+            bare_times += _time_steps(lambda: bare(code(), bare_ns), per_round)
+            rec_times += _time_steps(lambda: recorded(code(), rec_ns), per_round)
     store_growth = _dir_size(home) - size_after_first
     bare_med, rec_med = statistics.median(bare_times), statistics.median(rec_times)
     return {
@@ -144,7 +161,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--spans", type=int, default=100_000)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="bare vs OpenInference vs codetape on a scripted smolagents CodeAgent "
+        "(bench/recording.py; needs the bench extra), then stop",
+    )
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="added cost per step by namespace size and untouched large values, then stop",
+    )
+    parser.add_argument("--runs", type=int, default=200, help="agent runs per --peers process")
     args = parser.parse_args()
+    if args.peers or args.scaling:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import recording
+
+        found: dict[str, Any] = {}
+        if args.peers:
+            found["peers"] = recording.peers(args.runs, max(args.rounds // 4, 1))
+        if args.scaling:
+            sizes = (1 << 20, 10 << 20, 100 << 20)
+            found["scaling"] = recording.scaling(args.steps, args.rounds, sizes)
+        print(json.dumps(found, indent=2))
+        return
 
     ten_mb_list = list(range(1_250_000))  # ~10 MB as Python ints; mutable: re-pickled
     ten_mb_bytes = os.urandom(10_000_000)  # immutable: pickled once per run
@@ -153,6 +194,9 @@ def main() -> None:
         f"Python {platform.python_version()}",
         "step_overhead": [
             step_overhead(args.steps, args.rounds, {}, "small namespace"),
+            step_overhead(
+                args.steps, args.rounds, {}, "small namespace, new code each step", distinct=True
+            ),
             step_overhead(
                 args.steps // 10,
                 args.rounds // 4 or 1,
