@@ -457,7 +457,7 @@ class Snapshotter(object):
 
     def _record(self, value, described):
         """A variable's record: its type, preview, size, fingerprint and reason."""
-        kind = qualified_name(type(value))
+        kind = _BUILTIN_NAMES.get(type(value)) or qualified_name(type(value))
         try:
             preview = _plain_repr(value)
             if preview is None:
@@ -561,6 +561,7 @@ _BIG_INT = 10**39  # reprlib shortens ints of more than 40 characters
 _SCALARS = frozenset((int, float, complex, bool, str, bytes, type(None)))
 # Types whose instances are neither modules nor tools (no instance dict to mark one).
 _BUILTIN = _SCALARS | frozenset((list, dict, tuple, set, frozenset, bytearray, range))
+_BUILTIN_NAMES = dict((kind, kind.__name__) for kind in _BUILTIN)
 _ATOMS = frozenset((int, float, complex, bool, str, bytes, type(None)))
 
 

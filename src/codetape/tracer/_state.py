@@ -124,7 +124,7 @@ class Variable(NamedTuple):
     reason: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class State:
     """A recorded state: its variables (name → variable) and the digest of its manifest
     blob, which also names its checkpoint."""
@@ -167,15 +167,16 @@ class StateRecorder:
         for name, var in taken["variables"].items():
             known = self._parts.get(name)
             if known is None or known[0] is not var or var["digest"] in data:
-                raw = RawVariable(
-                    var["type"],
-                    var["preview"],
-                    var["size"],
-                    var["digest"],
-                    data.get(var["digest"]),
-                    var["reason"],
+                variable = self._number(var, data) or self._variable(
+                    RawVariable(
+                        var["type"],
+                        var["preview"],
+                        var["size"],
+                        var["digest"],
+                        data.get(var["digest"]),
+                        var["reason"],
+                    )
                 )
-                variable = self._variable(raw)
                 known = self._parts[name] = (var, variable, _part(name, variable))
             variables[name] = known[1]
             parts[name] = known[2]
@@ -249,6 +250,21 @@ class StateRecorder:
         if self._secret.get(var.digest, True):  # a secret, or bytes never seen
             return Variable(var.type, None, var.size, shown, False, SECRET_REASON)
         return Variable(var.type, var.digest, var.size, shown, True)
+
+    def _number(self, var: Mapping[str, Any], data: Mapping[str, bytes]) -> Variable | None:
+        """A number just described (its pickle a few bytes, its preview its digits), as
+        ``_describe`` records it: its preview and bytes checked against the
+        environment's secret values only; None for anything else."""
+        kind, digest, pickled = var["type"], var["digest"], data.get(var["digest"])
+        if kind not in _NUMBERS or pickled is None or len(pickled) > _SMALL_PICKLE:
+            return None
+        if var["reason"] is not None or self._redactor.contains_env_value(pickled):
+            return None
+        shown = self._redactor.text(var["preview"])
+        if len(shown) > PREVIEW_CHARS:
+            return None
+        self._secret[digest] = False
+        return Variable(kind, digest, var["size"], shown, True)
 
     def _holds_secret(self, kind: str, data: bytes) -> bool:
         """Whether a value's pickle holds a secret. A number's (a few bytes, no text) can
