@@ -10,6 +10,7 @@ the value as it is) and that each state's checkpoint restores the values as they
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -341,3 +342,27 @@ def test_privacy_is_counted_for_this_interpreter() -> None:
     alias = ns["v"]
     assert _state._refs(ns, "v") != _state._PRIVATE_REFS
     del alias, memo
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"order_id": "A-1", "amount": 250.0, "status": "refunded"},
+        [{"id": i, "tags": ("a", "b"), "seen": {i}} for i in range(5)],
+        (1, "a", b"x", None, 2.5, 1j, True, range(3)),
+        {1: {2: [3, bytearray(b"z")]}, (1, 2): frozenset({"k"})},
+    ],
+)
+def test_plain_data_pickles_the_same_with_the_standard_pickler(value: Any) -> None:
+    assert _changes.plain(value)
+    assert pickle.dumps(value, protocol=PICKLE_PROTOCOL) == cloudpickle.dumps(
+        value, protocol=PICKLE_PROTOCOL
+    )
+
+
+def test_data_with_anything_else_is_not_plain() -> None:
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    assert not _changes.plain(cyclic)
+    assert not _changes.plain([1, object()])
+    assert not _changes.plain({"f": len})

@@ -24,7 +24,7 @@ import sysconfig
 from collections.abc import Callable
 from typing import Any, cast
 
-__all__ = ["Check", "flat", "immutable", "probe", "random_key"]
+__all__ = ["Check", "flat", "immutable", "plain", "probe", "random_key"]
 
 Check = Callable[[Any], bool]
 
@@ -229,6 +229,28 @@ def _tree_probe(value: object) -> Check | None:
         elif kind is not bytearray:
             stack.extend(item)
     return lambda current: all(check(part) for part, check in checks)
+
+
+def plain(value: object) -> bool:
+    """Whether ``value`` is built of the standard containers and scalars, strings and
+    bytes only (up to ``_TREE_LIMIT`` containers): the standard pickler then writes the
+    same bytes as cloudpickle's."""
+    stack: list[Any] = [value]
+    containers = 0
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind in _ATOMS:
+            continue
+        containers += 1
+        if kind not in _CONTAINERS or containers > _TREE_LIMIT:
+            return False
+        if kind is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif kind is not bytearray:
+            stack.extend(item)
+    return True
 
 
 def _flat(check: Check) -> Check:

@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import json
 import os
+import pickle
 import threading
 import time
 import traceback
@@ -51,6 +52,7 @@ from .._format import (
 from ..sandbox.internal import PICKLE_PROTOCOL
 from ..schemas import ErrorInfo, StepStatus
 from ..schemas import attributes as A
+from ._changes import plain
 from ._config import Runtime, runtime
 from ._errors import internal_errors
 from ._signals import install_signal_handlers
@@ -597,7 +599,9 @@ def _pickle_blob(rt: Runtime, value: object) -> str | None:
     observed step saw the object itself, not its JSON); None when it cannot be pickled
     or holds a secret."""
     try:
-        data = cloudpickle.dumps(value, protocol=PICKLE_PROTOCOL)
+        # Plain data (the standard containers and scalars): the standard pickler writes
+        # the same bytes as cloudpickle's, without building one.
+        data = (pickle if plain(value) else cloudpickle).dumps(value, protocol=PICKLE_PROTOCOL)
     except Exception:
         return None
     if rt.redactor.contains_secret(data):

@@ -373,6 +373,16 @@ def _checkpoint_of(point: Mapping[str, Any], data: Mapping[str, bytes]) -> Check
     )
 
 
+_codecs: list[state_codec.Codec] = []
+
+
+def _codec() -> state_codec.Codec:
+    """The process's state codec (it keeps nothing between snapshots: runs share it)."""
+    if not _codecs:
+        _codecs.append(state_codec.Codec(cloudpickle))
+    return _codecs[0]
+
+
 def _refs(namespace: Mapping[str, Any], name: str) -> int:
     value = namespace.get(name)
     return sys.getrefcount(value)
@@ -406,9 +416,7 @@ class Snapshotter:
 
     def __init__(self, blobs: BlobStore, redactor: Redactor) -> None:
         self._recorder = StateRecorder(blobs, redactor)
-        self._snapshots = StateSnapshotter(
-            state_codec.Codec(cloudpickle), _RedactingRepr(redactor), probe, LARGE_VALUE
-        )
+        self._snapshots = StateSnapshotter(_codec(), _RedactingRepr(redactor), probe, LARGE_VALUE)
         self._last: State | None = None
 
     def snapshot(
