@@ -136,43 +136,49 @@ def receive():
 
 
 class CappedPipe:
-    """An fd the user's code (and its subprocesses) write to, read by a thread into a
-    buffer that keeps ``limit`` bytes and counts the rest."""
+    """An fd the user's code (and its subprocesses) write to, read into a buffer that
+    keeps ``limit`` bytes and counts the rest.
+
+    A thread drains it while the code runs (so a writer never blocks on a full pipe);
+    after the step the runner drains what is left itself, under the same lock: what the
+    code wrote before that is kept, with no hand-off to the thread."""
+
+    # Reads per drain under the lock: a process that goes on writing (a kept background
+    # process) cannot hold a drain forever; what it writes later is the next step's.
+    _READS = 64
 
     def __init__(self, fd, limit):
         read_fd, write_fd = os.pipe()
         os.dup2(write_fd, fd)
         os.close(write_fd)
+        os.set_blocking(read_fd, False)  # the read end only: writers still block
+        self._fd = read_fd
         self.limit = limit
         self.kept = bytearray()
         self.dropped = 0
-        self._cond = threading.Condition()
-        self._marks = 0
-        self._reader = os.fdopen(read_fd, "rb", buffering=0)
+        self._lock = threading.Lock()
         threading.Thread(target=self._pump, daemon=True).start()
 
-    _MARK = b"\x00codetape-drain\x00"
-
     def _pump(self):
-        pending = b""
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
         while True:
-            chunk = self._reader.read(65536)
+            poller.poll()
+            with self._lock:
+                if not self._drain():
+                    return
+
+    def _drain(self):
+        """Read what is in the pipe now (the lock held); False once every writer closed."""
+        for _ in range(self._READS):
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return True
             if not chunk:
-                return
-            data = pending + chunk
-            with self._cond:
-                while self._MARK in data:
-                    before, data = data.split(self._MARK, 1)
-                    self._keep(before)
-                    self._marks += 1
-                    self._cond.notify_all()
-                # Hold back a tail that could be the start of a marker.
-                keep = len(data) - len(self._MARK) + 1
-                if keep > 0:
-                    self._keep(data[:keep])
-                    pending = data[keep:]
-                else:
-                    pending = data
+                return False
+            self._keep(chunk)
+        return True
 
     def _keep(self, data):
         room = self.limit - len(self.kept)
@@ -180,19 +186,10 @@ class CappedPipe:
             self.kept += data[:room]
         self.dropped += max(0, len(data) - max(room, 0))
 
-    def mark(self, fd):
-        """Put a marker after everything written to ``fd`` so far; ``wait`` for it."""
-        with self._cond:
-            target = self._marks + 1
-        os.write(fd, self._MARK)
-        return target
-
-    def wait(self, target):
-        with self._cond:
-            self._cond.wait_for(lambda: self._marks >= target, timeout=5)
-
     def take(self):
-        with self._cond:
+        """Everything written so far (up to the cap), and forget it."""
+        with self._lock:
+            self._drain()
             text = self.kept.decode("utf-8", "replace")
             dropped = self.dropped
             self.kept = bytearray()
@@ -340,9 +337,12 @@ def _proc_table():
         table = _descendant_table()
         if table is not None:
             return table
+    # In a container, init and this runner are never the code's: not read at all, so
+    # a step that left nothing running costs one listing of /proc.
+    skip = (1, os.getpid()) if LIMITS["contained"] else ()
     table = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
+        if entry.isdigit() and int(entry) not in skip:
             stat = _stat(int(entry))
             if stat is not None:  # None: it ended while we looked
                 table[int(entry)] = stat
@@ -444,6 +444,7 @@ class _Executor:
         self.namespace = namespace
         self.target = None
         self.smol = None
+        self._compiled = {}
         if self.kind == "exec":
             self.filename = "<string>"
         elif self.kind == "callable":
@@ -487,13 +488,23 @@ class _Executor:
                 value = self.target(code, self.namespace)
             _set_result(reply, value)
             return
+        body, last = self._compiled.get(code) or self._compile(code)
+        exec(body, self.namespace)
+        if last is not None:
+            _set_result(reply, eval(last, self.namespace))
+
+    def _compile(self, code):
+        """The code's statements and its last expression (its value is the result),
+        compiled; kept for the next step that runs the same code (an agent's retry)."""
         tree = ast.parse(code, self.filename, "exec")
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
-        exec(compile(tree, self.filename, "exec"), self.namespace)
-        if last is not None:
-            _set_result(reply, eval(compile(last, self.filename, "eval"), self.namespace))
+            last = compile(ast.Expression(tree.body.pop().value), self.filename, "eval")
+        compiled = (compile(tree, self.filename, "exec"), last)
+        if len(self._compiled) >= 32:
+            self._compiled.clear()
+        self._compiled[code] = compiled
+        return compiled
 
     def _run_smolagents(self, code, reply):
         try:
@@ -732,6 +743,12 @@ class Runner:
         """The files under the sandbox's /tmp, for the checkpoint (docker only)."""
         if not self.files_root:
             return {}
+        try:
+            with os.scandir(self.files_root) as entries:
+                if next(entries, None) is None:
+                    return {}  # nothing there: no walk
+        except OSError:
+            return {}
         found, total = {}, 0
         for top, _dirs, names in os.walk(self.files_root):
             for name in names:
@@ -827,10 +844,6 @@ class Runner:
                 stream.flush()
             except Exception:
                 pass
-        # Both markers first, then both waits: the two pumps drain at the same time.
-        out_mark, err_mark = self.stdout.mark(1), self.stderr.mark(2)
-        self.stdout.wait(out_mark)
-        self.stderr.wait(err_mark)
         return self.stdout.take(), self.stderr.take()
 
     def serve(self):
