@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import itertools
 import threading
+from pathlib import Path
 
-from codetape.sandbox import _pool
+import pytest
+
+from codetape.sandbox import Sandbox, _pool
 from codetape.sandbox.internal import WarmPool, removal_in_background, warm_pool
 
 
@@ -73,3 +76,29 @@ def test_the_pool_is_scoped_and_removals_finish_by_its_end() -> None:
         assert background is not None
         background.submit(again.set)
     assert again.is_set()
+
+
+@pytest.mark.docker
+def test_containers_started_ahead_are_loaded_yet_each_sandbox_gets_a_fresh_one(
+    home: Path, docker_image: str
+) -> None:
+    """A container started ahead is sent the runner's modules before a sandbox takes it;
+    each sandbox still gets a container of its own, with nothing of the one before."""
+    with warm_pool(ahead=1):
+        seen = []
+        for _ in range(3):
+            with Sandbox(image=docker_image, hash_seed=7) as sb:
+                out = sb.execute(
+                    "import socket, os\n"
+                    "print('leftover' in dir(), os.listdir('/tmp'))\n"
+                    "leftover = 1\n"
+                    "open('/tmp/mark', 'w').write('x')\n"
+                    "socket.gethostname()"
+                )
+                assert out.status == "ok", out.error
+                assert out.stdout == "False []\n"  # nothing of the sandbox before
+                seen.append(out.result)
+                # The modules it was sent ahead work: state is pickled with them.
+                assert out.state is not None
+                assert out.state.checkpoint.data is not None
+        assert len(set(seen)) == 3  # three containers, each used once

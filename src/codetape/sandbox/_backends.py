@@ -7,7 +7,9 @@ recording what it does is the ``Sandbox``'s job, the same for every backend.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import inspect
 import os
 import shutil
 import signal
@@ -16,16 +18,20 @@ import subprocess
 import sys
 import tempfile
 import threading
+import typing
 import uuid
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
+
 from ..errors import DockerUnavailableError, ImageNotFoundError, SandboxError
 from ..schemas import Limits, StepStatus
 from ..schemas import attributes as A
 from ._pool import current_pool, remover
+from ._protocol import frame
 from ._runtime import warn_once
 
 __all__ = [
@@ -35,6 +41,7 @@ __all__ = [
     "LocalBackend",
     "NoIsolationWarning",
     "docker_client",
+    "runner_modules",
     "runner_source",
 ]
 
@@ -44,6 +51,49 @@ RUNNER = Path(__file__).with_name("_runner.py")
 
 def runner_source() -> str:
     return RUNNER.read_text()
+
+
+@functools.cache
+def runner_modules() -> list[tuple[str, str]]:
+    """cloudpickle's source and codetape's state codec, sent to the runner so the image
+    needs only python3."""
+    package = Path(inspect.getfile(cloudpickle)).parent
+    here = Path(__file__).parent
+    return [
+        ("cloudpickle.cloudpickle", (package / "cloudpickle.py").read_text()),
+        ("cloudpickle", (package / "__init__.py").read_text()),
+        ("codetape_state", (here / "_statecodec.py").read_text()),
+        ("codetape_values", (here / "_encoding.py").read_text()),
+    ]
+
+
+class _Loader:
+    """Sends the runner its modules as soon as its container reads stdin, on a thread
+    of its own (a container started ahead is not waited for): when a sandbox takes the
+    container, the runner has them loaded, or is loading them."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self.sent = False
+        self._thread = threading.Thread(target=self._send, name="codetape-runner-load", daemon=True)
+        self._thread.start()
+
+    def _send(self) -> None:
+        stdin = self.process.stdin
+        assert stdin is not None
+        with contextlib.suppress(OSError, ValueError):  # the container is gone: not sent
+            stdin.write(frame({"op": "load", "modules": runner_modules()}))
+            stdin.flush()
+            self.sent = True
+
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Whether the runner was sent its modules (it may still be loading them). A
+        container that does not read them in time is killed: its start fails."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.process.kill()
+            self._thread.join()
+        return self.sent
 
 
 class NoIsolationWarning(UserWarning):
@@ -67,6 +117,11 @@ class Backend(ABC):
 
     def cleanup(self, process: subprocess.Popen[bytes]) -> None:
         self.kill(process)
+
+    def loaded(self, process: subprocess.Popen[bytes]) -> bool:
+        """Whether the runner was sent its modules when it started (then ``init`` need
+        not carry them)."""
+        return False
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:
@@ -130,6 +185,7 @@ class DockerBackend(Backend):
             raise DockerUnavailableError("the docker command is not on PATH")
         self._docker: str = docker_cli
         self._names: dict[int, str] = {}
+        self._loaded: set[int] = set()
         warn_once(self.client, str(getattr(self.client.api, "base_url", "")), _caller_level())
 
     def identity(self) -> dict[str, Any]:
@@ -150,16 +206,33 @@ class DockerBackend(Backend):
             remove_orphans(self.client)
             process, name = self._spawn(env, run_id)
         else:
-            # Started ahead with no run id: the pool cannot know which run takes it.
+            # Started ahead with no run id: the pool cannot know which run takes it. Its
+            # runner is sent its modules at once, so it is ready sooner when taken.
             key = (self.image_id, self.limits.model_dump_json(), tuple(sorted(env.items())))
-            taken, warm = pool.take(key, lambda: self._spawn(env, ""), self._discard)
-            process, name = taken
+            spawn = functools.partial(self._spawn, env, "", load=True)
+            taken, warm = pool.take(key, spawn, self._discard)
+            process, name, loader = taken
             if not warm:
                 remove_orphans(self.client)
+            if loader.wait():
+                self._loaded.add(process.pid)
         self._names[process.pid] = name
         return process
 
-    def _spawn(self, env: dict[str, str], run_id: str) -> tuple[subprocess.Popen[bytes], str]:
+    def loaded(self, process: subprocess.Popen[bytes]) -> bool:
+        return process.pid in self._loaded
+
+    @typing.overload
+    def _spawn(
+        self, env: dict[str, str], run_id: str, load: typing.Literal[False] = ...
+    ) -> tuple[subprocess.Popen[bytes], str]: ...
+
+    @typing.overload
+    def _spawn(
+        self, env: dict[str, str], run_id: str, load: typing.Literal[True]
+    ) -> tuple[subprocess.Popen[bytes], str, _Loader]: ...
+
+    def _spawn(self, env: dict[str, str], run_id: str, load: bool = False) -> Any:
         name = f"codetape-{(run_id or 'norun')[:12]}-{uuid.uuid4().hex[:6]}"
         args = self._run_args(name, run_id)
         for key, value in env.items():
@@ -169,11 +242,13 @@ class DockerBackend(Backend):
         process = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
+        if load:
+            return process, name, _Loader(process)
         return process, name
 
-    def _discard(self, started: tuple[subprocess.Popen[bytes], str]) -> None:
+    def _discard(self, started: tuple[subprocess.Popen[bytes], str, _Loader]) -> None:
         """Remove a container started ahead that nobody took."""
-        process, name = started
+        process, name, _loader = started
         self._names[process.pid] = name
         self._remove(process, in_background=False)
 
@@ -255,12 +330,14 @@ class DockerBackend(Backend):
         self._remove(process, in_background=remover() is not None)
 
     def _remove(self, process: subprocess.Popen[bytes], in_background: bool) -> None:
+        self._loaded.discard(process.pid)
         name = self._names.pop(process.pid, None)
         background = remover() if in_background else None
         if name is not None and background is not None:
             # The runner exits as its channel closes; the removal need not be waited on.
             process.kill()
             process.wait()
+            _close_pipes(process)
             client = self.client
             background.submit(lambda: client.api.remove_container(name, force=True))
             return
@@ -271,6 +348,15 @@ class DockerBackend(Backend):
         if process.poll() is None:
             process.kill()
         process.wait()
+        _close_pipes(process)
+
+
+def _close_pipes(process: subprocess.Popen[bytes]) -> None:
+    """The ended runner's pipes, closed now rather than when they are collected."""
+    for pipe in (process.stdin, process.stdout, process.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError, ValueError):  # a broken pipe's last flush
+                pipe.close()
 
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent) + os.sep

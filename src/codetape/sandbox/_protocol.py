@@ -26,6 +26,7 @@ __all__ = [
     "ChannelBroken",
     "ChannelClosed",
     "ChannelTimeout",
+    "frame",
     "nesting_depth",
     "parse_message",
 ]
@@ -80,6 +81,12 @@ def parse_message(body: bytes, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
     return message
 
 
+def frame(message: dict[str, Any]) -> bytes:
+    """A message as the runner reads it: ``<length>\\n`` and the JSON."""
+    body = json.dumps(message, separators=(",", ":")).encode()
+    return b"%d\n" % len(body) + body
+
+
 class Channel:
     """Sends and receives the runner's messages. Reads are bounded by a deadline, so a
     code action that never returns cannot hang the host, and by size: a message over
@@ -105,9 +112,8 @@ class Channel:
         self._blob_bytes = 0
 
     def send(self, message: dict[str, Any]) -> None:
-        body = json.dumps(message, separators=(",", ":")).encode()
         try:
-            self._in.write(b"%d\n" % len(body) + body)
+            self._in.write(frame(message))
             self._in.flush()
         except (BrokenPipeError, ValueError, OSError) as exc:
             raise ChannelClosed(str(exc)) from exc

@@ -597,7 +597,9 @@ class Runner:
 
     # -- set-up ------------------------------------------------------------------
 
-    def init(self, msg):
+    def load(self, msg):
+        """Load the modules the host sends (cloudpickle, the state codec): the first part
+        of ``init``, which a container started ahead of need does before it is taken."""
         for name, source in msg["modules"]:
             module = types.ModuleType(name)
             module.__file__ = "<codetape:%s>" % name
@@ -605,6 +607,10 @@ class Runner:
                 module.__path__ = []
             sys.modules[name] = module
             exec(compile(source, module.__file__, "exec"), module.__dict__)
+        return {"op": "loaded"}
+
+    def init(self, msg):
+        self.load(msg)  # none when they were loaded ahead
         global _repr
         self.cloudpickle = sys.modules["cloudpickle"]
         state_codec = sys.modules["codetape_state"]
@@ -848,6 +854,7 @@ class Runner:
 
     def serve(self):
         handlers = {
+            "load": self.load,
             "init": self.init,
             "run": self.run,
             "set_vars": self.set_vars,

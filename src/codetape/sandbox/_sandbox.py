@@ -10,13 +10,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import inspect
 import os
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -25,7 +23,7 @@ import cloudpickle
 from ..errors import SandboxError
 from ..schemas import ErrorInfo, Limits
 from ..schemas import attributes as A
-from ._backends import Backend, DockerBackend, LocalBackend
+from ._backends import Backend, DockerBackend, LocalBackend, runner_modules
 from ._messages import (
     BadMessage,
     CheckpointMessage,
@@ -65,18 +63,6 @@ _S = TypeVar("_S", bound="Sandbox")
 
 def default_image() -> str:
     return os.environ.get("CODETAPE_IMAGE") or DEFAULT_IMAGE
-
-
-def _runner_modules() -> list[tuple[str, str]]:
-    """cloudpickle's source and codetape's state codec, sent to the runner so the image
-    needs only python3."""
-    package = Path(inspect.getfile(cloudpickle)).parent
-    return [
-        ("cloudpickle.cloudpickle", (package / "cloudpickle.py").read_text()),
-        ("cloudpickle", (package / "__init__.py").read_text()),
-        ("codetape_state", Path(__file__).with_name("_statecodec.py").read_text()),
-        ("codetape_values", Path(__file__).with_name("_encoding.py").read_text()),
-    ]
 
 
 def _sha256(data: bytes) -> str:
@@ -254,7 +240,10 @@ class Sandbox:
         )
         self._process, self._channel = process, channel
         try:
-            ready = self._request(channel, self._init_message())
+            init = self._init_message()
+            if self._backend.loaded(process):
+                init["modules"] = []  # sent when its container was started ahead
+            ready = self._request(channel, init)
             check(ReadyMessage, ready)
         except (ChannelClosed, ChannelTimeout, BadMessage, SandboxError) as exc:
             stderr = self._stderr()
@@ -273,7 +262,7 @@ class Sandbox:
     def _init_message(self) -> dict[str, Any]:
         return {
             "op": "init",
-            "modules": _runner_modules(),
+            "modules": runner_modules(),
             "tools": sorted(self._tools),
             "output_bytes": self.limits.output_bytes,
             "max_message": message_cap(self.limits),
