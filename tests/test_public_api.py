@@ -29,9 +29,10 @@ SURFACES: dict[str, set[str]] = {
         "AmbiguousRunIdError", "BlobNotFoundError", "CodeActionError", "CodetapeError",
         "ConfigError", "CorruptStoreError", "DockerUnavailableError", "ImageNotFoundError",
         "NewerStoreError", "NotFoundError", "ReplayError", "ReplayToolError",
-        "RunNotFoundError", "SandboxError", "StepNotFoundError", "StoreBusyError", "StoreError",
+        "RunNotFoundError", "SandboxError", "SqlError", "StepNotFoundError", "StoreBusyError",
+        "StoreError",
     },
-    "codetape.store": {"IngestStats", "Store"},
+    "codetape.store": {"EXAMPLE_QUERIES", "ExampleQuery", "IngestStats", "Store"},
     "codetape.sandbox": {
         "DEFAULT_IMAGE", "Limits", "NoIsolationWarning", "OpaqueValue", "Outcome", "Sandbox",
         "StepResult", "default_image",

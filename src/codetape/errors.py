@@ -19,6 +19,7 @@ fields, not only text, so callers can act on them::
         ├── CorruptStoreError    the DuckDB file cannot be opened as a database
         ├── NewerStoreError      the store was written by a newer codetape
         ├── StoreBusyError       another process held the store for too long
+        ├── SqlError             a query (Store.sql, codetape sql) was refused or failed
         └── NotFoundError        a run, step or blob is not in the store
             ├── RunNotFoundError
             ├── StepNotFoundError
@@ -49,6 +50,7 @@ __all__ = [
     "ReplayToolError",
     "RunNotFoundError",
     "SandboxError",
+    "SqlError",
     "StepNotFoundError",
     "StoreBusyError",
     "StoreError",
@@ -177,6 +179,23 @@ class NewerStoreError(StoreError):
 
 class StoreBusyError(StoreError):
     """Another process kept the DuckDB file locked longer than we were willing to wait."""
+
+
+class SqlError(StoreError):
+    """A query of the store's SQL views was refused (it is not one read-only statement,
+    or it would read or write files) or DuckDB could not run it. ``reason`` is DuckDB's
+    message or why the query was refused; ``refused`` says which."""
+
+    exit_code = 2
+
+    def __init__(self, reason: str, *, refused: bool, views: tuple[str, ...] = ()) -> None:
+        what = "query refused" if refused else "query failed"
+        hint = "`codetape sql --examples` shows worked queries; docs/sql.md has every column"
+        if views:
+            hint = f"the views are {', '.join(views)}; " + hint
+        super().__init__(f"{what}: {reason}", hint=hint)
+        self.reason = reason
+        self.refused = refused
 
 
 class NotFoundError(StoreError):

@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 
 from ..errors import CorruptStoreError, NewerStoreError, StoreBusyError, StoreError
+from ._views import VIEWS
 
 __all__ = [
     "DB_NAME",
@@ -35,7 +36,8 @@ DB_NAME = "codetape.duckdb"
 # 2: span_starts (steps that started and have not ended) and lost_records.
 # 3: llm_calls (the runs' model calls, for their tokens and cost), runs.parent, and
 #    steps.error_message/error_line (failure signatures).
-SCHEMA_VERSION = 3
+# 4: the stable SQL views (schema v1: runs, steps, tool_calls, variables, llm_calls, spans).
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -231,6 +233,7 @@ def _migrate(con: duckdb.DuckDBPyConnection, found: int) -> None:
         # Every change so far only adds tables and columns: creating what is missing
         # migrates, and what a new column says of older rows is filled in.
         con.execute(_SCHEMA)
+        con.execute(VIEWS)
         if 0 < found < 3:
             con.execute(_BACKFILL_STEP_ERRORS)
         con.execute(
@@ -307,6 +310,7 @@ def _empty_store() -> Iterator[duckdb.DuckDBPyConnection]:
     con = duckdb.connect(":memory:")
     try:
         con.execute(_SCHEMA)
+        con.execute(VIEWS)
         yield con
     finally:
         con.close()

@@ -39,6 +39,7 @@ from ._failures import failure_groups
 from ._home import resolve_home
 from ._ingest import IngestStats, spool_changed, try_ingest, wait_for_background
 from ._spool import live_dir, visible_surrogates
+from ._sql import Params, run_sql
 
 __all__ = ["Store"]
 
@@ -248,6 +249,19 @@ class Store:
             finally:
                 self._session = None
                 self._searches = {}
+
+    def sql(self, query: str, params: Params = None) -> duckdb.DuckDBPyRelation:
+        """The answer of one read-only SQL query over the store's views (``runs``,
+        ``steps``, ``tool_calls``, ``variables``, ``llm_calls``, ``spans``: docs/sql.md)
+        as a DuckDB relation (``.df()``, ``.pl()``, ``.arrow()``, ``.fetchall()``), held in
+        memory: the store's file is closed when it returns. ``params`` fill ``?`` (a
+        sequence) or ``$name`` (a mapping). A query that writes, attaches, installs or
+        reads files, or more than one statement, raises ``SqlError``; so does bad SQL.
+
+        >>> store.sql("SELECT agent, count(*) AS n FROM runs GROUP BY agent").df()  # doctest: +SKIP
+        """
+        self._catch_up()
+        return run_sql(self.home, query, params)
 
     def blobs_of(self, digests: Iterable[str]) -> dict[str, bytes]:
         """Several blobs at once (small ones in one query); missing ones are left out."""

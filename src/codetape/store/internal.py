@@ -17,10 +17,13 @@ from ._ingest import (
     wait_for_background,
 )
 from ._spool import SpoolWriter, done_dir, live_dir
+from ._views import VIEW_NAMES, VIEWS_SCHEMA
 
 __all__ = [
     "DB_NAME",
     "SMALL_BLOB",
+    "VIEWS_SCHEMA",
+    "VIEW_NAMES",
     "BackgroundIngester",
     "BlobStore",
     "IngestStats",

@@ -1,0 +1,167 @@
+"""The stable SQL views over a store: ``runs``, ``steps``, ``tool_calls``, ``variables``,
+``llm_calls`` and ``spans`` in the schema ``v1`` of the DuckDB file.
+
+The internal tables change between versions; these views are the contract users query
+(``Store.sql``, ``codetape sql``, docs/sql.md). A later version that must change a
+view's columns adds a schema ``v2`` beside this one rather than changing ``v1``.
+
+Ids are VARCHAR, times TIMESTAMPTZ (UTC instants), durations DOUBLE milliseconds. Every
+attribute name comes from ``schemas.attributes``.
+"""
+
+from __future__ import annotations
+
+from ..schemas import attributes as A
+
+__all__ = ["VIEWS", "VIEWS_SCHEMA", "VIEW_NAMES"]
+
+VIEWS_SCHEMA = "v1"
+VIEW_NAMES = ("runs", "steps", "tool_calls", "variables", "llm_calls", "spans")
+
+
+def _attr(key: str, alias: str = "sp") -> str:
+    """A span attribute as text (NULL when the span does not have it)."""
+    return f"""({alias}.attributes->>'$."{key}"')"""
+
+
+def _ts(ns: str) -> str:
+    """Nanoseconds since the epoch as a UTC instant."""
+    return f"timezone('UTC', make_timestamp(({ns}) // 1000))"
+
+
+def _ms(start: str, end: str) -> str:
+    return f"(({end}) - ({start})) / 1e6"
+
+
+def _text_blob(digest: str, fallback: str) -> str:
+    """The text of a blob held in the database, else ``fallback`` (a preview)."""
+    return (
+        f"coalesce((SELECT try(decode(b.data)) FROM main.blobs b WHERE b.digest = {digest}), "
+        f"{fallback})"
+    )
+
+
+_RUNS = f"""
+CREATE OR REPLACE VIEW {VIEWS_SCHEMA}.runs AS
+SELECT r.run_id, coalesce(r.name, 'agent') AS agent, r.task, r.status,
+       {_ts("r.started_ns")} AS started_at, {_ts("r.ended_ns")} AS ended_at,
+       {_ms("r.started_ns", "r.ended_ns")} AS duration_ms,
+       r.final_answer, r.final_answer_type, r.error_type, r.error_message, r.replay_of,
+       nullif(split_part(r.parent, ':', 1), '') AS parent_run,
+       TRY_CAST(nullif(split_part(r.parent, ':', 2), '') AS INTEGER) AS parent_step,
+       coalesce(s.steps, 0) AS steps, coalesce(s.failed_steps, 0) AS failed_steps,
+       coalesce(m.llm_calls, 0) AS llm_calls, coalesce(m.input_tokens, 0) AS input_tokens,
+       coalesce(m.output_tokens, 0) AS output_tokens, m.cost
+FROM main.runs r
+LEFT JOIN (
+    SELECT run_id, count(*) AS steps, count(*) FILTER (WHERE status <> 'ok') AS failed_steps
+    FROM main.steps GROUP BY run_id
+) s USING (run_id)
+LEFT JOIN (
+    SELECT run_id, count(*) AS llm_calls, sum(input_tokens)::BIGINT AS input_tokens,
+           sum(output_tokens)::BIGINT AS output_tokens,
+           CASE WHEN count(*) FILTER (WHERE cost IS NULL AND (input_tokens IS NOT NULL
+                OR output_tokens IS NOT NULL)) = 0 THEN sum(cost) END AS cost
+    FROM main.llm_calls GROUP BY run_id
+) m USING (run_id)
+"""
+
+_STEPS = f"""
+CREATE OR REPLACE VIEW {VIEWS_SCHEMA}.steps AS
+SELECT s.run_id, s.step_index AS step, s.span_id, coalesce(r.name, 'agent') AS agent,
+       s.status, {_ts("s.started_ns")} AS started_at, {_ts("s.ended_ns")} AS ended_at,
+       {_ms("s.started_ns", "s.ended_ns")} AS duration_ms,
+       {_text_blob(_attr(A.CODE_DIGEST), _attr(A.CODE_PREVIEW))} AS code,
+       s.error_type, coalesce(s.error_message, {_attr(A.ERROR_MESSAGE)}) AS error_message,
+       coalesce(s.error_line, {_attr(A.ERROR_LINE)}) AS error_line,
+       {_attr(A.STDOUT_PREVIEW)} AS stdout_preview, {_attr(A.STDERR_PREVIEW)} AS stderr_preview,
+       {_attr(A.RESULT_PREVIEW)} AS result_preview, {_attr(A.RESULT_TYPE)} AS result_type,
+       {_attr(A.STEP_THOUGHT_PREVIEW)} AS thought_preview,
+       {_attr(A.STEP_LLM_CALL)} AS llm_call,
+       coalesce({_attr(A.SANDBOX_BACKEND)}, 'observed') AS sandbox_backend,
+       {_attr(A.CONTAINER_IMAGE_NAME)} AS image, {_attr(A.CONTAINER_IMAGE_ID)} AS image_id,
+       {_attr(A.SANDBOX_PYTHON)} AS python,
+       TRY_CAST({_attr(A.STATE_VARIABLES)} AS INTEGER) AS variables
+FROM main.steps s
+LEFT JOIN main.spans sp ON sp.trace_id = s.run_id AND sp.span_id = s.span_id
+LEFT JOIN main.runs r ON r.run_id = s.run_id
+"""
+
+# A tool call's step: the code span it was made from (its parent).
+_TOOL_CALLS = f"""
+CREATE OR REPLACE VIEW {VIEWS_SCHEMA}.tool_calls AS
+SELECT sp.trace_id AS run_id, s.step_index AS step, sp.span_id,
+       coalesce(r.name, 'agent') AS agent,
+       coalesce({_attr(A.GEN_AI_TOOL_NAME)},
+                substr(sp.name, {len(A.SPAN_EXECUTE_TOOL) + 2})) AS tool,
+       coalesce({_attr(A.GEN_AI_TOOL_CALL_ID)}, sp.span_id) AS call_id,
+       coalesce({_attr(A.TOOL_STATUS)},
+                CASE WHEN {_attr(A.ERROR_TYPE)} IS NULL THEN 'ok' ELSE 'error' END) AS status,
+       {_attr(A.GEN_AI_TOOL_CALL_ARGUMENTS)} AS arguments,
+       {_attr(A.GEN_AI_TOOL_CALL_RESULT)} AS result,
+       {_attr(A.ERROR_TYPE)} AS error_type,
+       coalesce({_attr(A.ERROR_MESSAGE)}, sp.status_message) AS error_message,
+       {_attr(A.TOOL_CHILD_RUN)} AS child_run,
+       {_ts("sp.start_ns")} AS started_at, {_ts("sp.end_ns")} AS ended_at,
+       {_ms("sp.start_ns", "sp.end_ns")} AS duration_ms
+FROM main.spans sp
+LEFT JOIN main.steps s ON s.run_id = sp.trace_id AND s.span_id = sp.parent_id
+LEFT JOIN main.runs r ON r.run_id = sp.trace_id
+WHERE starts_with(sp.name, '{A.SPAN_EXECUTE_TOOL} ')
+"""
+
+# The variable manifests are JSON blobs named by the step span's state attributes:
+# {"format": 2, "variables": {name: snapshot}, ...}, or {name: snapshot} before.
+_VARIABLES = f"""
+CREATE OR REPLACE VIEW {VIEWS_SCHEMA}.variables AS
+WITH states AS (
+    SELECT s.run_id, s.step_index, coalesce(r.name, 'agent') AS agent, w.state, w.digest
+    FROM main.steps s
+    JOIN main.spans sp ON sp.trace_id = s.run_id AND sp.span_id = s.span_id
+    LEFT JOIN main.runs r ON r.run_id = s.run_id,
+    LATERAL (VALUES ('before', {_attr(A.STATE_BEFORE)}), ('after', {_attr(A.STATE_AFTER)}))
+        w(state, digest)
+    WHERE w.digest IS NOT NULL
+), manifests AS (
+    SELECT st.*, try(decode(b.data)::JSON) AS manifest
+    FROM states st JOIN main.blobs b ON b.digest = st.digest
+), entries AS (
+    SELECT run_id, step_index, agent, state, digest AS manifest_digest,
+           unnest(map_entries(try(CAST(CASE WHEN manifest->>'$.format' = '2'
+               THEN manifest->'$.variables' ELSE manifest END AS MAP(VARCHAR, JSON))))) AS v
+    FROM manifests
+)
+SELECT run_id, step_index AS step, agent, state, v.key AS name, v.value->>'$.type' AS type,
+       v.value->>'$.digest' AS digest, TRY_CAST(v.value->>'$.size' AS BIGINT) AS size,
+       v.value->>'$.preview' AS preview,
+       TRY_CAST(v.value->>'$.restorable' AS BOOLEAN) AS restorable,
+       v.value->>'$.reason' AS reason
+FROM entries
+"""
+
+_LLM_CALLS = f"""
+CREATE OR REPLACE VIEW {VIEWS_SCHEMA}.llm_calls AS
+SELECT l.run_id, l.call_index, l.span_id, coalesce(r.name, 'agent') AS agent, l.model,
+       {_attr(A.GEN_AI_RESPONSE_MODEL)} AS response_model,
+       l.input_tokens, l.output_tokens, l.cost,
+       {_attr(A.ERROR_TYPE)} AS error_type,
+       {_attr(A.LLM_INPUT_PREVIEW)} AS input_preview,
+       {_attr(A.LLM_OUTPUT_PREVIEW)} AS output_preview,
+       {_ts("l.started_ns")} AS started_at, {_ts("l.ended_ns")} AS ended_at,
+       {_ms("l.started_ns", "l.ended_ns")} AS duration_ms
+FROM main.llm_calls l
+LEFT JOIN main.spans sp ON sp.trace_id = l.run_id AND sp.span_id = l.span_id
+LEFT JOIN main.runs r ON r.run_id = l.run_id
+"""
+
+_SPANS = f"""
+CREATE OR REPLACE VIEW {VIEWS_SCHEMA}.spans AS
+SELECT trace_id, span_id, parent_id, name, {_ts("start_ns")} AS started_at,
+       {_ts("end_ns")} AS ended_at, {_ms("start_ns", "end_ns")} AS duration_ms,
+       status, status_message, attributes, events
+FROM main.spans
+"""
+
+# Run by the store's migration (after the tables exist), in its transaction.
+_PARTS = (_RUNS, _STEPS, _TOOL_CALLS, _VARIABLES, _LLM_CALLS, _SPANS)
+VIEWS = "\n;\n".join((f"CREATE SCHEMA IF NOT EXISTS {VIEWS_SCHEMA}", *_PARTS))

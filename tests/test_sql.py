@@ -1,0 +1,104 @@
+"""``Store.sql``: one read-only query over the store's stable views, answered from an
+in-memory copy; anything that writes, attaches, installs or reads files is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import codetape
+from codetape.errors import SqlError
+from codetape.store.internal import VIEW_NAMES
+from tests.trajectory_fixtures import record_evaluation
+
+pytestmark = pytest.mark.filterwarnings("ignore::codetape.sandbox.NoIsolationWarning")
+
+
+@pytest.fixture
+def evaluated(home: Path) -> codetape.Store:
+    record_evaluation(failing=(1, 1, 1), passing=(1, 1, 0))
+    return codetape.Store()
+
+
+def test_a_query_answers_from_memory_and_leaves_the_file_free(
+    evaluated: codetape.Store, home: Path
+) -> None:
+    relation = evaluated.sql("SELECT agent, count(*) AS runs FROM runs GROUP BY agent")
+    # Another process could open the file for writing now: the relation holds a copy.
+    duckdb.connect(str(home / "codetape.duckdb")).close()
+    assert relation.fetchall() == [("orders_bot", 5)]
+    assert relation.columns == ["agent", "runs"]
+    assert list(relation.df()["runs"]) == [5]
+
+
+@pytest.mark.parametrize(
+    ("query", "why"),
+    [
+        ("INSERT INTO runs (run_id) VALUES ('x')", "not a INSERT statement"),
+        ("DELETE FROM runs", "not a DELETE statement"),
+        ("ATTACH '/tmp/other.duckdb' AS other", "not a ATTACH statement"),
+        ("DETACH codetape_store", "not a DETACH statement"),
+        ("COPY runs TO '/tmp/codetape-runs.csv'", "not a COPY statement"),
+        ("COPY runs FROM '/etc/hostname'", "not a COPY statement"),
+        ("INSTALL httpfs", "not a LOAD statement"),
+        ("LOAD httpfs", "not a LOAD statement"),
+        ("SET enable_external_access = true", "not a SET statement"),
+        ("PRAGMA enable_profiling", "not a PRAGMA statement"),
+        ("CHECKPOINT", "not a CALL statement"),
+        ("SELECT 1; SELECT 2", "exactly one statement, this is 2"),
+        ("SELECT 1; DROP VIEW steps", "exactly one statement, this is 2"),
+        ("", "the query is empty"),
+        ("SELECT * FROM read_csv('/etc/passwd')", "disabled by configuration"),
+        ("WITH f AS (SELECT * FROM read_csv('/etc/passwd')) SELECT * FROM f", "disabled by"),
+        ("SELECT * FROM (SELECT * FROM read_text('/etc/hostname'))", "disabled by"),
+        ("SELECT * FROM read_parquet('/tmp/x.parquet')", "disabled by configuration"),
+        ("SELECT * FROM read_json('/tmp/x.json')", "disabled by configuration"),
+        ("SELECT * FROM read_blob('/etc/hostname')", "disabled by configuration"),
+        ("SELECT * FROM glob('/etc/*')", "disabled by configuration"),
+        ("SELECT * FROM 'https://example.com/x.csv'", "disabled by configuration"),
+    ],
+)
+def test_writes_and_file_reads_are_refused(evaluated: codetape.Store, query: str, why: str) -> None:
+    with pytest.raises(SqlError) as caught:
+        evaluated.sql(query)
+    assert caught.value.refused
+    assert why in caught.value.reason
+    assert all(view in (caught.value.hint or "") for view in VIEW_NAMES)
+    assert evaluated.sql("SELECT count(*) FROM runs").fetchall() == [(5,)]
+
+
+def test_a_replacement_scan_of_a_file_path_reads_nothing(
+    evaluated: codetape.Store, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.csv"
+    secret.write_text("token\nhunter2\n")
+    with pytest.raises(SqlError) as caught:
+        evaluated.sql(f"SELECT * FROM '{secret}'")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_bad_sql_says_what_duckdb_said(evaluated: codetape.Store) -> None:
+    with pytest.raises(SqlError) as caught:
+        evaluated.sql("SELECT nope FROM steps")
+    assert not caught.value.refused
+    assert 'Referenced column "nope" not found' in caught.value.reason
+    with pytest.raises(SqlError, match="syntax error"):
+        evaluated.sql("SELEC 1")
+
+
+def test_parameters_are_data(evaluated: codetape.Store) -> None:
+    hostile = "'; DROP VIEW steps; --"
+    assert evaluated.sql("SELECT count(*) FROM steps WHERE code = ?", [hostile]).fetchall() == [
+        (0,)
+    ]
+    assert evaluated.sql("SELECT $name AS name", {"name": hostile}).fetchall() == [(hostile,)]
+    assert evaluated.sql("SELECT count(*) FROM steps").fetchall() == [(11,)]
+
+
+def test_a_store_not_yet_created_has_empty_views(tmp_path: Path) -> None:
+    store = codetape.Store(tmp_path / "nowhere")
+    for view in VIEW_NAMES:
+        assert store.sql(f"SELECT count(*) FROM {view}").fetchall() == [(0,)]
+    assert not (tmp_path / "nowhere").exists()
