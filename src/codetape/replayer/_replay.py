@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,9 +21,11 @@ from ..errors import (
 from ..sandbox.internal import host_fingerprint, removal_in_background, warm_pool
 from ..schemas import Difference, Limits, ReplayReport, Step, ToolCall, Verdict
 from ..store import Store
+from ..store.internal import digest_of
 from ..tracer import Sandbox
 from ..tracer.internal import RunRecorder, recording_to
 from ._compare import compare_steps, shown
+from ._readback import SpoolWindow
 from ._rebuild import Plan, Recording, ToolOracle, input_differences, plan, rebuild, restore
 
 __all__ = ["replay", "replay_from", "replay_run"]
@@ -275,8 +278,10 @@ class _Session:
         run = self.recording.run
         replay_of = f"{run.id}:{self.recorded.index}"
         ran: list[tuple[Step, list[str]]] = []
+        known = self._known_blobs(steps)
         # The used container is removed off the replay's path (or by the pool's close).
-        with recording_to(self.store.home), removal_in_background():
+        with recording_to(self.store.home) as rt, removal_in_background():
+            window = SpoolWindow(rt.spool)
             try:
                 with (
                     RunRecorder(run.name, run.task, replay_of=replay_of) as replay_run_,
@@ -293,12 +298,36 @@ class _Session:
                             break
             except (ImageNotFoundError, DockerUnavailableError) as exc:
                 return [self._environment_missing(exc)]
-        self.store.refresh()  # the replay run, so it can be read back as recorded
-        replayed = self.store.steps(replay_run_.id)
+        # The replay run as the store will hold it: read back from this process's spool
+        # (no ingestion on the replay's path), else through the store.
+        replayed = window.steps(replay_run_.id, len(ran), known, self.store.home) if ran else []
+        if not replayed:
+            self.store.refresh()
+            replayed = self.store.steps(replay_run_.id)
         return [
             self._compared(step, again, replay_run_.id, missed)
             for (step, missed), again in zip(ran, replayed, strict=False)
         ]
+
+    def _known_blobs(self, steps: list[Step]) -> dict[str, bytes]:
+        """The recording's contents a replay of ``steps`` that reproduces records again
+        (code, output, states), by digest: this process does not spool a blob twice."""
+        known: dict[str, bytes] = {}
+        texts = [self.attempt.code]
+        for step in steps:
+            texts += [step.code, step.stdout, step.stderr]
+            if step.error is not None and step.error.traceback:
+                texts.append(step.error.traceback)
+            for call in step.tool_calls:  # their arguments and answers, as JSON text
+                texts += [json.dumps(v, ensure_ascii=False) for v in (call.arguments, call.result)]
+            for digest in (step.state_before, step.state_after, step.random_state):
+                data = self.recording.blob(digest)
+                if digest is not None and data is not None:
+                    known[digest] = data
+        for text in texts:
+            data = text.encode("utf-8", "surrogatepass")
+            known[digest_of(data)] = data
+        return known
 
     def _environment_missing(self, exc: Exception) -> ReplayReport:
         if isinstance(exc, ImageNotFoundError):
