@@ -135,6 +135,7 @@ def cli(ctx: click.Context, home: Path | None) -> None:
       codetape show RUN --llm       the run's model calls (--call I: one in full)
       codetape show last --follow   the steps of a running run as they are recorded
       codetape failures             failing steps of all runs, grouped by how they failed
+      codetape sql "SELECT ..."     SQL over the recorded runs (--examples: worked queries)
       codetape doctor               check the store, Docker, the sandbox image, the browser
     """
     ctx.ensure_object(dict)

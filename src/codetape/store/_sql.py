@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -36,12 +37,18 @@ from ._db import (
 )
 from ._views import VIEW_NAMES, VIEWS, VIEWS_SCHEMA
 
-__all__ = ["Params", "run_sql"]
+__all__ = ["Params", "read_statement", "run_sql"]
 
 Params = Sequence[Any] | Mapping[str, Any] | None
 
 _ALIAS = "codetape_store"
 _RESULT = "codetape_result"
+_LINE = re.compile(r"^LINE (\d+):", re.MULTILINE)
+
+
+def _literal(path: Path) -> str:
+    """A path as an SQL string literal (ATTACH, SET and COPY take no parameters)."""
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _refused(reason: str) -> SqlError:
@@ -49,7 +56,8 @@ def _refused(reason: str) -> SqlError:
 
 
 def _failed(exc: duckdb.Error) -> SqlError:
-    message = str(exc).strip()
+    # The query runs after a line of ours (CREATE TEMP TABLE ... AS): its line numbers.
+    message = _LINE.sub(lambda m: f"LINE {int(m[1]) - 1}:", str(exc).strip())
     refused = isinstance(exc, duckdb.PermissionException) or "disabled by configuration" in message
     return SqlError(message, refused=refused, views=VIEW_NAMES)
 
@@ -79,15 +87,23 @@ def read_statement(query: str) -> str:
 
 
 def run_sql(
-    home: Path, query: str, params: Params = None, *, wait_s: float = 10.0
+    home: Path,
+    query: str,
+    params: Params = None,
+    *,
+    parquet: Path | None = None,
+    wait_s: float = 10.0,
 ) -> duckdb.DuckDBPyRelation:
     """The answer of ``query`` on the store's views, as a relation over an in-memory
-    copy (a ``duckdb.DuckDBPyRelation``). Raises ``SqlError`` for a refused or bad
-    query. The caller catches up ingestion first."""
+    copy (a ``duckdb.DuckDBPyRelation``), also written to the ``parquet`` file if given
+    (the one path the connection may write: the query itself cannot). Raises
+    ``SqlError`` for a refused or bad query. The caller catches up ingestion first."""
     text = read_statement(query)
     con = duckdb.connect(":memory:")
     try:
         with _attached(con, home, wait_s):
+            if parquet is not None:
+                con.execute(f"SET allowed_paths = [{_literal(parquet)}]")
             # No spilling to disk: DuckDB would let queries read its temporary folder.
             con.execute("SET temp_directory = ''")
             con.execute("SET enable_external_access = false")
@@ -100,10 +116,21 @@ def run_sql(
                 )
             except duckdb.Error as exc:
                 raise _failed(exc) from None
+        if parquet is not None:
+            _write_parquet(con, parquet)
         return con.sql(f"FROM temp.main.{_RESULT}")
     except BaseException:
         con.close()
         raise
+
+
+def _write_parquet(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    try:
+        con.execute(f"COPY temp.main.{_RESULT} TO {_literal(path)} (FORMAT parquet)")
+    except duckdb.Error as exc:
+        raise SqlError(
+            f"cannot write {path}: {str(exc).strip()}", refused=False, views=VIEW_NAMES
+        ) from None
 
 
 @contextlib.contextmanager
@@ -146,10 +173,9 @@ def _version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
 def _attach(con: duckdb.DuckDBPyConnection, path: Path, wait_s: float) -> None:
     deadline = time.monotonic() + wait_s
     delay = 0.002
-    literal = str(path).replace("'", "''")
     while True:
         try:
-            con.execute(f"ATTACH '{literal}' AS {_ALIAS} (READ_ONLY)")
+            con.execute(f"ATTACH {_literal(path)} AS {_ALIAS} (READ_ONLY)")
             return
         except duckdb.Error as exc:
             if is_disk_full(exc):

@@ -17,6 +17,7 @@ from ._ingest import (
     wait_for_background,
 )
 from ._spool import SpoolWriter, done_dir, live_dir
+from ._sql import run_sql
 from ._views import VIEW_NAMES, VIEWS_SCHEMA
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "normalize_message",
     "rebuild",
     "resolve_home",
+    "run_sql",
     "set_default_home",
     "spool_changed",
     "try_ingest",
