@@ -30,7 +30,7 @@ ORDER BY steps DESC, agent""",
         """SELECT t.run_id, t.step, t.tool, s.error_type
 FROM tool_calls t
 JOIN steps s ON s.run_id = t.run_id AND s.step = t.step + 1
-WHERE t.result = '[]' AND s.status <> 'ok'
+WHERE t.result_preview = '[]' AND s.status <> 'ok'
 ORDER BY t.run_id, t.step""",
     ),
     ExampleQuery(
@@ -86,7 +86,7 @@ ORDER BY started_at""",
     ),
     ExampleQuery(
         "Tool calls that raised, with their arguments",
-        """SELECT run_id, step, tool, arguments, error_type, error_message
+        """SELECT run_id, step, tool, arguments_preview, error_type, error_message
 FROM tool_calls
 WHERE error_type IS NOT NULL
 ORDER BY started_at""",
