@@ -243,22 +243,37 @@ def _ingest(home: Path, how: str) -> IngestStats:
 
 
 def build_store(home: Path, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    """Plan every run (its step kinds only), then write and ingest them ``--chunk`` runs
+    at a time: each run's spec is made as it is written, and each chunk's spool files
+    are ingested and removed before the next is written (bounded memory and disk)."""
     _clear(home)
     plans = plan_runs(args.runs, args.spans, args.seed)
-    specs = [plan.spec(args.shared_code) for plan in plans]
-    log(f"writing spool for {args.runs:,} runs / {args.spans:,} spans ...")
-    t0 = time.perf_counter()
-    with StoreBuilder(home, seed=args.seed, runs_per_spool=RUNS_PER_FILE) as builder:
-        ids = builder.add_runs(specs)
-    write_s = time.perf_counter() - t0
-    spool_bytes = sum(p.stat().st_size for p in live_dir(home).glob("*.jsonl"))
-    log(f"  {spool_bytes / 1e6:,.0f} MB in {write_s:.1f}s; ingesting ...")
-    t0 = time.perf_counter()
-    stats = _ingest(home, args.ingest)
-    ingest_s = time.perf_counter() - t0
-    log(f"  ingested {stats.records:,} records from {stats.files} files in {ingest_s:.1f}s")
-    if not args.keep_spool:  # ingested; the store does not need them to be read
-        shutil.rmtree(done_dir(home), ignore_errors=True)
+    log(
+        f"writing and ingesting {args.runs:,} runs / {args.spans:,} spans, {args.chunk:,} at a time"
+    )
+    write_s = ingest_s = 0.0
+    spool_bytes = 0
+    stats = IngestStats()
+    ids: list[str] = []
+    with StoreBuilder(home, seed=args.seed, runs_per_spool=RUNS_PER_FILE, keep_runs=False) as b:
+        for first in range(0, args.runs, args.chunk):
+            chunk = plans[first : first + args.chunk]
+            t0 = time.perf_counter()
+            ids += b.add_runs(plan.spec(args.shared_code) for plan in chunk)
+            b.close()
+            write_s += time.perf_counter() - t0
+            spool_bytes += sum(p.stat().st_size for p in live_dir(home).glob("*.jsonl"))
+            t0 = time.perf_counter()
+            part = _ingest(home, args.ingest)
+            ingest_s += time.perf_counter() - t0
+            stats.files += part.files
+            stats.records += part.records
+            if not args.keep_spool:  # ingested; the store does not need them to be read
+                shutil.rmtree(done_dir(home), ignore_errors=True)
+            log(
+                f"  {first + len(chunk):,} runs: spool {spool_bytes / 1e6:,.0f} MB written in "
+                f"{write_s:.0f}s, {stats.records:,} records ingested in {ingest_s:.0f}s"
+            )
     big = args.runs // 2
     typical = min(
         (i for i in range(args.runs // 3) if plans[i].status == "ok"),
@@ -752,6 +767,12 @@ def main() -> None:
         help="build with one ingest() of every spool file (default; as `codetape doctor "
         "--rebuild` does), or one per file, as processes finishing one after another would: "
         "slower, and it lays a run's rows out together",
+    )
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=5000,
+        help="runs written and ingested at a time while building (default 5,000)",
     )
     parser.add_argument(
         "--keep-spool",

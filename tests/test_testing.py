@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import uuid
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,37 @@ def test_synthetic_runs_have_every_kind_of_step_and_outcome(tmp_path: Path) -> N
     assert store.counts()["spans"] == sum(r.spec.span_count for r in built)
     steps = store.steps(built[0].id)
     assert [s.code for s in steps] == [s.code for s in built[0].spec.steps]
+
+
+def test_build_store_streams_runs_in_chunks_and_keeps_no_spool(tmp_path: Path) -> None:
+    made: list[int] = []
+
+    def specs() -> Iterator[RunSpec]:  # a generator: build_store takes what comes
+        for i, spec in enumerate(synthetic_runs(7, steps=2, seed=3)):
+            made.append(i)
+            yield spec
+
+    seen: list[int] = []
+    real_ingest = StoreBuilder.ingest
+
+    def ingest(self: StoreBuilder, wait_s: float = 60.0) -> Any:
+        seen.append(len(made))  # how many runs were made when a chunk was ingested
+        return real_ingest(self, wait_s)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(StoreBuilder, "ingest", ingest)
+        built = build_store(tmp_path / "a", specs=specs(), seed=5, chunk_runs=3)
+    assert seen == [3, 6, 7]
+    assert not list(done_dir(tmp_path / "a").glob("*.jsonl"))
+    whole = build_store(tmp_path / "b", specs=synthetic_runs(7, steps=2, seed=3), seed=5)
+    assert [r.id for r in built] == [r.id for r in whole]
+    a, b = codetape.Store(tmp_path / "a"), codetape.Store(tmp_path / "b")
+    assert a.runs() == b.runs()
+    assert [a.steps(r.id) for r in built] == [b.steps(r.id) for r in built]
+    assert build_store(tmp_path / "c", runs=4, seed=1, keep_runs=False) == []
+    assert codetape.Store(tmp_path / "c").count_runs() == 4
+    with pytest.raises(codetape.errors.ConfigError, match="chunk_runs"):
+        build_store(tmp_path / "d", chunk_runs=0)
 
 
 _text = st.text(st.characters(exclude_categories=["Cs"]), max_size=400)  # no lone surrogates

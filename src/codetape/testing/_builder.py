@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,6 +21,7 @@ from ._templates import TEMPLATES, Blobs, RunTemplate
 __all__ = ["BuiltRun", "StoreBuilder"]
 
 DEFAULT_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
+PREPARE_RUNS = 1000  # runs whose templates add_runs prepares in one go
 _S = 10**9
 _FIRST_STEP_NS = _S * 8 // 10  # from a run's start to its first step
 _THINK_NS = _S * 3 // 2  # between two steps: the model writing the next action
@@ -69,6 +71,10 @@ class StoreBuilder:
     ingests what is finished when it opens. Runs start at ``start`` (2025-01-01 UTC by
     default), one after another; ids come from ``seed`` (random without one).
 
+    ``runs`` lists what was written, each run's id with its spec; with
+    ``keep_runs=False`` it stays empty, so that writing millions of steps (fed to
+    ``add_runs`` as a generator) holds no more than a thousand runs' specs at a time.
+
     The first time a kind of step is asked for, recording its template swaps codetape's
     configuration for a moment: do not build while other threads record.
 
@@ -88,9 +94,11 @@ class StoreBuilder:
         seed: int | None = None,
         runs_per_spool: int = 100,
         start: datetime = DEFAULT_START,
+        keep_runs: bool = True,
     ) -> None:
         self.home = Path(home).expanduser().absolute()
         self.runs: list[BuiltRun] = []
+        self._keep = keep_runs
         self._rng = random.Random(seed)
         self._per_spool = runs_per_spool
         self._clock = int(start.timestamp()) * _S + start.microsecond * 1000
@@ -102,10 +110,17 @@ class StoreBuilder:
         return self._write_run(spec)
 
     def add_runs(self, specs: Iterable[RunSpec]) -> list[str]:
-        """Write several runs (their templates recorded in one go); returns their ids."""
-        specs = list(specs)
-        TEMPLATES.prepare(specs)
-        return [self._write_run(spec) for spec in specs]
+        """Write several runs (the templates of each thousand recorded in one go, the
+        specs read as they come); returns their ids."""
+        return list(self.iter_runs(specs))
+
+    def iter_runs(self, specs: Iterable[RunSpec]) -> Iterator[str]:
+        """Write runs as ``add_runs`` does, yielding each one's id once it is written."""
+        it = iter(specs)
+        while chunk := list(islice(it, PREPARE_RUNS)):
+            TEMPLATES.prepare(chunk)
+            for spec in chunk:
+                yield self._write_run(spec)
 
     def close(self) -> None:
         """Finish the current spool file, as its process would on exit."""
@@ -158,7 +173,8 @@ class StoreBuilder:
             process.spool.write(self._end(process, tpl, spec, root, (start, end)))
         process.runs += 1
         self._clock = end + _RUN_GAP_NS
-        self.runs.append(BuiltRun(trace_id, spec))
+        if self._keep:
+            self.runs.append(BuiltRun(trace_id, spec))
         return trace_id
 
     def _end(

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Literal, get_args
 
+from ..errors import ConfigError
+from ..store.internal import done_dir
 from ._builder import BuiltRun, StoreBuilder
 from ._specs import RunSpec, RunStatus, StepSpec, ToolCallSpec
 
@@ -68,8 +72,16 @@ def synthetic_runs(count: int, steps: int = 5, *, seed: int | None = 0) -> list[
     >>> [len(r.steps) for r in synthetic_runs(3, steps=4)]
     [4, 4, 4]
     """
+    return list(_iter_synthetic_runs(count, steps, seed=seed))
+
+
+def _iter_synthetic_runs(count: int, steps: int = 5, *, seed: int | None = 0) -> Iterator[RunSpec]:
+    """The runs of ``synthetic_runs``, the same ones, made one at a time.
+
+    >>> list(_iter_synthetic_runs(2, seed=3)) == synthetic_runs(2, seed=3)
+    True
+    """
     rng = random.Random(seed)
-    specs = []
     for _ in range(count):
         customer = rng.randint(1000, 9999)
         task = rng.choice(TASKS).format(c=customer)
@@ -77,16 +89,13 @@ def synthetic_runs(count: int, steps: int = 5, *, seed: int | None = 0) -> list[
         kinds = rng.choices(_KINDS, [weights[k] for k in _KINDS], k=steps)
         roll = rng.random()
         status: RunStatus = "incomplete" if roll < 0.01 else "error" if roll < 0.06 else "ok"
-        specs.append(
-            RunSpec(
-                agent=rng.choice(AGENTS),
-                task=task,
-                steps=tuple(synthetic_step(k, i, customer) for i, k in enumerate(kinds)),
-                status=status,
-                final_answer=f"Done: {task.lower()}" if status == "ok" else None,
-            )
+        yield RunSpec(
+            agent=rng.choice(AGENTS),
+            task=task,
+            steps=tuple(synthetic_step(k, i, customer) for i, k in enumerate(kinds)),
+            status=status,
+            final_answer=f"Done: {task.lower()}" if status == "ok" else None,
         )
-    return specs
 
 
 def build_store(
@@ -95,10 +104,17 @@ def build_store(
     steps: int = 5,
     *,
     seed: int | None = 0,
-    specs: Sequence[RunSpec] | None = None,
+    specs: Iterable[RunSpec] | None = None,
+    chunk_runs: int = 5000,
+    keep_runs: bool = True,
 ) -> list[BuiltRun]:
     """Write ``runs`` synthetic runs of ``steps`` steps (or the given ``specs``) into the
     store at ``home`` and ingest them; returns what was written, in order.
+
+    It streams: runs are made (``specs`` may be a generator), spooled and ingested
+    ``chunk_runs`` at a time, and each chunk's spool files are removed once ingested,
+    so memory and spool space stay bounded however many runs are written. With
+    ``keep_runs=False`` nothing is kept of the runs written and the list is empty.
 
     >>> import codetape, tempfile
     >>> home = tempfile.mkdtemp()
@@ -106,7 +122,12 @@ def build_store(
     >>> codetape.Store(home).count_runs()
     20
     """
-    with StoreBuilder(Path(home), seed=seed) as builder:
-        builder.add_runs(specs if specs is not None else synthetic_runs(runs, steps, seed=seed))
-        builder.ingest()
+    if chunk_runs < 1:
+        raise ConfigError(f"build_store: chunk_runs must be 1 or more, not {chunk_runs}")
+    it = iter(specs) if specs is not None else _iter_synthetic_runs(runs, steps, seed=seed)
+    with StoreBuilder(Path(home), seed=seed, keep_runs=keep_runs) as builder:
+        while chunk := list(islice(it, chunk_runs)):
+            builder.add_runs(chunk)
+            builder.ingest()
+            shutil.rmtree(done_dir(builder.home), ignore_errors=True)
     return builder.runs
