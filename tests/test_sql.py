@@ -11,7 +11,7 @@ import pytest
 import codetape
 from codetape.errors import SqlError
 from codetape.store.internal import VIEW_NAMES
-from tests.trajectory_fixtures import record_evaluation
+from tests.trajectory_fixtures import make_agent, record_evaluation
 
 pytestmark = pytest.mark.filterwarnings("ignore::codetape.sandbox.NoIsolationWarning")
 
@@ -102,3 +102,41 @@ def test_a_store_not_yet_created_has_empty_views(tmp_path: Path) -> None:
     for view in VIEW_NAMES:
         assert store.sql(f"SELECT count(*) FROM {view}").fetchall() == [(0,)]
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_store_of_schema_3_is_migrated_to_4_and_gets_the_views(
+    evaluated: codetape.Store, home: Path
+) -> None:
+    evaluated.refresh()
+    # The store as schema 3 left it: no views.
+    con = duckdb.connect(str(home / "codetape.duckdb"))
+    con.execute("DROP SCHEMA v1 CASCADE")
+    con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    con.close()
+    store = codetape.Store(home)
+    assert store.sql("SELECT count(*) FROM steps WHERE status <> 'ok'").fetchall() == [(3,)]
+    con = duckdb.connect(str(home / "codetape.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [
+            ("4",)
+        ]
+        views = con.execute("SELECT view_name FROM duckdb_views() WHERE schema_name = 'v1'")
+        assert sorted(v for (v,) in views.fetchall()) == sorted(VIEW_NAMES)
+    finally:
+        con.close()
+
+
+def test_recorded_text_that_looks_like_sql_is_data(home: Path) -> None:
+    hostile = "x'); DROP VIEW v1.steps; SELECT ('"
+    make_agent([("Thought: answer.", f"final_answer({hostile!r})")]).run(hostile)
+    store = codetape.Store(home)
+    assert store.sql("SELECT task, final_answer FROM runs").fetchall() == [(hostile, hostile)]
+    assert store.sql("SELECT count(*) FROM runs WHERE task = ?", [hostile]).fetchall() == [(1,)]
+    assert store.sql("SELECT count(*) FROM steps").fetchall() == [(1,)]
+
+
+def test_a_query_inside_a_session_of_the_same_store(evaluated: codetape.Store) -> None:
+    with evaluated.session():
+        runs = evaluated.runs()
+        answer = evaluated.sql("SELECT count(*) FROM runs").fetchall()
+    assert answer == [(len(runs),)]
