@@ -20,11 +20,11 @@ PER_RUN = "SELECT run_id, count(*) AS steps FROM steps GROUP BY run_id ORDER BY 
 
 def test_queries_while_four_processes_record(home: Path, tmp_path: Path) -> None:
     go, release = tmp_path / "go", tmp_path / "release"
-    ready = [tmp_path / f"ready-{k}" for k in range(WRITERS)]
+    ready = [str(tmp_path / f"ready-{k}") for k in range(WRITERS)]
+    options = ["--go", str(go), "--step-sleep", "0.01", "--release", str(release)]
     writers = [
         subprocess.Popen(
-            [sys.executable, str(RECORD), f"writer-{k}", str(STEPS), "--go", str(go)]
-            + ["--step-sleep", "0.01", "--ready", str(ready[k]), "--release", str(release)],
+            [sys.executable, str(RECORD), f"writer-{k}", str(STEPS), *options, "--ready", ready[k]],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -38,7 +38,7 @@ def test_queries_while_four_processes_record(home: Path, tmp_path: Path) -> None
         # While they record: every query answers, and no run loses steps between two.
         seen: dict[str, int] = {}
         queries = 0
-        while not all(path.exists() for path in ready):
+        while not all(Path(path).exists() for path in ready):
             for run_id, steps in store.sql(PER_RUN).fetchall():
                 assert steps >= seen.get(run_id, 0)
                 seen[run_id] = steps
@@ -46,7 +46,7 @@ def test_queries_while_four_processes_record(home: Path, tmp_path: Path) -> None
             if any(w.poll() is not None for w in writers):
                 break
         for k, writer in enumerate(writers):
-            wait_for(ready[k], writer)  # type: ignore[arg-type]
+            wait_for(Path(ready[k]), writer)
         # Every step is spooled and every run still open: a query sees all of them.
         during = store.sql(
             "SELECT r.agent, r.status, count(s.step) FROM runs r JOIN steps s USING (run_id) "
