@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import codetape
-from codetape.replayer import _replay
+from codetape.replayer import _readback, _replay
 from codetape.sandbox import _backends, _sandbox
 from codetape.sandbox.internal import warm_pool
 from codetape.store import _db, _read
@@ -113,7 +113,8 @@ class Phases:
 
 # (owner, attribute, phase). Order is the order of a replay.
 PHASES: list[tuple[Any, str, str]] = [
-    (_read.Store, "refresh", "store: ingest spool on open"),
+    (_read.Store, "refresh", "store: ingest (refresh)"),
+    (_read.Store, "_catch_up", "store: catch up (wait for / run ingestion)"),
     (_read.Store, "_query", "store: read queries (excl. connect)"),
     (_db, "_open", "store: DuckDB connect (each query/ingest)"),
     (_backends, "docker_client", "docker: client + ping"),
@@ -125,6 +126,7 @@ PHASES: list[tuple[Any, str, str]] = [
     (_backends.DockerBackend, "cleanup", "container removal"),
     (_recording.RunRecorder, "__enter__", "replay run: begin"),
     (_recording.RunRecorder, "__exit__", "replay run: end (flush + ingest)"),
+    (_readback.SpoolWindow, "steps", "replay run: read back from the spool"),
     (_replay, "compare_steps", "compare"),
 ]
 

@@ -21,7 +21,7 @@ from ..errors import (
 from ..sandbox.internal import host_fingerprint, removal_in_background, warm_pool
 from ..schemas import Difference, Limits, ReplayReport, Step, ToolCall, Verdict
 from ..store import Store
-from ..store.internal import digest_of
+from ..store.internal import digest_of, wait_for_background
 from ..tracer import Sandbox
 from ..tracer.internal import RunRecorder, recording_to
 from ._compare import compare_steps, shown
@@ -298,6 +298,9 @@ class _Session:
                             break
             except (ImageNotFoundError, DockerUnavailableError) as exc:
                 return [self._environment_missing(exc)]
+        # Its ingestion starts now, on the ingestion thread (not a second later, when the
+        # next replay's read would wait for it); nothing here waits for it.
+        wait_for_background(self.store.home, timeout=0)
         # The replay run as the store will hold it: read back from this process's spool
         # (no ingestion on the replay's path), else through the store.
         replayed = window.steps(replay_run_.id, len(ran), known, self.store.home) if ran else []
