@@ -227,6 +227,24 @@ def big_namespace(image: str, steps: int) -> dict[str, Any]:
     }
 
 
+def _print_cold(c: dict[str, Any]) -> None:
+    print(f"\ncold start ({c['runs']} runs a side, interleaved)")
+    for label, value in (
+        ("docker run --rm --network none IMAGE python3 -c pass", c["bare_docker_run_median_ms"]),
+        ('Sandbox(): to the result of sb.run("1")', c["sandbox_first_result_median_ms"]),
+        ('with Sandbox() as sb: sb.run("1")  (whole block)', c["sandbox_with_block_median_ms"]),
+    ):
+        print(f"{label:54} {value:>8.1f}ms")
+    for key, what in (
+        ("first_result_vs_bare", "to the first result"),
+        ("with_block_vs_bare", "whole with block"),
+    ):
+        ok = "ok" if c[key] <= COLD_TARGET else "OVER TARGET"
+        print(f"sandbox {what} / bare docker run: {c[key]:.2f}x (target <= {COLD_TARGET:g}x: {ok})")
+    parts = ", ".join(f"{k} {v:.1f}ms" for k, v in c["sandbox_breakdown_median_ms"].items())
+    print(f"sandbox breakdown (medians): {parts}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="warm steps per side")
@@ -255,7 +273,7 @@ def main() -> None:
         "image": image,
         "command": command,
         "warm_step": warm(image, args.steps, args.rounds),
-        "cold_start": cold(image, args.cold),
+        "cold_start": cold(image, args.cold) if args.cold else None,
         "big_namespace": big_namespace(image, args.big) if args.big else None,
     }
     shutil.rmtree(home, ignore_errors=True)
@@ -279,21 +297,8 @@ def main() -> None:
         f"docker step / echo floor: {w['docker_vs_echo']:.2f}x (target <= {WARM_TARGET:g}x: "
         f"{ok}); docker step / smolagents: {w['docker_vs_smolagents']:.1f}x"
     )
-    print(f"\ncold start ({c['runs']} runs a side, interleaved)")
-    for label, value in (
-        ("docker run --rm --network none IMAGE python3 -c pass", c["bare_docker_run_median_ms"]),
-        ('Sandbox(): to the result of sb.run("1")', c["sandbox_first_result_median_ms"]),
-        ('with Sandbox() as sb: sb.run("1")  (whole block)', c["sandbox_with_block_median_ms"]),
-    ):
-        print(f"{label:54} {value:>8.1f}ms")
-    for key, what in (
-        ("first_result_vs_bare", "to the first result"),
-        ("with_block_vs_bare", "whole with block"),
-    ):
-        ok = "ok" if c[key] <= COLD_TARGET else "OVER TARGET"
-        print(f"sandbox {what} / bare docker run: {c[key]:.2f}x (target <= {COLD_TARGET:g}x: {ok})")
-    parts = ", ".join(f"{k} {v:.1f}ms" for k, v in c["sandbox_breakdown_median_ms"].items())
-    print(f"sandbox breakdown (medians): {parts}")
+    if c:
+        _print_cold(c)
     b = results["big_namespace"]
     if b:
         print(

@@ -590,6 +590,7 @@ class Sandbox:
         try:
             channel.take_blobs()
             channel.send(message)
+            self._sent()
             while True:
                 message = channel.receive(deadline)
                 if message.get("op") == "fatal" and message.get("id") == request:
@@ -609,6 +610,10 @@ class Sandbox:
             raise self._broken(str(broken)) from None
         except ChannelClosed:
             raise self._died() from None
+
+    def _sent(self) -> None:
+        """Called once the code is on its way to the runner, before its reply is awaited:
+        work done here (a subclass records the step's start) overlaps the step's run."""
 
     def _timed_out(self) -> _Interrupted:
         self._backend.kill(self._process)

@@ -52,6 +52,8 @@ class Sandbox(_ExecutingSandbox):
         self._recorder = StateRecorder(rt.blobs, rt.redactor)
         self._recorded: State | None = None
         self._step: StepRecorder | None = None
+        # The step to open when its code has been sent, and its random seed.
+        self._opening: tuple[StepRecorder, int | None] | None = None
 
     def _owner(self) -> str:
         run = current_run()
@@ -103,13 +105,13 @@ class Sandbox(_ExecutingSandbox):
         seed: int | None = random_seed
         if seed is None and random_state is None:
             seed = step_seed(self.seed, step.index)
-        step.begin(self._recorded)
-        if step.span is not None and seed is not None:
-            step.span.set_attribute(A.STEP_RANDOM_SEED, seed)
-        self._step = step
+        # The step's span opens once the code is on its way (``_sent``), while the
+        # sandbox runs it, and before any tool call it makes is answered.
+        self._step, self._opening = step, (step, seed)
         try:
             outcome = self.execute(code, seed=seed, random_state=random_state)
         finally:
+            self._sent()  # the code never went (the sandbox did not start): open it now
             self._step = None
         step.finish(
             status=outcome.status,
@@ -124,6 +126,14 @@ class Sandbox(_ExecutingSandbox):
         if outcome.final_answer is not None:
             run.final_answer = outcome.final_answer["value"]
         return self._step_result(run.id, step.index, outcome)
+
+    def _sent(self) -> None:
+        if self._opening is None:
+            return
+        (step, seed), self._opening = self._opening, None
+        step.begin(self._recorded)
+        if step.span is not None and seed is not None:
+            step.span.set_attribute(A.STEP_RANDOM_SEED, seed)
 
     def call_tool(
         self, name: str, tool: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
