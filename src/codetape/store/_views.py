@@ -33,14 +33,6 @@ def _ms(start: str, end: str) -> str:
     return f"(({end}) - ({start})) / 1e6"
 
 
-def _text_blob(digest: str, fallback: str) -> str:
-    """The text of a blob held in the database, else ``fallback`` (a preview)."""
-    return (
-        f"coalesce((SELECT try(decode(b.data)) FROM main.blobs b WHERE b.digest = {digest}), "
-        f"{fallback})"
-    )
-
-
 _RUNS = f"""
 CREATE OR REPLACE VIEW {VIEWS_SCHEMA}.runs AS
 SELECT r.run_id, coalesce(r.name, 'agent') AS agent, r.task, r.status,
@@ -71,7 +63,7 @@ CREATE OR REPLACE VIEW {VIEWS_SCHEMA}.steps AS
 SELECT s.run_id, s.step_index AS step, s.span_id, coalesce(r.name, 'agent') AS agent,
        s.status, {_ts("s.started_ns")} AS started_at, {_ts("s.ended_ns")} AS ended_at,
        {_ms("s.started_ns", "s.ended_ns")} AS duration_ms,
-       {_text_blob(_attr(A.CODE_DIGEST), _attr(A.CODE_PREVIEW))} AS code,
+       coalesce(try(decode(code.data)), {_attr(A.CODE_PREVIEW)}) AS code,
        s.error_type, coalesce(s.error_message, {_attr(A.ERROR_MESSAGE)}) AS error_message,
        coalesce(s.error_line, {_attr(A.ERROR_LINE)}) AS error_line,
        {_attr(A.STDOUT_PREVIEW)} AS stdout_preview, {_attr(A.STDERR_PREVIEW)} AS stderr_preview,
@@ -85,6 +77,8 @@ SELECT s.run_id, s.step_index AS step, s.span_id, coalesce(r.name, 'agent') AS a
 FROM main.steps s
 LEFT JOIN main.spans sp ON sp.trace_id = s.run_id AND sp.span_id = s.span_id
 LEFT JOIN main.runs r ON r.run_id = s.run_id
+-- The code's whole text: its blob, when the database holds it (up to 16 KB).
+LEFT JOIN main.blobs code ON code.digest = {_attr(A.CODE_DIGEST)}
 """
 
 # A tool call's step: the code span it was made from (its parent).
