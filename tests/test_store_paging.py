@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 import codetape
-from codetape.testing import RunSpec, build_store, synthetic_runs, synthetic_step
+from codetape.testing import RunSpec, StepSpec, build_store, synthetic_runs, synthetic_step
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +125,65 @@ def test_a_search_in_one_session_counts_and_lists_alike(home: Path, search: str)
     assert {r.id for r in alone[1]} == _found_by_scan(home, search)
     assert alone[0] == len(alone[1])
     assert other == len(_found_by_scan(home, "customer"))
+
+
+# -- search through the words index -----------------------------------------------------
+
+_SEARCHED = RunSpec(
+    "orders-agent",
+    "Look the orders up",
+    (
+        StepSpec("rows = Fetch_Orders(region='Nord')", "Dispatched TARDY: 3 parcels\n"),
+        StepSpec("refund(order_id=77)", error=ValueError("Refund Denied for Order 77")),
+    ),
+    status="error",
+)
+# What a user types, and whether the run above is found (its task and answer aside).
+FOUND = [
+    ("fetch_orders", True),  # a word of the code, another case
+    ("FETCH_ORDERS(REGION=", True),  # across words and punctuation
+    ("etch_ord", True),  # part of a word
+    ("orders(reg", True),  # the end of one word and the start of the next
+    ("dispatched tardy", True),  # the output
+    ("tardy: 3 PARCELS", True),
+    ("refund denied", True),  # the error's message
+    ("valueerror: refund", True),  # and type
+    ("'nord'", True),
+    ("dispatched  tardy", False),  # the words are there, not that text
+    ("tardy dispatched", False),
+    ("nord region", False),
+    ("parcel 3", False),
+    ("ord_77", False),
+]
+
+
+def _search_store(path: Path) -> tuple[codetape.Store, str]:
+    [built] = build_store(path, specs=[_SEARCHED], seed=9)
+    build_store(path, specs=synthetic_runs(3, 3, seed=4), seed=10)
+    return codetape.Store(path), built.id
+
+
+@pytest.mark.parametrize(("search", "found"), FOUND)
+def test_a_search_finds_a_step_by_its_code_output_or_error_in_any_case(
+    tmp_path: Path, search: str, found: bool
+) -> None:
+    store, run_id = _search_store(tmp_path)
+    assert ([r.id for r in store.runs(search=search)] == [run_id]) is found
+    assert store.count_runs(search=search) == int(found)
+
+
+def test_a_store_of_schema_3_is_made_searchable_when_migrated(tmp_path: Path) -> None:
+    store, run_id = _search_store(tmp_path)
+    # The store as schema 3 left it: no search text, no words.
+    con = duckdb.connect(str(tmp_path / "codetape.duckdb"))
+    con.execute("DROP TABLE search_words")
+    con.execute("DROP SCHEMA IF EXISTS v1 CASCADE")  # the views of schema 4 read steps
+    con.execute("DROP INDEX steps_run_id")  # columns of an indexed table cannot be dropped
+    con.execute("ALTER TABLE steps DROP COLUMN search_text")
+    con.execute("CREATE INDEX steps_run_id ON steps (run_id)")
+    con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    con.close()
+    codetape.Store(tmp_path).refresh()  # opened for writing: migrated
+    for search, found in FOUND:
+        assert ([r.id for r in store.runs(search=search)] == [run_id]) is found, search
+    assert store.count_runs(search="Refund Denied") == 1

@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 
 from ..errors import CorruptStoreError, NewerStoreError, StoreBusyError, StoreError
+from ._ingest_sql import SEARCH_TEXT, STEP_WORDS
 from ._views import VIEWS
 
 __all__ = [
@@ -131,6 +132,10 @@ CREATE TABLE IF NOT EXISTS lost_records (
     reason VARCHAR,
     PRIMARY KEY (spool, id)
 );
+-- 4: what a search looks through: each step's code, output and error previews,
+-- lower-cased, and the words of a run's steps (a run's word once per ingestion pass).
+ALTER TABLE steps ADD COLUMN IF NOT EXISTS search_text VARCHAR;
+CREATE TABLE IF NOT EXISTS search_words (run_id VARCHAR NOT NULL, word VARCHAR NOT NULL);
 """
 
 _BACKFILL_STEP_ERRORS = """
@@ -139,6 +144,15 @@ UPDATE steps SET error_message = sp.attributes->>'$."codetape.error.message"',
 FROM spans sp
 WHERE steps.status <> 'ok' AND sp.trace_id = steps.run_id AND sp.span_id = steps.span_id
 """
+
+# An older store's steps made searchable (schema 4), as ingestion makes new ones.
+_BACKFILL_SEARCH = (
+    "UPDATE steps SET search_text = "
+    + SEARCH_TEXT.format(
+        code="code_preview", stdout="stdout_preview", etype="error_type", emsg="error_message"
+    ),
+    "INSERT INTO search_words " + STEP_WORDS.format(source="steps"),
+)
 
 _LOCK_MARKERS = (
     "Could not set lock",
@@ -236,6 +250,9 @@ def _migrate(con: duckdb.DuckDBPyConnection, found: int) -> None:
         con.execute(VIEWS)
         if 0 < found < 3:
             con.execute(_BACKFILL_STEP_ERRORS)
+        if 0 < found < 4:
+            for statement in _BACKFILL_SEARCH:
+                con.execute(statement)
         con.execute(
             "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
         )

@@ -24,6 +24,9 @@ __all__ = [
     "MAX_RECORD_BYTES",
     "READ",
     "SAVE_OFFSETS",
+    "SEARCH_TEXT",
+    "STEP_WORDS",
+    "WORD_PATTERN",
 ]
 
 # The largest spool line that is stored (DuckDB's default JSON object limit). codetape
@@ -117,16 +120,42 @@ _STEP_ATTRS = (
     A.ERROR_MESSAGE,
     A.ERROR_LINE,
 )
-_INSERT_STEPS = f"""
-INSERT OR IGNORE INTO steps
-SELECT trace_id, span_id, CAST(v[1] AS INTEGER), v[2], start_ns, end_ns, v[3], v[4], v[5],
-       v[6], v[7]
+# What a search looks through in a step (``steps.search_text``): its code, output and
+# error previews, lower-cased once here rather than at every search.
+SEARCH_TEXT = (
+    "lower(concat_ws(chr(10), {code}, {stdout}, "
+    "CASE WHEN {etype} IS NOT NULL THEN concat({etype}, ': ', {emsg}) END))"
+)
+# A word: letters, digits and underscores (what a search's words are matched against).
+WORD_PATTERN = r"[\pL\pN_]+"
+# The words of steps (``{source}``: rows with run_id and search_text), once per run.
+STEP_WORDS = (
+    "SELECT DISTINCT run_id, unnest(regexp_extract_all(search_text, "
+    f"'{WORD_PATTERN}')) FROM {{source}} WHERE search_text IS NOT NULL"
+)
+_STEP_COLUMNS = (
+    "run_id, span_id, step_index, status, started_ns, ended_ns, code_preview, "
+    "stdout_preview, error_type, error_message, error_line, search_text"
+)
+# The pass's steps, once: stored in ``steps`` and their words in ``search_words``.
+_BATCH_STEPS = f"""
+CREATE OR REPLACE TEMP TABLE batch_steps AS
+SELECT trace_id AS run_id, span_id, CAST(v[1] AS INTEGER) AS step_index, v[2] AS status,
+       start_ns AS started_ns, end_ns AS ended_ns, v[3] AS code_preview,
+       v[4] AS stdout_preview, v[5] AS error_type, v[6] AS error_message, v[7] AS error_line,
+       {SEARCH_TEXT.format(code="v[3]", stdout="v[4]", etype="v[5]", emsg="v[6]")}
+           AS search_text
 FROM (
     SELECT trace_id, span_id, start_ns, end_ns,
            json_extract_string(attributes, [{_paths(_STEP_ATTRS)}]) AS v
     FROM batch WHERE t = 'span' AND name = '{A.SPAN_EXECUTE_CODE}'
 )
 """
+_INSERT_STEPS = f"""
+INSERT OR IGNORE INTO steps ({_STEP_COLUMNS}) SELECT {_STEP_COLUMNS} FROM batch_steps
+"""
+_INSERT_STEP_WORDS = "INSERT INTO search_words " + STEP_WORDS.format(source="batch_steps")
+_DROP_BATCH_STEPS = "DROP TABLE batch_steps"
 
 _LLM_ATTRS = (
     A.LLM_INDEX,
@@ -186,7 +215,10 @@ LOAD = (
     _INSERT_SPANS,
     _INSERT_RUN_STARTS,
     _UPSERT_RUN_ENDS,
+    _BATCH_STEPS,
     _INSERT_STEPS,
+    _INSERT_STEP_WORDS,
+    _DROP_BATCH_STEPS,
     _INSERT_LLM_CALLS,
     _INSERT_STEP_STARTS,
     _DROP_ENDED_STARTS,
@@ -214,11 +246,17 @@ CLOSE_SPOOLS = (
     FROM span_starts WHERE {_DEAD}
     """,
     f"""
-    INSERT OR IGNORE INTO steps
+    INSERT OR IGNORE INTO steps ({_STEP_COLUMNS})
     SELECT trace_id, span_id, TRY_CAST({_attr(A.STEP_INDEX)} AS INTEGER), 'interrupted',
-           start_ns, NULL, {_attr(A.CODE_PREVIEW)}, NULL, NULL, NULL, NULL
+           start_ns, NULL, {_attr(A.CODE_PREVIEW)}, NULL, NULL, NULL, NULL,
+           lower({_attr(A.CODE_PREVIEW)})
     FROM span_starts WHERE {_DEAD}
     """,
+    "INSERT INTO search_words "
+    + STEP_WORDS.format(
+        source=f"(SELECT trace_id AS run_id, lower({_attr(A.CODE_PREVIEW)}) AS search_text "
+        f"FROM span_starts WHERE {_DEAD})"
+    ),
     f"DELETE FROM span_starts WHERE {_DEAD}",
 )
 

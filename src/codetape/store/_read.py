@@ -38,6 +38,7 @@ from ._db import DB_NAME, connect, held_by_this_thread, is_disk_full
 from ._failures import failure_groups
 from ._home import resolve_home
 from ._ingest import IngestStats, spool_changed, try_ingest, wait_for_background
+from ._ingest_sql import WORD_PATTERN
 from ._spool import live_dir, visible_surrogates
 from ._sql import Params, run_sql
 
@@ -56,9 +57,10 @@ _BLOBS_BY_DIGEST = "SELECT digest, data FROM blobs WHERE list_contains(?::VARCHA
 _SPANS_OF_RUN = """SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message,
        attributes FROM spans WHERE trace_id = ? ORDER BY start_ns"""
 
-# The runs with a text (lower-case) in a step's code or output preview.
-_STEP_HITS = """SELECT DISTINCT run_id FROM steps
-WHERE contains(lower(code_preview), ?) OR contains(lower(coalesce(stdout_preview, '')), ?)"""
+# The runs with a text (lower-case) in a step's code, output or error preview.
+_STEP_HITS = "SELECT DISTINCT run_id FROM steps WHERE contains(search_text, ?)"
+# A search lower-cased as the stored text is, and its words.
+_SEARCH_WORDS = f"SELECT lower($1), regexp_extract_all(lower($1), '{WORD_PATTERN}')"
 
 # Attributes whose value is a blob digest.
 _DIGEST_KEYS = (".digest", A.STATE_BEFORE, A.STATE_AFTER, A.STEP_RANDOM_STATE)
@@ -88,6 +90,28 @@ FROM page r LEFT JOIN (
 ) m USING (run_id)
 ORDER BY r.started_ns DESC
 """
+
+
+def _step_hits(text: str, words: list[str]) -> tuple[str, list[Any]]:
+    """SQL for the runs with ``text`` in a step's search text. Only the steps of runs
+    that have every word of ``text`` are looked through: a word with text on both sides
+    in the search is a whole word of the run's, one at its start or end a part of one
+    (the search may begin or end in the middle of a word)."""
+    if not words:
+        return _STEP_HITS, [text]
+    conditions, params = [], []
+    at = 0
+    for word in words:
+        at = text.index(word, at)
+        inside = at > 0 and at + len(word) < len(text)
+        conditions.append("word = ?" if inside else "contains(word, ?)")
+        params.append(word)
+        at += len(word)
+    candidates = (
+        f"SELECT run_id FROM search_words WHERE {' OR '.join(conditions)} GROUP BY run_id "
+        f"HAVING {' AND '.join(f'bool_or({c})' for c in conditions)}"
+    )
+    return f"{_STEP_HITS} AND run_id IN ({candidates})", [text, *params, *params]
 
 
 def _ts(ns: int | None) -> datetime | None:
@@ -339,8 +363,8 @@ class Store:
                 "(SELECT run_id FROM steps WHERE status <> 'ok'))"
             )
         if search:
-            text = search.lower()
-            hits, hit_params = self._search_hits(text)
+            [(text, words)] = self._query(_SEARCH_WORDS, [search])
+            hits, hit_params = self._search_hits(text, words)
             where.append(
                 "(contains(lower(coalesce(r.task, '')), ?) OR "
                 f"contains(lower(coalesce(r.final_answer, '')), ?) OR r.run_id IN ({hits}))"
@@ -348,16 +372,17 @@ class Store:
             params += [text, text, *hit_params]
         return (" WHERE " + " AND ".join(where) if where else ""), params
 
-    def _search_hits(self, text: str) -> tuple[str, list[Any]]:
-        """SQL for the runs with ``text`` in a step's code or output preview. In a
-        session, a table of them made once per search: the count of runs and the page of
-        them that follows look through every step once, not twice."""
+    def _search_hits(self, text: str, words: list[str]) -> tuple[str, list[Any]]:
+        """SQL for the runs with ``text`` in a step's code, output or error preview. In
+        a session, a table of them made once per search: the count of runs and the page
+        of them that follows look through the steps once, not twice."""
+        sql, params = _step_hits(text, words)
         if self._session is None:
-            return _STEP_HITS, [text, text]
+            return sql, params
         table = self._searches.get(text)
         if table is None:
             table = f"codetape_search_{len(self._searches)}"
-            self._session.execute(f"CREATE TEMP TABLE {table} AS {_STEP_HITS}", [text] * 2)
+            self._session.execute(f"CREATE TEMP TABLE {table} AS {sql}", params)
             self._searches[text] = table
         return f"SELECT run_id FROM {table}", []
 
