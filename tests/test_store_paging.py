@@ -187,3 +187,19 @@ def test_a_store_of_schema_3_is_made_searchable_when_migrated(tmp_path: Path) ->
     for search, found in FOUND:
         assert ([r.id for r in store.runs(search=search)] == [run_id]) is found, search
     assert store.count_runs(search="Refund Denied") == 1
+
+
+def test_runs_replaying_a_run_are_its_replays_only(tmp_path: Path) -> None:
+    built = build_store(tmp_path, specs=synthetic_runs(5, 2, seed=6), seed=6)
+    original, other = built[0].id, built[1].id
+    con = duckdb.connect(str(tmp_path / "codetape.duckdb"))
+    for replay, of in [(built[2].id, f"{original}:0"), (built[3].id, f"{original}:1"),
+                       (built[4].id, f"{other}:0")]:  # fmt: skip
+        con.execute("UPDATE runs SET replay_of = ? WHERE run_id = ?", [of, replay])
+    con.close()
+    store = codetape.Store(tmp_path)
+    assert [r.id for r in store.runs(replaying=original)] == [built[3].id, built[2].id]
+    assert [r.id for r in store.runs(replaying=other, status="ok")] == [
+        r.id for r in [built[4]] if r.spec.status == "ok"
+    ]
+    assert store.runs(replaying=original[:8]) == []  # a whole id, not a prefix

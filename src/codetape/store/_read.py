@@ -56,11 +56,16 @@ _BLOB_BATCH = 500
 _BLOBS_BY_DIGEST = "SELECT digest, data FROM blobs WHERE list_contains(?::VARCHAR[], digest)"
 _SPANS_OF_RUN = """SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message,
        attributes FROM spans WHERE trace_id = ? ORDER BY start_ns"""
+_SPANS_OF_PAGE = """SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message,
+       attributes FROM spans WHERE trace_id = ?
+       AND (span_id IN ({window}) OR parent_id IN ({window})) ORDER BY start_ns"""
 
 # The runs with a text (lower-case) in a step's code, output or error preview.
 _STEP_HITS = "SELECT DISTINCT run_id FROM steps WHERE contains(search_text, ?)"
 # A search lower-cased as the stored text is, and its words.
 _SEARCH_WORDS = f"SELECT lower($1), regexp_extract_all(lower($1), '{WORD_PATTERN}')"
+
+_RUN_ID_CHARS = 32  # a run's id: its trace id, in hex
 
 # Attributes whose value is a blob digest.
 _DIGEST_KEYS = (".digest", A.STATE_BEFORE, A.STATE_AFTER, A.STEP_RANDOM_STATE)
@@ -317,14 +322,20 @@ class Store:
         failed: bool = False,
         offset: int = 0,
         search: str | None = None,
+        replaying: str | None = None,
     ) -> list[Run]:
         """Runs, newest first. ``failed=True`` keeps runs that errored, died, or have a
-        failed step; ``search`` keeps runs with that text (in any case) in a step's code
-        or output (their first 200 characters), its task or its final answer. In one
+        failed step; ``search`` keeps runs with that text (in any case) in a step's code,
+        output or error (their first 200 characters), its task or its final answer;
+        ``replaying`` keeps the replays of a step of that run (its full id). In one
         ``session()``, ``count_runs`` and ``runs`` of one search look through the steps
         once."""
         with self.session():
             where, params = self._filters(status, agent, failed, search)
+            if replaying is not None:
+                where += " AND " if where else " WHERE "
+                where += "starts_with(r.replay_of, ?)"
+                params.append(replaying + ":")
             rows = self._query(_RUN_PAGE.format(where=where), [*params, limit, offset])
         return [_run_from_row(r) for r in rows]
 
@@ -397,6 +408,10 @@ class Store:
             return str(rows[0][0])
         if not prefix:
             raise RunNotFoundError(run_id, self.home)
+        if len(prefix) == _RUN_ID_CHARS:  # a whole id: looked up through the key's index
+            rows = self._query("SELECT run_id FROM runs WHERE run_id = ?", [prefix])
+            if rows:
+                return str(rows[0][0])
         rows = self._query(
             "SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id LIMIT 6",
             [prefix],
@@ -538,14 +553,16 @@ class Store:
 
     def _steps(self, run_id: str, start: int, limit: int | None, contents: bool) -> list[Step]:
         full = self.resolve_run_id(run_id)
-        spans = self._query(_SPANS_OF_RUN, [full])
         if start or limit is not None:
-            sql = "SELECT span_id FROM steps WHERE run_id = ? ORDER BY step_index, started_ns"
-            params: list[Any] = [full, start]
+            # Only the page's steps and their children (tool calls) are read.
+            window = "SELECT span_id FROM steps WHERE run_id = ? ORDER BY step_index, started_ns"
+            params: list[Any] = [full]
             if limit is not None:
-                sql, params = sql + " LIMIT ?", [full, limit, start]
-            wanted = {r[0] for r in self._query(sql + " OFFSET ?", params)}
-            spans = [s for s in spans if s[0] in wanted or s[1] in wanted]
+                window, params = window + " LIMIT ?", [full, limit]
+            window, params = window + " OFFSET ?", [*params, start]
+            spans = self._query(_SPANS_OF_PAGE.format(window=window), [full, *params, *params])
+        else:
+            spans = self._query(_SPANS_OF_RUN, [full])
         if not contents:
             self._blob_cache = {}
             self._read_blobs = False

@@ -129,8 +129,8 @@ def recent_runs(limit: int = _RECENT) -> list[Run]:
 
 
 def replays_of(run_id: str) -> list[Run]:
-    """The recent runs that replay a step of ``run_id``, newest first."""
-    return [r for r in recent_runs() if r.replay_of and r.replay_of.startswith(run_id + ":")]
+    """The newest runs that replay a step of ``run_id``, newest first."""
+    return [] if missing() else _store().runs(limit=_RECENT, replaying=run_id)
 
 
 def run(run_id: str) -> Run:
