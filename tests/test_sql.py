@@ -4,6 +4,7 @@ in-memory copy; anything that writes, attaches, installs or reads files is refus
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -140,3 +141,36 @@ def test_a_query_inside_a_session_of_the_same_store(evaluated: codetape.Store) -
         runs = evaluated.runs()
         answer = evaluated.sql("SELECT count(*) FROM runs").fetchall()
     assert answer == [(len(runs),)]
+
+
+def test_variables_of_a_step_whose_manifest_is_a_file_of_the_blob_folder(home: Path) -> None:
+    @codetape.code_action
+    def execute(code: str, namespace: dict[str, Any]) -> None:
+        exec(code, namespace)
+
+    @codetape.agent(name="many_names")
+    def solve(task: str) -> None:
+        namespace: dict[str, Any] = {}
+        execute("\n".join(f"small{i} = {i}" for i in range(3)), namespace)
+        # About 300 bytes a variable: the manifest is over 16 KB, a file of its own.
+        execute("\n".join(f"w{i} = 'y' * 300" for i in range(90)), namespace)
+
+    solve("name many things")
+    store = codetape.Store(home)
+    (run,) = store.runs()
+    steps = store.steps(run.id)
+    manifest = steps[1].state_after
+    assert manifest is not None
+    assert store.blobs.path(manifest).exists()
+    in_database = store.sql("SELECT count(*) FROM main.blobs WHERE digest = ?", [manifest])
+    assert in_database.fetchall() == [(0,)]
+    rows = store.sql(
+        "SELECT step, name, type, digest, size, preview FROM variables "
+        "WHERE state = 'after' ORDER BY step, name"
+    ).fetchall()
+    assert rows == sorted(
+        (s.index, v.name, v.type, v.digest, v.size, v.preview)
+        for s in steps
+        for v in s.variables_after.values()
+    )
+    assert len(rows) == 3 + 93

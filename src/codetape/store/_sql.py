@@ -22,7 +22,8 @@ from typing import Any
 
 import duckdb
 
-from ..errors import SqlError, StoreBusyError
+from ..errors import BlobNotFoundError, SqlError, StoreBusyError
+from ._blobs import BlobStore
 from ._db import (
     _SCHEMA,
     DB_NAME,
@@ -35,7 +36,7 @@ from ._db import (
     is_disk_full,
     is_lock_error,
 )
-from ._views import VIEW_NAMES, VIEWS, VIEWS_SCHEMA
+from ._views import VIEW_NAMES, VIEWS, VIEWS_SCHEMA, missing_manifests, variables_view
 
 __all__ = ["Params", "read_statement", "run_sql"]
 
@@ -101,7 +102,12 @@ def run_sql(
     text = read_statement(query)
     con = duckdb.connect(":memory:")
     try:
-        with _attached(con, home, wait_s):
+        # Asked before the store is attached: with its views there, DuckDB would name
+        # the tables under them instead.
+        wants_variables = "variables" in _names(con, text)
+        with _attached(con, home, wait_s) as attached:
+            if attached and wants_variables:
+                _large_manifests(con, home)
             if parquet is not None:
                 con.execute(f"SET allowed_paths = [{_literal(parquet)}]")
             # No spilling to disk: DuckDB would let queries read its temporary folder.
@@ -133,15 +139,47 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         ) from None
 
 
+def _names(con: duckdb.DuckDBPyConnection, text: str) -> set[str]:
+    """The names of the tables and views a query reads, as written."""
+    try:
+        return set(con.get_table_names(text))
+    except duckdb.Error:
+        return set()  # the query's own error is told when it runs
+
+
+def _large_manifests(con: duckdb.DuckDBPyConnection, home: Path) -> None:
+    """For a query of ``variables``: the variable manifests over 16 KB, which are files
+    of the blob folder rather than rows of the database, read into memory and a
+    ``variables`` view over them put first on the search path."""
+    digests = [d for (d,) in con.execute(missing_manifests(f"{_ALIAS}.main")).fetchall()]
+    files = BlobStore(home / "blobs")
+    rows = []
+    for digest in digests:
+        with contextlib.suppress(BlobNotFoundError):
+            rows.append((digest, files.get(digest)))
+    if not rows:
+        return
+    con.execute("CREATE TABLE memory.main.codetape_manifests (digest VARCHAR, data BLOB)")
+    con.executemany("INSERT INTO memory.main.codetape_manifests VALUES (?, ?)", rows)
+    blobs = (
+        f"(SELECT digest, data FROM {_ALIAS}.main.blobs "
+        "UNION ALL SELECT digest, data FROM memory.main.codetape_manifests)"
+    )
+    con.execute(f"CREATE SCHEMA memory.{VIEWS_SCHEMA}")
+    con.execute(variables_view(f"memory.{VIEWS_SCHEMA}", f"{_ALIAS}.main", blobs))
+    con.execute(f"SET search_path = 'memory.{VIEWS_SCHEMA},{_ALIAS}.{VIEWS_SCHEMA}'")
+
+
 @contextlib.contextmanager
-def _attached(con: duckdb.DuckDBPyConnection, home: Path, wait_s: float) -> Iterator[None]:
-    """The store's views as the connection's unqualified names while inside."""
+def _attached(con: duckdb.DuckDBPyConnection, home: Path, wait_s: float) -> Iterator[bool]:
+    """The store's views as the connection's unqualified names while inside; whether a
+    store's file is attached (not for a store not yet created)."""
     path = home / DB_NAME
     if not home.is_dir():  # no store yet: empty views, and nothing created
         con.execute(_SCHEMA)
         con.execute(VIEWS)
         con.execute(f"SET search_path = '{VIEWS_SCHEMA}'")
-        yield
+        yield False
         return
     with _process_lock(path, wait_s):
         if not path.exists():
@@ -155,7 +193,7 @@ def _attached(con: duckdb.DuckDBPyConnection, home: Path, wait_s: float) -> Iter
                     pass  # migrated
                 _attach(con, path, wait_s)
             con.execute(f"SET search_path = '{_ALIAS}.{VIEWS_SCHEMA}'")
-            yield
+            yield True
         finally:
             # The search path made the store the default database: not detachable.
             con.execute("USE memory")

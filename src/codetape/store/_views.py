@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..schemas import attributes as A
 
-__all__ = ["VIEWS", "VIEWS_SCHEMA", "VIEW_NAMES"]
+__all__ = ["VIEWS", "VIEWS_SCHEMA", "VIEW_NAMES", "missing_manifests", "variables_view"]
 
 VIEWS_SCHEMA = "v1"
 VIEW_NAMES = ("runs", "steps", "tool_calls", "variables", "llm_calls", "spans")
@@ -104,21 +104,25 @@ LEFT JOIN main.runs r ON r.run_id = sp.trace_id
 WHERE starts_with(sp.name, '{A.SPAN_EXECUTE_TOOL} ')
 """
 
+
 # The variable manifests are JSON blobs named by the step span's state attributes:
 # {"format": 2, "variables": {name: snapshot}, ...}, or {name: snapshot} before.
-_VARIABLES = f"""
-CREATE OR REPLACE VIEW {VIEWS_SCHEMA}.variables AS
+def variables_view(schema: str, tables: str, blobs: str) -> str:
+    """The ``variables`` view in ``schema``, over the internal tables of the schema
+    ``tables`` and the blobs (digest, data) of the relation ``blobs``."""
+    return f"""
+CREATE OR REPLACE VIEW {schema}.variables AS
 WITH states AS (
     SELECT s.run_id, s.step_index, coalesce(r.name, 'agent') AS agent, w.state, w.digest
-    FROM main.steps s
-    JOIN main.spans sp ON sp.trace_id = s.run_id AND sp.span_id = s.span_id
-    LEFT JOIN main.runs r ON r.run_id = s.run_id,
+    FROM {tables}.steps s
+    JOIN {tables}.spans sp ON sp.trace_id = s.run_id AND sp.span_id = s.span_id
+    LEFT JOIN {tables}.runs r ON r.run_id = s.run_id,
     LATERAL (VALUES ('before', {_attr(A.STATE_BEFORE)}), ('after', {_attr(A.STATE_AFTER)}))
         w(state, digest)
     WHERE w.digest IS NOT NULL
 ), manifests AS (
     SELECT st.*, try(decode(b.data)::JSON) AS manifest
-    FROM states st JOIN main.blobs b ON b.digest = st.digest
+    FROM states st JOIN {blobs} b ON b.digest = st.digest
 ), entries AS (
     SELECT run_id, step_index, agent, state, digest AS manifest_digest,
            unnest(map_entries(try(CAST(CASE WHEN manifest->>'$.format' = '2'
@@ -132,6 +136,19 @@ SELECT run_id, step_index AS step, agent, state, v.key AS name, v.value->>'$.typ
        v.value->>'$.reason' AS reason
 FROM entries
 """
+
+
+# The manifests a step span names that the database does not hold (over 16 KB: they
+# are files of the blob folder), in the schema ``tables``.
+def missing_manifests(tables: str) -> str:
+    return f"""
+SELECT DISTINCT w.digest
+FROM {tables}.spans sp,
+     LATERAL (VALUES ({_attr(A.STATE_BEFORE)}), ({_attr(A.STATE_AFTER)})) w(digest)
+WHERE sp.name = '{A.SPAN_EXECUTE_CODE}' AND w.digest IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM {tables}.blobs b WHERE b.digest = w.digest)
+"""
+
 
 _LLM_CALLS = f"""
 CREATE OR REPLACE VIEW {VIEWS_SCHEMA}.llm_calls AS
@@ -157,5 +174,6 @@ FROM main.spans
 """
 
 # Run by the store's migration (after the tables exist), in its transaction.
+_VARIABLES = variables_view(VIEWS_SCHEMA, "main", "main.blobs")
 _PARTS = (_RUNS, _STEPS, _TOOL_CALLS, _VARIABLES, _LLM_CALLS, _SPANS)
 VIEWS = "\n;\n".join((f"CREATE SCHEMA IF NOT EXISTS {VIEWS_SCHEMA}", *_PARTS))
