@@ -1,5 +1,5 @@
 """The viewer's one door to the data: the store's read API (runs, steps, model calls,
-failure groups), ``diff_runs``, ``replay`` and ``replay_from``.
+failure groups, SQL over its views), ``diff_runs``, ``replay`` and ``replay_from``.
 
 The store lives where ``CODETAPE_HOME`` says (``codetape ui`` sets it). Every call opens
 a fresh :class:`~codetape.Store`, which ingests what agents spooled since, so lists stay
@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import streamlit as st
 
 from .._format import RUN_STATUSES
@@ -48,6 +49,7 @@ __all__ = [
     "replays_of",
     "run",
     "runs",
+    "sql",
     "steps",
     "together",
 ]
@@ -201,6 +203,12 @@ def _diff(store_home: Path, a: tuple[str, str, int], b: tuple[str, str, int]) ->
 def diff(a: str, b: str) -> RunDiff:
     """``diff_runs(a, b)``, cached until either run changes."""
     return _diff(home(), _version(run(a)), _version(run(b)))
+
+
+def sql(query: str) -> duckdb.DuckDBPyRelation:
+    """``Store.sql(query)``: the answer of one read-only query over the store's views,
+    held in memory (the store's file is closed again); ``SqlError`` if refused or bad."""
+    return _store().sql(query)
 
 
 def replay_backend(step: Step) -> str:
