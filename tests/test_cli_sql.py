@@ -131,3 +131,11 @@ def test_recorded_text_is_shown_as_text(home: Path) -> None:
     assert json.loads(invoke(home, "SELECT task FROM runs", "--json").output) == [{"task": HOSTILE}]
     rows = list(csv.reader(io.StringIO(invoke(home, "SELECT task FROM runs", "--csv").output)))
     assert rows == [["task"], [HOSTILE]]
+
+
+def test_a_store_that_is_not_there_is_said_so(tmp_path: Path) -> None:
+    result = invoke(tmp_path / "nowhere", "SELECT count(*) FROM runs")
+    assert result.exit_code == 3
+    assert "no store at" in result.output
+    assert invoke(tmp_path / "nowhere", "--examples").exit_code == 0
+    assert not (tmp_path / "nowhere").exists()

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from .._format import cut
 from ..store import EXAMPLE_QUERIES
-from ..store.internal import run_sql
+from ..store.internal import no_store_error, run_sql
 from ._app import cli, handle_errors, open_store, out, print_json, shown
 
 __all__: list[str] = []
@@ -95,6 +95,8 @@ def sql(
     else:
         text = query or ""
     store = open_store(ctx)
+    if not store.home.is_dir():
+        raise no_store_error(store.home)
     if parquet is not None:
         store.refresh()
         relation = run_sql(store.home, text, parquet=parquet.resolve())
