@@ -57,6 +57,7 @@ from codetape.schemas import Run
 from codetape.store import IngestStats, Store
 from codetape.store.internal import DB_NAME, connect, done_dir, ingest, live_dir
 from codetape.testing import RunSpec, RunStatus, StepKind, StoreBuilder, synthetic_step
+from codetape.viewer._data import SEARCH_COUNT_AT_MOST
 
 TARGET_MS = 300.0
 WARM_REPEATS = 9
@@ -553,10 +554,11 @@ def measure_pending(home: Path, seed: int) -> Result:
 
 
 def _listing(store: Store, **filters: Any) -> tuple[int, list[Run]]:
-    """What the Runs page reads: the count of the runs that match and the first page of
-    them, in one session."""
+    """What the Runs page reads: the count of the runs that match (a search's up to
+    the viewer's bound) and the first page of them, in one session."""
+    at_most = SEARCH_COUNT_AT_MOST + 1 if filters.get("search") else None
     with store.session():
-        return store.count_runs(**filters), store.runs(limit=50, **filters)
+        return store.count_runs(**filters, at_most=at_most), store.runs(limit=50, **filters)
 
 
 def _compared_with(home: Path, run_id: str) -> str:

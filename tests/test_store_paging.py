@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 import codetape
+from codetape.store import _read
 from codetape.testing import RunSpec, StepSpec, build_store, synthetic_runs, synthetic_step
 
 
@@ -203,3 +204,25 @@ def test_runs_replaying_a_run_are_its_replays_only(tmp_path: Path) -> None:
         r.id for r in [built[4]] if r.spec.status == "ok"
     ]
     assert store.runs(replaying=original[:8]) == []  # a whole id, not a prefix
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_a_search_window_by_window_finds_the_same_runs(
+    home: Path, search: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows of one run: every search with a word in more than one run, and every
+    # search without a word, looks through the steps a run at a time, newest first.
+    monkeypatch.setattr(_read, "_SEARCH_WINDOW_RUNS", 1)
+    store = codetape.Store(home)
+    found = store.runs(search=search)
+    assert {r.id for r in found} == _found_by_scan(home, search)
+    assert [r.started_at for r in found] == sorted((r.started_at for r in found), reverse=True)
+    with store.session():
+        first = store.count_runs(search=search, at_most=1)
+        page = store.runs(search=search, limit=2)
+        second = store.runs(search=search, limit=2, offset=2)
+        total = store.count_runs(search=search)
+    assert first == min(1, len(found))
+    assert page + second == found[:4]
+    assert total == len(found)
+    assert store.count_runs(search=search, at_most=2) == min(2, len(found))

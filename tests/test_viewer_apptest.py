@@ -29,7 +29,7 @@ import codetape
 from codetape.cli import cli
 from codetape.sandbox import NoIsolationWarning
 from codetape.testing import capture
-from codetape.viewer import APP, url
+from codetape.viewer import APP, _data, url
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
@@ -338,6 +338,18 @@ def test_runs_page_filters_by_status_agent_and_text(
     shown = {names[i] for r in table(at, "status")["run"] for i in names if i[:12] == r}
     assert shown == expected
     assert at.caption[0].value.startswith(f"{len(expected)} runs · page 1 of 1")
+
+
+def test_a_search_counts_runs_up_to_a_bound(
+    tape: Tape, viewer_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_data, "SEARCH_COUNT_AT_MOST", 10)
+    at = open_page("runs")
+    at.text_input(key="filter-search").input("bulk").run()
+    assert at.caption[0].value.startswith("10+ runs · page 1 of ")
+    assert len(table(at, "status")) == 50  # the page is whole: 55 runs match
+    at.text_input(key="filter-search").input("bulk 7").run()
+    assert at.caption[0].value.startswith("1 runs · page 1 of 1 ")
 
 
 def test_agent_filter_lists_agents_as_plain_options(tape: Tape, viewer_home: Path) -> None:

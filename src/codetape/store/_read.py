@@ -7,6 +7,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -97,13 +98,10 @@ ORDER BY r.started_ns DESC
 """
 
 
-def _step_hits(text: str, words: list[str]) -> tuple[str, list[Any]]:
-    """SQL for the runs with ``text`` in a step's search text. Only the steps of runs
-    that have every word of ``text`` are looked through: a word with text on both sides
-    in the search is a whole word of the run's, one at its start or end a part of one
-    (the search may begin or end in the middle of a word)."""
-    if not words:
-        return _STEP_HITS, [text]
+def _candidates(text: str, words: list[str]) -> tuple[str, list[Any]]:
+    """SQL for the runs that have every word of ``text`` (a word with text on both
+    sides in the search whole, one at its start or end as a part of a word: the search
+    may begin or end in the middle of one)."""
     conditions, params = [], []
     at = 0
     for word in words:
@@ -112,11 +110,20 @@ def _step_hits(text: str, words: list[str]) -> tuple[str, list[Any]]:
         conditions.append("word = ?" if inside else "contains(word, ?)")
         params.append(word)
         at += len(word)
-    candidates = (
+    sql = (
         f"SELECT run_id FROM search_words WHERE {' OR '.join(conditions)} GROUP BY run_id "
         f"HAVING {' AND '.join(f'bool_or({c})' for c in conditions)}"
     )
-    return f"{_STEP_HITS} AND run_id IN ({candidates})", [text, *params, *params]
+    return sql, [*params, *params]
+
+
+def _step_hits(text: str, words: list[str]) -> tuple[str, list[Any]]:
+    """SQL for the runs with ``text`` in a step's search text: only the steps of the
+    runs that have every word of ``text`` are looked through."""
+    if not words:
+        return _STEP_HITS, [text]
+    sql, params = _candidates(text, words)
+    return f"{_STEP_HITS} AND run_id IN ({sql})", [text, *params]
 
 
 def _ts(ns: int | None) -> datetime | None:
@@ -175,6 +182,27 @@ def _visible_json(value: Any) -> Any:
     return value
 
 
+# A search with more candidate runs than this looks through the steps newest first, a
+# window of this many runs at a time, until it has the runs asked for.
+_SEARCH_WINDOW_RUNS = 2000
+
+
+_NEVER, _ALWAYS = -(2**63), 2**63 - 1
+
+
+@dataclass
+class _Search:
+    """A search's runs in one session: ``table`` holds the runs found so far whose
+    steps hold the text. A search looked through window by window has looked through
+    the steps that started at ``scanned_from`` or later: it knows every such run that
+    started then or later; ``scanned_from`` is ``_NEVER`` once it looked through all."""
+
+    table: str
+    text: str
+    windowed: bool = False
+    scanned_from: int = _ALWAYS
+
+
 class Store:
     """Read access to a codetape store directory.
 
@@ -199,7 +227,7 @@ class Store:
         self.ingest_problem: str | None = None
         self._blob_cache: dict[str, bytes] = {}
         # The searches of the open session: the table of each one's runs (_search_hits).
-        self._searches: dict[str, str] = {}
+        self._searches: dict[str, _Search] = {}
         # False while steps are read without their blobs (``steps(contents=False)``).
         self._read_blobs = True
         self._session: duckdb.DuckDBPyConnection | None = None
@@ -331,11 +359,12 @@ class Store:
         ``session()``, ``count_runs`` and ``runs`` of one search look through the steps
         once."""
         with self.session():
-            where, params = self._filters(status, agent, failed, search)
+            where, params, state = self._filters(status, agent, failed, search)
             if replaying is not None:
                 where += " AND " if where else " WHERE "
                 where += "starts_with(r.replay_of, ?)"
                 params.append(replaying + ":")
+            self._search_until(state, where, params, offset + limit)
             rows = self._query(_RUN_PAGE.format(where=where), [*params, limit, offset])
         return [_run_from_row(r) for r in rows]
 
@@ -346,12 +375,61 @@ class Store:
         *,
         failed: bool = False,
         search: str | None = None,
+        at_most: int | None = None,
     ) -> int:
-        """How many runs ``runs()`` would list with no limit."""
+        """How many runs ``runs()`` would list with no limit; with ``at_most``, counted
+        up to that many (a search that many runs match stops looking there)."""
         with self.session():
-            where, params = self._filters(status, agent, failed, search)
-            rows = self._query(f"SELECT count(*) FROM runs r {where}", params)
-        return int(rows[0][0])
+            where, params, state = self._filters(status, agent, failed, search)
+            found = self._search_until(state, where, params, at_most)
+            if found is None:
+                found = int(self._query(f"SELECT count(*) FROM runs r {where}", params)[0][0])
+        return found if at_most is None else min(found, at_most)
+
+    def _search_until(
+        self, state: _Search | None, where: str, params: list[Any], wanted: int | None
+    ) -> int | None:
+        """Look through the steps for a windowed search (newest runs first, a window of
+        runs at a time) until ``wanted`` runs that match ``where`` are known, or all of
+        them (``wanted`` None); returns how many are known then, or None when every
+        one is."""
+        if state is None or not state.windowed:
+            return None
+        while state.scanned_from != _NEVER:
+            if state.scanned_from != _ALWAYS and wanted is not None:
+                known = self._query(
+                    f"SELECT count(*) FROM runs r {where} {'AND' if where else 'WHERE'} "
+                    "r.started_ns >= ?",
+                    [*params, state.scanned_from],
+                )
+                if int(known[0][0]) >= wanted:
+                    return int(known[0][0])
+            self._next_window(state)
+        return None
+
+    def _next_window(self, state: _Search) -> None:
+        """Look through the steps of the next window of older runs. Steps are stored
+        about in the order they ran, so a window's steps are read alone (DuckDB skips
+        the row groups whose times are all outside it)."""
+        hi = state.scanned_from
+        below = self._query(
+            "SELECT started_ns FROM runs WHERE started_ns < ? ORDER BY started_ns DESC "
+            "LIMIT 1 OFFSET ?",
+            [hi, _SEARCH_WINDOW_RUNS - 1],
+        )
+        lo = int(below[0][0]) if below and below[0][0] is not None else _NEVER
+        self._query(
+            f"INSERT INTO {state.table} SELECT DISTINCT run_id FROM steps "
+            "WHERE started_ns >= ? AND (started_ns < ? OR ?) AND contains(search_text, ?)",
+            [lo, hi, hi == _ALWAYS, state.text],
+        )
+        if lo == _NEVER:  # and the steps without a start time
+            self._query(
+                f"INSERT INTO {state.table} SELECT DISTINCT run_id FROM steps "
+                "WHERE started_ns IS NULL AND contains(search_text, ?)",
+                [state.text],
+            )
+        state.scanned_from = lo
 
     def agents(self) -> list[str]:
         """The agent names in the store, sorted."""
@@ -359,8 +437,9 @@ class Store:
 
     def _filters(
         self, status: str | None, agent: str | None, failed: bool, search: str | None
-    ) -> tuple[str, list[Any]]:
+    ) -> tuple[str, list[Any], _Search | None]:
         where: list[str] = []
+        state = None
         params: list[Any] = []
         if status is not None:
             where.append("r.status = ?")
@@ -376,26 +455,44 @@ class Store:
         if search:
             [(text, words)] = self._query(_SEARCH_WORDS, [search])
             hits, hit_params = self._search_hits(text, words)
+            state = self._searches.get(text)
             where.append(
                 "(contains(lower(coalesce(r.task, '')), ?) OR "
                 f"contains(lower(coalesce(r.final_answer, '')), ?) OR r.run_id IN ({hits}))"
             )
             params += [text, text, *hit_params]
-        return (" WHERE " + " AND ".join(where) if where else ""), params
+        return (" WHERE " + " AND ".join(where) if where else ""), params, state
 
     def _search_hits(self, text: str, words: list[str]) -> tuple[str, list[Any]]:
         """SQL for the runs with ``text`` in a step's code, output or error preview. In
         a session, a table of them made once per search: the count of runs and the page
-        of them that follows look through the steps once, not twice."""
+        of them that follows look through the steps once, not twice. When many runs
+        have the search's words, the table is filled newest runs first, a window at a
+        time, as far as ``runs`` and ``count_runs`` need (``_search_until``)."""
         sql, params = _step_hits(text, words)
         if self._session is None:
             return sql, params
-        table = self._searches.get(text)
-        if table is None:
+        state = self._searches.get(text)
+        if state is None:
             table = f"codetape_search_{len(self._searches)}"
-            self._session.execute(f"CREATE TEMP TABLE {table} AS {sql}", params)
-            self._searches[text] = table
-        return f"SELECT run_id FROM {table}", []
+            state = _Search(table, text, windowed=True)
+            if words:
+                sql, params = _candidates(text, words)
+                self._session.execute(f"CREATE TEMP TABLE {table}_words AS {sql}", params)
+                [(many,)] = self._session.execute(
+                    f"SELECT count(*) > ? FROM {table}_words", [_SEARCH_WINDOW_RUNS]
+                ).fetchall()
+                state.windowed = bool(many)
+            if state.windowed:
+                self._session.execute(f"CREATE TEMP TABLE {table} (run_id VARCHAR)")
+            else:
+                self._session.execute(
+                    f"CREATE TEMP TABLE {table} AS {_STEP_HITS} "
+                    f"AND run_id IN (SELECT run_id FROM {table}_words)",
+                    [text],
+                )
+            self._searches[text] = state
+        return f"SELECT run_id FROM {state.table}", []
 
     def resolve_run_id(self, run_id: str) -> str:
         """The full id of the run whose id starts with ``run_id`` (a unique prefix), or

@@ -30,6 +30,7 @@ from ..store.internal import resolve_home
 
 __all__ = [
     "RUNS_PER_PAGE",
+    "SEARCH_COUNT_AT_MOST",
     "STATUSES",
     "STEPS_PER_PAGE",
     "agents",
@@ -55,6 +56,7 @@ __all__ = [
 ]
 
 RUNS_PER_PAGE = 50
+SEARCH_COUNT_AT_MOST = 1000  # runs a search counts before it shows "1,000+"
 STEPS_PER_PAGE = 20
 STATUSES = RUN_STATUSES
 # How far back the pickers and the replay lookup look.
@@ -98,7 +100,15 @@ def page_count(total: int, per_page: int) -> int:
 
 
 def count_runs(status: str | None, agent: str | None, search: str, failed: bool) -> int:
-    return _store().count_runs(status, agent, failed=failed, search=search or None)
+    """How many runs match; a search is counted up to ``SEARCH_COUNT_AT_MOST`` runs and
+    one more (it looks through the newest runs' steps first and stops there)."""
+    return _store().count_runs(
+        status,
+        agent,
+        failed=failed,
+        search=search or None,
+        at_most=SEARCH_COUNT_AT_MOST + 1 if search else None,
+    )
 
 
 def runs(status: str | None, agent: str | None, search: str, failed: bool, page: int) -> list[Run]:

@@ -46,8 +46,11 @@ def listing() -> None:
         page = st.pagination(pages, key=f"runs-page:{filters}") if pages > 1 else 1
         runs = _data.runs(*filters, page)
     with above:
+        many = total > _data.SEARCH_COUNT_AT_MOST
+        counted = f"{_data.SEARCH_COUNT_AT_MOST:,}+" if many else str(total)
         st.caption(
-            f"{total} runs · page {page} of {pages} · open a run with its link, or select "
+            f"{counted} runs · page {page} of {pages}{'+' if many else ''} · open a run with "
+            "its link, or select "
             "its row (its box, or Shift+Space on one of its cells)"
         )
         if not runs:
