@@ -35,6 +35,7 @@ from ._db import (
     disk_full_error,
     is_disk_full,
     is_lock_error,
+    views_current,
 )
 from ._views import VIEW_NAMES, VIEWS, VIEWS_SCHEMA, missing_manifests, variables_view
 
@@ -56,9 +57,10 @@ def _refused(reason: str) -> SqlError:
     return SqlError(reason, refused=True, views=VIEW_NAMES)
 
 
-def _failed(exc: duckdb.Error) -> SqlError:
+def _failed(exc: duckdb.Error, ours: int = 1) -> SqlError:
     # The query runs after a line of ours (CREATE TEMP TABLE ... AS): its line numbers.
-    message = _LINE.sub(lambda m: f"LINE {int(m[1]) - 1}:", str(exc).strip())
+    # ``ours=0`` for the parse of the query alone.
+    message = _LINE.sub(lambda m: f"LINE {int(m[1]) - ours}:", str(exc).strip())
     refused = isinstance(exc, duckdb.PermissionException) or "disabled by configuration" in message
     return SqlError(message, refused=refused, views=VIEW_NAMES)
 
@@ -68,7 +70,7 @@ def read_statement(query: str) -> str:
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as exc:
-        raise _failed(exc) from None
+        raise _failed(exc, ours=0) from None
     if len(statements) != 1:
         raise _refused(
             f"a query is exactly one statement, this is {len(statements)}"
@@ -187,7 +189,7 @@ def _attached(con: duckdb.DuckDBPyConnection, home: Path, wait_s: float) -> Iter
                 pass  # created
         _attach(con, path, wait_s)
         try:
-            if _version(con, path) < SCHEMA_VERSION:
+            if not _current(con, path):
                 con.execute(f"DETACH {_ALIAS}")
                 with connect(home, read_only=False, wait_s=wait_s):
                     pass  # migrated
@@ -200,10 +202,12 @@ def _attached(con: duckdb.DuckDBPyConnection, home: Path, wait_s: float) -> Iter
             con.execute(f"DETACH {_ALIAS}")
 
 
-def _version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+def _current(con: duckdb.DuckDBPyConnection, path: Path) -> bool:
+    """Whether the attached store has this codetape's schema and views (a newer one
+    raises ``NewerStoreError``)."""
     con.execute(f"USE {_ALIAS}")
     try:
-        return _check_schema(con, path, read_only=True)
+        return _check_schema(con, path, read_only=True) == SCHEMA_VERSION and views_current(con)
     finally:
         con.execute("USE memory")
 
