@@ -174,3 +174,21 @@ def test_variables_of_a_step_whose_manifest_is_a_file_of_the_blob_folder(home: P
         for v in s.variables_after.values()
     )
     assert len(rows) == 3 + 93
+
+
+def test_views_another_codetape_made_are_made_again(evaluated: codetape.Store, home: Path) -> None:
+    evaluated.refresh()
+    # Schema 4 with other views: one missing, one of other columns.
+    con = duckdb.connect(str(home / "codetape.duckdb"))
+    con.execute("DROP VIEW v1.tool_calls")
+    con.execute("CREATE OR REPLACE VIEW v1.runs AS SELECT run_id FROM main.runs")
+    con.execute("UPDATE meta SET value = 'older' WHERE key = 'views'")
+    con.close()
+    assert evaluated.sql("SELECT count(*), count(DISTINCT agent) FROM runs").fetchall() == [(5, 1)]
+    assert evaluated.sql("SELECT count(*) FROM tool_calls").fetchall() == [(5,)]
+
+
+def test_a_parse_error_points_at_the_querys_own_line(evaluated: codetape.Store) -> None:
+    with pytest.raises(SqlError) as caught:
+        evaluated.sql("SELECT 1\nFROM steps WHERE (")
+    assert "LINE 2:" in caught.value.reason

@@ -20,7 +20,7 @@ import duckdb
 
 from ..errors import CorruptStoreError, NewerStoreError, StoreBusyError, StoreError
 from ._ingest_sql import SEARCH_TEXT, STEP_WORDS
-from ._views import VIEWS
+from ._views import VIEWS, VIEWS_DIGEST
 
 __all__ = [
     "DB_NAME",
@@ -239,6 +239,12 @@ def _version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
+def views_current(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the store's SQL views are the ones this codetape makes."""
+    row = con.execute("SELECT value FROM meta WHERE key = 'views'").fetchone()
+    return row is not None and row[0] == VIEWS_DIGEST
+
+
 def _migrate(con: duckdb.DuckDBPyConnection, found: int) -> None:
     """Bring a store of schema ``found`` (0: a new file) to ``SCHEMA_VERSION``, in one
     transaction: all of it or none, and one commit rather than one per table."""
@@ -256,6 +262,7 @@ def _migrate(con: duckdb.DuckDBPyConnection, found: int) -> None:
         con.execute(
             "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
         )
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('views', ?)", [VIEWS_DIGEST])
         con.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(duckdb.Error):
@@ -268,8 +275,10 @@ def _check_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -
     try:
         # The version first: a newer store is refused before anything is written to it.
         found = _version(con)
-        if found < SCHEMA_VERSION and not read_only:
-            _migrate(con, found)
+        if not read_only and (
+            found < SCHEMA_VERSION or (found == SCHEMA_VERSION and not views_current(con))
+        ):
+            _migrate(con, found)  # of the current version: only the views made again
             found = SCHEMA_VERSION
     except duckdb.CatalogException as exc:
         raise _corrupt(path, exc) from exc

@@ -35,6 +35,7 @@ from ._db import (
     disk_full_error,
     is_disk_full,
     is_lock_error,
+    views_current,
 )
 from ._views import VIEW_NAMES, VIEWS, VIEWS_SCHEMA, missing_manifests, variables_view
 
@@ -188,7 +189,7 @@ def _attached(con: duckdb.DuckDBPyConnection, home: Path, wait_s: float) -> Iter
                 pass  # created
         _attach(con, path, wait_s)
         try:
-            if _version(con, path) < SCHEMA_VERSION:
+            if not _current(con, path):
                 con.execute(f"DETACH {_ALIAS}")
                 with connect(home, read_only=False, wait_s=wait_s):
                     pass  # migrated
@@ -201,10 +202,12 @@ def _attached(con: duckdb.DuckDBPyConnection, home: Path, wait_s: float) -> Iter
             con.execute(f"DETACH {_ALIAS}")
 
 
-def _version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+def _current(con: duckdb.DuckDBPyConnection, path: Path) -> bool:
+    """Whether the attached store has this codetape's schema and views (a newer one
+    raises ``NewerStoreError``)."""
     con.execute(f"USE {_ALIAS}")
     try:
-        return _check_schema(con, path, read_only=True)
+        return _check_schema(con, path, read_only=True) == SCHEMA_VERSION and views_current(con)
     finally:
         con.execute("USE memory")
 

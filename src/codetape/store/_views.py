@@ -11,9 +11,18 @@ attribute name comes from ``schemas.attributes``.
 
 from __future__ import annotations
 
+import hashlib
+
 from ..schemas import attributes as A
 
-__all__ = ["VIEWS", "VIEWS_SCHEMA", "VIEW_NAMES", "missing_manifests", "variables_view"]
+__all__ = [
+    "VIEWS",
+    "VIEWS_DIGEST",
+    "VIEWS_SCHEMA",
+    "VIEW_NAMES",
+    "missing_manifests",
+    "variables_view",
+]
 
 VIEWS_SCHEMA = "v1"
 VIEW_NAMES = ("runs", "steps", "tool_calls", "variables", "llm_calls", "spans")
@@ -177,3 +186,6 @@ FROM main.spans
 _VARIABLES = variables_view(VIEWS_SCHEMA, "main", "main.blobs")
 _PARTS = (_RUNS, _STEPS, _TOOL_CALLS, _VARIABLES, _LLM_CALLS, _SPANS)
 VIEWS = "\n;\n".join((f"CREATE SCHEMA IF NOT EXISTS {VIEWS_SCHEMA}", *_PARTS))
+# Kept in the store's meta table: a store whose views another codetape made (of the
+# same schema version) has them made again by its next writer.
+VIEWS_DIGEST = hashlib.sha256(VIEWS.encode()).hexdigest()[:16]
