@@ -17,5 +17,6 @@ st.navigation(
         st.Page(pages / "run.py", title="Run", url_path="run"),
         st.Page(pages / "compare.py", title="Compare", url_path="compare"),
         st.Page(pages / "failures.py", title="Failures", url_path="failures"),
+        st.Page(pages / "query.py", title="Query", url_path="query"),
     ]
 ).run()
