@@ -199,7 +199,8 @@ def _attached(con: duckdb.DuckDBPyConnection, home: Path, wait_s: float) -> Iter
         finally:
             # The search path made the store the default database: not detachable.
             con.execute("USE memory")
-            con.execute(f"DETACH {_ALIAS}")
+            # IF EXISTS: attaching it again after a migration may have failed.
+            con.execute(f"DETACH DATABASE IF EXISTS {_ALIAS}")
 
 
 def _current(con: duckdb.DuckDBPyConnection, path: Path) -> bool:
