@@ -3,6 +3,7 @@ in-memory copy; anything that writes, attaches, installs or reads files is refus
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,14 @@ def test_a_query_answers_from_memory_and_leaves_the_file_free(
     assert relation.fetchall() == [("orders_bot", 5)]
     assert relation.columns == ["agent", "runs"]
     assert list(relation.df()["runs"]) == [5]
+    # Times are UTC instants, ids text; pyarrow, when installed, gets the same columns.
+    started = evaluated.sql("SELECT run_id, started_at FROM runs ORDER BY started_at")
+    assert [str(t) for t in started.types] == ["VARCHAR", "TIMESTAMP WITH TIME ZONE"]
+    assert started.fetchall()[0][1].utcoffset().total_seconds() == 0
+    if importlib.util.find_spec("pyarrow") is not None:
+        table = started.arrow().read_all()  # DuckDB 2: a RecordBatchReader
+        assert table.column_names == ["run_id", "started_at"]
+        assert table.num_rows == 5
 
 
 @pytest.mark.parametrize(
