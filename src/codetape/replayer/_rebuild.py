@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ReplayToolError
+from ..errors import BlobNotFoundError, ReplayToolError
 from ..sandbox.internal import Checkpoint, Pickled, RawState, RawVariable
 from ..schemas import Run, Step, ToolCall, VariableSnapshot
 from ..store import Store
@@ -30,22 +30,62 @@ __all__ = ["Plan", "Recording", "ToolOracle", "plan", "rebuild"]
 class Recording:
     """A run as recorded, read once for however many of its steps are replayed."""
 
-    def __init__(self, store: Store, run: Run, steps: list[Step]) -> None:
+    def __init__(
+        self, store: Store, run: Run, steps: list[Step], blobs: dict[str, bytes] | None = None
+    ) -> None:
         self.store = store
         self.run = run
         self.steps = {s.index: s for s in steps}
         self.calls = [call for s in steps for call in s.tool_calls]
         self._manifests: dict[str, dict[str, Any]] = {}
+        # The blobs read so far, by digest (shared by the copies ``on`` makes).
+        self._blobs: dict[str, bytes] = {} if blobs is None else blobs
+
+    def on(self, store: Store) -> Recording:
+        """The same recording read through ``store`` (another thread's), sharing the
+        blobs read so far."""
+        return Recording(store, self.run, list(self.steps.values()), self._blobs)
 
     def manifest(self, digest: str | None) -> dict[str, Any] | None:
         if digest is None:
             return None
         if digest not in self._manifests:
-            self._manifests[digest] = json.loads(self.store.blob(digest))
+            self._manifests[digest] = json.loads(self.need(digest))
         return self._manifests[digest]
 
     def blob(self, digest: str | None) -> bytes | None:
-        return self.store.blob(digest) if digest else None
+        return self.need(digest) if digest else None
+
+    def need(self, digest: str) -> bytes:
+        """A blob of the recording: held, a blob file (a large one), or from the store."""
+        found = self._blobs.get(digest)
+        if found is None:
+            try:
+                found = self.store.blobs.get(digest)
+            except BlobNotFoundError:
+                found = self.store.blob(digest)
+            self._blobs[digest] = found
+        return found
+
+    def hold(self, digests: Iterable[str | None]) -> None:
+        """Read these blobs now, the small ones in one query (in the caller's session)."""
+        wanted = sorted({d for d in digests if d and d not in self._blobs})
+        if wanted:
+            self._blobs.update(self.store.blobs_of(wanted))
+
+    def hold_inputs(self) -> None:
+        """Read every blob a replay of any step needs (its states, random state, tool
+        answers, then the checkpoints the states name) in two queries, rather than
+        one query (and connection) per blob as each replay asks."""
+        steps = list(self.steps.values())
+        self.hold(d for s in steps for d in (s.state_before, s.state_after, s.random_state))
+        self.hold(call.result_pickle for call in self.calls)
+        points = [(m or {}).get("checkpoint") or {} for m in map(self.manifest, _states(steps))]
+        self.hold(d for p in points for d in (p.get("digest"), p.get("files")))
+
+
+def _states(steps: list[Step]) -> list[str]:
+    return [d for s in steps for d in (s.state_before, s.state_after) if d is not None]
 
 
 def _error_class(type_name: str, message: str) -> type[Exception]:
@@ -193,10 +233,10 @@ class Plan:
 def _checkpoint_state(recording: Recording, manifest: dict[str, Any]) -> RawState:
     point = manifest["checkpoint"]
     keys = dict(point.get("large", {}))
-    large = {label: recording.store.blob(key) for label, key in keys.items()}
+    large = {label: recording.need(key) for label, key in keys.items()}
     checkpoint = Checkpoint(
         point["digest"],
-        data=recording.store.blob(point["digest"]),
+        data=recording.need(point["digest"]),
         large=large,
         files=point.get("files"),
         files_data=recording.blob(point.get("files")),

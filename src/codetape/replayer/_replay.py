@@ -43,10 +43,15 @@ def _missing_image_reason(recorded: Step, image: str) -> str:
     return f"the image {name} is not in Docker: {how}"
 
 
-def _read(store: Store, run_id: str) -> Recording:
+def _read(store: Store, run_id: str, every_step: bool = False) -> Recording:
+    """The run, read on one connection; ``every_step``: with every blob a replay of any
+    of its steps needs."""
     with store.session():
         full = store.resolve_run_id(run_id)
-        return Recording(store, store.run(full), store.steps(full))
+        recording = Recording(store, store.run(full), store.steps(full))
+        if every_step:
+            recording.hold_inputs()
+        return recording
 
 
 def replay(
@@ -210,7 +215,7 @@ class _Session:
                     hint="pass tools=[...] (CLI: --tools MODULE) with functions of those names",
                 )
         self.oracle = ToolOracle(recording.calls, live=host, every_call_live=every_call_live)
-        self.oracle.pickles = store.blob
+        self.oracle.pickles = recording.need
         self.input_differences: list[Difference] = []
 
     def _sandbox(self) -> Sandbox:
@@ -406,12 +411,12 @@ def replay_run(
     a fresh container, started ahead while the steps before it ran (containers are
     never reused; those left over are removed before this returns)."""
     store = Store(home)
-    recording = _read(store, run_id)
+    recording = _read(store, run_id, every_step=True)
     options = {"code": None, "image": None, "live_tools": False, "tools": (), **options}
 
     def one(index: int) -> ReplayReport:
-        # Each worker reads back its own replay run: a Store of its own.
-        own = Recording(Store(store.home), recording.run, list(recording.steps.values()))
+        # Each worker reads through a Store of its own, sharing the blobs read above.
+        own = recording.on(Store(store.home))
         return _replay_step(own.store, own, index, **options)
 
     indexes = sorted(recording.steps)
