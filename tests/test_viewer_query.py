@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,12 @@ def run_query(at: AppTest, query: str) -> AppTest:
 def answer(at: AppTest) -> Any:
     [table] = at.dataframe
     return table.value
+
+
+def error_shown(at: AppTest) -> str:
+    """The one error on the page as its reader sees the text (Markdown escapes undone)."""
+    [error] = at.error
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", str(error.value))
 
 
 def step_count(home: Path) -> int:
@@ -158,11 +165,12 @@ def test_writing_or_file_reading_statements_are_refused(
     # A path in FROM is no table to DuckDB once files are off: failed, not refused.
     assert expected.refused or "/etc/passwd does not exist" in expected.message
     at = run_query(open_page("query"), query)
-    [error] = at.error
-    assert error.value.startswith("**Query refused**" if expected.refused else "**Query failed**")
-    assert "root:" not in error.value
-    assert visible(expected.message) in error.value
-    assert "the views are runs, steps, tool_calls" in error.value  # the hint
+    shown = error_shown(at)
+    assert shown.startswith("**Query refused**" if expected.refused else "**Query failed**")
+    for line in visible(expected.reason).splitlines():
+        assert line in shown
+    assert "root:" not in shown
+    assert "the views are runs, steps, tool_calls" in shown  # the hint
     assert not at.dataframe
     assert step_count(viewer_home) == before
     assert not out.exists()
@@ -171,13 +179,12 @@ def test_writing_or_file_reading_statements_are_refused(
 
 def test_a_syntax_error_shows_duckdbs_message(viewer_home: Path) -> None:
     at = run_query(open_page("query"), "SELEC agent FROM runs")
-    [error] = at.error
-    assert error.value.startswith("**Query failed**")
-    assert 'Parser Error: syntax error at or near "SELEC"' in error.value
-    assert "LINE 1: SELEC agent FROM runs" in error.value  # the query's own line
+    shown = error_shown(at)
+    assert shown.startswith("**Query failed**")
+    assert 'Parser Error: syntax error at or near "SELEC"' in shown
+    assert "LINE 1: SELEC agent FROM runs" in shown  # the query's own line
     run_query(at, "SELECT agent,\n  count(*) FROM runs\nGROUP BY agent agent")
-    [error] = at.error
-    assert "LINE 3: GROUP BY agent agent" in error.value
+    assert "LINE 3: GROUP BY agent agent" in error_shown(at)
     assert not at.dataframe
     # The next good query replaces the error with its answer.
     run_query(at, "SELECT count(*) AS n FROM runs")
@@ -244,3 +251,13 @@ def test_a_store_nothing_recorded_into_yet(tmp_path: Path, monkeypatch: pytest.M
     at = open_page("query")
     assert [i.value for i in at.info] == ["No runs yet: nothing has recorded into this store."]
     assert not home.exists()
+
+
+def test_an_error_quoting_the_query_shows_it_as_text(viewer_home: Path) -> None:
+    name = f"{BOLD} {IMG} {LINK}"
+    at = run_query(open_page("query"), f'SELECT * FROM "{name}"')
+    [error] = at.error
+    assert f"Table with name {name} does not exist" in error_shown(at)
+    # Every Markdown character of the message is escaped: none of it is markup.
+    for payload in (BOLD, IMG, LINK):
+        assert payload not in str(error.value).split("```")[0]

@@ -14,6 +14,7 @@ import base64
 import csv
 import datetime as dt
 import io
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ _INTEGERS = frozenset(
      "UBIGINT", "HUGEINT", "UHUGEINT"}
 )  # fmt: skip
 _FLOATS = frozenset({"FLOAT", "DOUBLE"})
+# ASCII punctuation: a backslash before each shows it as itself in Markdown.
+_MARKDOWN = re.compile(r"([!-/:-@\[-`{-~])")
 # Integers past this lose digits as the table's numbers: their column shows text.
 _EXACT = 2**53
 
@@ -156,20 +159,21 @@ def _table(answer: Answer) -> None:
 
 
 def _error_text(exc: SqlError) -> str:
-    """The error's message as a code block (a fence longer than any run of backticks in
-    it), then its hint (fixed wording and the views' names)."""
-    message = visible(exc.message)
-    fence = "`" * max(3, _longest_backticks(message) + 1)
-    headline = "Query refused" if exc.refused else "Query failed"
-    return f"**{headline}**\n\n{fence}text\n{message}\n{fence}\n\n{exc.hint or ''}"
+    """A headline, the reason as text (every Markdown character escaped, so it wraps
+    and shows as written), DuckDB's ``LINE n`` and caret lines in a code block (a fence
+    longer than any run of backticks in them), then the hint (fixed wording and the
+    views' names)."""
+    reason, _, where = visible(exc.reason).partition("\n\n")
+    text = f"**{'Query refused' if exc.refused else 'Query failed'}**\n\n"
+    text += "  \n".join(_MARKDOWN.sub(r"\\\1", line) for line in reason.splitlines())
+    if where.strip():
+        fence = "`" * max(3, _longest_backticks(where) + 1)
+        text += f"\n\n{fence}text\n{where}\n{fence}"
+    return text + f"\n\n{exc.hint or ''}"
 
 
 def _longest_backticks(text: str) -> int:
-    longest = current = 0
-    for char in text:
-        current = current + 1 if char == "`" else 0
-        longest = max(longest, current)
-    return longest
+    return max((len(run) for run in re.findall("`+", text)), default=0)
 
 
 def _unique(names: Sequence[str]) -> list[str]:
