@@ -116,9 +116,16 @@ WHERE starts_with(sp.name, '{A.SPAN_EXECUTE_TOOL} ')
 
 # The variable manifests are JSON blobs named by the step span's state attributes:
 # {"format": 2, "variables": {name: snapshot}, ...}, or {name: snapshot} before.
+_SNAPSHOT = (
+    "STRUCT(type VARCHAR, digest VARCHAR, size BIGINT, preview VARCHAR, restorable BOOLEAN, "
+    "reason VARCHAR)"
+)
+
+
 def variables_view(schema: str, tables: str, blobs: str) -> str:
     """The ``variables`` view in ``schema``, over the internal tables of the schema
-    ``tables`` and the blobs (digest, data) of the relation ``blobs``."""
+    ``tables`` and the blobs (digest, data) of the relation ``blobs``. Each manifest is
+    parsed once however many states share it, straight into typed snapshots."""
     return f"""
 CREATE OR REPLACE VIEW {schema}.variables AS
 WITH states AS (
@@ -130,20 +137,18 @@ WITH states AS (
         w(state, digest)
     WHERE w.digest IS NOT NULL
 ), manifests AS (
-    SELECT st.*, try(decode(b.data)::JSON) AS manifest
-    FROM states st JOIN {blobs} b ON b.digest = st.digest
+    SELECT b.digest, try(decode(b.data)::JSON) AS manifest
+    FROM {blobs} b WHERE b.digest IN (SELECT digest FROM states)
 ), entries AS (
-    SELECT run_id, step_index, agent, state, digest AS manifest_digest,
-           unnest(map_entries(try(CAST(CASE WHEN manifest->>'$.format' = '2'
-               THEN manifest->'$.variables' ELSE manifest END AS MAP(VARCHAR, JSON))))) AS v
+    SELECT digest, unnest(map_entries(try(CAST(CASE WHEN manifest->>'$.format' = '2'
+               THEN manifest->'$.variables' ELSE manifest END AS MAP(VARCHAR, {_SNAPSHOT}))))) AS v
     FROM manifests
 )
-SELECT run_id, step_index AS step, agent, state, v.key AS name, v.value->>'$.type' AS type,
-       v.value->>'$.digest' AS digest, TRY_CAST(v.value->>'$.size' AS BIGINT) AS size,
-       v.value->>'$.preview' AS preview,
-       TRY_CAST(v.value->>'$.restorable' AS BOOLEAN) AS restorable,
-       v.value->>'$.reason' AS reason
-FROM entries
+SELECT st.run_id, st.step_index AS step, st.agent, st.state, e.v.key AS name,
+       e.v.value.type AS type, e.v.value.digest AS digest, e.v.value.size AS size,
+       e.v.value.preview AS preview, e.v.value.restorable AS restorable,
+       e.v.value.reason AS reason
+FROM states st JOIN entries e ON e.digest = st.digest
 """
 
 
