@@ -111,6 +111,15 @@ def test_the_query_page_is_in_the_navigation(viewer_home: Path) -> None:
     assert not at.dataframe  # nothing runs before Run
 
 
+def test_the_query_and_its_answer_outlive_a_visit_to_another_page(viewer_home: Path) -> None:
+    at = run_query(open_page("query"), "SELECT count(*) AS n FROM runs")
+    at.switch_page("pages/runs.py").run()
+    assert at.title[0].value == "Runs"
+    at.switch_page("pages/query.py").run()
+    assert at.text_area(key=_query.SQL_KEY).value == "SELECT count(*) AS n FROM runs"
+    assert list(answer(at)["n"]) == [3]
+
+
 def test_a_worked_query_answers_with_the_recorded_rows(viewer_home: Path) -> None:
     at = open_page("query")
     at.selectbox(key="query-example").select(MOST_COMMON_ERRORS).run()

@@ -37,6 +37,7 @@ __all__ = [
     "Answer",
     "answer",
     "csv_bytes",
+    "editor",
     "examples",
     "run",
     "show",
@@ -48,6 +49,7 @@ ROWS_SHOWN = 1_000
 CELL_CHARS = 2_000
 SQL_KEY = "query-sql"
 _EXAMPLE_KEY = "query-example"
+_DRAFT_KEY = "query-draft"
 _ANSWER_KEY = "query-answer"
 _INTEGERS = frozenset(
     {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER",
@@ -78,10 +80,7 @@ class Answer:
 
 
 def examples() -> None:
-    """The worked queries in a select box; choosing one puts its SQL in the text area
-    (the first one's to begin with)."""
-    if SQL_KEY not in st.session_state:
-        st.session_state[SQL_KEY] = EXAMPLE_QUERIES[0].sql
+    """The worked queries in a select box; choosing one puts its SQL in the text area."""
 
     def chosen() -> None:
         st.session_state[SQL_KEY] = EXAMPLE_QUERIES[st.session_state[_EXAMPLE_KEY]].sql
@@ -94,6 +93,16 @@ def examples() -> None:
         on_change=chosen,
         help="Choosing one puts its SQL below; docs/sql.md explains each.",
     )
+
+
+def editor() -> str:
+    """The SQL text area, holding the first worked query to begin with. What it holds
+    outlives a visit to another page (Streamlit forgets a widget it did not draw)."""
+    if SQL_KEY not in st.session_state:
+        st.session_state[SQL_KEY] = st.session_state.get(_DRAFT_KEY, EXAMPLE_QUERIES[0].sql)
+    query = st.text_area("SQL", key=SQL_KEY, height=220)
+    st.session_state[_DRAFT_KEY] = query
+    return query
 
 
 def run(query: str) -> None:

@@ -19,7 +19,7 @@ st.caption(
     "that write, attach, copy, install or load, and queries that read files, are refused."
 )
 _query.examples()
-query = st.text_area("SQL", key=_query.SQL_KEY, height=220)
+query = _query.editor()
 if st.button("Run", type="primary", key="query-run"):
     _query.run(query)
 _query.show()
