@@ -9,6 +9,7 @@ ingesting. Nothing here asserts on time: waits are guards against hangs only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -100,6 +101,33 @@ def test_a_run_nobody_reads_is_stored_a_moment_after_it_ends(
     passes.wait(lambda p: p.storing())
     assert not spool_changed(home)
     assert _stored_runs(home) == {run_id}
+
+
+def test_each_run_that_ends_puts_the_pass_off_but_only_so_far(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs that end back to back (an eval loop) are one burst: each puts the pass off
+    to a delay after it, so the burst is one transaction, but no further than
+    INGEST_MAX_DELAY_S after the first, so a process whose runs never stop still stores
+    them without a reader. The ingester's clock is a fake one here."""
+    clock = [1000.0]
+    fake_time = type("FakeTime", (), {"monotonic": lambda: clock[0], "time": time.time})
+    monkeypatch.setattr(_background, "time", fake_time)
+    monkeypatch.setattr(_background, "INGEST_MAX_DELAY_S", 10.0)
+    ingester = _background.BackgroundIngester(home, lambda _: contextlib.nullcontext(), 1.0)
+    try:
+        ingester.request()  # a run ends at t=0: due at 1
+        assert ingester._due == 1001.0
+        clock[0] = 1000.9
+        ingester.request()  # another before it: put off to 1.9
+        assert ingester._due == 1001.9
+        clock[0] = 1009.5
+        ingester.request()  # 9.5 s into the burst: no later than 10 after the first
+        assert ingester._due == 1010.0
+    finally:
+        assert ingester.flush(GUARD_S)  # the pass runs now, on the real clock
+    assert ingester._due is None
+    assert ingester._first is None
 
 
 def test_a_pass_that_finds_the_database_busy_tries_again_without_a_reader(

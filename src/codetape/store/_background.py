@@ -1,9 +1,10 @@
 """Lazy ingestion on a worker thread: a run's end schedules a pass, a reader runs it.
 
 Ending a run waits for nothing: it schedules a pass ``INGEST_DELAY_S`` later, and what
-else ends meanwhile joins it, so a burst of short runs goes into DuckDB in one
-transaction. A read in this process (``wait_for_background``) or its exit runs the
-scheduled pass at once and waits for it.
+else ends meanwhile joins it and puts the pass off again (up to ``INGEST_MAX_DELAY_S``
+after the first run it waits for), so a burst of short runs, such as an eval loop's,
+goes into DuckDB in one transaction. A read in this process (``wait_for_background``)
+or its exit runs the scheduled pass at once and waits for it.
 
 Every pass ingests every process's spool, so processes recording into one store take
 turns rather than each running its own passes: a scheduled pass waits until no pass
@@ -26,11 +27,21 @@ from pathlib import Path
 from ._catchup import key
 from ._db import DB_NAME
 
-__all__ = ["INGEST_DELAY_S", "BackgroundIngester", "quiet_for", "wait_for_background"]
+__all__ = [
+    "INGEST_DELAY_S",
+    "INGEST_MAX_DELAY_S",
+    "BackgroundIngester",
+    "quiet_for",
+    "wait_for_background",
+]
 
 # How long after a run ends its process ingests it (unless a read or the process's
 # exit asks first): the runs that end meanwhile go into the same transaction.
 INGEST_DELAY_S = 1.0
+# A run that ends while a pass waits puts it off to INGEST_DELAY_S after that run, but
+# no further than this after the first run it waits for: a process whose runs end back
+# to back still stores them this often (a reader never waits for it: it ingests).
+INGEST_MAX_DELAY_S = 10.0
 # A background pass that finds the database busy (another process ingesting) tries
 # again this many times, a delay apart; after that, the next read ingests.
 _BUSY_RETRIES = 3
@@ -94,6 +105,7 @@ class BackgroundIngester:
         self._idle = threading.Event()
         self._idle.set()
         self._due: float | None = None  # when the next pass runs (time.monotonic)
+        self._first: float | None = None  # when the first request it serves came
         self._now = False  # someone waits for it: no more delay
         self._busy = 0  # passes in a row that found the database busy
         self._thread: threading.Thread | None = None
@@ -101,11 +113,16 @@ class BackgroundIngester:
         self._error: Exception | None = None
 
     def request(self) -> None:
-        """Schedule a pass, unless one is scheduled already."""
+        """Schedule a pass ``INGEST_DELAY_S`` from now; one scheduled already waits
+        for this request too, up to ``INGEST_MAX_DELAY_S`` after its first."""
         with self._cond:
             self._idle.clear()
-            if self._due is None:
-                self._due = time.monotonic() + self._delay_s()
+            now = time.monotonic()
+            if self._first is None:
+                self._first = now
+            due = min(now + self._delay_s(), self._first + self._max_delay_s())
+            if self._due is None or due > self._due:
+                self._due = due
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._work, name="codetape-ingest", daemon=True
@@ -131,11 +148,14 @@ class BackgroundIngester:
                 self._thread = None
                 self._idle.set()
                 return False
-            self._due = None
+            self._due = self._first = None
             return True
 
     def _delay_s(self) -> float:
         return INGEST_DELAY_S if self._delay is None else self._delay
+
+    def _max_delay_s(self) -> float:
+        return max(INGEST_MAX_DELAY_S, self._delay_s())
 
     def _work(self) -> None:
         # Looked up on each pass (not imported above): ``_ingest`` imports this module.
@@ -154,7 +174,8 @@ class BackgroundIngester:
                 # a reader waits (it ingests itself) or it stayed busy too often.
                 retry = busy and not self._now and self._busy <= _BUSY_RETRIES
                 if retry and self._due is None:
-                    self._due = time.monotonic() + self._delay_s()
+                    self._first = time.monotonic()
+                    self._due = self._first + self._delay_s()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Run the scheduled pass now and wait for it; ``False`` if it did not finish
