@@ -13,13 +13,46 @@
 
 from __future__ import annotations
 
-from . import errors, schemas, store
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from . import errors
 from ._version import __version__ as __version__
 from .errors import CodetapeError
-from .replayer import diff_runs, replay, replay_from, replay_run
-from .schemas import Limits, StepResult
-from .store import Store
 from .tracer import Sandbox, agent, code_action, configure, llm, record_llm_call, run, tool
+
+if TYPE_CHECKING:
+    from . import schemas, store
+    from .replayer import diff_runs, replay, replay_from, replay_run
+    from .schemas import Limits, StepResult
+    from .store import Store
+
+# Imported when first used, not by ``import codetape``: a process that only records
+# (an agent) never loads the replayer.
+_LAZY = {
+    "diff_runs": "replayer",
+    "replay": "replayer",
+    "replay_from": "replayer",
+    "replay_run": "replayer",
+    "Limits": "schemas",
+    "StepResult": "schemas",
+    "Store": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("schemas", "store", "replayer"):
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY, "schemas", "store"])
+
 
 __all__ = [
     "CodetapeError",
