@@ -57,7 +57,7 @@ from codetape.schemas import Run
 from codetape.store import IngestStats, Store
 from codetape.store.internal import DB_NAME, connect, done_dir, ingest, live_dir
 from codetape.testing import RunSpec, RunStatus, StepKind, StoreBuilder, synthetic_step
-from codetape.viewer._data import SEARCH_COUNT_AT_MOST
+from codetape.viewer._data import RECENT_RUNS, SEARCH_COUNT_AT_MOST
 
 TARGET_MS = 300.0
 WARM_REPEATS = 9
@@ -620,7 +620,12 @@ def run_benchmarks(home: Path, info: dict[str, Any]) -> list[Result]:
         (f"run ({t} steps)", "page", "steps(id, 0, 20)", lambda s: s.steps(typical, 0, 20)),
         (f"run ({t} steps)", WHOLE, "steps(id), all whole", lambda s: s.steps(typical)),
         # The Compare page: its pickers' recent runs, both runs, and their diff.
-        ("compare", "recent", "runs(limit=500)", lambda s: s.runs(limit=500)),
+        (
+            "compare",
+            "recent",
+            f"runs(limit={RECENT_RUNS})",
+            lambda s: s.runs(limit=RECENT_RUNS),
+        ),
         ("compare", "runs", "run(a), run(b)", lambda s: (s.run(typical), s.run(other))),
         (
             "compare",

@@ -59,7 +59,8 @@ _SPANS_OF_RUN = """SELECT span_id, parent_id, name, start_ns, end_ns, status, st
        attributes FROM spans WHERE trace_id = ? ORDER BY start_ns"""
 _SPANS_OF_PAGE = """SELECT span_id, parent_id, name, start_ns, end_ns, status, status_message,
        attributes FROM spans WHERE trace_id = ?
-       AND (span_id IN ({window}) OR parent_id IN ({window})) ORDER BY start_ns"""
+       AND (list_contains(?::VARCHAR[], span_id) OR list_contains(?::VARCHAR[], parent_id))
+       ORDER BY start_ns"""
 
 # The runs with a text (lower-case) in a step's code, output or error preview.
 _STEP_HITS = "SELECT DISTINCT run_id FROM steps WHERE contains(search_text, ?)"
@@ -656,8 +657,8 @@ class Store:
             params: list[Any] = [full]
             if limit is not None:
                 window, params = window + " LIMIT ?", [full, limit]
-            window, params = window + " OFFSET ?", [*params, start]
-            spans = self._query(_SPANS_OF_PAGE.format(window=window), [full, *params, *params])
+            wanted = [r[0] for r in self._query(window + " OFFSET ?", [*params, start])]
+            spans = self._query(_SPANS_OF_PAGE, [full, wanted, wanted]) if wanted else []
         else:
             spans = self._query(_SPANS_OF_RUN, [full])
         if not contents:

@@ -29,6 +29,7 @@ from ..store import Store
 from ..store.internal import resolve_home
 
 __all__ = [
+    "RECENT_RUNS",
     "RUNS_PER_PAGE",
     "SEARCH_COUNT_AT_MOST",
     "STATUSES",
@@ -59,8 +60,9 @@ RUNS_PER_PAGE = 50
 SEARCH_COUNT_AT_MOST = 1000  # runs a search counts before it shows "1,000+"
 STEPS_PER_PAGE = 20
 STATUSES = RUN_STATUSES
-# How far back the pickers and the replay lookup look.
-_RECENT = 500
+# The runs the pickers offer, newest first (any other is opened by its id in the link),
+# and the replays of a run listed at most.
+RECENT_RUNS = 100
 
 
 def home() -> Path:
@@ -136,13 +138,13 @@ def agents() -> list[str]:
     return _agents(home())
 
 
-def recent_runs(limit: int = _RECENT) -> list[Run]:
+def recent_runs(limit: int = RECENT_RUNS) -> list[Run]:
     return [] if missing() else _store().runs(limit=limit)
 
 
 def replays_of(run_id: str) -> list[Run]:
     """The newest runs that replay a step of ``run_id``, newest first."""
-    return [] if missing() else _store().runs(limit=_RECENT, replaying=run_id)
+    return [] if missing() else _store().runs(limit=RECENT_RUNS, replaying=run_id)
 
 
 def run(run_id: str) -> Run:
