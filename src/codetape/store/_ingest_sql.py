@@ -137,7 +137,9 @@ _STEP_COLUMNS = (
     "run_id, span_id, step_index, status, started_ns, ended_ns, code_preview, "
     "stdout_preview, error_type, error_message, error_line, search_text"
 )
-# The pass's steps, once: stored in ``steps`` and their words in ``search_words``.
+# The pass's steps, once: stored in ``steps`` (in the order they started: a search that
+# looks through a window of time reads the row groups of that time alone) and their
+# words in ``search_words``.
 _BATCH_STEPS = f"""
 CREATE OR REPLACE TEMP TABLE batch_steps AS
 SELECT trace_id AS run_id, span_id, CAST(v[1] AS INTEGER) AS step_index, v[2] AS status,
@@ -153,6 +155,7 @@ FROM (
 """
 _INSERT_STEPS = f"""
 INSERT OR IGNORE INTO steps ({_STEP_COLUMNS}) SELECT {_STEP_COLUMNS} FROM batch_steps
+ORDER BY started_ns
 """
 _INSERT_STEP_WORDS = "INSERT INTO search_words " + STEP_WORDS.format(source="batch_steps")
 _DROP_BATCH_STEPS = "DROP TABLE batch_steps"
