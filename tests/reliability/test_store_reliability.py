@@ -340,11 +340,11 @@ def test_records_that_cannot_be_stored_are_counted_shown_by_doctor_and_marked_on
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs of its own, unmounted afterwards whatever happened."""
+    """A 5 MiB tmpfs of its own, unmounted afterwards whatever happened."""
     require(os.geteuid() == 0, "root (to mount a small tmpfs)", "run the tests as root")
     disk = tmp_path / "disk"
     disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(disk)], check=True)
     try:
         yield disk
     finally:
