@@ -28,6 +28,7 @@ from click.testing import CliRunner
 import codetape
 from codetape.cli import cli
 from codetape.sandbox import NoIsolationWarning
+from codetape.sandbox.internal import removal_in_background
 from codetape.schemas import ReplayReport, Step
 from codetape.schemas import attributes as A
 from codetape.store.internal import BlobStore
@@ -442,8 +443,11 @@ def test_a_different_image_diverges_where_it_behaves_differently(
     # tens of seconds here.
     marker_image = build_image(docker_client, docker_image, "ENV CODETAPE_MARKER=hi")
     try:
-        report = codetape.replay(diverging.run_id, 3, image=marker_image, home=diverging.home)
-        same = codetape.replay(diverging.run_id, 0, image=marker_image, home=diverging.home)
+        # Replays remove their containers after they return: wait for that, then the
+        # image can go.
+        with removal_in_background(join=True):
+            report = codetape.replay(diverging.run_id, 3, image=marker_image, home=diverging.home)
+            same = codetape.replay(diverging.run_id, 0, image=marker_image, home=diverging.home)
     finally:
         remove_image(docker_client, marker_image)
 

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import codetape
+from codetape.sandbox.internal import removal_in_background
 from codetape.schemas import ReplayReport
 
 from .replay_corpus import (
@@ -317,7 +318,10 @@ def test_a_different_image_diverges_where_the_step_reads_it(
 
     other = build_image(docker_client, docker_image, ANOTHER_MOTD)
     try:
-        report = codetape.replay(run_id, 0, image=other)
+        # A replay removes its container after it returns; the image can go once the
+        # removals of this block are done.
+        with removal_in_background(join=True):
+            report = codetape.replay(run_id, 0, image=other)
     finally:
         remove_image(docker_client, other)
 
