@@ -159,7 +159,7 @@ class SpoolWriter:
             data = b"".join(self._pending)
             self._pending.clear()
             try:
-                self._write_all(self._lost_records() + data)
+                self._write_all(self._lost_records() + data if self._lost else data)
             except OSError:
                 if record.get("t") == "span" and isinstance(record.get("trace_id"), str):
                     self._lost_since = self._lost_since or time.time_ns()
