@@ -36,6 +36,9 @@ __all__ = [
 MAX_DEPTH = 128
 _HEADER_MAX = 32
 _CHUNK = 1 << 20
+# What a read for the next frame's header asks for: a reply fits, and a buffer this size
+# costs nothing to allocate (1 MB, allocated and freed for every read, cost ~15 us).
+_FIRST = 1 << 16
 # A JSON string (with its escapes), and whatever is not a bracket: what a depth scan skips.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
@@ -138,7 +141,7 @@ class Channel:
         while b"\n" not in self._buffer:
             if len(self._buffer) > _HEADER_MAX:
                 raise ChannelBroken(f"a garbled frame header {bytes(self._buffer[:32])!r}")
-            self._buffer += self._read(deadline, _CHUNK)
+            self._buffer += self._read(deadline, _FIRST)
         header, _, _ = self._buffer.partition(b"\n")
         del self._buffer[: len(header) + 1]
         blob = header.startswith(b"b")
