@@ -26,7 +26,17 @@ ALLOWED: dict[str, set[str]] = {
     "integrations": {"schemas", "sandbox", "tracer"},
     "testing": {"schemas", "store", "sandbox", "tracer"},
     "viewer": {"schemas", "store", "replayer"},
-    "cli": {"schemas", "store", "sandbox", "tracer", "replayer", "viewer", "integrations"},
+    "server": {"schemas", "store"},
+    "cli": {
+        "schemas",
+        "store",
+        "sandbox",
+        "tracer",
+        "replayer",
+        "viewer",
+        "integrations",
+        "server",
+    },
 }
 # Top-level modules every package may import: they import no package but schemas.
 LEAVES = {"errors", "_format", "_version"}

@@ -1,0 +1,260 @@
+"""The ASGI application of ``codetape serve`` (Starlette): OTLP/HTTP traces and blobs
+into one store, through the same spool and ingestion as local recording.
+
+Every request needs the bearer token (compared in constant time) unless the server
+was started without auth on loopback. A body is read as it streams in and refused
+(413) once it passes the limit, before the rest is read; a gzip body is decompressed
+in steps, so a small body that inflates without end (a "gzip bomb") is refused too.
+A span is stored durably (its spool line fsynced) before the 200.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import re
+import threading
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..store.internal import BackgroundIngester, BlobStore, SpoolWriter
+from . import _otlp
+
+__all__ = ["Limits", "ServerSettings", "create_app"]
+
+log = logging.getLogger("codetape.server")
+
+_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
+_PROTOBUF = "application/x-protobuf"
+_JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold."""
+
+    body_bytes: int = 64 * 1024 * 1024
+    decompressed_bytes: int = 128 * 1024 * 1024
+    attributes_per_span: int = 1000
+    value_depth: int = 8
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    home: Path
+    token: str | None  # None: no auth (loopback only, checked by the command)
+    limits: Limits = Limits()
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """A 4xx answer: google.rpc.Status's JSON shape (what OTLP clients read)."""
+    return JSONResponse({"code": status, "message": message}, status, headers=headers)
+
+
+class BearerAuth:
+    """Refuses (401) every request without ``Authorization: Bearer <token>``, before
+    its body is read."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                given = value
+                break
+        if not hmac.compare_digest(given, self.expected):
+            message = "a bearer token is required" if not given else "the token is not valid"
+            response = error(
+                401,
+                f"{message}: send 'Authorization: Bearer <token>' with the server's token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is larger than ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise HttpError(400, f"Content-Length {declared[:40]!r} is not a number")
+        if int(declared) > limit:
+            raise HttpError(413, f"the body is {int(declared)} bytes; at most {limit} are accepted")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, f"the body is over {limit} bytes, the most accepted")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding != "gzip":
+        raise HttpError(415, f"Content-Encoding {encoding!r} is not accepted (gzip or none)")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise HttpError(400, f"the gzip body cannot be decompressed: {exc}") from None
+    if len(data) > limit:
+        raise HttpError(413, f"the body decompresses to over {limit} bytes, the most accepted")
+    if not inflater.eof:
+        raise HttpError(400, "the gzip body is cut short")
+    return data
+
+
+class Sink:
+    """Where accepted spans and blobs go: the store's spool and blob folder."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.spool = SpoolWriter(home)
+        # Every blob the server receives is a file: its presence answers HEAD.
+        self.blobs = BlobStore(home / "blobs")
+        self.ingester = BackgroundIngester(home, _logged)
+        self._lock = threading.Lock()
+
+    def write_spans(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        with self._lock:
+            for record in records[:-1]:
+                self.spool.write(record, defer=True)
+            self.spool.write(records[-1])
+            self.spool.sync()
+        self.ingester.request()
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blobs.path(digest).exists()
+
+    def put_blob(self, digest: str, data: bytes) -> None:
+        self.blobs.put(data, digest)
+        fd = os.open(self.blobs.path(digest), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        self.spool.close()
+        self.ingester.flush(30.0)
+
+
+@contextlib.contextmanager
+def _logged(what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception:
+        log.exception("codetape serve: %s failed", what)
+
+
+class _Endpoints:
+    """The request handlers, over one ``Sink``."""
+
+    def __init__(self, sink: Sink, limits: Limits) -> None:
+        self.sink = sink
+        self.limits = limits
+
+    async def traces(self, request: Request) -> Response:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in (_PROTOBUF, _JSON):
+            return error(415, f"Content-Type {kind!r} is not accepted: use {_PROTOBUF} or {_JSON}")
+        limits = self.limits
+        try:
+            body = await read_body(request, limits.body_bytes)
+            body = decompress(
+                body, request.headers.get("content-encoding", ""), limits.decompressed_bytes
+            )
+            parsed = _otlp.parse(body, kind == _JSON)
+            decoded = _otlp.decode(parsed, limits.attributes_per_span, limits.value_depth)
+        except HttpError as exc:
+            return error(exc.status, exc.message)
+        except _otlp.BadRequest as exc:
+            return error(400, str(exc))
+        await run_in_threadpool(self.sink.write_spans, decoded.records)
+        return Response(_otlp.response(decoded, kind == _JSON), 200, media_type=kind)
+
+    async def blob(self, request: Request) -> Response:
+        given = request.path_params["digest"]
+        match = _DIGEST.fullmatch(given)
+        if match is None:
+            return error(400, f"{given[:80]!r} is not a blob name: use sha256:<64 hex digits>")
+        digest = match.group(0)
+        if request.method == "HEAD":
+            found = await run_in_threadpool(self.sink.has_blob, digest)
+            return Response(status_code=200 if found else 404)
+        try:
+            body = await read_body(request, self.limits.body_bytes)
+        except HttpError as exc:
+            return error(exc.status, exc.message)
+        actual = hashlib.sha256(body).hexdigest()
+        if actual != match.group(1):
+            return error(
+                400,
+                f"the body's sha256 is {actual}, not the {match.group(1)} it was sent as: "
+                "send the blob's exact bytes to /v1/blobs/sha256:<their sha256>",
+            )
+        await run_in_threadpool(self.sink.put_blob, digest, body)
+        return JSONResponse({"digest": digest, "size": len(body)}, 201)
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+
+def create_app(settings: ServerSettings) -> ASGIApp:
+    """The server's ASGI application (with auth unless ``settings.token`` is None)."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    sink = Sink(settings.home)
+    endpoints = _Endpoints(sink, settings.limits)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await run_in_threadpool(sink.close)
+
+    app: ASGIApp = Starlette(
+        routes=[
+            Route("/v1/traces", endpoints.traces, methods=["POST"]),
+            Route("/v1/blobs/{digest}", endpoints.blob, methods=["PUT", "HEAD"]),
+            Route("/healthz", endpoints.healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    if settings.token is not None:
+        app = BearerAuth(app, settings.token)
+    return app
