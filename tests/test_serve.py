@@ -72,7 +72,9 @@ class Server:
             return exc.code, exc.read()
 
 
-def start(home: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+def start(
+    home: Path, *args: str, env: dict[str, str] | None = None, token: str | None = TOKEN
+) -> Server:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", _CLI, "serve", "--home", str(home), "--port", str(port), *args],
@@ -84,7 +86,7 @@ def start(home: Path, *args: str, env: dict[str, str] | None = None) -> Server:
         if process.poll() is not None:
             raise AssertionError(process.stderr.read().decode() if process.stderr else "")
         try:
-            if server.request("GET", "/healthz")[0] == 200:
+            if server.request("GET", "/healthz", token=token)[0] == 200:
                 return server
         except OSError:
             pass
