@@ -53,11 +53,18 @@ def normalize_message(message: str) -> str:
     return text[:300]
 
 
+# The failing steps grouped by their raw type, message and line in SQL: a group's
+# steps, runs, agents, first and last start and its last step (the example); raw
+# groups whose masked message and line are the same are merged in Python.
 _FAILED_STEPS = """
-SELECT st.run_id, st.step_index, st.status, st.started_ns, r.name, r.task,
-       st.error_type, st.error_message, st.error_line
+SELECT coalesce(st.error_type, st.status), coalesce(st.error_message, ''), st.error_line,
+       count(*), list(DISTINCT st.run_id), list(DISTINCT coalesce(r.name, 'agent')),
+       min(coalesce(st.started_ns, 0)), max(coalesce(st.started_ns, 0)),
+       arg_max([st.run_id, CAST(st.step_index AS VARCHAR), coalesce(r.name, 'agent'), r.task],
+               coalesce(st.started_ns, 0))
 FROM steps st JOIN runs r USING (run_id)
 WHERE st.status <> 'ok' AND r.replay_of IS NULL {agent}
+GROUP BY ALL
 """
 
 _PASSING_RUN = """
@@ -89,9 +96,7 @@ def _grouped(rows: list[tuple[Any, ...]]) -> dict[str, _Group]:
     groups: dict[str, _Group] = {}
     # Many steps fail with the same message or line: each is masked once.
     masked: dict[str, str] = {}
-    for run_id, index, status, started_ns, agent, task, error_type, message, line in rows:
-        error_type = error_type or status
-        message = message or ""
+    for error_type, message, line, steps, runs, agents, first, last, example in rows:
         if line and line not in masked:
             masked[line] = normalize_message(line)
         if message not in masked:
@@ -101,14 +106,14 @@ def _grouped(rows: list[tuple[Any, ...]]) -> dict[str, _Group]:
         key = "\x00".join((error_type, normalized, line or ""))
         signature = hashlib.sha256(key.encode()).hexdigest()[:12]
         group = groups.setdefault(signature, _Group(error_type, normalized, line))
-        started = started_ns or 0
-        group.steps += 1
-        group.runs.add(run_id)
-        group.agents.add(agent or "agent")
-        group.first_ns = started if group.last_ns < 0 else min(group.first_ns, started)
-        if started >= group.last_ns:
-            group.last_ns = started
-            group.example = (run_id, int(index or 0), agent or "agent", task, message)
+        group.steps += int(steps)
+        group.runs.update(runs)
+        group.agents.update(agents)
+        group.first_ns = first if group.last_ns < 0 else min(group.first_ns, first)
+        if last >= group.last_ns:
+            group.last_ns = last
+            run_id, index, agent, task = example
+            group.example = (run_id, int(index or 0), agent, task, message)
     return groups
 
 
