@@ -411,3 +411,19 @@ def test_gzip_protobuf_from_a_plain_client(server: Server) -> None:
     )
     assert status == 200
     assert stored_names(server.home) == {"zipped 0"}
+
+
+def test_a_span_too_large_for_one_record_is_refused_in_a_partial_success(
+    server: Server,
+) -> None:
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(spans_request(2, name="sized"))
+    spans = request.resource_spans[0].scope_spans[0].spans
+    spans[0].attributes.append(KeyValue(key="big", value=AnyValue(string_value="x" * 5_000_000)))
+    status, body = post_traces(server, request.SerializeToString())
+    assert status == 200
+    answer = ExportTraceServiceResponse()
+    answer.ParseFromString(body)
+    assert answer.partial_success.rejected_spans == 1
+    assert "bytes; at most" in answer.partial_success.error_message
+    assert stored_names(server.home) == {"sized 1"}

@@ -50,6 +50,7 @@ class Limits:
     decompressed_bytes: int = 128 * 1024 * 1024
     attributes_per_span: int = 1000
     value_depth: int = 8
+    span_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -199,12 +200,18 @@ class _Endpoints:
                 body, request.headers.get("content-encoding", ""), limits.decompressed_bytes
             )
             parsed = _otlp.parse(body, kind == _JSON)
-            decoded = _otlp.decode(parsed, limits.attributes_per_span, limits.value_depth)
+            decoded = _otlp.decode(
+                parsed, limits.attributes_per_span, limits.value_depth, limits.span_bytes
+            )
         except HttpError as exc:
             return error(exc.status, exc.message)
         except _otlp.BadRequest as exc:
             return error(400, str(exc))
-        await run_in_threadpool(self.sink.write_spans, decoded.records)
+        try:
+            await run_in_threadpool(self.sink.write_spans, decoded.records)
+        except OSError as exc:
+            log.error("codetape serve: cannot store spans: %s", exc)
+            return error(503, f"the server cannot store the spans now ({exc.strerror}); retry")
         return Response(_otlp.response(decoded, kind == _JSON), 200, media_type=kind)
 
     async def blob(self, request: Request) -> Response:
@@ -227,7 +234,11 @@ class _Endpoints:
                 f"the body's sha256 is {actual}, not the {match.group(1)} it was sent as: "
                 "send the blob's exact bytes to /v1/blobs/sha256:<their sha256>",
             )
-        await run_in_threadpool(self.sink.put_blob, digest, body)
+        try:
+            await run_in_threadpool(self.sink.put_blob, digest, body)
+        except OSError as exc:
+            log.error("codetape serve: cannot store blob %s: %s", digest, exc)
+            return error(503, f"the server cannot store the blob now ({exc.strerror}); retry")
         return JSONResponse({"digest": digest, "size": len(body)}, 201)
 
     async def healthz(self, request: Request) -> Response:

@@ -126,7 +126,9 @@ def _record(span: Span, max_depth: int) -> dict[str, Any]:
     }
 
 
-def decode(request: ExportTraceServiceRequest, max_attributes: int, max_depth: int) -> Decoded:
+def decode(
+    request: ExportTraceServiceRequest, max_attributes: int, max_depth: int, max_bytes: int
+) -> Decoded:
     """The spool records of ``request``'s spans, each span over a limit refused."""
     found = Decoded()
 
@@ -144,6 +146,11 @@ def decode(request: ExportTraceServiceRequest, max_attributes: int, max_depth: i
                         f"a span had {max(counts)} attributes (on itself or an event); "
                         f"at most {max_attributes} are accepted"
                     )
+                    continue
+                if span.ByteSize() > max_bytes:
+                    # The store keeps a span as one spool line: a line this large would
+                    # be set aside by ingestion, so it is refused here, where it is seen.
+                    refuse(f"a span was {span.ByteSize()} bytes; at most {max_bytes} are accepted")
                     continue
                 try:
                     found.records.append(_record(span, max_depth))
