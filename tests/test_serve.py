@@ -427,3 +427,38 @@ def test_a_span_too_large_for_one_record_is_refused_in_a_partial_success(
     assert answer.partial_success.rejected_spans == 1
     assert "bytes; at most" in answer.partial_success.error_message
     assert stored_names(server.home) == {"sized 1"}
+
+
+def test_what_was_answered_200_survives_kill_9_of_the_server(tmp_path: Path) -> None:
+    running = start(tmp_path / "server")
+    try:
+        assert post_traces(running, spans_request(3, name="kept"))[0] == 200
+        data = b"a blob sent before the crash"
+        assert put_blob(running, "sha256:" + hashlib.sha256(data).hexdigest(), data) == 201
+    finally:
+        running.process.kill()
+        running.process.wait()
+        if running.process.stderr is not None:
+            running.process.stderr.close()
+    store = Store(running.home)
+    assert stored_names(running.home) == {"kept 0", "kept 1", "kept 2"}
+    assert store.blob("sha256:" + hashlib.sha256(data).hexdigest()) == data
+
+
+def test_a_partial_success_answers_json_to_json(server: Server) -> None:
+    span = {
+        "traceId": os.urandom(16).hex(),
+        "spanId": os.urandom(8).hex(),
+        "name": "wide",
+        "startTimeUnixNano": "1",
+        "endTimeUnixNano": "2",
+        "attributes": [{"key": f"k{i}", "value": {"intValue": str(i)}} for i in range(1001)],
+    }
+    payload = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    status, body = server.request(
+        "POST", "/v1/traces", json.dumps(payload).encode(), {"Content-Type": "application/json"}
+    )
+    assert status == 200
+    answer = json.loads(body)["partialSuccess"]
+    assert int(answer["rejectedSpans"]) == 1
+    assert "1001 attributes" in answer["errorMessage"]
