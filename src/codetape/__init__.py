@@ -19,17 +19,19 @@ from typing import TYPE_CHECKING, Any
 from . import errors
 from ._version import __version__ as __version__
 from .errors import CodetapeError
-from .tracer import Sandbox, agent, code_action, configure, llm, record_llm_call, run, tool
+from .tracer import agent, code_action, configure, llm, record_llm_call, run, tool
 
 if TYPE_CHECKING:
     from . import schemas, store
     from .replayer import diff_runs, replay, replay_from, replay_run
     from .schemas import Limits, StepResult
     from .store import Store
+    from .tracer import Sandbox
 
 # Imported when first used, not by ``import codetape``: a process that only records
-# (an agent) never loads the replayer.
+# (an agent) never loads the replayer, the sandbox or the data models (pydantic).
 _LAZY = {
+    "Sandbox": "tracer",
     "diff_runs": "replayer",
     "replay": "replayer",
     "replay_from": "replayer",

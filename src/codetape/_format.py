@@ -15,9 +15,12 @@ import ast
 import json
 import re
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-from .schemas import RunStatus, Step, StepStatus, Verdict
+from .schemas import RunStatus, StepStatus, Verdict
+
+if TYPE_CHECKING:  # annotations only: the tracer uses this module without the models
+    from .schemas import Step
 
 __all__ = [
     "ATTRIBUTE_CHARS",

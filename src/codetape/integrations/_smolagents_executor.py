@@ -12,16 +12,18 @@ final answer is whatever the agent's ``final_answer`` tool returned.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smolagents.local_python_executor import CodeOutput, PythonExecutor
 from smolagents.monitoring import AgentLogger, LogLevel
 from smolagents.utils import AgentExecutionError
 
 from ..errors import CodeActionError
-from ..schemas import StepResult
-from ..tracer import Sandbox
 from ..tracer.internal import current_run
+
+if TYPE_CHECKING:  # annotations only: instrument() alone loads no sandbox
+    from ..schemas import StepResult
+    from ..tracer import Sandbox
 
 __all__ = ["CodetapeExecutor"]
 

@@ -21,7 +21,7 @@ import functools
 import inspect
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
     from smolagents.agent_types import AgentType
@@ -38,8 +38,6 @@ except ImportError as exc:
         "codetape.integrations.smolagents needs smolagents: pip install 'codetape[smolagents]'"
     ) from exc
 
-from ..schemas import ErrorInfo, StepStatus
-from ..tracer import Sandbox
 from ..tracer.internal import (
     LlmCallRecorder,
     RunRecorder,
@@ -59,6 +57,10 @@ from ..tracer.internal import (
     type_name,
     usage_of,
 )
+
+if TYPE_CHECKING:  # annotations only: recording never loads the sandbox or the models
+    from ..schemas import ErrorInfo, StepStatus
+    from ..tracer import Sandbox
 
 __all__ = ["CodetapeExecutor", "instrument", "uninstrument"]
 
@@ -507,6 +509,8 @@ class _Variables(Mapping[str, Any]):
 def _describe(exc: BaseException) -> tuple[StepStatus, ErrorInfo]:
     """The error as the agent's code raised it: smolagents wraps what the code raised
     in ``InterpreterError``s; the message stays the one the agent was shown."""
+    from ..schemas import ErrorInfo
+
     status: StepStatus = "timeout" if isinstance(exc, ExecutionTimeoutError) else "error"
     return status, ErrorInfo(
         type=type_name(_raised_by_code(exc)), message=str(exc), traceback=format_exception(exc)

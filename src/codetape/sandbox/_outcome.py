@@ -7,9 +7,10 @@ knows nothing of runs, spans or the store.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..schemas import ErrorInfo, StepStatus
+if TYPE_CHECKING:  # annotations only: recording never loads the models
+    from ..schemas import ErrorInfo, StepStatus
 
 __all__ = ["Checkpoint", "Outcome", "Pickled", "RawState", "RawVariable", "RelayedCall"]
 

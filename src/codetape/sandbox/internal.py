@@ -4,25 +4,72 @@ these names may change in any release (use ``Sandbox``)."""
 
 from __future__ import annotations
 
-from . import _statecodec as state_codec
-from ._backends import LABEL, docker_client
-from ._fingerprint import Fingerprint, host_fingerprint
-from ._image import (
-    OFFLINE_IMAGE,
-    BuiltImage,
-    build_image,
-    build_offline_image,
-    default_tag,
-    dockerfile,
-)
-from ._leftovers import EXITED_GRACE_S, Leftover, clean_containers, find_leftovers
-from ._messages import StateMessage
-from ._outcome import Checkpoint, Outcome, Pickled, RawState, RawVariable, RelayedCall
-from ._pool import WarmPool, removal_in_background, warm_pool
-from ._runtime import RuntimeReport, VulnerableRuntimeWarning, check_runtime
-from ._sandbox import PICKLE_PROTOCOL, tool_name
-from ._statecodec import Snapshotter as StateSnapshotter
-from ._statecodec import mask_addresses, qualified_name
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from . import _statecodec as state_codec
+    from ._backends import LABEL, docker_client
+    from ._fingerprint import Fingerprint, host_fingerprint
+    from ._image import (
+        OFFLINE_IMAGE,
+        BuiltImage,
+        build_image,
+        build_offline_image,
+        default_tag,
+        dockerfile,
+    )
+    from ._leftovers import EXITED_GRACE_S, Leftover, clean_containers, find_leftovers
+    from ._messages import StateMessage
+    from ._outcome import Checkpoint, Outcome, Pickled, RawState, RawVariable, RelayedCall
+    from ._pool import WarmPool, removal_in_background, warm_pool
+    from ._runtime import RuntimeReport, VulnerableRuntimeWarning, check_runtime
+    from ._sandbox import tool_name
+    from ._statecodec import PROTOCOL as PICKLE_PROTOCOL
+    from ._statecodec import Snapshotter as StateSnapshotter
+    from ._statecodec import mask_addresses, qualified_name
+
+# Imported when first used: recording an observed step needs the state codec and the
+# fingerprint, not the sandbox's protocol (pydantic) or Docker.
+_LAZY = {
+    "EXITED_GRACE_S": "._leftovers",
+    "LABEL": "._backends",
+    "OFFLINE_IMAGE": "._image",
+    "BuiltImage": "._image",
+    "Checkpoint": "._outcome",
+    "Fingerprint": "._fingerprint",
+    "Leftover": "._leftovers",
+    "Outcome": "._outcome",
+    "Pickled": "._outcome",
+    "RawState": "._outcome",
+    "RawVariable": "._outcome",
+    "RelayedCall": "._outcome",
+    "RuntimeReport": "._runtime",
+    "StateMessage": "._messages",
+    "VulnerableRuntimeWarning": "._runtime",
+    "WarmPool": "._pool",
+    "build_image": "._image",
+    "build_offline_image": "._image",
+    "check_runtime": "._runtime",
+    "clean_containers": "._leftovers",
+    "default_tag": "._image",
+    "docker_client": "._backends",
+    "dockerfile": "._image",
+    "find_leftovers": "._leftovers",
+    "host_fingerprint": "._fingerprint",
+    "mask_addresses": "._statecodec",
+    "qualified_name": "._statecodec",
+    "removal_in_background": "._pool",
+    "tool_name": "._sandbox",
+    "warm_pool": "._pool",
+}
+# Names exported under another name than their module's.
+# (The pickle protocol is the state codec's, which ``_sandbox`` uses too: the same 4.)
+_RENAMED = {
+    "PICKLE_PROTOCOL": ("._statecodec", "PROTOCOL"),
+    "StateSnapshotter": ("._statecodec", "Snapshotter"),
+    "state_codec": (".", "_statecodec"),
+}
 
 __all__ = [
     "EXITED_GRACE_S",
@@ -59,3 +106,19 @@ __all__ = [
     "tool_name",
     "warm_pool",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __package__), name)
+    elif name in _RENAMED:
+        module, attribute = _RENAMED[name]
+        value = getattr(importlib.import_module(module, __package__), attribute)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

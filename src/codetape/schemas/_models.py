@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ._literals import RunStatus, StepStatus, Verdict
 
 __all__ = [
     "Difference",
@@ -29,11 +31,6 @@ __all__ = [
     "VariableSnapshot",
     "Verdict",
 ]
-
-RunStatus = Literal["running", "ok", "error", "incomplete"]
-# "interrupted": the step's process was terminated (SIGTERM, SIGINT) or killed while
-# it ran; its code is kept, its outcome is unknown.
-StepStatus = Literal["ok", "error", "timeout", "oom", "killed", "interrupted"]
 
 
 class _Model(BaseModel):
@@ -241,9 +238,6 @@ class Run(_Model):
         if self.ended_at is None:
             return None
         return (self.ended_at - self.started_at).total_seconds() * 1000
-
-
-Verdict = Literal["reproduced", "diverged", "not_restorable", "environment_missing"]
 
 
 class Difference(_Model):

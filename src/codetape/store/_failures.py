@@ -14,9 +14,10 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..schemas import FailureGroup
+if TYPE_CHECKING:  # the read API's model: ingestion (recording) never loads it
+    from ..schemas import FailureGroup
 
 __all__ = ["failure_groups", "normalize_message"]
 
@@ -120,6 +121,8 @@ def _grouped(rows: list[tuple[Any, ...]]) -> dict[str, _Group]:
 def failure_groups(query: Query, agent: str | None = None) -> list[FailureGroup]:
     """The failing steps of the store (of ``agent``'s runs), grouped by signature, the
     groups that failed the most runs first."""
+    from ..schemas import FailureGroup
+
     where, params = ("AND r.name = ?", [agent]) if agent is not None else ("", [])
     groups = _grouped(query(_FAILED_STEPS.format(agent=where), params))
     found = []

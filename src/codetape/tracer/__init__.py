@@ -7,10 +7,14 @@ What codetape's other packages need of the recording machinery is in ``codetape.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._config import configure
 from ._decorators import agent, code_action, run, tool
 from ._llm import llm, record_llm_call
-from ._sandboxed import Sandbox
+
+if TYPE_CHECKING:
+    from ._sandboxed import Sandbox
 
 __all__ = [
     "Sandbox",
@@ -22,3 +26,18 @@ __all__ = [
     "run",
     "tool",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The sandbox (its protocol, Docker) is imported when first used: a process that
+    # records observed steps never loads it.
+    if name == "Sandbox":
+        from ._sandboxed import Sandbox
+
+        globals()["Sandbox"] = Sandbox
+        return Sandbox
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -20,6 +20,7 @@ What they record is bounded and honest about time and processes:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -32,7 +33,7 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import cloudpickle
 from opentelemetry import trace
@@ -50,7 +51,6 @@ from .._format import (
     thought_of,
 )
 from ..sandbox.internal import PICKLE_PROTOCOL
-from ..schemas import ErrorInfo, StepStatus
 from ..schemas import attributes as A
 from ._changes import plain
 from ._config import Runtime, runtime
@@ -58,6 +58,9 @@ from ._errors import internal_errors
 from ._signals import install_signal_handlers
 from ._spans import start_span
 from ._state import Snapshotter, State, preview, type_name
+
+if TYPE_CHECKING:  # annotations only: recording never loads the models
+    from ..schemas import ErrorInfo, StepStatus
 
 __all__ = [
     "RunRecorder",
@@ -72,6 +75,7 @@ __all__ = [
     "put_text",
     "record_exception",
     "record_tool_call",
+    "step_seed",
 ]
 
 T = TypeVar("T")
@@ -764,3 +768,8 @@ def record_tool_call(
         result = call()
         recorder.succeeded(result)
         return result
+
+
+def step_seed(sandbox_seed: int, index: int) -> int:
+    """The ``random`` seed of step ``index``: recorded, so a replay draws the same."""
+    return int.from_bytes(hashlib.sha256(f"{sandbox_seed}:{index}".encode()).digest()[:4], "big")

@@ -7,7 +7,6 @@ sandbox relays, so a sandboxed step looks in the store like an observed one.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,15 +17,10 @@ from ..schemas import StepResult, VariableSnapshot
 from ..schemas import attributes as A
 from ._arguments import bind_arguments, tool_parameters
 from ._config import runtime
-from ._recording import RunRecorder, StepRecorder, ToolCallRecorder, current_run
+from ._recording import RunRecorder, StepRecorder, ToolCallRecorder, current_run, step_seed
 from ._state import State, StateRecorder
 
 __all__ = ["Sandbox"]
-
-
-def step_seed(sandbox_seed: int, index: int) -> int:
-    """The ``random`` seed of step ``index``: recorded, so a replay draws the same."""
-    return int.from_bytes(hashlib.sha256(f"{sandbox_seed}:{index}".encode()).digest()[:4], "big")
 
 
 class Sandbox(_ExecutingSandbox):

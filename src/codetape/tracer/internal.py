@@ -18,8 +18,8 @@ from ._recording import (
     current_tool_call,
     format_exception,
     record_tool_call,
+    step_seed,
 )
-from ._sandboxed import step_seed
 from ._state import Snapshotter, State, Variable, type_name
 
 __all__ = [
