@@ -3,12 +3,8 @@ a table, JSON or CSV, or written to a Parquet file."""
 
 from __future__ import annotations
 
-import base64
-import csv
-import datetime as dt
 import sys
 from collections.abc import Sequence
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -18,7 +14,7 @@ from rich.table import Table
 
 from .._format import cut
 from ..store import EXAMPLE_QUERIES
-from ..store.internal import no_store_error, run_sql
+from ..store.internal import no_store_error, plain_value, run_sql, write_csv
 from ._app import cli, handle_errors, open_store, out, print_json, shown
 
 __all__: list[str] = []
@@ -105,12 +101,12 @@ def sql(
     if as_json:
         print_json(
             [
-                dict(zip(relation.columns, map(_plain, row), strict=True))
+                dict(zip(relation.columns, map(plain_value, row), strict=True))
                 for row in relation.fetchall()
             ]
         )
     elif as_csv:
-        _print_csv(relation)
+        write_csv(relation, sys.stdout)
     elif parquet is not None:
         rows = relation.shape[0]
         out.print(f"wrote {rows} row{'s' * (rows != 1)} to {shown(str(parquet))}", soft_wrap=True)
@@ -118,27 +114,12 @@ def sql(
         _print_table(relation, limit)
 
 
-def _plain(value: Any) -> Any:
-    """A value as JSON has it: times in ISO 8601, bytes in base64, decimals as text."""
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, Decimal | dt.timedelta):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _cell(value: Any) -> str:
     if value is None:
         return "[dim]NULL[/]"
     if isinstance(value, float):
         return f"{value:.10g}"
-    plain = _plain(value)
+    plain = plain_value(value)
     return shown(cut(plain if isinstance(plain, str) else str(plain), _CELL_CHARS))
 
 
@@ -158,13 +139,6 @@ def _print_table(relation: duckdb.DuckDBPyRelation, limit: int) -> None:
         )
     else:
         out.print(f"[dim]{total} row{'s' * (total != 1)}[/]")
-
-
-def _print_csv(relation: duckdb.DuckDBPyRelation) -> None:
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(relation.columns)
-    for row in relation.fetchall():
-        writer.writerow(["" if v is None else _plain(v) for v in row])
 
 
 def _print_examples() -> None:

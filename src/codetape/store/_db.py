@@ -13,14 +13,17 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
 from ..errors import CorruptStoreError, NewerStoreError, StoreBusyError, StoreError
 from ._ingest_sql import SEARCH_TEXT, STEP_WORDS
 from ._views import VIEWS, VIEWS_DIGEST
+
+T = TypeVar("T")
 
 __all__ = [
     "DB_NAME",
@@ -31,6 +34,7 @@ __all__ = [
     "is_disk_full",
     "is_lock_error",
     "no_store_error",
+    "opening",
 ]
 
 DB_NAME = "codetape.duckdb"
@@ -210,11 +214,18 @@ def _corrupt(path: Path, exc: BaseException) -> CorruptStoreError:
 
 
 def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
+    return opening(path, wait_s, lambda: duckdb.connect(str(path), read_only=read_only))
+
+
+def opening(path: Path, wait_s: float, attempt: Callable[[], T]) -> T:
+    """``attempt()`` (an open or attach of the database file at ``path``), tried again
+    while another process holds the file, up to ``wait_s``; its other failures as the
+    store's errors (a full disk, a corrupt file)."""
     deadline = time.monotonic() + wait_s
     delay = 0.002
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return attempt()
         except duckdb.Error as exc:
             if is_disk_full(exc):
                 raise disk_full_error(path.parent, exc) from exc

@@ -12,34 +12,33 @@ relation a caller keeps never holds the file other processes ingest into.
 
 from __future__ import annotations
 
+import base64
 import contextlib
-import random
+import csv
+import datetime as dt
 import re
-import time
 from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import duckdb
 
-from ..errors import BlobNotFoundError, SqlError, StoreBusyError
+from ..errors import BlobNotFoundError, SqlError
 from ._blobs import BlobStore
 from ._db import (
     _SCHEMA,
     DB_NAME,
     SCHEMA_VERSION,
     _check_schema,
-    _corrupt,
     _process_lock,
     connect,
-    disk_full_error,
-    is_disk_full,
-    is_lock_error,
+    opening,
     views_current,
 )
 from ._views import VIEW_NAMES, VIEWS, VIEWS_SCHEMA, missing_manifests, variables_view
 
-__all__ = ["Params", "read_statement", "run_sql"]
+__all__ = ["Params", "plain_value", "read_statement", "run_sql", "write_csv"]
 
 Params = Sequence[Any] | Mapping[str, Any] | None
 
@@ -214,22 +213,29 @@ def _current(con: duckdb.DuckDBPyConnection, path: Path) -> bool:
 
 
 def _attach(con: duckdb.DuckDBPyConnection, path: Path, wait_s: float) -> None:
-    deadline = time.monotonic() + wait_s
-    delay = 0.002
-    while True:
-        try:
-            con.execute(f"ATTACH {_literal(path)} AS {_ALIAS} (READ_ONLY)")
-            return
-        except duckdb.Error as exc:
-            if is_disk_full(exc):
-                raise disk_full_error(path.parent, exc) from exc
-            if not is_lock_error(exc):
-                raise _corrupt(path, exc) from exc
-            if time.monotonic() >= deadline:
-                raise StoreBusyError(
-                    f"the store database {path} stayed locked by another process for {wait_s:.1f}s",
-                    path=path,
-                    hint="another codetape process is ingesting; try again in a moment",
-                ) from exc
-        time.sleep(delay * (0.5 + random.random()))
-        delay = min(delay * 2, 0.1)
+    opening(path, wait_s, lambda: con.execute(f"ATTACH {_literal(path)} AS {_ALIAS} (READ_ONLY)"))
+
+
+def plain_value(value: Any) -> Any:
+    """A value of an answer as ``codetape sql --json`` and ``--csv`` have it: times in
+    ISO 8601, bytes in base64, decimals and intervals as text."""
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, Decimal | dt.timedelta):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): plain_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_value(v) for v in value]
+    return value
+
+
+def write_csv(relation: duckdb.DuckDBPyRelation, stream: TextIO) -> None:
+    """Every row of ``relation`` as CSV: a header row, NULL as an empty field, values
+    as ``plain_value`` has them (the CLI's ``--csv`` and the viewer's download)."""
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(relation.columns)
+    for row in relation.iter_rows():
+        writer.writerow(["" if v is None else plain_value(v) for v in row])

@@ -17,7 +17,7 @@ from ._ingest import (
     wait_for_background,
 )
 from ._spool import SpoolWriter, done_dir, live_dir
-from ._sql import run_sql
+from ._sql import plain_value, run_sql, write_csv
 from ._views import VIEW_NAMES, VIEWS_SCHEMA
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "live_dir",
     "no_store_error",
     "normalize_message",
+    "plain_value",
     "rebuild",
     "resolve_home",
     "run_sql",
@@ -45,4 +46,5 @@ __all__ = [
     "spool_changed",
     "try_ingest",
     "wait_for_background",
+    "write_csv",
 ]

@@ -10,15 +10,11 @@ characters as escapes, long values cut) or numbers; the CSV has every value whol
 
 from __future__ import annotations
 
-import base64
-import csv
-import datetime as dt
 import io
 import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import duckdb
@@ -27,6 +23,7 @@ import streamlit as st
 from .._format import cut, visible
 from ..errors import CodetapeError, SqlError
 from ..store import EXAMPLE_QUERIES
+from ..store.internal import plain_value, write_csv
 from . import _data
 from . import _widgets as w
 
@@ -199,24 +196,8 @@ def _unique(names: Sequence[str]) -> list[str]:
     return unique
 
 
-def _plain(value: Any) -> Any:
-    """A value as ``codetape sql --json`` and ``--csv`` have it: times in ISO 8601,
-    bytes in base64, decimals and intervals as text."""
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, Decimal | dt.timedelta):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _text(value: Any) -> str:
-    plain = _plain(value)
+    plain = plain_value(value)
     return plain if isinstance(plain, str) else str(plain)
 
 
@@ -224,8 +205,5 @@ def csv_bytes(relation: duckdb.DuckDBPyRelation) -> bytes:
     """Every row of ``relation`` as CSV (UTF-8, a header row, NULL as an empty field),
     as ``codetape sql --csv`` prints it."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(relation.columns)
-    for row in relation.iter_rows():
-        writer.writerow(["" if v is None else _plain(v) for v in row])
+    write_csv(relation, out)
     return out.getvalue().encode("utf-8")
