@@ -15,6 +15,8 @@ import pytest
 
 from codetape.testing import CapturedRuns
 
+from .browser import CHROMIUM, HAVE_PLAYWRIGHT
+
 pytest_plugins = ["codetape.testing", "pytester", "tests.sandbox_fixtures"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -48,3 +50,15 @@ def home(captape: CapturedRuns) -> Path:
 def strict(monkeypatch: pytest.MonkeyPatch) -> None:
     """Errors on codetape's recording path raise instead of being logged."""
     monkeypatch.setenv("CODETAPE_STRICT", "1")
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """Debian's chromium and the playwright package, or a skip (a failure under CI)."""
+    require(
+        HAVE_PLAYWRIGHT,
+        "the playwright Python package",
+        "pip install -e '.[dev]' (never `playwright install`: Debian's chromium is used)",
+    )
+    require(CHROMIUM.exists(), "Debian's chromium at /usr/bin/chromium", "apt-get install chromium")
+    return CHROMIUM

@@ -13,13 +13,7 @@ Screenshots of every stop, and the server's log, go to ``artifacts/browser/``.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,36 +23,23 @@ import pytest
 import codetape
 from codetape.sandbox import NoIsolationWarning
 
-from .conftest import require
+from .browser import (
+    ARTIFACTS,
+    CHROMIUM_ARGS,
+    HAVE_PLAYWRIGHT,
+    WAIT_MS,
+    codetape_ui,
+    fresh_shots,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Dialog, Locator, Page
 
-try:
+if HAVE_PLAYWRIGHT:  # else the `chromium` fixture skips, or fails under CI=true
     from playwright.sync_api import expect, sync_playwright
-except ImportError:  # the `chromium` fixture skips, or fails under CI=true
-    HAVE_PLAYWRIGHT = False
-else:
-    HAVE_PLAYWRIGHT = True
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Without the background-networking flags Chromium keeps calling home, which floods a
-# closed network; a browser is never downloaded (no ``playwright install``).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "browser"
-# Streamlit reruns asynchronously, and test machines are loaded: be generous.
-WAIT_MS = 30_000
-START_S = 60
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
@@ -104,66 +85,15 @@ def _record_store() -> str:
     return failed[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def chromium() -> Path:
-    """Debian's chromium and the playwright package, or a skip (a failure under CI)."""
-    require(
-        HAVE_PLAYWRIGHT,
-        "the playwright Python package",
-        "pip install -e '.[dev]' (never `playwright install`: Debian's chromium is used)",
-    )
-    require(CHROMIUM.exists(), "Debian's chromium at /usr/bin/chromium", "apt-get install chromium")
-    return CHROMIUM
-
-
 @pytest.fixture
 def server(home: Path) -> Iterator[tuple[str, str]]:
     """``codetape ui --allow-local-exec`` on a free loopback port, serving the recorded
     store: the link it prints (with its token) and the failed run's id. Stopped at the
     end (terminate, then kill)."""
     failed = _record_store()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for old in ARTIFACTS.glob("*.png"):
-        old.unlink()
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
-    env["STREAMLIT_SERVER_FILE_WATCHER_TYPE"] = "none"  # nothing to watch: less load
-    log_path = ARTIFACTS / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "codetape", "ui", "--home", str(home),
-             "--port", str(port), "--host", "127.0.0.1", "--allow-local-exec"],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_S
-        while True:
-            assert proc.poll() is None, f"codetape ui exited:\n{log_path.read_text()}"
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as answer,
-            ):
-                if answer.read().strip() == b"ok":
-                    break
-            assert time.monotonic() < deadline, f"no answer in {START_S} s:\n{log_path.read_text()}"
-            time.sleep(0.25)
-        link = re.search(rf"{re.escape(base)}/\?token=\S+", log_path.read_text())
-        assert link is not None, log_path.read_text()
-        yield link.group(0), failed
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+    fresh_shots(ARTIFACTS)
+    with codetape_ui(home, ARTIFACTS, "--allow-local-exec") as link:
+        yield link, failed
 
 
 # -- page helpers ----------------------------------------------------------------

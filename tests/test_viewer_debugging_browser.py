@@ -18,27 +18,23 @@ Screenshots of every stop, and the server's log, go to ``artifacts/browser/debug
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from .conftest import require
-from .test_viewer_browser import (
+from .browser import (
     ARTIFACTS,
-    CHROMIUM,
     CHROMIUM_ARGS,
     HAVE_PLAYWRIGHT,
-    START_S,
     WAIT_MS,
+    codetape_ui,
+    fresh_shots,
+)
+from .test_viewer_browser import (
     code_block,
     grid_rows,
     grid_with,
@@ -61,70 +57,10 @@ STILL_RECORDING = "This run is still being recorded: the page follows it."
 
 
 @pytest.fixture
-def chromium() -> Path:
-    """Debian's chromium and the playwright package, or a skip (a failure under CI)."""
-    require(
-        HAVE_PLAYWRIGHT,
-        "the playwright Python package",
-        "pip install -e '.[dev]' (never `playwright install`: Debian's chromium is used)",
-    )
-    require(CHROMIUM.exists(), "Debian's chromium at /usr/bin/chromium", "apt-get install chromium")
-    return CHROMIUM
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def codetape_ui(home: Path) -> Iterator[str]:
-    """``codetape ui`` on a free loopback port over ``home``: the link it prints (with
-    its token). Stopped at the end (terminate, then kill)."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
-    env["STREAMLIT_SERVER_FILE_WATCHER_TYPE"] = "none"
-    log_path = SHOTS / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "codetape", "ui", "--home", str(home),
-             "--port", str(port), "--host", "127.0.0.1"],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_S
-        while True:
-            assert proc.poll() is None, f"codetape ui exited:\n{log_path.read_text()}"
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as answer,
-            ):
-                if answer.read().strip() == b"ok":
-                    break
-            assert time.monotonic() < deadline, f"no answer in {START_S} s:\n{log_path.read_text()}"
-            time.sleep(0.25)
-        link = re.search(rf"{re.escape(base)}/\?token=\S+", log_path.read_text())
-        assert link is not None, log_path.read_text()
-        yield link.group(0)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-
-
-@pytest.fixture
 def served(home: Path) -> Iterator[tuple[str, Recorded]]:
     """The viewer over the recorded store: its link, and the runs recorded."""
     recorded = record(home)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    for old in SHOTS.glob("*.png"):
-        old.unlink()
-    with codetape_ui(home) as link:
+    with codetape_ui(home, fresh_shots(SHOTS)) as link:
         yield link, recorded
 
 
