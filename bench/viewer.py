@@ -564,6 +564,12 @@ def _listing(store: Store, **filters: Any) -> tuple[int, list[Run]]:
         return store.count_runs(**filters, at_most=at_most), store.runs(limit=50, **filters)
 
 
+def _both(store: Store, a: str, b: str) -> tuple[Run, Run]:
+    """What the Compare page reads to know whether its cached diff still holds."""
+    with store.session():
+        return store.run(a), store.run(b)
+
+
 def _compared_with(home: Path, run_id: str) -> str:
     """A finished run of about as many steps as ``run_id``, to compare it with."""
     base = Store(home).run(run_id)
@@ -629,7 +635,7 @@ def run_benchmarks(home: Path, info: dict[str, Any]) -> list[Result]:
             f"runs(limit={RECENT_RUNS})",
             lambda s: s.runs(limit=RECENT_RUNS),
         ),
-        ("compare", "runs", "run(a), run(b)", lambda s: (s.run(typical), s.run(other))),
+        ("compare", "runs", "run(a), run(b) in a session", lambda s: _both(s, typical, other)),
         (
             "compare",
             "diff",

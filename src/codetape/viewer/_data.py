@@ -213,8 +213,11 @@ def _diff(store_home: Path, a: tuple[str, str, int], b: tuple[str, str, int]) ->
 
 
 def diff(a: str, b: str) -> RunDiff:
-    """``diff_runs(a, b)``, cached until either run changes."""
-    return _diff(home(), _version(run(a)), _version(run(b)))
+    """``diff_runs(a, b)``, cached until either run changes (both runs read on one
+    connection to know that)."""
+    with together():
+        versions = _version(run(a)), _version(run(b))
+    return _diff(home(), *versions)
 
 
 def sql(query: str) -> duckdb.DuckDBPyRelation:
