@@ -38,6 +38,7 @@ __all__ = [
     "VERDICTS",
     "VERDICT_COLORS",
     "Color",
+    "cost",
     "cut",
     "duration",
     "failing_line",
@@ -163,6 +164,18 @@ def cut(text: str | None, limit: int = PREVIEW_CHARS) -> str:
     if text is None:
         return ""
     return text if len(text) <= limit else text[: max(0, limit - 1)] + ELLIPSIS
+
+
+def cost(value: float | None) -> str:
+    """A cost, in the unit of the prices given to ``configure(prices=...)``; empty when
+    none applied.
+
+    >>> cost(1234.5), cost(0.0123456), cost(None)
+    ('1,234.50', '0.0123', '')
+    """
+    if value is None:
+        return ""
+    return f"{value:,.2f}" if value >= 1 else f"{value:.3g}"
 
 
 def duration(ms: float | None, missing: str = "—") -> str:

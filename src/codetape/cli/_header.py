@@ -6,22 +6,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 
-from .._format import duration
+from .._format import cost, duration
 from ..errors import AmbiguousRunIdError, RunNotFoundError
 from ..schemas import Run, Step
 from ..store import Store
 from ._app import out, shown, status_markup
 from ._links import run_link
 
-__all__ = ["format_cost", "print_run_header", "related_runs"]
-
-
-def format_cost(cost: float | None) -> str:
-    """A cost in the unit of the prices given to ``configure(prices=...)``, as the viewer
-    shows it; empty when no price applied."""
-    if cost is None:
-        return ""
-    return f"{cost:,.2f}" if cost >= 1 else f"{cost:.3g}"
+__all__ = ["print_run_header", "related_runs"]
 
 
 def print_run_header(run: Run, runs: Mapping[str, Run] | None = None) -> None:
@@ -37,9 +29,9 @@ def print_run_header(run: Run, runs: Mapping[str, Run] | None = None) -> None:
         out.print(f"[dim]task[/] {shown(run.task)}")
     if run.llm_calls:
         tokens = f"{run.input_tokens:,} in / {run.output_tokens:,} out tokens"
-        cost = f", cost {format_cost(run.cost)}" if run.cost is not None else ""
+        priced = f", cost {cost(run.cost)}" if run.cost is not None else ""
         out.print(
-            f"[dim]model calls[/] {run.llm_calls}, {tokens}{cost}  "
+            f"[dim]model calls[/] {run.llm_calls}, {tokens}{priced}  "
             f"[dim](codetape show {run_link(run.id)} --llm)[/]"
         )
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from .._format import RUN_STATUSES, TASK_CHARS, duration
+from .._format import RUN_STATUSES, TASK_CHARS, cost, duration
 from ..schemas import Run
 from ..store import Store
 from ..store.internal import DB_NAME, no_store_error, resolve_home
 from ..store.internal import rebuild as rebuild_store
 from . import _doctor, _follow
 from ._app import cli, err, handle_errors, open_store, out, print_json, shown, status_markup
-from ._header import format_cost, print_run_header, related_runs
+from ._header import print_run_header, related_runs
 from ._links import run_link, viewer_line
 from ._llm import one_line, show_call, show_calls
 from ._steps import print_step
@@ -140,7 +140,7 @@ def _existing_store(ctx: click.Context) -> Store:
 def _usage_cells(run: Run, called: bool, priced: bool) -> tuple[str, ...]:
     """The run's tokens and cost cells, for the columns the list has."""
     tokens = f"{run.input_tokens:,}/{run.output_tokens:,}" if run.llm_calls else ""
-    return (*((tokens,) if called else ()), *((format_cost(run.cost),) if priced else ()))
+    return (*((tokens,) if called else ()), *((cost(run.cost),) if priced else ()))
 
 
 def _lost_mark(run: Run) -> str:

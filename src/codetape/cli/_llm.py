@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from .._format import TEXT_PREVIEW_CHARS, cut, duration
+from .._format import TEXT_PREVIEW_CHARS, cost, cut, duration
 from ..errors import NotFoundError
 from ..schemas import LlmCall
 from ..store import Store
 from ._app import out, print_json, shown
-from ._header import format_cost, print_run_header
+from ._header import print_run_header
 from ._links import run_link
 
 __all__ = ["call_summary", "count", "one_line", "show_call", "show_calls"]
@@ -30,7 +30,7 @@ def call_summary(call: LlmCall) -> str:
         parts.append(f"{count(call.input_tokens)} in / {count(call.output_tokens)} out tokens")
     parts.append(duration(call.duration_ms))
     if call.cost is not None:
-        parts.append(f"cost {format_cost(call.cost)}")
+        parts.append(f"cost {cost(call.cost)}")
     if call.error is not None:
         parts.append(f"[red]{shown(call.error.type)}: {shown(call.error.message)}[/]")
     return "  ".join(parts)
@@ -87,7 +87,7 @@ def _print_calls(calls: list[LlmCall], steps: dict[str, list[int]]) -> None:
             count(call.output_tokens),
             duration(call.duration_ms),
             shown(",".join(call.finish_reasons)),
-            *((format_cost(call.cost),) if priced else ()),
+            *((cost(call.cost),) if priced else ()),
             said,
         )
     out.print(table)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from .._format import cut, duration, visible
+from .._format import cost, cut, duration, visible
 from ..schemas import LlmCall, Step
 from . import _widgets as w
 
@@ -78,7 +78,7 @@ def _facts(call: LlmCall) -> list[dict[str, str]]:
         ("tokens", w.tokens(call.input_tokens, call.output_tokens)),
         ("latency", duration(call.duration_ms)),
         ("finish", _name(", ".join(call.finish_reasons))),
-        ("cost", w.cost(call.cost)),
+        ("cost", cost(call.cost)),
         ("streamed", "yes" if call.streamed else ""),
     ]
     return [{"field": k, "value": v} for k, v in rows if v]
@@ -109,7 +109,7 @@ def call_rows(calls: list[LlmCall], steps: list[Step]) -> list[dict[str, str]]:
             "tokens": w.tokens(c.input_tokens, c.output_tokens),
             "latency": duration(c.duration_ms),
             "finish": _name(", ".join(c.finish_reasons)),
-            "cost": w.cost(c.cost),
+            "cost": cost(c.cost),
             "error": cut(visible(f"{c.error.type}: {c.error.message}"), _NAME_CHARS)
             if c.error
             else "",

@@ -26,6 +26,7 @@ from .._format import (
     PREVIEW_CHARS,
     TASK_CHARS,
     Color,
+    cost,
     cut,
     duration,
     visible,
@@ -44,7 +45,6 @@ __all__ = [
     "RUN_PAGE",
     "SHOW_ALL_MAX",
     "cells",
-    "cost",
     "int_param",
     "plural",
     "problem",
@@ -113,18 +113,6 @@ def tokens(input_tokens: int | None, output_tokens: int | None) -> str:
     """
     shown = ["?" if n is None else f"{n:,}" for n in (input_tokens, output_tokens)]
     return f"{shown[0]} in · {shown[1]} out"
-
-
-def cost(value: float | None) -> str:
-    """A cost, in the unit of the prices given to ``configure(prices=...)``; empty when
-    none applied.
-
-    >>> cost(1234.5), cost(0.0123456), cost(None)
-    ('1,234.50', '0.0123', '')
-    """
-    if value is None:
-        return ""
-    return f"{value:,.2f}" if value >= 1 else f"{value:.3g}"
 
 
 def run_label(run: Run) -> str:
