@@ -435,6 +435,8 @@ class Snapshotter(object):
                 self.memo[key] = old
                 return old[1], old[2], old, False
             var = self._record(value, described)
+        elif check is not None and old is not None and old[3] is not None:
+            var, described = self._variable_as(value, True, old)
         else:
             var, described = self._variable(value, check is not None)
         if described.digest is None or described.reason is not None:
@@ -444,11 +446,19 @@ class Snapshotter(object):
         return var, described, entry, True
 
     def _variable(self, value, plain=False):
+        return self._variable_as(value, plain, None)
+
+    def _variable_as(self, value, plain, old):
+        """``old``: the memo entry of the plain value this one replaces. The same pickle
+        is the same containers and scalars, so the same record (no new preview)."""
         cached = self._immutable.get(id(value))
         if cached is not None and cached[0] is value:
             return dict(cached[1]), cached[2]
         described = self.codec.describe(value, plain)
-        var = self._record(value, described)
+        if old is not None and described.digest == old[2].digest:
+            var = old[1]
+        else:
+            var = self._record(value, described)
         if type(value) in _IMMUTABLE and described.digest is not None:
             if len(self._immutable) >= 4096:
                 self._immutable.clear()

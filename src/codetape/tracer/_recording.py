@@ -57,7 +57,14 @@ from ._config import Runtime, runtime
 from ._errors import internal_errors
 from ._signals import install_signal_handlers
 from ._spans import start_span
-from ._state import Snapshotter, State, preview, type_name
+from ._state import (
+    Snapshotter,
+    State,
+    preview,
+    release_snapshotter,
+    snapshotter_for,
+    type_name,
+)
 
 if TYPE_CHECKING:  # annotations only: recording never loads the models
     from ..schemas import ErrorInfo, StepStatus
@@ -327,7 +334,7 @@ class RunRecorder:
             self.id = f"{self._span.get_span_context().trace_id:032x}"
             if parent_call is not None and parent_call.span is not None:
                 parent_call.span.set_attribute(A.TOOL_CHILD_RUN, self.id)
-            self.snapshotter = Snapshotter(rt.blobs, rt.redactor)
+            self.snapshotter = snapshotter_for(rt.blobs, rt.redactor)
             _opened(self)
         self._token = _run_var.set(self)
         return self
@@ -368,6 +375,8 @@ class RunRecorder:
         finally:
             with internal_errors("ending a run"):
                 end_span(span, self._started_ns)
+        if self.snapshotter is not None:
+            release_snapshotter(self.snapshotter)
         with internal_errors("ingesting a finished run"):
             rt.ingester.request()
 

@@ -15,6 +15,7 @@ import builtins
 import json
 import reprlib
 import sys
+import threading
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -46,6 +47,8 @@ __all__ = [
     "StateRecorder",
     "Variable",
     "preview",
+    "release_snapshotter",
+    "snapshotter_for",
     "type_name",
 ]
 
@@ -415,6 +418,7 @@ class Snapshotter:
     """
 
     def __init__(self, blobs: BlobStore, redactor: Redactor) -> None:
+        self.blobs, self.redactor = blobs, redactor
         self._recorder = StateRecorder(blobs, redactor)
         self._snapshots = StateSnapshotter(_codec(), _RedactingRepr(redactor), probe, LARGE_VALUE)
         self._last: State | None = None
@@ -471,3 +475,33 @@ class Snapshotter:
             if _refs(namespace, key) == _PRIVATE_REFS:
                 found.append(key)
         return found
+
+
+# The snapshotter of the run that ended last, for the next run that records into the
+# same blobs with the same redaction. An agent's namespace outlives its runs (smolagents
+# keeps its executor's variables from one run to the next), so a run's first snapshot
+# would otherwise describe, preview, redact and store again every value the last run
+# left, and write a checkpoint equal to the last one. With the last run's snapshotter,
+# those values are checked as between two steps (every check that catches a change
+# the host made between steps holds between runs too), and an unchanged namespace is
+# the last run's final state. Runs at the same time each have their own.
+_spare: Snapshotter | None = None
+_spare_lock = threading.Lock()
+
+
+def snapshotter_for(blobs: BlobStore, redactor: Redactor) -> Snapshotter:
+    """A snapshotter for a run that starts: the last ended run's, when it recorded into
+    ``blobs`` with ``redactor``, else a new one."""
+    global _spare
+    with _spare_lock:
+        spare, _spare = _spare, None
+    if spare is not None and spare.blobs is blobs and spare.redactor is redactor:
+        return spare
+    return Snapshotter(blobs, redactor)
+
+
+def release_snapshotter(snapshotter: Snapshotter) -> None:
+    """``snapshotter``'s run has ended: the next run may take it."""
+    global _spare
+    with _spare_lock:
+        _spare = snapshotter
