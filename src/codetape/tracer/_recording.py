@@ -375,8 +375,10 @@ class RunRecorder:
         finally:
             with internal_errors("ending a run"):
                 end_span(span, self._started_ns)
-        if self.snapshotter is not None:
-            release_snapshotter(self.snapshotter)
+        # The next run may take its snapshotter: this run's steps have ended with it.
+        snapshotter, self.snapshotter = self.snapshotter, None
+        if snapshotter is not None:
+            release_snapshotter(snapshotter)
         with internal_errors("ingesting a finished run"):
             rt.ingester.request()
 
