@@ -71,12 +71,14 @@ def _text_of(content: object) -> str:
         return ""
     if isinstance(content, str):
         return content
-    if isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray)):
+    if type(content) is list or (
+        isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray))
+    ):
         parts = []
         for part in content:
             if isinstance(part, str):
                 parts.append(part)
-            elif isinstance(part, Mapping):
+            elif type(part) is dict or isinstance(part, Mapping):
                 kind = str(part.get("type", "part"))
                 text = part.get("text")
                 parts.append(text if isinstance(text, str) else f"[{kind}]")
@@ -86,9 +88,20 @@ def _text_of(content: object) -> str:
     return str(content)
 
 
+# Whether a type is a Mapping, by type: the ABC check costs on every field of every
+# message of every model call.
+_IS_MAPPING: dict[type, bool] = {dict: True}
+
+
 def _field(obj: object, name: str) -> Any:
-    if type(obj) is dict or isinstance(obj, Mapping):
-        return obj.get(name)
+    kind = type(obj)
+    mapping = _IS_MAPPING.get(kind)
+    if mapping is None:
+        mapping = isinstance(obj, Mapping)
+        if len(_IS_MAPPING) < 256:
+            _IS_MAPPING[kind] = mapping
+    if mapping:
+        return obj.get(name)  # type: ignore[attr-defined]
     return getattr(obj, name, None)
 
 
