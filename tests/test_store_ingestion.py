@@ -116,14 +116,17 @@ def test_each_run_that_ends_puts_the_pass_off_but_only_so_far(
     monkeypatch.setattr(_background, "INGEST_MAX_DELAY_S", 10.0)
     ingester = _background.BackgroundIngester(home, lambda _: contextlib.nullcontext(), 1.0)
     try:
-        ingester.request()  # a run ends at t=0: due at 1
-        assert ingester._due == 1001.0
-        clock[0] = 1000.9
-        ingester.request()  # another before it: put off to 1.9
-        assert ingester._due == 1001.9
-        clock[0] = 1009.5
-        ingester.request()  # 9.5 s into the burst: no later than 10 after the first
-        assert ingester._due == 1010.0
+        # The ingester's lock held while the clock moves: its thread must not see the
+        # clock past a due time before the request that puts it off.
+        with ingester._cond:
+            ingester.request()  # a run ends at t=0: due at 1
+            assert ingester._due == 1001.0
+            clock[0] = 1000.9
+            ingester.request()  # another before it: put off to 1.9
+            assert ingester._due == 1001.9
+            clock[0] = 1009.5
+            ingester.request()  # 9.5 s into the burst: no later than 10 after the first
+            assert ingester._due == 1010.0
     finally:
         assert ingester.flush(GUARD_S)  # the pass runs now, on the real clock
     assert ingester._due is None
