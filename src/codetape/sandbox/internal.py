@@ -4,8 +4,9 @@ these names may change in any release (use ``Sandbox``)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_names
 
 if TYPE_CHECKING:
     from . import _statecodec as state_codec
@@ -108,17 +109,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __package__), name)
-    elif name in _RENAMED:
-        module, attribute = _RENAMED[name]
-        value = getattr(importlib.import_module(module, __package__), attribute)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, {**_LAZY, **_RENAMED}, globals(), __all__)

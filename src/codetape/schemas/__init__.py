@@ -6,9 +6,9 @@ attribute names alone, not pydantic.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_names
 from . import attributes
 
 if TYPE_CHECKING:
@@ -61,14 +61,9 @@ __all__ = [
 _LITERALS = {"RunStatus", "StepStatus", "Verdict"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        module = "._literals" if name in _LITERALS else "._models"
-        value = getattr(importlib.import_module(module, __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+_MODELS = {
+    name: "._literals" if name in _LITERALS else "._models"
+    for name in __all__
+    if name != "attributes"
+}
+__getattr__, __dir__ = lazy_names(__name__, _MODELS, globals(), __all__)

@@ -7,8 +7,9 @@ What codetape's other packages need of the recording machinery is in ``codetape.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_names
 from ._config import configure
 from ._decorators import agent, code_action, run, tool
 from ._llm import llm, record_llm_call
@@ -28,16 +29,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # The sandbox (its protocol, Docker) is imported when first used: a process that
-    # records observed steps never loads it.
-    if name == "Sandbox":
-        from ._sandboxed import Sandbox
-
-        globals()["Sandbox"] = Sandbox
-        return Sandbox
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+# The sandbox (its protocol, Docker) is imported when first used: a process that records
+# observed steps never loads it.
+__getattr__, __dir__ = lazy_names(__name__, {"Sandbox": "._sandboxed"}, globals(), __all__)
