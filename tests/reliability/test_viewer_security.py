@@ -53,35 +53,24 @@ from codetape.sandbox import NoIsolationWarning
 from codetape.testing import capture
 from codetape.viewer import APP
 
+from .. import browser as shared
+from ..browser import CHROMIUM, HAVE_PLAYWRIGHT, START_S, WAIT_MS
 from ..conftest import require
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
 
-try:
+if HAVE_PLAYWRIGHT:  # else the `browser` fixture skips, or fails under CI=true
     from playwright.sync_api import expect, sync_playwright
-except ImportError:  # the `browser` fixture skips, or fails under CI=true
-    HAVE_PLAYWRIGHT = False
-else:
-    HAVE_PLAYWRIGHT = True
 
 pytestmark = pytest.mark.filterwarnings("ignore::codetape.sandbox.NoIsolationWarning")
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
+    *shared.CHROMIUM_ARGS,
     # A DNS rebinding attack, played: the attacker's name resolves to this machine.
     "--host-resolver-rules=MAP attacker.example 127.0.0.1",
 ]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser" / "security"
-START_S = 60
-WAIT_MS = 30_000
+ARTIFACTS = shared.ARTIFACTS / "security"
 TIMEOUT = 60
 ATTACKER = "attacker.example"
 REFUSED = "codetape viewer: refused."
