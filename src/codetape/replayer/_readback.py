@@ -30,7 +30,7 @@ from ..errors import BlobNotFoundError
 from ..schemas import Step
 from ..schemas import attributes as A
 from ..store import Store
-from ..store.internal import SpoolWriter, digest_of
+from ..store.internal import SpoolWriter, digest_of, span_row, steps_from_rows
 
 __all__ = ["SpoolWindow"]
 
@@ -103,15 +103,7 @@ class SpoolWindow:
         resolved = _resolve(spans, blobs, known, Store(home))
         if resolved is None:
             return []
-        reader = Store(home)
-        # The store's own assembly of steps from span rows, given every blob it needs
-        # (so it reads no database): the same Step as a read after ingestion. Should the
-        # store's reader change shape, the replay reads through the store (a test says so).
-        try:
-            reader._blob_cache = resolved
-            return reader._assemble(run_id, spans, prefetch=False)
-        except (AttributeError, TypeError):
-            return []
+        return steps_from_rows(home, run_id, spans, resolved)
 
     def _records(self, run_id: str) -> tuple[list[tuple[Any, ...]], dict[str, bytes]] | None:
         path = self.spool.path
@@ -145,7 +137,7 @@ class SpoolWindow:
                 if kind == "lost":
                     return None
                 if kind == "span":
-                    spans.append(_row(record))
+                    spans.append(span_row(record))
         spans.sort(key=lambda span: span[3] or 0)
         return spans, blobs
 
@@ -165,21 +157,6 @@ def _blob(record: dict[str, Any]) -> bytes | None:
     if isinstance(record.get("b64"), str):
         return base64.b64decode(record["b64"])
     return None
-
-
-def _row(record: dict[str, Any]) -> tuple[Any, ...]:
-    """A span record as the store's span row: id, parent, name, times, status,
-    status message and the attributes' JSON."""
-    return (
-        record.get("span_id"),
-        record.get("parent_id"),
-        record.get("name"),
-        record.get("start_ns"),
-        record.get("end_ns"),
-        record.get("status"),
-        record.get("status_message"),
-        json.dumps(record.get("attributes") or {}),
-    )
 
 
 def _resolve(

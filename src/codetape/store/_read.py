@@ -43,7 +43,7 @@ from ._ingest_sql import WORD_PATTERN
 from ._spool import live_dir, visible_surrogates
 from ._sql import Params, run_sql
 
-__all__ = ["Store"]
+__all__ = ["Store", "span_row", "steps_from_rows"]
 
 log = logging.getLogger("codetape")
 
@@ -879,3 +879,29 @@ class Store:
             }
             for spool, key, run_id, records, reason in rows
         ]
+
+
+def span_row(record: dict[str, Any]) -> tuple[Any, ...]:
+    """A spool span record as ingestion stores its row, in the order ``Store`` reads
+    span rows: id, parent, name, times, status, status message, the attributes' JSON."""
+    return (
+        record.get("span_id"),
+        record.get("parent_id"),
+        record.get("name"),
+        record.get("start_ns"),
+        record.get("end_ns"),
+        record.get("status"),
+        record.get("status_message"),
+        json.dumps(record.get("attributes") or {}),
+    )
+
+
+def steps_from_rows(
+    home: Path, run_id: str, spans: list[tuple[Any, ...]], blobs: dict[str, bytes]
+) -> list[Step]:
+    """The steps of run ``run_id`` assembled from its span rows (``span_row``) and every
+    blob they name, without reading the database: the same ``Step``s as a read after
+    ingestion (what a replay reads back of the run it has just recorded)."""
+    reader = Store(home)
+    reader._blob_cache = dict(blobs)
+    return reader._assemble(run_id, spans, prefetch=False)

@@ -3,6 +3,9 @@ database file. Not for users: these names may change in any release (use ``Store
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_names
 from ._blobs import SMALL_BLOB, BlobStore, blob_record, digest_of
 from ._db import DB_NAME, connect, is_disk_full, no_store_error
 from ._failures import normalize_message
@@ -19,6 +22,9 @@ from ._ingest import (
 from ._spool import SpoolWriter, done_dir, live_dir
 from ._sql import plain_value, run_sql, write_csv
 from ._views import VIEW_NAMES, VIEWS_SCHEMA
+
+if TYPE_CHECKING:
+    from ._read import span_row, steps_from_rows
 
 __all__ = [
     "DB_NAME",
@@ -43,8 +49,16 @@ __all__ = [
     "resolve_home",
     "run_sql",
     "set_default_home",
+    "span_row",
     "spool_changed",
+    "steps_from_rows",
     "try_ingest",
     "wait_for_background",
     "write_csv",
 ]
+
+# The read API (pydantic models) only when a replay reads its run back, never when
+# recording.
+__getattr__, __dir__ = lazy_names(
+    __name__, {"span_row": "._read", "steps_from_rows": "._read"}, globals(), __all__
+)
