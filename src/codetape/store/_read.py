@@ -699,6 +699,26 @@ class Store:
             raise StepNotFoundError(full, index, available)
         return steps[0]
 
+    def step_codes(self, *run_ids: str) -> dict[str, str]:
+        """The whole code of each step of these runs by the step's span id, reading only
+        the code's blobs (at once for all the runs): what aligning runs needs
+        (``steps(contents=False)`` has the code's preview)."""
+        with self.session():
+            records = {
+                span_id: self._attributes(raw)
+                for run_id in run_ids
+                for span_id, raw in self._query(
+                    "SELECT span_id, attributes FROM spans WHERE trace_id = ? AND name = ?",
+                    [self.resolve_run_id(run_id), A.SPAN_EXECUTE_CODE],
+                )
+            }
+            digests = {a.get(A.CODE_DIGEST) for a in records.values()}
+            self._blob_cache = self._stored_blobs(sorted(d for d in digests if d))
+            return {
+                span_id: self._text(a.get(A.CODE_DIGEST), a.get(A.CODE_PREVIEW, ""))
+                for span_id, a in records.items()
+            }
+
     def _assemble(
         self, run_id: str, spans: list[tuple[Any, ...]], *, prefetch: bool = True
     ) -> list[Step]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from .._format import MESSAGE_CHARS, cut
-from ..schemas import ErrorInfo, RunDiff
+from ..replayer.internal import DiffOutline
+from ..schemas import ErrorInfo, StepPair
 from . import _widgets as w
 
 __all__ = ["divergence", "pair_details", "pair_label"]
@@ -16,14 +17,14 @@ def _side(index: int | None) -> str:
     return "—" if index is None else str(index)
 
 
-def pair_label(diff: RunDiff, k: int) -> str:
+def pair_label(diff: DiffOutline, k: int) -> str:
     pair = diff.pairs[k]
     mark = " · first divergence" if k == diff.first_divergence else ""
     state = "same" if pair.same else "differs"
     return f"pair {k}: step {_side(pair.a)} of A ↔ step {_side(pair.b)} of B · {state}{mark}"
 
 
-def divergence(diff: RunDiff) -> None:
+def divergence(diff: DiffOutline) -> None:
     """Where the runs part, then every aligned pair of steps."""
     b_replays = diff.b.replay_of or ""
     if b_replays.startswith(diff.a.id + ":"):
@@ -59,10 +60,9 @@ def _error(error: ErrorInfo | None) -> str:
     return "" if error is None else cut(f"{error.type}: {error.message}", MESSAGE_CHARS)
 
 
-def _model_side(diff: RunDiff, k: int) -> None:
+def _model_side(pair: StepPair, k: int) -> None:
     """When both steps came from a model call: how the thoughts differ, and whether
     the outputs did (two runs can part because the model answered differently)."""
-    pair = diff.pairs[k]
     if pair.thought_diff:
         st.caption("The model's thought (- A, + B)")
         w.text_block(
@@ -72,8 +72,8 @@ def _model_side(diff: RunDiff, k: int) -> None:
         st.caption("The model outputs the two steps' code came from differ.")
 
 
-def pair_details(diff: RunDiff, k: int) -> None:
-    pair = diff.pairs[k]
+def pair_details(diff: DiffOutline, k: int, pair: StepPair) -> None:
+    """The ``k``-th pair, read whole (``_data.diff_pair``)."""
     links = st.columns(2)
     for column, run, step, side in (
         (links[0], diff.a, pair.a, "A"),
@@ -85,7 +85,7 @@ def pair_details(diff: RunDiff, k: int) -> None:
                 label=f"Open step {step} of {side}",
                 query_params={"run": run.id, "step": str(step)},
             )
-    _model_side(diff, k)
+    _model_side(pair, k)
     code, output = st.columns(2)
     with code:
         st.caption("Code (- A, + B)")

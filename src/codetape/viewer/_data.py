@@ -1,5 +1,6 @@
 """The viewer's one door to the data: the store's read API (runs, steps, model calls,
-failure groups, SQL over its views), ``diff_runs``, ``replay`` and ``replay_from``.
+failure groups, SQL over its views), ``diff_runs`` (as the Compare page shows it), ``replay``
+and ``replay_from``.
 
 The store lives where ``CODETAPE_HOME`` says (``codetape ui`` sets it). Every call opens
 a fresh :class:`~codetape.Store`, which ingests what agents spooled since, so lists stay
@@ -21,10 +22,10 @@ import duckdb
 import streamlit as st
 
 from .._format import RUN_STATUSES
-from ..replayer import diff_runs
 from ..replayer import replay as replay_step
 from ..replayer import replay_from as replay_steps_from
-from ..schemas import FailureGroup, LlmCall, ReplayReport, Run, RunDiff, Step
+from ..replayer.internal import DiffOutline, diff_outline, whole_pair
+from ..schemas import FailureGroup, LlmCall, ReplayReport, Run, Step, StepPair
 from ..store import Store
 from ..store.internal import resolve_home
 
@@ -38,6 +39,7 @@ __all__ = [
     "any_running",
     "count_runs",
     "diff",
+    "diff_pair",
     "failures",
     "home",
     "llm_calls",
@@ -87,7 +89,12 @@ def _store() -> Store:
 def together() -> Iterator[None]:
     """The reads of a ``with`` block share one connection and one catch-up with the
     spool: the Runs page's count and page of one search look through the steps once.
-    Keep it short: no agent can store what it records meanwhile."""
+    Keep it short: no agent can store what it records meanwhile. Inside another such
+    block, its reads join that block's connection; before anything is recorded, each read
+    goes alone (and says what is missing)."""
+    if _shared.get() is not None or missing():
+        yield
+        return
     store = Store(home())
     with store.session():
         token = _shared.set(store)
@@ -208,16 +215,35 @@ def failures(agent: str | None = None) -> list[FailureGroup]:
 
 
 @st.cache_resource(max_entries=16, show_spinner="Comparing…")
-def _diff(store_home: Path, a: tuple[str, str, int], b: tuple[str, str, int]) -> RunDiff:
-    return diff_runs(a[0], b[0], home=store_home)
+def _diff(
+    store_home: Path, a: tuple[str, str, int], b: tuple[str, str, int], _runs: tuple[Run, Run]
+) -> DiffOutline:
+    return diff_outline(_store(), *_runs)
 
 
-def diff(a: str, b: str) -> RunDiff:
-    """``diff_runs(a, b)``, cached until either run changes (both runs read on one
-    connection to know that)."""
+def diff(a: str, b: str) -> DiffOutline:
+    """``diff_runs(a, b)`` as the Compare page shows it (every pair's status, the first
+    divergence whole: ``diff_pair`` reads another pair), cached until either run changes;
+    both runs and the diff are read on one connection."""
     with together():
-        versions = _version(run(a)), _version(run(b))
-    return _diff(home(), *versions)
+        runs = run(a), run(b)
+        return _diff(home(), _version(runs[0]), _version(runs[1]), runs)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _diff_pair(
+    store_home: Path,
+    a: tuple[str, str, int],
+    b: tuple[str, str, int],
+    k: int,
+    _outline_of: DiffOutline,
+) -> StepPair:
+    return whole_pair(Store(store_home), _outline_of, k)
+
+
+def diff_pair(outline: DiffOutline, k: int) -> StepPair:
+    """The ``k``-th pair of a diff with all its differences, as ``diff_runs`` has it."""
+    return _diff_pair(home(), _version(outline.a), _version(outline.b), k, outline)
 
 
 def sql(query: str) -> duckdb.DuckDBPyRelation:
