@@ -53,7 +53,8 @@ from typing import Any
 import duckdb
 
 import codetape
-from codetape.schemas import Run
+from codetape.replayer.internal import DiffOutline, diff_outline, whole_pair
+from codetape.schemas import Run, StepPair
 from codetape.store import IngestStats, Store
 from codetape.store.internal import DB_NAME, connect, done_dir, ingest, live_dir
 from codetape.testing import RunSpec, RunStatus, StepKind, StoreBuilder, synthetic_step
@@ -570,6 +571,18 @@ def _both(store: Store, a: str, b: str) -> tuple[Run, Run]:
         return store.run(a), store.run(b)
 
 
+def _compare_page(store: Store, a: str, b: str) -> tuple[list[Run], DiffOutline]:
+    """What the Compare page reads on its first load, on one connection."""
+    with store.session():
+        recent = store.runs(limit=RECENT_RUNS)
+        return recent, diff_outline(store, *_both(store, a, b))
+
+
+def _other_pair(store: Store, outline: DiffOutline) -> StepPair:
+    """What picking a pair other than the first divergence reads: that pair, whole."""
+    return whole_pair(store, outline, (len(outline.pairs) + 1) // 2)
+
+
 def _compared_with(home: Path, run_id: str) -> str:
     """A finished run of about as many steps as ``run_id``, to compare it with."""
     base = Store(home).run(run_id)
@@ -582,6 +595,7 @@ def run_benchmarks(home: Path, info: dict[str, Any]) -> list[Result]:
     rare, common = info["rare_search"], info["common_search"]
     n = info["big_run"]["steps"]
     other = _compared_with(home, typical)
+    shown = _compare_page(Store(home), typical, other)[1]
     t = info["typical_run"]["steps"]
     cases: list[tuple[str, str, str, Callable[[Store], object]]] = [
         # The Runs page reads the count and its page of runs in one session.
@@ -628,19 +642,13 @@ def run_benchmarks(home: Path, info: dict[str, Any]) -> list[Result]:
         ),
         (f"run ({t} steps)", "page", "steps(id, 0, 20)", lambda s: s.steps(typical, 0, 20)),
         (f"run ({t} steps)", WHOLE, "steps(id), all whole", lambda s: s.steps(typical)),
-        # The Compare page: its pickers' recent runs, both runs, and their diff.
+        # The Compare page: its pickers' recent runs, both runs, and their diff as the
+        # page shows it (every pair's status, the first divergence whole), in one session.
         (
             "compare",
-            "recent",
-            f"runs(limit={RECENT_RUNS})",
-            lambda s: s.runs(limit=RECENT_RUNS),
-        ),
-        ("compare", "runs", "run(a), run(b) in a session", lambda s: _both(s, typical, other)),
-        (
-            "compare",
-            "diff",
-            "diff_runs(a, b)",
-            lambda s: codetape.diff_runs(typical, other, home=s.home),
+            "page",
+            f"runs(limit={RECENT_RUNS}) + run(a), run(b) + diff_outline in a session",
+            lambda s: _compare_page(s, typical, other),
         ),
         # The Failures page: the agents for its filter, and every failing step grouped.
         ("failures", "agents", "agents()", lambda s: s.agents()),
@@ -650,6 +658,15 @@ def run_benchmarks(home: Path, info: dict[str, Any]) -> list[Result]:
         # run is recording, its Run page reads it again at every refresh.
         (EXTRAS, "running", "count_runs('running')", lambda s: s.count_runs("running")),
         (EXTRAS, "follow", "run(id) per refresh", lambda s: s.run(typical)),
+        # Picking another pair on the Compare page reads it whole; what the page read
+        # before, and the CLI's `codetape diff` still reads: the whole diff.
+        (EXTRAS, "pair", "whole_pair(outline, another pair)", lambda s: _other_pair(s, shown)),
+        (
+            EXTRAS,
+            "diff",
+            "diff_runs(a, b)",
+            lambda s: codetape.diff_runs(typical, other, home=s.home),
+        ),
     ]
     results = [measure_open(home), measure_pending(home, info["params"]["seed"])]
     results.append(measure_connect(home))
