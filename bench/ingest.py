@@ -1,7 +1,8 @@
 """Ingestion into DuckDB: one pass over spooled spans, and spools written by 1, 4 and 8
 processes recording at once. Every case counts what reached DuckDB (0 dropped).
 
-Run: ``.venv/bin/python bench/ingest.py [--spans N] [--processes 1,4,8] [--json]``.
+Run: ``.venv/bin/python bench/ingest.py [--spans N] [--processes 1,4,8] [--json]``
+(``--processes ''``: case (a) alone).
 
 (a) One pass: ``--spans`` spans shaped like real ones (``bench/overhead.py``'s
     ingestion case: the three span kinds of a recorded run, stamped with fresh ids, in
@@ -234,7 +235,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=100_000, help="case (a)")
     parser.add_argument("--recorded-spans", type=int, default=40_000, help="cases (b), (c)")
-    parser.add_argument("--processes", default="1,4,8")
+    parser.add_argument(
+        "--processes", default="1,4,8", help="cases (b), (c); '' for case (a) alone"
+    )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
@@ -245,7 +248,9 @@ def main() -> None:
             {
                 "one_pass": one_pass(args.spans),
                 "from_processes": [
-                    from_processes(int(p), args.recorded_spans) for p in args.processes.split(",")
+                    from_processes(int(p), args.recorded_spans)
+                    for p in args.processes.split(",")
+                    if p.strip()
                 ],
             }
         )

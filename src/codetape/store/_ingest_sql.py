@@ -103,13 +103,21 @@ _INSERT_RUN_STARTS = "INSERT OR IGNORE INTO runs" + _RUN_ROW.format(
     "WHERE e.t = 'span' AND e.parent_id IS NULL AND e.trace_id = b.trace_id)",
 )
 
-_UPSERT_RUN_ENDS = "INSERT OR REPLACE INTO runs" + _RUN_ROW.format(
-    status="v[7]",
-    end="end_ns",
-    message="status_message",
-    paths=_paths(_RUN_ATTRS),
-    where=f"t = 'span' AND parent_id IS NULL AND name LIKE '{A.SPAN_INVOKE_AGENT}%'",
+_RUN_ENDS = f"t = 'span' AND parent_id IS NULL AND name LIKE '{A.SPAN_INVOKE_AGENT}%'"
+_RUN_END_ROW = _RUN_ROW.format(
+    status="v[7]", end="end_ns", message="status_message", paths=_paths(_RUN_ATTRS), where=_RUN_ENDS
 )
+_UPSERT_RUN_ENDS = "INSERT OR REPLACE INTO runs" + _RUN_END_ROW
+# The same for new records (``LOAD_NEW``): the rows of the runs that end here and were
+# stored running (their start record ingested by an earlier pass) go, and the ends are
+# plain inserts. ``INSERT OR REPLACE`` matches every ended run against every stored run
+# and costs twice as much; a run stored otherwise (ended already) fails the plain insert,
+# and the pass is made again with ``LOAD``.
+_DROP_RUNNING = (
+    "DELETE FROM runs WHERE status = 'running' AND run_id IN "
+    f"(SELECT trace_id FROM batch WHERE {_RUN_ENDS})"
+)
+_INSERT_RUN_ENDS = "INSERT INTO runs" + _RUN_END_ROW
 
 _STEP_ATTRS = (
     A.STEP_INDEX,
@@ -182,14 +190,15 @@ FROM (
 """
 
 # A step's "start" record waits for its span; a step that ended in the same batch
-# needs none.
+# needs none (only a step's span ends it: the other spans are not looked through).
 _INSERT_STEP_STARTS = f"""
 INSERT OR IGNORE INTO span_starts
 SELECT trace_id, span_id, parent_id, name, start_ns, attributes, spool
 FROM batch b WHERE t = 'start' AND name = '{A.SPAN_EXECUTE_CODE}'
     AND trace_id IS NOT NULL AND span_id IS NOT NULL AND NOT EXISTS (
         SELECT 1 FROM batch e
-        WHERE e.t = 'span' AND e.trace_id = b.trace_id AND e.span_id = b.span_id)
+        WHERE e.t = 'span' AND e.name = '{A.SPAN_EXECUTE_CODE}'
+            AND e.trace_id = b.trace_id AND e.span_id = b.span_id)
 """
 
 _DROP_ENDED_STARTS = f"""
@@ -229,10 +238,18 @@ LOAD = (
     _INSERT_LOST_RUNS,
 )
 _PLAIN = (_INSERT_SPANS, _INSERT_STEPS, _INSERT_LLM_CALLS)
-LOAD_NEW = tuple(
-    statement.replace("INSERT OR IGNORE INTO", "INSERT INTO") if statement in _PLAIN else statement
-    for statement in LOAD
-)
+
+
+def _as_new(statement: str) -> tuple[str, ...]:
+    """``statement`` of ``LOAD`` as ``LOAD_NEW`` makes it."""
+    if statement == _UPSERT_RUN_ENDS:
+        return (_DROP_RUNNING, _INSERT_RUN_ENDS)
+    if statement in _PLAIN:
+        return (statement.replace("INSERT OR IGNORE INTO", "INSERT INTO"),)
+    return (statement,)
+
+
+LOAD_NEW = tuple(new for statement in LOAD for new in _as_new(statement))
 
 # The spool files of dead writers ($spools, a list), after their last records: their
 # runs still running are incomplete, and their steps that never ended are interrupted,
