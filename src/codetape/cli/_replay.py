@@ -3,6 +3,7 @@ carry runs between machines, and freeze a step into a test."""
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import importlib
 import json
@@ -27,6 +28,7 @@ from ..replayer import (
 )
 from ..schemas import Difference, ReplayReport
 from ..store import Store
+from ..store.internal import export_parquet, no_store_error
 from ..tracer import configure
 from ._app import (
     cli,
@@ -334,12 +336,11 @@ def _exit_for(reports: list[ReplayReport]) -> None:
 
 
 @cli.command("export")
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="[RUN]", required=False)
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
     help="The bundle file to write.",
 )
 @click.option(
@@ -347,11 +348,53 @@ def _exit_for(reports: list[ReplayReport]) -> None:
     is_flag=True,
     help="Also carry the run's sandbox images (docker save), to replay anywhere.",
 )
+@click.option(
+    "--parquet",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Instead of a bundle: write runs, steps, tool_calls and spans of every run as "
+    "Parquet under DIR, one day=YYYY-MM-DD folder per day (docs/parquet.md).",
+)
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    metavar="DATE",
+    help="With --parquet: only the runs started on or after DATE (a UTC day, YYYY-MM-DD).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="With --parquet: write into a DIR that has files, replacing the day folders "
+    "this export covers (all, or those from --since on); older days stay.",
+)
 @click.pass_context
 @handle_errors
-def export_command(ctx: click.Context, run_id: str, output: Path, with_image: bool) -> None:
+def export_command(
+    ctx: click.Context,
+    run_id: str | None,
+    output: Path | None,
+    with_image: bool,
+    parquet: Path | None,
+    since: dt.datetime | None,
+    overwrite: bool,
+) -> None:
     """Write a run (spans, blobs, optionally its images) to one file, with the runs its
-    steps started (managed agents), and theirs."""
+    steps started (managed agents), and theirs; or, with --parquet, the whole history
+    as Parquet for DuckDB, pandas, Spark or ClickHouse.
+
+    \b
+      codetape export RUN -o failing.codetape       one run, for `codetape import`
+      codetape export --parquet archive/            every run, by day
+      codetape export --parquet archive/ --since 2026-11-01 --overwrite"""
+    if parquet is not None:
+        if run_id is not None or output is not None or with_image:
+            raise click.UsageError("--parquet exports every run: give no RUN, -o or --with-image")
+        _export_parquet(ctx, parquet, since.date() if since else None, overwrite)
+        return
+    if since is not None or overwrite:
+        raise click.UsageError("--since and --overwrite go with --parquet DIR")
+    if run_id is None or output is None:
+        raise click.UsageError("give a RUN and -o FILE (or --parquet DIR for every run)")
     with err.status("writing the bundle…"):
         info = export_run(run_id, output, with_image=with_image, home=ctx.obj.get("home"))
     size = info.path.stat().st_size
@@ -361,6 +404,28 @@ def export_command(ctx: click.Context, run_id: str, output: Path, with_image: bo
         + (f", images {shown(', '.join(info.images))}" if info.images else ""),
         soft_wrap=True,
     )
+
+
+def _export_parquet(
+    ctx: click.Context, directory: Path, since: dt.date | None, overwrite: bool
+) -> None:
+    store = open_store(ctx)
+    if not store.home.is_dir():
+        raise no_store_error(store.home)
+    store.refresh()
+    with err.status("writing Parquet…"):
+        info = export_parquet(store.home, directory, since=since, overwrite=overwrite)
+    counts = ", ".join(f"{n} {table}" for table, n in info.rows.items())
+    if not info.days:
+        days = "no runs" + (f" since {since}" if since else "")
+    elif len(info.days) == 1:
+        days = f"1 day ({info.days[0]})"
+    else:
+        days = f"{len(info.days)} days ({info.days[0]} to {info.days[-1]})"
+    out.print(f"wrote {counts} to {shown(str(info.directory))}: {days}", soft_wrap=True)
+    if info.removed_days:
+        gone = ", ".join(str(day) for day in info.removed_days)
+        out.print(f"removed day folders the store no longer has rows for: {gone}")
 
 
 def _children(info: BundleInfo) -> str:

@@ -19,6 +19,7 @@ from ._ingest import (
     try_ingest,
     wait_for_background,
 )
+from ._parquet import PARQUET_TABLES, ParquetExport, export_parquet
 from ._spool import SpoolWriter, done_dir, live_dir
 from ._sql import plain_value, run_sql, write_csv
 from ._views import VIEW_NAMES, VIEWS_SCHEMA
@@ -28,17 +29,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DB_NAME",
+    "PARQUET_TABLES",
     "SMALL_BLOB",
     "VIEWS_SCHEMA",
     "VIEW_NAMES",
     "BackgroundIngester",
     "BlobStore",
     "IngestStats",
+    "ParquetExport",
     "SpoolWriter",
     "blob_record",
     "connect",
     "digest_of",
     "done_dir",
+    "export_parquet",
     "ingest",
     "is_disk_full",
     "live_dir",
