@@ -324,3 +324,14 @@ def test_a_sandboxed_run_exports_its_image(home: Path, docker_image: str, tmp_pa
     assert all(image_id for _, _, image_id in got)
     calls = parquet(tmp_path / "archive", "tool_calls", "SELECT tool FROM t ORDER BY started_at")
     assert calls == [("get_orders",), ("refund",), ("final_answer",)]
+
+
+def test_the_docs_show_the_layout_and_are_linked() -> None:
+    root = Path(__file__).parent.parent
+    doc = (root / "docs" / "parquet.md").read_text()
+    for table in PARQUET_TABLES:
+        assert f"{table}/day=" in doc
+    assert "read_parquet('archive/runs/*/*.parquet', hive_partitioning = true)" in doc
+    assert 'pd.read_parquet("archive/steps")' in doc
+    assert "(parquet.md)" in (root / "docs" / "sql.md").read_text()
+    assert "(docs/parquet.md)" in (root / "README.md").read_text()
