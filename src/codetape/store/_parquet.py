@@ -5,7 +5,7 @@ folder per day (docs/parquet.md).
 A row's day is the UTC day its run started (a span of no recorded run: its own start),
 so the rows of one run share a day folder and ``since`` keeps or drops whole runs. The
 store's file is attached read-only only while the rows are copied into an in-memory
-DuckDB (which spills to the output directory when large); the Parquet files are written
+DuckDB (which spills to the output directory when large); the rows are sorted and written
 after it is detached, into a staging folder whose day folders are then moved in place.
 """
 
@@ -33,25 +33,26 @@ PARQUET_TABLES = ("runs", "steps", "tool_calls", "spans")
 _DAY = re.compile(r"^day=(\d{4}-\d{2}-\d{2})$")
 _EPOCH = "DATE '1970-01-01'"
 
-# Each table's rows with their day; the order of rows within a day's file.
+# Each table's rows with their day, read while the store is attached.
 _RUNS = f"""
-SELECT *, coalesce(CAST(timezone('UTC', started_at) AS DATE), {_EPOCH}) AS day
-FROM runs ORDER BY day, started_at, run_id
+SELECT *, coalesce(CAST(timezone('UTC', started_at) AS DATE), {_EPOCH}) AS day FROM runs
 """
 _OF_RUN = """
 SELECT v.*, coalesce(r.day, CAST(timezone('UTC', v.started_at) AS DATE), {epoch}) AS day
 FROM {view} v LEFT JOIN temp.main.parquet_runs r ON r.run_id = v.{run}
-ORDER BY day, {order}
 """
 _QUERIES = {
     "runs": _RUNS,
-    "steps": _OF_RUN.format(epoch=_EPOCH, view="steps", run="run_id", order="v.run_id, v.step"),
-    "tool_calls": _OF_RUN.format(
-        epoch=_EPOCH, view="tool_calls", run="run_id", order="v.run_id, v.started_at, v.span_id"
-    ),
-    "spans": _OF_RUN.format(
-        epoch=_EPOCH, view="spans", run="trace_id", order="v.trace_id, v.started_at, v.span_id"
-    ),
+    "steps": _OF_RUN.format(epoch=_EPOCH, view="steps", run="run_id"),
+    "tool_calls": _OF_RUN.format(epoch=_EPOCH, view="tool_calls", run="run_id"),
+    "spans": _OF_RUN.format(epoch=_EPOCH, view="spans", run="trace_id"),
+}
+# The order of the rows within a day's file: sorted once the store is detached.
+_ORDER = {
+    "runs": "started_at, run_id",
+    "steps": "run_id, step",
+    "tool_calls": "run_id, started_at, span_id",
+    "spans": "trace_id, started_at, span_id",
 }
 
 
@@ -151,7 +152,8 @@ def _write(con: duckdb.DuckDBPyConnection, table: str, folder: Path) -> None:
     # the view's columns.
     try:
         con.execute(
-            f"COPY temp.main.parquet_{table} TO {_literal(folder)} "
+            f"COPY (FROM temp.main.parquet_{table} ORDER BY day, {_ORDER[table]}) "
+            f"TO {_literal(folder)} "
             "(FORMAT parquet, PARTITION_BY (day), COMPRESSION zstd)"
         )
     except duckdb.Error as exc:
