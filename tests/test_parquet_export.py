@@ -57,6 +57,16 @@ def rows_of(store: codetape.Store, table: str) -> list[tuple[Any, ...]]:
     return store.sql(f"SELECT * FROM {table} ORDER BY {ORDER[table]}").fetchall()
 
 
+@pytest.fixture(autouse=True)
+def _at_noon_today(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process records as if it were noon (UTC) of ``TODAY``: a test that runs
+    across midnight still records its runs on the day it expects."""
+    real = time.time_ns
+    noon = int(dt.datetime.combine(TODAY, dt.time(12), dt.UTC).timestamp()) * 10**9
+    offset = real() - noon
+    monkeypatch.setattr(time, "time_ns", lambda: real() - offset)
+
+
 @pytest.fixture
 def recorded(home: Path, monkeypatch: pytest.MonkeyPatch) -> codetape.Store:
     """Three runs started two days ago (the clock set back while they ran) and five
