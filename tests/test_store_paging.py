@@ -150,6 +150,10 @@ FOUND = [
     ("refund denied", True),  # the error's message
     ("valueerror: refund", True),  # and type
     ("'nord'", True),
+    ("3 parcels", True),  # a one-letter word: not in the words index, found in the text
+    ("rows = f", True),
+    ("order 8", False),
+    ("x = 3", False),
     ("dispatched  tardy", False),  # the words are there, not that text
     ("tardy dispatched", False),
     ("nord region", False),
