@@ -135,13 +135,20 @@ def _read(
 ) -> dict[str, int]:
     """Copy each table's rows into memory while the store is attached (one consistent
     read: no process writes the file meanwhile); their counts."""
+    # With ``since``, only the runs (each row's day comes from its run's) are read whole;
+    # the other tables' older rows are never copied out of the store.
+    kept = "" if since is None else "WHERE day >= ?"
     with _attached(con, home, wait_s):
-        for table in PARQUET_TABLES:
-            con.execute(f"CREATE TEMP TABLE parquet_{table} AS {_QUERIES[table]}")
+        con.execute(f"CREATE TEMP TABLE parquet_runs AS {_QUERIES['runs']}")
+        for table in PARQUET_TABLES[1:]:
+            con.execute(
+                f"CREATE TEMP TABLE parquet_{table} AS FROM ({_QUERIES[table]}) {kept}",
+                [] if since is None else [since],
+            )
+    if since is not None:
+        con.execute("DELETE FROM temp.main.parquet_runs WHERE day < ?", [since])
     rows = {}
     for table in PARQUET_TABLES:
-        if since is not None:
-            con.execute(f"DELETE FROM temp.main.parquet_{table} WHERE day < ?", [since])
         (count,) = con.execute(f"SELECT count(*) FROM temp.main.parquet_{table}").fetchone() or (0,)
         rows[table] = int(count)
     return rows
