@@ -199,25 +199,5 @@ class RecordSpan(Span):
                 self._sdk.end(self.end_time)
 
 
-def start_span(
-    rt: Runtime,
-    name: str,
-    parent: Span | None,
-    attributes: Mapping[str, Any],
-    *,
-    kind: SpanKind = SpanKind.INTERNAL,
-    links: Sequence[Link] = (),
-    start_time: int | None = None,
-    start_record: bool = False,
-) -> RecordSpan:
-    """A span of ``rt`` under ``parent`` (None: the root of a new trace)."""
-    return RecordSpan(
-        rt,
-        name,
-        parent,
-        attributes,
-        kind=kind,
-        links=links,
-        start_time=start_time,
-        start_record=start_record,
-    )
+# A span of ``rt`` under ``parent`` (None: the root of a new trace).
+start_span = RecordSpan
