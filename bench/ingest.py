@@ -49,6 +49,20 @@ STEPS = 4  # steps per run, each with one tool call: 1 + 2 * STEPS spans per run
 SPANS_PER_RUN = 1 + 2 * STEPS
 
 
+def _agent() -> tuple[Any, Any]:
+    """What every bench run records with: a ``@codetape.tool`` and an ``exec`` step."""
+
+    @codetape.tool
+    def lookup(key: str) -> str:
+        return key.upper()
+
+    @codetape.code_action
+    def execute(code: str, namespace: dict[str, Any]) -> None:
+        exec(code, namespace)
+
+    return lookup, execute
+
+
 def _child(home: Path, name: str, runs: int, mode: str, go: Path, log: Path) -> None:
     """One recording process (run as ``bench/ingest.py --child ...``)."""
     from codetape.store import _ingest
@@ -68,13 +82,7 @@ def _child(home: Path, name: str, runs: int, mode: str, go: Path, log: Path) -> 
         _ingest.ingest = logged
     codetape.configure(home=home, otlp=False)
 
-    @codetape.tool
-    def lookup(key: str) -> str:
-        return key.upper()
-
-    @codetape.code_action
-    def execute(code: str, namespace: dict[str, Any]) -> None:
-        exec(code, namespace)
+    lookup, execute = _agent()
 
     while not go.exists():
         time.sleep(0.005)
@@ -103,13 +111,7 @@ def _span_templates() -> list[dict[str, Any]]:
     home = Path(tempfile.mkdtemp(prefix="codetape-bench-template-"))
     codetape.configure(home=home, otlp=False)
 
-    @codetape.tool
-    def lookup(key: str) -> str:
-        return key.upper()
-
-    @codetape.code_action
-    def execute(code: str, namespace: dict[str, Any]) -> None:
-        exec(code, namespace)
+    lookup, execute = _agent()
 
     with contextlib.redirect_stdout(io.StringIO()), codetape.run("template", task="one of each"):
         execute("y = lookup('a')\nprint(y)", {"lookup": lookup})
