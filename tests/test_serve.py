@@ -193,15 +193,21 @@ def post_traces(server: Server, body: bytes, **headers: str) -> tuple[int, bytes
     return server.request("POST", "/v1/traces", body, sent)
 
 
+def exported(server: Server, body: bytes) -> ExportTraceServiceResponse:
+    """The server's answer to ``body`` posted to /v1/traces, which must be a 200."""
+    status, answer_body = post_traces(server, body)
+    assert status == 200
+    answer = ExportTraceServiceResponse()
+    answer.ParseFromString(answer_body)
+    return answer
+
+
 def stored_names(home: Path) -> set[str]:
     return {name for (name,) in Store(home)._query("SELECT name FROM spans")}
 
 
 def test_a_good_request_is_stored_and_answered_as_otlp_says(server: Server) -> None:
-    status, body = post_traces(server, spans_request(3))
-    assert status == 200
-    answer = ExportTraceServiceResponse()
-    answer.ParseFromString(body)
+    answer = exported(server, spans_request(3))
     assert not answer.HasField("partial_success")
     assert stored_names(server.home) == {"work 0", "work 1", "work 2"}
 
@@ -377,10 +383,7 @@ def test_malformed_json_and_gzip_are_400(server: Server) -> None:
 
 def test_a_span_with_10k_attributes_is_refused_in_a_partial_success(server: Server) -> None:
     before = seed(server)
-    status, body = post_traces(server, spans_request(1, attributes=10_000, name="huge"))
-    assert status == 200
-    answer = ExportTraceServiceResponse()
-    answer.ParseFromString(body)
+    answer = exported(server, spans_request(1, attributes=10_000, name="huge"))
     assert answer.partial_success.rejected_spans == 1
     assert "10000 attributes" in answer.partial_success.error_message
     assert_refused(server, before)
@@ -396,10 +399,7 @@ def test_only_the_span_over_the_limits_is_refused(server: Server) -> None:
         outer.array_value.values.append(deep)
         deep = outer
     spans[0].attributes.append(KeyValue(key="deep", value=deep))
-    status, body = post_traces(server, request.SerializeToString())
-    assert status == 200
-    answer = ExportTraceServiceResponse()
-    answer.ParseFromString(body)
+    answer = exported(server, request.SerializeToString())
     assert answer.partial_success.rejected_spans == 1
     assert "nested" in answer.partial_success.error_message
     assert stored_names(server.home) == {"fine 1"}
@@ -420,10 +420,7 @@ def test_a_span_too_large_for_one_record_is_refused_in_a_partial_success(
     request.ParseFromString(spans_request(2, name="sized"))
     spans = request.resource_spans[0].scope_spans[0].spans
     spans[0].attributes.append(KeyValue(key="big", value=AnyValue(string_value="x" * 5_000_000)))
-    status, body = post_traces(server, request.SerializeToString())
-    assert status == 200
-    answer = ExportTraceServiceResponse()
-    answer.ParseFromString(body)
+    answer = exported(server, request.SerializeToString())
     assert answer.partial_success.rejected_spans == 1
     assert "bytes; at most" in answer.partial_success.error_message
     assert stored_names(server.home) == {"sized 1"}
