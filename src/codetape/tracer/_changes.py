@@ -10,7 +10,10 @@ cheaply, and None for the rest (they are pickled again, as before):
   identity (one ``memcmp`` of the two pointer arrays where CPython's layout allows it);
 - a ``dict`` of those compares CPython's version tag, which every change of the dict
   moves (PEP 509), or else its keys and values by identity;
-- a ``bytearray`` keeps a copy and compares bytes; a small ``set`` compares identities.
+- a ``bytearray`` keeps a copy and compares bytes; a small ``set`` compares identities;
+- a large list's array of references or a large ``bytearray``'s bytes is instead
+  watched by the kernel where it can (``_writes``): a check is then one scan of the
+  range's page table for written pages, whatever the size, and no copy is kept.
 
 A copy holds the old elements, so a new element can never sit at a freed old one's
 address and look the same. Anything the checks cannot be sure of has no check.
@@ -19,6 +22,7 @@ address and look the same. Anything the checks cannot be sure of has no check.
 from __future__ import annotations
 
 import operator
+import struct
 import sys
 import sysconfig
 from collections.abc import Callable
@@ -33,6 +37,8 @@ _CONTAINERS = frozenset({list, dict, tuple, set, frozenset, bytearray})
 _TREE_LIMIT = 10_000  # containers in one value: past it, the value is pickled instead
 _SMALL = 64  # elements compared in Python rather than with memcmp
 _SET_LIMIT = 4096
+_POINTER = struct.calcsize("P")
+_WATCHED = 1 << 20  # bytes of a buffer from which the kernel watches it for writes
 
 
 def _same(value: object) -> bool:
@@ -58,9 +64,12 @@ def _cpython() -> bool:
     )
 
 
-def _list_memcmp() -> Callable[[list[Any], list[Any]], bool] | None:
+def _list_memcmp() -> (
+    tuple[Callable[[list[Any], list[Any]], bool], Callable[[list[Any]], int]] | None
+):
     """``equal(a, b)`` for two lists of one length: their element pointers compared
-    with libc's ``memcmp`` (the GIL held), or None where the layout is not CPython's."""
+    with libc's ``memcmp`` (the GIL held), and ``items(a)``: the address of a list's
+    array of element pointers; None where the layout is not CPython's."""
     try:
         import ctypes
 
@@ -69,8 +78,8 @@ def _list_memcmp() -> Callable[[list[Any], list[Any]], bool] | None:
         sample = [object(), object(), object()]
         if ctypes.c_ssize_t.from_address(id(sample) + 2 * word).value != len(sample):
             return None
-        items = ctypes.c_void_p.from_address(id(sample) + offset).value
-        if not items or list((ctypes.c_void_p * 3).from_address(items)) != list(map(id, sample)):
+        array = ctypes.c_void_p.from_address(id(sample) + offset).value
+        if not array or list((ctypes.c_void_p * 3).from_address(array)) != list(map(id, sample)):
             return None
         memcmp = ctypes.PyDLL(None).memcmp
         memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
@@ -79,12 +88,14 @@ def _list_memcmp() -> Callable[[list[Any], list[Any]], bool] | None:
     except Exception:
         return None
 
+    def items(a: list[Any]) -> int:
+        return address(id(a) + offset).value or 0
+
     def equal(a: list[Any], b: list[Any]) -> bool:
-        size = len(a) * word
-        found: int = memcmp(address(id(a) + offset).value, address(id(b) + offset).value, size)
+        found: int = memcmp(items(a), items(b), len(a) * word)
         return found == 0
 
-    return equal
+    return equal, items
 
 
 def _dict_version() -> Callable[[dict[Any, Any]], int] | None:
@@ -119,14 +130,56 @@ def _dict_version() -> Callable[[dict[Any, Any]], int] | None:
     return version
 
 
-_list_equal = _list_memcmp() if _cpython() else None
+_list_layout = _list_memcmp() if _cpython() else None
+_list_equal = _list_layout[0] if _list_layout else None
 _version = _dict_version() if _cpython() else None
 
 
 # -- the checks --------------------------------------------------------------------------
 
 
+def _watched(address: int, size: int, where: Callable[[Any], int]) -> Check | None:
+    """A check of a buffer of ``size`` bytes at ``address`` (``where(value)`` finds it
+    again) by the kernel's write tracking, or None where it cannot watch it. The buffer
+    must still be where it was, no page of it written, and its bytes before the first
+    and after the last whole page (compared by copy) unchanged."""
+    import ctypes
+
+    from ._writes import watcher
+
+    found = watcher()
+    watch = found.watch(address, size) if found is not None else None
+    if watch is None:
+        return None
+    head = ctypes.string_at(address, watch.start - address)
+    tail = ctypes.string_at(watch.end, address + size - watch.end)
+    read = ctypes.string_at
+
+    def check(current: Any) -> bool:
+        return (
+            where(current) == address
+            and not watch.written()
+            and read(address, len(head)) == head
+            and read(watch.end, len(tail)) == tail
+        )
+
+    return check
+
+
+def _bytearray_start(value: bytearray) -> int:
+    import ctypes
+
+    return ctypes.addressof(ctypes.c_char.from_buffer(value)) if value else 0
+
+
 def _list_probe(value: list[Any]) -> Check:
+    size = len(value)
+    layout = _list_layout
+    if layout is not None and size * _POINTER >= _WATCHED:
+        items = layout[1]
+        watched = _watched(items(value), size * _POINTER, items)
+        if watched is not None:
+            return lambda current: len(current) == size and watched(current)
     saved = list(value)
     size = len(saved)
     equal = _list_equal
@@ -164,6 +217,11 @@ def _set_probe(value: set[Any]) -> Check:
 
 
 def _bytearray_probe(value: bytearray) -> Check:
+    size = len(value)
+    if size >= _WATCHED:
+        watched = _watched(_bytearray_start(value), size, _bytearray_start)
+        if watched is not None:
+            return lambda current: len(current) == size and watched(current)
     saved = bytes(value)
     return lambda current: current == saved
 
