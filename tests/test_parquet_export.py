@@ -6,6 +6,7 @@ bad directories and a missing store; a process recording alongside loses nothing
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
 import re
 import subprocess
@@ -36,6 +37,7 @@ ORDER = {
     "runs": "run_id",
     "steps": "run_id, step",
     "tool_calls": "run_id, span_id",
+    "llm_calls": "run_id, span_id",
     "spans": "trace_id, span_id",
 }
 
@@ -111,7 +113,12 @@ def test_the_parquet_is_the_views_rows_by_day(recorded: codetape.Store, tmp_path
         "runs",
         "SELECT count(*) FROM t WHERE day <> CAST(timezone('UTC', started_at) AS DATE)",
     ) == [(0,)]
-    for table, run in (("steps", "run_id"), ("tool_calls", "run_id"), ("spans", "trace_id")):
+    for table, run in (
+        ("steps", "run_id"),
+        ("tool_calls", "run_id"),
+        ("llm_calls", "run_id"),
+        ("spans", "trace_id"),
+    ):
         mismatched = parquet(
             out,
             table,
@@ -188,7 +195,37 @@ def test_a_directory_with_files_is_refused_unless_overwrite(
     (out / "notes.txt").write_text("mine")
     assert invoke(recorded.home, "--parquet", str(out), "--overwrite").exit_code == 0
     assert (out / "notes.txt").read_text() == "mine"
-    assert sorted(p.name for p in out.iterdir()) == sorted([*PARQUET_TABLES, "notes.txt"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*PARQUET_TABLES, "_store", "blobs", "codetape-archive.json", "notes.txt"]
+    )
+
+
+def test_a_killed_exports_staging_is_cleaned_up_and_not_counted(
+    recorded: codetape.Store, tmp_path: Path
+) -> None:
+    out = tmp_path / "archive"
+    # What an export killed while writing leaves: its staging folder, its lock no
+    # longer held. Another export still writing holds its lock.
+    dead = out / ".codetape-export-0badf00d"
+    (dead / "runs" / f"day={TODAY}").mkdir(parents=True)
+    (dead / "runs" / f"day={TODAY}" / "data_0.parquet").write_bytes(b"PAR1 half")
+    (dead / ".lock").touch()
+    alive = out / ".codetape-export-5afe5afe"
+    alive.mkdir()
+    held = os.open(alive / ".lock", os.O_WRONLY | os.O_CREAT)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = invoke(recorded.home, "--parquet", str(out))
+        assert result.exit_code == 0, result.output
+        assert not dead.exists()
+        assert alive.is_dir()
+    finally:
+        os.close(held)
+    assert parquet(out, "runs", "SELECT count(*) FROM t") == [(8,)]
+    # Once its exporter is gone, the next export removes it too.
+    again = invoke(recorded.home, "--parquet", str(out), "--overwrite")
+    assert again.exit_code == 0, again.output
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
 def test_bad_directories_and_a_missing_store_are_clear_errors(

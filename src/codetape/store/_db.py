@@ -20,6 +20,7 @@ from typing import TypeVar
 import duckdb
 
 from ..errors import CorruptStoreError, NewerStoreError, StoreBusyError, StoreError
+from ._archive import refuse_archive
 from ._ingest_sql import SEARCH_TEXT, STEP_WORDS
 from ._views import VIEWS, VIEWS_DIGEST
 
@@ -315,6 +316,8 @@ def connect(
     rather than an error. A directory that does not exist is read as an empty store and
     left uncreated; writing to one raises ``StoreError``.
     """
+    if not read_only:
+        refuse_archive(home, "store records in it")
     path = home / DB_NAME
     if not home.is_dir():
         if not read_only:

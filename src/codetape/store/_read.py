@@ -34,6 +34,7 @@ from ..schemas import (
     VariableSnapshot,
 )
 from ..schemas import attributes as A
+from ._archive import is_archive, reads_of
 from ._blobs import BlobStore
 from ._db import DB_NAME, connect, held_by_this_thread, is_disk_full
 from ._failures import failure_groups
@@ -218,11 +219,17 @@ class Store:
     >>> store = codetape.Store(tempfile.mkdtemp())
     >>> store.runs()
     []
+
+    A directory ``codetape export --parquet`` wrote is opened as a read-only archive
+    (``archive`` is True): every read works on it, nothing is ingested or written.
     """
 
     def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
         self.home: Path = resolve_home(home)
-        self.blobs = BlobStore(self.home / "blobs")
+        self.archive = is_archive(self.home)
+        # Where the database and blob files are read: an archive's built store.
+        self._reads = reads_of(self.home)
+        self.blobs = BlobStore(self._reads / "blobs")
         self.last_ingest: IngestStats | None = None
         # Why the last catch-up could not store what is spooled (no disk space), if so.
         self.ingest_problem: str | None = None
@@ -235,11 +242,13 @@ class Store:
 
     @property
     def db_path(self) -> Path:
-        return self.home / DB_NAME
+        return self._reads / DB_NAME
 
     def refresh(self) -> IngestStats | None:
         """Ingest pending spool records now, whether or not the spool looks changed
         (skipped when another process is at it)."""
+        if self.archive:
+            return None
         wait_for_background(self.home)
         if not live_dir(self.home).exists() and self.db_path.exists():
             return None
@@ -269,6 +278,8 @@ class Store:
 
     def _catch_up(self) -> None:
         """Before a read: what this process finished, then what the spool holds."""
+        if self.archive:
+            return
         if held_by_this_thread(self.home):
             # This thread has the database open (another Store's session): nobody in
             # this process can ingest until it closes it. Read what is there.
@@ -284,7 +295,7 @@ class Store:
         if self._session is not None:
             return self._session.execute(sql, list(params)).fetchall()
         self._catch_up()
-        with connect(self.home, read_only=True) as con:
+        with connect(self._reads, read_only=True) as con:
             return con.execute(sql, list(params)).fetchall()
 
     @contextlib.contextmanager
@@ -300,7 +311,7 @@ class Store:
             yield self
             return
         self._catch_up()
-        with connect(self.home, read_only=True) as con:
+        with connect(self._reads, read_only=True) as con:
             self._session = con
             try:
                 yield self
@@ -319,7 +330,7 @@ class Store:
         >>> store.sql("SELECT agent, count(*) AS n FROM runs GROUP BY agent").df()  # doctest: +SKIP
         """
         self._catch_up()
-        return run_sql(self.home, query, params)
+        return run_sql(self._reads, query, params)
 
     def blobs_of(self, digests: Iterable[str]) -> dict[str, bytes]:
         """Several blobs at once (small ones in one query); missing ones are left out."""

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import duckdb
 
 from ..errors import BlobNotFoundError, SqlError
+from ._archive import reads_of
 from ._blobs import BlobStore
 from ._db import (
     _SCHEMA,
@@ -101,6 +102,7 @@ def run_sql(
     (the one path the connection may write: the query itself cannot). Raises
     ``SqlError`` for a refused or bad query. The caller catches up ingestion first."""
     text = read_statement(query)
+    home = reads_of(home)  # an archive: the store built from it
     con = duckdb.connect(":memory:")
     try:
         # Asked before the store is attached: with its views there, DuckDB would name

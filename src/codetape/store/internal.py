@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_names
+from ._archive import is_archive, refuse_archive
 from ._blobs import SMALL_BLOB, BlobStore, blob_record, digest_of
 from ._db import DB_NAME, connect, is_disk_full, no_store_error
 from ._failures import normalize_message
@@ -44,12 +45,14 @@ __all__ = [
     "done_dir",
     "export_parquet",
     "ingest",
+    "is_archive",
     "is_disk_full",
     "live_dir",
     "no_store_error",
     "normalize_message",
     "plain_value",
     "rebuild",
+    "refuse_archive",
     "resolve_home",
     "run_sql",
     "set_default_home",

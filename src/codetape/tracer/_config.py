@@ -25,6 +25,7 @@ from ..store.internal import (
     BackgroundIngester,
     BlobStore,
     SpoolWriter,
+    refuse_archive,
     resolve_home,
     set_default_home,
 )
@@ -192,6 +193,7 @@ def configure(
             _current = None
         set_default_home(home)
         path = resolve_home(home)
+        refuse_archive(path, "record into it")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
