@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
+from click.core import ParameterSource
 from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
@@ -21,6 +22,7 @@ from .._version import __version__
 from ..errors import CodetapeError
 from ..schemas import Verdict
 from ..store import Store
+from ..store._remote import REMOTE_ENV, RemoteStore, read_token
 
 __all__ = [
     "cli",
@@ -30,6 +32,7 @@ __all__ = [
     "open_store",
     "out",
     "print_json",
+    "remote_store",
     "shown",
     "status_markup",
     "style_lines",
@@ -110,9 +113,20 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+# The commands that read through ``--remote URL`` (a codetape serve); the others work on
+# a local store and refuse a --remote given on their command line.
+REMOTE_COMMANDS = frozenset({"runs", "show", "diff", "export", "ui"})
+
+
+def remote_store(ctx: click.Context) -> RemoteStore | None:
+    """The server ``--remote`` (or ``$CODETAPE_REMOTE``) names, if any."""
+    found: RemoteStore | None = ctx.obj.get("remote")
+    return found
+
+
 def open_store(ctx: click.Context) -> Store:
     home: Path | None = ctx.obj.get("home")
-    return Store(home)
+    return remote_store(ctx) or Store(home)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -122,9 +136,24 @@ def open_store(ctx: click.Context) -> Store:
     envvar="CODETAPE_HOME",
     help="Store directory (default: $CODETAPE_HOME, else ./.codetape).",
 )
+@click.option(
+    "--remote",
+    metavar="URL",
+    envvar=REMOTE_ENV,
+    help="Read the history of a codetape serve at URL instead of a local store (runs, "
+    "show, diff, export, ui; default: $CODETAPE_REMOTE).",
+)
+@click.option(
+    "--token-file",
+    "remote_token_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --remote: file holding the server's bearer token (default: $CODETAPE_TOKEN).",
+)
 @click.version_option(__version__, prog_name="codetape")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None) -> None:
+def cli(
+    ctx: click.Context, home: Path | None, remote: str | None, remote_token_file: Path | None
+) -> None:
     """Record, replay and diff the code actions of code-acting AI agents.
 
     \b
@@ -140,8 +169,30 @@ def cli(ctx: click.Context, home: Path | None) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["home"] = home
+    ctx.obj["remote"] = _remote(ctx, remote, remote_token_file)
     if not out.is_terminal and not os.environ.get("COLUMNS"):
         out.width = UNCUT_WIDTH
+
+
+def _remote(ctx: click.Context, url: str | None, token_file: Path | None) -> RemoteStore | None:
+    """The ``RemoteStore`` of ``--remote``, for the commands that read through it. Set by
+    $CODETAPE_REMOTE alone, the other commands keep to the local store."""
+    if not url:
+        if token_file is not None:
+            raise click.UsageError("--token-file goes with --remote URL")
+        return None
+    command = ctx.invoked_subcommand
+    if command not in REMOTE_COMMANDS:
+        if ctx.get_parameter_source("remote") is not ParameterSource.COMMANDLINE:
+            return None
+        raise click.UsageError(
+            f"--remote reads a codetape serve with {', '.join(sorted(REMOTE_COMMANDS))}; "
+            f"`codetape {command}` works on a local store: drop --remote"
+        )
+    try:
+        return RemoteStore(url, read_token(token_file))
+    except CodetapeError as exc:
+        raise click.UsageError(exc.message + (f" ({exc.hint})" if exc.hint else "")) from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -15,7 +15,17 @@ from ..store import Store
 from ..store.internal import DB_NAME, no_store_error, resolve_home
 from ..store.internal import rebuild as rebuild_store
 from . import _doctor, _follow
-from ._app import cli, err, handle_errors, open_store, out, print_json, shown, status_markup
+from ._app import (
+    cli,
+    err,
+    handle_errors,
+    open_store,
+    out,
+    print_json,
+    remote_store,
+    shown,
+    status_markup,
+)
 from ._header import print_run_header, related_runs
 from ._links import run_link, viewer_line
 from ._llm import one_line, show_call, show_calls
@@ -53,7 +63,8 @@ def runs(
         print_json(found)
         return
     if not found:
-        where = shown(str(store.home))
+        remote = remote_store(ctx)
+        where = shown(remote.url if remote else str(store.home))
         out.print(f"no runs in {where}" + (" match" if failed or agent or status else ""))
         return
     out.print(_runs_table(found))
@@ -132,7 +143,7 @@ def _parent_cell(run: Run) -> str:
 def _existing_store(ctx: click.Context) -> Store:
     """The store to read, which must exist: a mistyped --home is said, not created."""
     store = open_store(ctx)
-    if not store.home.is_dir():
+    if remote_store(ctx) is None and not store.home.is_dir():
         raise no_store_error(store.home)
     return store
 

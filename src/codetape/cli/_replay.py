@@ -37,11 +37,13 @@ from ._app import (
     open_store,
     out,
     print_json,
+    remote_store,
     shown,
     style_lines,
     verdict_markup,
 )
 from ._links import run_link
+from ._remote import export_remote
 
 __all__: list[str] = []
 
@@ -395,8 +397,12 @@ def export_command(
         raise click.UsageError("--since and --overwrite go with --parquet DIR")
     if run_id is None or output is None:
         raise click.UsageError("give a RUN and -o FILE (or --parquet DIR for every run)")
+    remote = remote_store(ctx)
     with err.status("writing the bundle…"):
-        info = export_run(run_id, output, with_image=with_image, home=ctx.obj.get("home"))
+        if remote is not None:
+            info = export_remote(remote, run_id, output, with_image=with_image)
+        else:
+            info = export_run(run_id, output, with_image=with_image, home=ctx.obj.get("home"))
     size = info.path.stat().st_size
     out.print(
         f"wrote {shown(str(info.path))} ({size / 1e6:.1f} MB): run {run_link(info.run_id)}"

@@ -16,10 +16,12 @@ from rich.table import Table
 from ..errors import CodetapeError
 from ..replayer import diff_runs
 from ..schemas import RunDiff, StepPair
+from ..store._remote import REMOTE_ENV
+from ..store._remote import TOKEN_ENV as REMOTE_TOKEN_ENV
 from ..store.internal import resolve_home
 from ..viewer import url
 from ..viewer.internal import ALLOW_LOCAL_EXEC_ENV, TOKEN_ENV, command
-from ._app import cli, err, handle_errors, out, print_json, shown, style_lines
+from ._app import cli, err, handle_errors, out, print_json, remote_store, shown, style_lines
 from ._links import run_link, viewer_line, write_viewer_address
 
 __all__ = ["streamlit_command"]
@@ -136,7 +138,11 @@ def _side(index: int | None) -> str:
 def diff_command(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
     """Compare two runs (or a run and its replay) step by step, and point at the first
     step where they part."""
-    diff = diff_runs(run_a, run_b, home=ctx.obj.get("home"))
+    remote = remote_store(ctx)
+    if remote is not None:
+        diff = remote.diff(run_a, run_b)
+    else:
+        diff = diff_runs(run_a, run_b, home=ctx.obj.get("home"))
     if as_json:
         print_json(diff)
         return
@@ -232,13 +238,19 @@ def ui_command(
         )
     token = secrets.token_urlsafe(32)
     link = f"{url(base)}?token={token}"
-    out.print(f"codetape viewer: {shown(link)}  (store {shown(str(home))})", soft_wrap=True)
+    remote = remote_store(ctx)
+    where = remote.url if remote else str(home)
+    out.print(f"codetape viewer: {shown(link)}  (store {shown(where)})", soft_wrap=True)
     out.print("[dim]the link's token unlocks the replay buttons; Ctrl+C to stop[/]")
     sys.stdout.flush()
     sys.stderr.flush()
-    # The other commands link run ids to this viewer while it runs (exec keeps the pid).
-    write_viewer_address(home, _linked_base(host, port), os.getpid())
     env = {**os.environ, "CODETAPE_HOME": str(home), TOKEN_ENV: token}
+    if remote is not None:
+        # The viewer reads through the server (viewer/_data.py); its replays are refused.
+        env.update({REMOTE_ENV: remote.url, REMOTE_TOKEN_ENV: remote.token or ""})
+    else:
+        # The other commands link run ids to this viewer while it runs (exec keeps the pid).
+        write_viewer_address(home, _linked_base(host, port), os.getpid())
     env.pop(ALLOW_LOCAL_EXEC_ENV, None)
     if allow_local_exec:
         env[ALLOW_LOCAL_EXEC_ENV] = "1"

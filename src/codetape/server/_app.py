@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..store.internal import BackgroundIngester, BlobStore, SpoolWriter
 from . import _otlp
+from ._reads import read_routes
 
 __all__ = ["Limits", "ServerSettings", "create_app"]
 
@@ -185,9 +186,12 @@ def _logged(what: str) -> Iterator[None]:
 class _Endpoints:
     """The request handlers, over one ``Sink``."""
 
-    def __init__(self, sink: Sink, limits: Limits) -> None:
+    def __init__(
+        self, sink: Sink, limits: Limits, read_blob: Callable[[Request, str], Any]
+    ) -> None:
         self.sink = sink
         self.limits = limits
+        self.read_blob = read_blob
 
     async def traces(self, request: Request) -> Response:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -223,6 +227,9 @@ class _Endpoints:
         if request.method == "HEAD":
             found = await run_in_threadpool(self.sink.has_blob, digest)
             return Response(status_code=200 if found else 404)
+        if request.method == "GET":
+            answer: Response = await self.read_blob(request, digest)
+            return answer
         try:
             body = await read_body(request, self.limits.body_bytes)
         except HttpError as exc:
@@ -249,7 +256,8 @@ def create_app(settings: ServerSettings) -> ASGIApp:
     """The server's ASGI application (with auth unless ``settings.token`` is None)."""
     settings.home.mkdir(parents=True, exist_ok=True)
     sink = Sink(settings.home)
-    endpoints = _Endpoints(sink, settings.limits)
+    reads, read_blob = read_routes(settings.home)
+    endpoints = _Endpoints(sink, settings.limits, read_blob)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -261,8 +269,9 @@ def create_app(settings: ServerSettings) -> ASGIApp:
     app: ASGIApp = Starlette(
         routes=[
             Route("/v1/traces", endpoints.traces, methods=["POST"]),
-            Route("/v1/blobs/{digest}", endpoints.blob, methods=["PUT", "HEAD"]),
+            Route("/v1/blobs/{digest}", endpoints.blob, methods=["PUT", "HEAD", "GET"]),
             Route("/healthz", endpoints.healthz, methods=["GET"]),
+            *reads,
         ],
         lifespan=lifespan,
     )

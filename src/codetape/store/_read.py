@@ -44,7 +44,7 @@ from ._ingest_sql import WORD_PATTERN
 from ._spool import live_dir, visible_surrogates
 from ._sql import Params, run_sql
 
-__all__ = ["Store", "span_row", "steps_from_rows"]
+__all__ = ["BLOB_PENDING", "Store", "blob_pending", "has_pending", "span_row", "steps_from_rows"]
 
 log = logging.getLogger("codetape")
 
@@ -69,6 +69,12 @@ _STEP_HITS = "SELECT DISTINCT run_id FROM steps WHERE contains(search_text, ?)"
 _SEARCH_WORDS = f"SELECT lower($1), regexp_extract_all(lower($1), '{WORD_PATTERN}')"
 
 _RUN_ID_CHARS = 32  # a run's id: its trace id, in hex
+
+# What a step, a model call or a message shows in place of a blob its span names and the
+# store does not have (yet): spans that reached a codetape serve before their blobs (a
+# Collector carries spans, not blobs), or a blob folder copied in part. The text fills
+# in on the first read after the blob arrives.
+BLOB_PENDING = "[codetape: blob pending: {digest} is not in the store yet]"
 
 # Attributes whose value is a blob digest.
 _DIGEST_KEYS = (".digest", A.STATE_BEFORE, A.STATE_AFTER, A.STEP_RANDOM_STATE)
@@ -126,6 +132,16 @@ def _step_hits(text: str, words: list[str]) -> tuple[str, list[Any]]:
         return _STEP_HITS, [text]
     sql, params = _candidates(text, words)
     return f"{_STEP_HITS} AND run_id IN ({sql})", [text, *params]
+
+
+def blob_pending(digest: object) -> str:
+    """The text shown where the content of a blob the store lacks would be."""
+    return BLOB_PENDING.format(digest=digest)
+
+
+def has_pending(text: str | None) -> bool:
+    """Whether recorded text holds a blob's place (``blob_pending``)."""
+    return bool(text) and "[codetape: blob pending: sha256:" in str(text)
 
 
 def _ts(ns: int | None) -> datetime | None:
@@ -619,7 +635,7 @@ class Store:
                     role=str(m.get("role", "")),
                     content=_decoded(contents[m["content.digest"]])
                     if m.get("content.digest") in contents
-                    else f"[codetape: blob {m.get('content.digest')} is missing from the store]",
+                    else blob_pending(m.get("content.digest")),
                 )
                 for m in messages
                 if isinstance(m, dict)
@@ -852,7 +868,7 @@ class Store:
         try:
             return _decoded(self.blob(digest))
         except BlobNotFoundError:
-            return fallback + f"\n[codetape: blob {digest} is missing from the store]"
+            return (fallback + "\n" if fallback else "") + blob_pending(digest)
 
     def _json(self, digest: str | None, fallback: Any) -> Any:
         if not digest or not self._read_blobs:

@@ -22,11 +22,14 @@ import duckdb
 import streamlit as st
 
 from .._format import RUN_STATUSES
+from ..errors import CodetapeError
 from ..replayer import replay as replay_step
 from ..replayer import replay_from as replay_steps_from
 from ..replayer.internal import DiffOutline, diff_outline, whole_pair
 from ..schemas import FailureGroup, LlmCall, ReplayReport, Run, Step, StepPair
 from ..store import Store
+from ..store._read import has_pending
+from ..store._remote import REMOTE_ENV, RemoteStore, read_token
 from ..store.internal import resolve_home
 
 __all__ = [
@@ -74,7 +77,24 @@ def home() -> Path:
 def missing() -> bool:
     """Whether nothing has recorded into the store yet (its directory does not exist:
     reading it would be an error, and creates nothing)."""
-    return not home().is_dir()
+    return not os.environ.get(REMOTE_ENV) and not home().is_dir()
+
+
+def _open(store_home: Path) -> Store:
+    """The store to read: the server of ``codetape ui --remote URL`` ($CODETAPE_REMOTE,
+    token in $CODETAPE_TOKEN) if given, else the one at ``store_home``."""
+    url = os.environ.get(REMOTE_ENV)
+    return RemoteStore(url, read_token()) if url else Store(store_home)
+
+
+def _local_only(what: str) -> None:
+    url = os.environ.get(REMOTE_ENV)
+    if url:
+        raise CodetapeError(
+            f"{what} from a viewer reading {url} is not offered: a replay needs the run's "
+            "store on this machine",
+            hint="codetape --remote URL export RUN -o F, codetape import F, then replay here",
+        )
 
 
 # The Store of the reads in a ``together()`` block, if any.
@@ -82,7 +102,7 @@ _shared: contextvars.ContextVar[Store | None] = contextvars.ContextVar("_shared"
 
 
 def _store() -> Store:
-    return _shared.get() or Store(home())
+    return _shared.get() or _open(home())
 
 
 @contextlib.contextmanager
@@ -95,7 +115,7 @@ def together() -> Iterator[None]:
     if _shared.get() is not None or missing():
         yield
         return
-    store = Store(home())
+    store = _open(home())
     with store.session():
         token = _shared.set(store)
         try:
@@ -138,7 +158,7 @@ def any_running() -> bool:
 
 @st.cache_data(ttl=10, show_spinner=False)
 def _agents(store_home: Path) -> list[str]:
-    return Store(store_home).agents()
+    return _open(store_home).agents()
 
 
 def agents() -> list[str]:
@@ -170,18 +190,27 @@ def _version(of: Run) -> tuple[str, str, int]:
 def _steps(
     store_home: Path, version: tuple[str, str, int], start: int, limit: int | None
 ) -> list[Step]:
-    return Store(store_home).steps(version[0], start, limit)
+    return _open(store_home).steps(version[0], start, limit)
 
 
 def steps(of: Run, start: int = 0, limit: int | None = None) -> list[Step]:
     """The run's steps in order, whole: all of them, or from position ``start`` at most
     ``limit`` (a page of them: only those are read)."""
-    return _steps(home(), _version(of), start, limit)
+    found = _steps(home(), _version(of), start, limit)
+    if any(_pending(step) for step in found):
+        # A blob that has not reached the store yet: read again next time, to fill it in.
+        _steps.clear(home(), _version(of), start, limit)
+    return found
+
+
+def _pending(step: Step) -> bool:
+    texts = (step.code, step.stdout, step.stderr, step.thought, step.error and step.error.traceback)
+    return any(has_pending(text) for text in texts if isinstance(text, str))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _outline(store_home: Path, version: tuple[str, str, int]) -> list[Step]:
-    return Store(store_home).steps(version[0], contents=False)
+    return _open(store_home).steps(version[0], contents=False)
 
 
 def outline(of: Run) -> list[Step]:
@@ -193,7 +222,7 @@ def outline(of: Run) -> list[Step]:
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _llm_calls(store_home: Path, version: tuple[str, str, int, int]) -> list[LlmCall]:
-    return Store(store_home).llm_calls(version[0])
+    return _open(store_home).llm_calls(version[0])
 
 
 def llm_calls(of: Run) -> list[LlmCall]:
@@ -204,7 +233,7 @@ def llm_calls(of: Run) -> list[LlmCall]:
 
 @st.cache_data(ttl=10, show_spinner="Grouping failures…")
 def _failures(store_home: Path, agent: str | None) -> list[FailureGroup]:
-    return Store(store_home).failures(agent)
+    return _open(store_home).failures(agent)
 
 
 def failures(agent: str | None = None) -> list[FailureGroup]:
@@ -238,7 +267,7 @@ def _diff_pair(
     k: int,
     _outline_of: DiffOutline,
 ) -> StepPair:
-    return whole_pair(Store(store_home), _outline_of, k)
+    return whole_pair(_open(store_home), _outline_of, k)
 
 
 def diff_pair(outline: DiffOutline, k: int) -> StepPair:
@@ -261,10 +290,12 @@ def replay_backend(step: Step) -> str:
 
 def replay(run_id: str, step: int, code: str | None = None) -> ReplayReport:
     """Replay one step (recorded as a new run next to it); ``code`` replaces its code."""
+    _local_only("replaying a step")
     return replay_step(run_id, step, code=code, home=home())
 
 
 def replay_from(run_id: str, step: int, code: str | None = None) -> list[ReplayReport]:
     """Replay ``step`` (``code`` in its place) and every later step of the run in one
     sandbox, recorded as one new run next to it: one report per step run, in order."""
+    _local_only("replaying steps")
     return replay_steps_from(run_id, step, code=code, home=home())
