@@ -193,7 +193,6 @@ def configure(
             _current = None
         set_default_home(home)
         path = resolve_home(home)
-        refuse_archive(path, "record into it")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -209,6 +208,7 @@ def _build(
     prices: Mapping[str, tuple[float, float]] | None = None,
     conventions: tuple[str, ...] = (),
 ) -> Runtime:
+    refuse_archive(path, "record into it")
     spool = SpoolWriter(path)
     provider = CodetapeTracerProvider(
         resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "codetape")}),
