@@ -12,6 +12,8 @@ fields, not only text, so callers can act on them::
     ├── CodeActionError          a code action failed, told to a framework that
     │                            expects an exception (smolagents' executor raises
     │                            one that is also smolagents' AgentExecutionError)
+    ├── ShipError                a server refused what was shipped to it (the
+    │                            token), or could not be reached in time
     ├── ReplayError              a replay could not go on
     │   └── ReplayToolError      a replayed step called a tool the recording has no
     │                            answer for
@@ -50,6 +52,7 @@ __all__ = [
     "ReplayToolError",
     "RunNotFoundError",
     "SandboxError",
+    "ShipError",
     "SqlError",
     "StepNotFoundError",
     "StoreBusyError",
@@ -138,6 +141,12 @@ class CodeActionError(CodetapeError):
         self.traceback = traceback
         self.run_id = run_id
         self.step = step
+
+
+class ShipError(CodetapeError):
+    """Shipping a store to ``codetape serve`` could not go on: the server refused the
+    token, or could not be reached in the time allowed. Nothing is lost: what was not
+    acknowledged stays in the spool for the next attempt."""
 
 
 class ReplayError(CodetapeError):

@@ -13,6 +13,7 @@ is one module that registers its commands on the group when imported:
 - ``_sql``: ``sql``
 - ``_image``: ``image build``
 - ``_serve``: ``serve`` (the server itself is the ``server`` package)
+- ``_push``: ``push`` (the shipper is ``store._ship``)
 
 ``_links`` makes run ids hyperlinks to the viewer's page when its address is known.
 """
@@ -20,7 +21,7 @@ is one module that registers its commands on the group when imported:
 from __future__ import annotations
 
 # Importing a command module registers its commands on ``cli``.
-from . import _failures, _image, _inspect, _replay, _serve, _sql, _view  # noqa: F401
+from . import _failures, _image, _inspect, _push, _replay, _serve, _sql, _view  # noqa: F401
 from ._app import cli, main
 
 __all__ = ["cli", "main"]

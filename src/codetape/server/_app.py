@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..store.internal import BackgroundIngester, BlobStore, SpoolWriter
+from ..store.internal import SMALL_BLOB, BackgroundIngester, BlobStore, SpoolWriter, blob_record
 from . import _otlp
 from ._reads import read_routes
 
@@ -159,10 +159,31 @@ class Sink:
             self.spool.sync()
         self.ingester.request()
 
+    def write_ended(self, records: list[dict[str, Any]]) -> None:
+        """The rest of a shipper's ended spool file: a spool file of its own, closed at
+        once, so ingestion ends its unfinished runs and steps as the shipper's store did."""
+        if not records:
+            return
+        spool = SpoolWriter(self.home)
+        try:
+            for record in records[:-1]:
+                spool.write(record, defer=True)
+            spool.write(records[-1])
+        finally:
+            spool.close()
+        self.ingester.request()
+
     def has_blob(self, digest: str) -> bool:
         return self.blobs.path(digest).exists()
 
     def put_blob(self, digest: str, data: bytes) -> None:
+        if len(data) <= SMALL_BLOB:
+            # Also a record of the database's, as a recording process stores a small
+            # blob: the views read code and variable manifests from there.
+            with self._lock:
+                self.spool.write(blob_record(digest, data))
+                self.spool.sync()
+            self.ingester.request()
         self.blobs.put(data, digest)
         fd = os.open(self.blobs.path(digest), os.O_RDONLY)
         try:
@@ -213,6 +234,7 @@ class _Endpoints:
             return error(400, str(exc))
         try:
             await run_in_threadpool(self.sink.write_spans, decoded.records)
+            await run_in_threadpool(self.sink.write_ended, decoded.ended)
         except OSError as exc:
             log.error("codetape serve: cannot store spans: %s", exc)
             return error(503, f"the server cannot store the spans now ({exc.strerror}); retry")

@@ -19,12 +19,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from ..store.internal import TooDeep, is_ended, record_of
 
 __all__ = ["BadRequest", "Decoded", "decode", "response"]
 
-_STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 
 
@@ -39,6 +38,9 @@ class Decoded:
     records: list[dict[str, Any]] = field(default_factory=list)
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
+    # Records of an ended spool file (a shipper's, see store._otlp): to be spooled in a
+    # file of their own, closed at once.
+    ended: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _hex_ids_to_base64(value: Any) -> None:
@@ -79,53 +81,6 @@ def parse(body: bytes, json_encoded: bool) -> ExportTraceServiceRequest:
     return request
 
 
-class _TooDeep(ValueError):
-    pass
-
-
-def _value(v: AnyValue, depth: int, max_depth: int) -> Any:
-    kind = v.WhichOneof("value")
-    if kind in ("array_value", "kvlist_value"):
-        if depth >= max_depth:
-            raise _TooDeep
-        if kind == "array_value":
-            return [_value(x, depth + 1, max_depth) for x in v.array_value.values]
-        return {kv.key: _value(kv.value, depth + 1, max_depth) for kv in v.kvlist_value.values}
-    if kind == "bytes_value":
-        return base64.b64encode(v.bytes_value).decode("ascii")
-    return getattr(v, kind) if kind else None
-
-
-def _attributes(kvs: Any, max_depth: int) -> dict[str, Any]:
-    pairs: list[KeyValue] = list(kvs)
-    return {kv.key: _value(kv.value, 1, max_depth) for kv in pairs}
-
-
-def _record(span: Span, max_depth: int) -> dict[str, Any]:
-    if len(span.trace_id) != 16 or len(span.span_id) != 8:
-        raise BadRequest("a span's trace id must be 16 bytes and its span id 8")
-    return {
-        "t": "span",
-        "trace_id": span.trace_id.hex(),
-        "span_id": span.span_id.hex(),
-        "parent_id": span.parent_span_id.hex() if span.parent_span_id else None,
-        "name": span.name,
-        "start_ns": span.start_time_unix_nano,
-        "end_ns": span.end_time_unix_nano or None,
-        "status": _STATUS.get(span.status.code, "UNSET"),
-        "status_message": span.status.message or None,
-        "attributes": _attributes(span.attributes, max_depth),
-        "events": [
-            {
-                "name": e.name,
-                "ts": e.time_unix_nano,
-                "attributes": _attributes(e.attributes, max_depth),
-            }
-            for e in span.events
-        ],
-    }
-
-
 def decode(
     request: ExportTraceServiceRequest, max_attributes: int, max_depth: int, max_bytes: int
 ) -> Decoded:
@@ -138,6 +93,8 @@ def decode(
             found.reasons.append(reason)
 
     for resource_spans in request.resource_spans:
+        ended = is_ended(resource_spans.resource)
+        records = found.ended if ended else found.records
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 counts = [len(span.attributes), *(len(e.attributes) for e in span.events)]
@@ -153,10 +110,11 @@ def decode(
                     refuse(f"a span was {span.ByteSize()} bytes; at most {max_bytes} are accepted")
                     continue
                 try:
-                    found.records.append(_record(span, max_depth))
-                except _TooDeep:
+                    start = ended and not span.end_time_unix_nano
+                    records.append(record_of(span, max_depth, start=start))
+                except TooDeep:
                     refuse(f"a span had an attribute value nested deeper than {max_depth}")
-                except BadRequest as exc:
+                except ValueError as exc:
                     refuse(str(exc))
     return found
 

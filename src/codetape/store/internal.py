@@ -26,11 +26,16 @@ from ._sql import plain_value, run_sql, write_csv
 from ._views import VIEW_NAMES, VIEWS_SCHEMA
 
 if TYPE_CHECKING:
+    from ._otlp import ENDED_SPOOL, TooDeep, is_ended, record_of, request_of, span_of
     from ._read import span_row, steps_from_rows
+    from ._remote import read_token
+    from ._ship import REMOTE_ENV, Shipper, ShipStats, remote_url
 
 __all__ = [
     "DB_NAME",
+    "ENDED_SPOOL",
     "PARQUET_TABLES",
+    "REMOTE_ENV",
     "SMALL_BLOB",
     "VIEWS_SCHEMA",
     "VIEW_NAMES",
@@ -38,7 +43,10 @@ __all__ = [
     "BlobStore",
     "IngestStats",
     "ParquetExport",
+    "ShipStats",
+    "Shipper",
     "SpoolWriter",
+    "TooDeep",
     "blob_record",
     "connect",
     "digest_of",
@@ -47,15 +55,21 @@ __all__ = [
     "ingest",
     "is_archive",
     "is_disk_full",
+    "is_ended",
     "live_dir",
     "no_store_error",
     "normalize_message",
     "plain_value",
+    "read_token",
     "rebuild",
+    "record_of",
     "refuse_archive",
+    "remote_url",
+    "request_of",
     "resolve_home",
     "run_sql",
     "set_default_home",
+    "span_of",
     "span_row",
     "spool_changed",
     "steps_from_rows",
@@ -65,7 +79,19 @@ __all__ = [
 ]
 
 # The read API (pydantic models) only when a replay reads its run back, never when
-# recording.
+# recording; the OTLP mapping (protobuf) and the shipper (requests) only when shipping.
 __getattr__, __dir__ = lazy_names(
-    __name__, {"span_row": "._read", "steps_from_rows": "._read"}, globals(), __all__
+    __name__,
+    {
+        "span_row": "._read",
+        "steps_from_rows": "._read",
+        "read_token": "._remote",
+        **dict.fromkeys(
+            ("ENDED_SPOOL", "TooDeep", "is_ended", "record_of", "request_of", "span_of"),
+            "._otlp",
+        ),
+        **dict.fromkeys(("REMOTE_ENV", "ShipStats", "Shipper", "remote_url"), "._ship"),
+    },
+    globals(),
+    __all__,
 )

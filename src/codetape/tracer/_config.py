@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.resources import Resource
@@ -34,6 +35,9 @@ from ._ids import SecureIdGenerator
 from ._otlp import ConventionsProcessor, KeptTexts, TextKeepingBlobStore, conventions_of
 from ._processor import CodetapeTracerProvider, SpoolSpanProcessor
 from ._redact import Redactor
+
+if TYPE_CHECKING:
+    from ..store.internal import Shipper
 
 __all__ = ["Runtime", "all_runtimes", "configure", "recording_to", "runtime"]
 
@@ -64,6 +68,8 @@ class Runtime:
     # "openinference"), and the texts kept for them (None when nothing exports them).
     otlp_conventions: tuple[str, ...] = ()
     kept_texts: KeptTexts | None = None
+    # Ships the store to ``configure(remote=...)``'s server (None: no remote).
+    shipper: Shipper | None = None
 
     @property
     def exporting(self) -> bool:
@@ -73,6 +79,8 @@ class Runtime:
     def shutdown(self) -> None:
         self.provider.shutdown()
         self.ingester.flush()
+        if self.shipper is not None:
+            self.shipper.close()
 
 
 _lock = threading.RLock()
@@ -158,6 +166,8 @@ def configure(
     redact: bool = True,
     prices: Mapping[str, Price] | None = None,
     otlp_conventions: str | Iterable[str] | None = None,
+    remote: str | None = None,
+    token: str | None = None,
 ) -> Runtime:
     """Set where and how codetape records. Every argument has a working default.
 
@@ -177,6 +187,13 @@ def configure(
       ``"openinference"`` (Phoenix, Arize), ``"both"`` or ``"none"``. Default:
       ``CODETAPE_OTLP_CONVENTIONS``, else ``"genai"``. The store is unchanged by it.
       See docs/otlp.md.
+    - ``remote``: a ``codetape serve`` to ship this store to (default
+      ``CODETAPE_REMOTE``), e.g. ``"https://codetape.internal:4318"``. Recording is
+      unchanged (the local store first, so a dead network or server loses nothing); a
+      background thread sends the spans over OTLP/HTTP and the blobs they name, retrying
+      with backoff, resuming after a restart where it stopped, with a last short attempt
+      at exit. See docs/server.md.
+    - ``token``: the server's bearer token (default ``CODETAPE_TOKEN``).
 
     >>> import codetape, tempfile
     >>> rt = codetape.configure(home=tempfile.mkdtemp(), otlp=False)
@@ -187,6 +204,7 @@ def configure(
     target = _otlp_target(otlp)
     checked_prices = _prices(prices)
     conventions = conventions_of(otlp_conventions)
+    remote = _remote(remote)
     with _lock:
         if _current is not None:
             _current.shutdown()
@@ -198,7 +216,27 @@ def configure(
         except OSError as exc:
             raise ConfigError(f"cannot create the store directory {path}: {exc}") from exc
         _current = _build(path, target, redact, checked_prices, conventions)
+        if remote is not None:
+            _current.shipper = _shipper(path, remote, token)
         return _current
+
+
+def _remote(remote: str | None) -> str | None:
+    """The server ``configure(remote=...)`` ships to, checked (default $CODETAPE_REMOTE)."""
+    remote = remote or os.environ.get("CODETAPE_REMOTE") or None
+    if remote is None:
+        return None
+    from ..store.internal import remote_url
+
+    return remote_url(remote)
+
+
+def _shipper(path: Path, remote: str, token: str | None) -> Shipper:
+    from ..store.internal import Shipper
+
+    shipper = Shipper(path, remote, token or os.environ.get("CODETAPE_TOKEN") or None)
+    shipper.start()
+    return shipper
 
 
 def _build(
