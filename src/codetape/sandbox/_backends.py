@@ -22,6 +22,8 @@ import typing
 import uuid
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,10 @@ __all__ = [
     "DockerBackend",
     "LocalBackend",
     "NoIsolationWarning",
+    "current_docker_host",
     "docker_client",
+    "docker_host",
+    "engine_key",
     "runner_modules",
     "runner_source",
 ]
@@ -128,30 +133,61 @@ class Backend(ABC):
         """Span attributes that say where code ran (image identity or host)."""
 
 
-_client: Any = None
+_clients: dict[str, Any] = {}
 _client_lock = threading.Lock()
+_HOST: ContextVar[str | None] = ContextVar("codetape_docker_host", default=None)
 
 
-def docker_client(timeout: float | None = None) -> Any:
-    """The process's one Docker client (making one costs tens of milliseconds); with
-    ``timeout``, a client of its own that fails fast, for the caller to close."""
-    global _client
+def current_docker_host() -> str | None:
+    """The Docker engine URL that sandboxes made in this scope use (None: the
+    environment's, ``DOCKER_HOST`` or the default socket)."""
+    return _HOST.get()
+
+
+@contextlib.contextmanager
+def docker_host(url: str | None) -> Iterator[None]:
+    """Within this scope (and the threads that copy its context), Docker sandboxes run
+    on the engine at ``url`` (``unix:///path``, ``tcp://host:2376``; TLS from docker's
+    usual ``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH``); None keeps the enclosing scope's
+    (at the outermost, the environment's)."""
+    token = _HOST.set(url or _HOST.get())
+    try:
+        yield
+    finally:
+        _HOST.reset(token)
+
+
+def engine_key(host: str | None) -> str:
+    """One name per engine: ``host``, else what ``DOCKER_HOST`` says, else the default
+    socket (so docker_host=None and the same URL given share a client)."""
+    return host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def docker_client(timeout: float | None = None, host: str | None = None) -> Any:
+    """The process's one Docker client for the engine at ``host`` (None: the
+    environment's; making one costs tens of milliseconds); with ``timeout``, a client
+    of its own that fails fast, for the caller to close."""
     if timeout is not None:
-        return _new_client(timeout)
+        return _new_client(timeout, host)
+    key = engine_key(host)
     with _client_lock:
-        if _client is None:
-            _client = _new_client(30)
-        return _client
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = _new_client(30, host)
+        return client
 
 
-def _new_client(timeout: float) -> Any:
+def _new_client(timeout: float, host: str | None = None) -> Any:
     try:
         import docker
 
-        client = docker.from_env(timeout=timeout)
+        # from_env, so TLS comes from DOCKER_TLS_VERIFY and DOCKER_CERT_PATH as for docker.
+        environment = {**os.environ, "DOCKER_HOST": host} if host else None
+        client = docker.from_env(timeout=timeout, environment=environment)
         client.ping()
     except Exception as exc:  # docker-py raises many unrelated types here
-        raise DockerUnavailableError(f"{type(exc).__name__}: {exc}") from None
+        where = f" at {host}" if host else ""
+        raise DockerUnavailableError(f"{type(exc).__name__}: {exc}{where}") from None
     return client
 
 
@@ -161,14 +197,18 @@ class DockerBackend(Backend):
     empty environment, no mounts, and labels so orphans can be found and removed.
 
     Starting one first removes this host's containers whose process is gone, and the
-    first one in a process warns when the engine's runtime has a known escape."""
+    first one in a process warns when the engine's runtime has a known escape.
+
+    ``host``: the engine's URL (default: the scope's ``docker_host``, else the
+    environment's); the ``docker`` command and the client both talk to it."""
 
     name = "docker"
 
-    def __init__(self, image: str, limits: Limits) -> None:
+    def __init__(self, image: str, limits: Limits, host: str | None = None) -> None:
         self.image = image
         self.limits = limits
-        self.client = docker_client()
+        self.host = host or current_docker_host()
+        self.client = docker_client(host=self.host)
         try:
             found = self.client.images.get(image)
         except Exception as exc:
@@ -183,10 +223,10 @@ class DockerBackend(Backend):
         docker_cli = shutil.which("docker")
         if docker_cli is None:
             raise DockerUnavailableError("the docker command is not on PATH")
-        self._docker: str = docker_cli
+        self._docker: list[str] = [docker_cli, *(["--host", self.host] if self.host else [])]
         self._names: dict[int, str] = {}
         self._loaded: set[int] = set()
-        warn_once(self.client, str(getattr(self.client.api, "base_url", "")), _caller_level())
+        warn_once(self.client, engine_key(self.host), _caller_level())
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -208,7 +248,12 @@ class DockerBackend(Backend):
         else:
             # Started ahead with no run id: the pool cannot know which run takes it. Its
             # runner is sent its modules at once, so it is ready sooner when taken.
-            key = (self.image_id, self.limits.model_dump_json(), tuple(sorted(env.items())))
+            key = (
+                engine_key(self.host),
+                self.image_id,
+                self.limits.model_dump_json(),
+                tuple(sorted(env.items())),
+            )
             spawn = functools.partial(self._spawn, env, "", load=True)
             taken, warm = pool.take(key, spawn, self._discard)
             process, name, loader = taken
@@ -255,7 +300,7 @@ class DockerBackend(Backend):
     def _run_args(self, name: str, run_id: str) -> list[str]:
         limits = self.limits
         return [
-            self._docker,
+            *self._docker,
             "run",
             "-i",
             "--name",

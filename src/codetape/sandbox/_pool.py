@@ -11,6 +11,10 @@ never put back), and a pool removes the ones nobody took when it closes, and at 
 Each carries the usual labels (host, pid), so the orphan sweep removes them too when
 the process is killed first.
 
+Replays spread over several Docker engines give each engine a pool of its own
+(``WarmPool`` made by the caller, entered with ``in_pool()`` by each worker); a pool's
+key also names the engine, so a container is never handed to another engine's sandbox.
+
 Inside ``warm_pool()`` or ``removal_in_background()`` removing a used container happens
 on a background thread: the runner is stopped at once (its channel closes and it
 exits), and the ``docker rm`` that follows no longer holds up the caller. Pending
@@ -28,7 +32,14 @@ from collections.abc import Callable, Hashable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["WarmPool", "current_pool", "removal_in_background", "remover", "warm_pool"]
+__all__ = [
+    "WarmPool",
+    "current_pool",
+    "in_pool",
+    "removal_in_background",
+    "remover",
+    "warm_pool",
+]
 
 
 class Remover:
@@ -163,6 +174,17 @@ def warm_pool(ahead: int = 1, budget: int | None = None) -> Iterator[WarmPool]:
     finally:
         _ACTIVE.reset(token)
         pool.close()
+
+
+@contextlib.contextmanager
+def in_pool(pool: WarmPool) -> Iterator[WarmPool]:
+    """Within this scope, Docker sandboxes take containers from ``pool``, which the
+    caller made and closes (one pool per engine, each worker entering its engine's)."""
+    token = _ACTIVE.set(pool)
+    try:
+        yield pool
+    finally:
+        _ACTIVE.reset(token)
 
 
 @atexit.register

@@ -10,7 +10,7 @@ from .._lazy import lazy_names
 
 if TYPE_CHECKING:
     from . import _statecodec as state_codec
-    from ._backends import LABEL, docker_client
+    from ._backends import LABEL, docker_client, docker_host, engine_key
     from ._fingerprint import Fingerprint, host_fingerprint
     from ._image import (
         OFFLINE_IMAGE,
@@ -23,9 +23,10 @@ if TYPE_CHECKING:
     from ._leftovers import EXITED_GRACE_S, Leftover, clean_containers, find_leftovers
     from ._messages import StateMessage
     from ._outcome import Checkpoint, Outcome, Pickled, RawState, RawVariable, RelayedCall
-    from ._pool import WarmPool, removal_in_background, warm_pool
+    from ._pool import WarmPool, in_pool, removal_in_background, warm_pool
     from ._runtime import RuntimeReport, VulnerableRuntimeWarning, check_runtime
     from ._sandbox import tool_name
+    from ._ship import Shipping, ensure_image, shipping_progress
     from ._statecodec import PROTOCOL as PICKLE_PROTOCOL
     from ._statecodec import Snapshotter as StateSnapshotter
     from ._statecodec import mask_addresses, qualified_name
@@ -46,6 +47,7 @@ _LAZY = {
     "RawVariable": "._outcome",
     "RelayedCall": "._outcome",
     "RuntimeReport": "._runtime",
+    "Shipping": "._ship",
     "StateMessage": "._messages",
     "VulnerableRuntimeWarning": "._runtime",
     "WarmPool": "._pool",
@@ -55,12 +57,17 @@ _LAZY = {
     "clean_containers": "._leftovers",
     "default_tag": "._image",
     "docker_client": "._backends",
+    "docker_host": "._backends",
     "dockerfile": "._image",
+    "engine_key": "._backends",
+    "ensure_image": "._ship",
     "find_leftovers": "._leftovers",
     "host_fingerprint": "._fingerprint",
+    "in_pool": "._pool",
     "mask_addresses": "._statecodec",
     "qualified_name": "._statecodec",
     "removal_in_background": "._pool",
+    "shipping_progress": "._ship",
     "tool_name": "._sandbox",
     "warm_pool": "._pool",
 }
@@ -87,6 +94,7 @@ __all__ = [
     "RawVariable",
     "RelayedCall",
     "RuntimeReport",
+    "Shipping",
     "StateMessage",
     "StateSnapshotter",
     "VulnerableRuntimeWarning",
@@ -97,12 +105,17 @@ __all__ = [
     "clean_containers",
     "default_tag",
     "docker_client",
+    "docker_host",
     "dockerfile",
+    "engine_key",
+    "ensure_image",
     "find_leftovers",
     "host_fingerprint",
+    "in_pool",
     "mask_addresses",
     "qualified_name",
     "removal_in_background",
+    "shipping_progress",
     "state_codec",
     "tool_name",
     "warm_pool",
