@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import os
@@ -18,7 +19,15 @@ from ..errors import (
     SandboxError,
     StepNotFoundError,
 )
-from ..sandbox.internal import host_fingerprint, removal_in_background, warm_pool
+from ..sandbox.internal import (
+    WarmPool,
+    docker_host,
+    engine_key,
+    ensure_image,
+    host_fingerprint,
+    in_pool,
+    removal_in_background,
+)
 from ..schemas import Difference, Limits, ReplayReport, Step, ToolCall, Verdict
 from ..store import Store
 from ..store.internal import digest_of, wait_for_background
@@ -31,7 +40,7 @@ from ._rebuild import Plan, Recording, ToolOracle, input_differences, plan, rebu
 __all__ = ["replay", "replay_from", "replay_run"]
 
 
-def _missing_image_reason(recorded: Step, image: str) -> str:
+def _missing_image_reason(recorded: Step, image: str, host: str | None) -> str:
     spec = recorded.sandbox
     name = f"{spec.image} ({spec.image_id})" if spec.image and image == spec.image_id else image
     how = (
@@ -40,6 +49,12 @@ def _missing_image_reason(recorded: Step, image: str) -> str:
         else "import a bundle that carries it (codetape export RUN --with-image, then "
         "codetape import FILE), or pass --image to replay in another image"
     )
+    if host is not None and engine_key(host) != engine_key(None):
+        where = (
+            f"neither on the Docker engine at {host} nor on this machine's "
+            f"({engine_key(None)}), which would have sent it there"
+        )
+        return f"the image {name} is {where}: {how} on either"
     return f"the image {name} is not in Docker: {how}"
 
 
@@ -63,6 +78,7 @@ def replay(
     live_tools: bool = False,
     tools: Iterable[Callable[..., Any]] = (),
     tool_answers: Mapping[int, Any] | None = None,
+    docker_host: str | None = None,
     home: str | os.PathLike[str] | None = None,
 ) -> ReplayReport:
     """Re-run one recorded step and say whether it reproduced.
@@ -81,6 +97,11 @@ def replay(
     the code handles an answer the tool never gave. The replay is recorded as a run
     whose ``replay_of`` names the step.
 
+    ``docker_host`` (``unix:///path``, ``tcp://host:2376`` with TLS from docker's usual
+    ``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH``; default ``DOCKER_HOST``) runs the
+    sandbox on that Docker engine; an engine that lacks the recorded image is sent it,
+    by id, from this machine's engine (``docker save``/``load`` through the API).
+
     >>> report = codetape.replay("3f2a", 2)            # doctest: +SKIP
     >>> report.verdict, [d.field for d in report.differences]
     ('diverged', ['stdout'])
@@ -88,7 +109,7 @@ def replay(
     store = Store(home)
     return _replay_step(
         store, _read(store, run_id), step, code=code, image=image, live_tools=live_tools,
-        tools=tools, tool_answers=tool_answers,
+        tools=tools, tool_answers=tool_answers, docker_host=docker_host,
     )  # fmt: skip
 
 
@@ -101,6 +122,7 @@ def replay_from(
     live_tools: bool = False,
     tools: Iterable[Callable[..., Any]] = (),
     tool_answers: Mapping[int, Any] | None = None,
+    docker_host: str | None = None,
     home: str | os.PathLike[str] | None = None,
 ) -> list[ReplayReport]:
     """Replay step ``step`` (or ``code`` in its place) and then every later recorded step
@@ -111,7 +133,7 @@ def replay_from(
     code asks something new) is answered by the host's ``tools`` only with
     ``live_tools``; otherwise the replay stops there, and that step's report says which
     call had no recorded answer. ``tool_answers`` replaces answers of step ``step``'s
-    calls, as in :func:`replay`.
+    calls, and ``docker_host`` names the Docker engine, as in :func:`replay`.
 
     >>> reports = codetape.replay_from("3f2a", 1, code=fixed)      # doctest: +SKIP
     >>> [r.verdict for r in reports]
@@ -122,8 +144,9 @@ def replay_from(
     if step not in recording.steps:
         raise StepNotFoundError(recording.run.id, step, sorted(recording.steps))
     session = _Session(
-        store, recording, step, code, image, live_tools, tools, tool_answers=tool_answers
-    )
+        store, recording, step, code, image, live_tools, tools,
+        tool_answers=tool_answers, docker_host=docker_host,
+    )  # fmt: skip
     return session.run_from()
 
 
@@ -194,12 +217,16 @@ class _Session:
         *,
         every_call_live: bool = False,
         tool_answers: Mapping[int, Any] | None = None,
+        docker_host: str | None = None,
     ) -> None:
         recorded = recording.steps.get(step)
         if recorded is None:
             raise StepNotFoundError(recording.run.id, step, sorted(recording.steps))
         self.store, self.recording, self.recorded = store, recording, recorded
         self.attempt = _Attempt(recording.run.id, recorded, code, image)
+        self.host = docker_host
+        # The name to give a shipped image there: the one asked for, else the recorded.
+        self.image_name = image or recorded.sandbox.image
         self.calls = _answered(recorded, tool_answers or {})
         self.attempt.notes.extend(
             f"tool call {i} ({recorded.tool_calls[i].name}) got the answer given, not the "
@@ -285,9 +312,14 @@ class _Session:
         ran: list[tuple[Step, list[str]]] = []
         known = self._known_blobs(steps)
         # The used container is removed off the replay's path (or by the pool's close).
-        with recording_to(self.store.home) as rt, removal_in_background():
+        with (
+            recording_to(self.store.home) as rt,
+            removal_in_background(),
+            docker_host(self.host),
+        ):
             window = SpoolWindow(rt.spool)
             try:
+                self._ship_image()
                 with (
                     RunRecorder(run.name, run.task, replay_of=replay_of) as replay_run_,
                     self._sandbox() as sandbox,
@@ -337,9 +369,24 @@ class _Session:
             known[digest_of(data)] = data
         return known
 
+    def _ship_image(self) -> None:
+        """On another engine than this machine's, the image is sent there when it lacks
+        it; the replay's notes say where it ran."""
+        if self.attempt.backend != "docker" or self.host is None:
+            return
+        if engine_key(self.host) == engine_key(None):
+            return
+        image = str(self.attempt.image)
+        if ensure_image(image, self.host, self.image_name):
+            self.attempt.notes.append(
+                f"the image {self.image_name or image} was sent to that engine from "
+                f"this machine's ({engine_key(None)})"
+            )
+        self.attempt.notes.append(f"replayed on the Docker engine at {self.host}")
+
     def _environment_missing(self, exc: Exception) -> ReplayReport:
         if isinstance(exc, ImageNotFoundError):
-            reason = _missing_image_reason(self.recorded, str(self.attempt.image))
+            reason = _missing_image_reason(self.recorded, str(self.attempt.image), self.host)
         else:
             reason = str(exc)
         return self.attempt.report("environment_missing", reason=reason)
@@ -395,37 +442,61 @@ def _replay_step(
     live_tools: bool,
     tools: Iterable[Callable[..., Any]],
     tool_answers: Mapping[int, Any] | None = None,
+    docker_host: str | None = None,
 ) -> ReplayReport:
     session = _Session(
         store, recording, step, code, image, live_tools, tools,
-        every_call_live=True, tool_answers=tool_answers,
+        every_call_live=True, tool_answers=tool_answers, docker_host=docker_host,
     )  # fmt: skip
     return session.run_one()
 
 
 def replay_run(
-    run_id: str, *, jobs: int = 2, home: str | os.PathLike[str] | None = None, **options: Any
+    run_id: str,
+    *,
+    jobs: int = 2,
+    docker_hosts: Iterable[str] | None = None,
+    home: str | os.PathLike[str] | None = None,
+    **options: Any,
 ) -> list[ReplayReport]:
     """Replay every step of a run, each from its own rebuilt input, ``jobs`` at a time
     in parallel sandboxes. ``options`` are passed to :func:`replay`. Each step still gets
     a fresh container, started ahead while the steps before it ran (containers are
-    never reused; those left over are removed before this returns)."""
+    never reused; those left over are removed before this returns).
+
+    ``docker_hosts`` spreads the steps over several Docker engines, in turn (step k on
+    engine k mod n), each engine with containers started ahead of its own and sent the
+    recorded image when it lacks it; ``docker_host=`` (one engine) works as for
+    :func:`replay`.
+
+    >>> reports = codetape.replay_run("3f2a", jobs=4,
+    ...     docker_hosts=["unix:///var/run/docker.sock", "tcp://gpu-box:2376"])  # doctest: +SKIP
+    """
     store = Store(home)
     recording = _read(store, run_id, every_step=True)
     options = {"code": None, "image": None, "live_tools": False, "tools": (), **options}
+    hosts: list[str | None] = [*(docker_hosts or ())] or [options.pop("docker_host", None)]
+    options.pop("docker_host", None)
+    indexes = sorted(recording.steps)
+    where = {index: hosts[k % len(hosts)] for k, index in enumerate(indexes)}
+    workers = max(1, min(jobs, len(indexes)))
+    # Each step's sandbox takes a container started (for its image, on its engine) while
+    # the one before worked; never more started ahead than that engine has steps left.
+    pools: dict[str | None, WarmPool] = {}
+    for host in dict.fromkeys(hosts):
+        steps_there = sum(1 for h in where.values() if h == host)
+        ahead = max(1, min(steps_there, -(-workers // len(hosts))))
+        pools[host] = WarmPool(ahead=ahead, budget=max(0, steps_there - ahead))
 
     def one(index: int) -> ReplayReport:
         # Each worker reads through a Store of its own, sharing the blobs read above.
         own = recording.on(Store(store.home))
-        return _replay_step(own.store, own, index, **options)
+        with in_pool(pools[where[index]]):
+            return _replay_step(own.store, own, index, docker_host=where[index], **options)
 
-    indexes = sorted(recording.steps)
-    workers = max(1, min(jobs, len(indexes)))
-    # Each step's sandbox takes a container started (for its image) while the one
-    # before worked; never more started ahead than there are steps left.
-    with (
-        warm_pool(ahead=workers, budget=max(0, len(indexes) - workers)),
-        ThreadPoolExecutor(max_workers=workers) as pool,
-    ):
-        futures = [pool.submit(contextvars.copy_context().run, one, i) for i in indexes]
-        return [f.result() for f in futures]
+    with contextlib.ExitStack() as closing:
+        for pool in pools.values():
+            closing.callback(pool.close)
+        with ThreadPoolExecutor(max_workers=workers) as executor:
+            futures = [executor.submit(contextvars.copy_context().run, one, i) for i in indexes]
+            return [f.result() for f in futures]
