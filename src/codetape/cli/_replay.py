@@ -3,12 +3,14 @@ carry runs between machines, and freeze a step into a test."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import difflib
 import importlib
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from ..replayer import (
     replay_run,
     write_pytest,
 )
+from ..sandbox.internal import Shipping, shipping_progress
 from ..schemas import Difference, ReplayReport
 from ..store import Store
 from ..store.internal import export_parquet, no_store_error
@@ -222,6 +225,15 @@ def _first_failed_step(store: Store, run_id: str) -> int:
     "JSON in FILE) instead of the recorded answer; the other calls keep theirs. "
     "Repeatable; with --step or --from.",
 )
+@click.option(
+    "--docker-host",
+    "docker_hosts",
+    multiple=True,
+    metavar="URL",
+    help="Replay on this Docker engine (unix:///path, tcp://host:2376; default "
+    "$DOCKER_HOST), sending it the recorded image when it lacks it. With --all: "
+    "repeatable (or a comma list), the steps spread over the engines.",
+)
 @click.option("--jobs", default=2, show_default=True, help="Parallel sandboxes for --all.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ReplayReport models as JSON.")
 @click.pass_context
@@ -237,6 +249,7 @@ def replay_command(
     live_tools: bool,
     tools_module: str | None,
     tool_answers: tuple[str, ...],
+    docker_hosts: tuple[str, ...],
     jobs: int,
     as_json: bool,
 ) -> None:
@@ -249,6 +262,8 @@ def replay_command(
     codetape replay RUN --step 3 --tool-answer 0='[]'
                                                what if its first tool call had
                                                answered an empty list?
+    codetape replay RUN --all --docker-host URL1,URL2
+                                               every step, spread over two engines
 
     \b
     Exit status: 0 when every step reproduced, 1 when any diverged, 2 when a replay
@@ -263,6 +278,7 @@ def replay_command(
     full = store.resolve_run_id(run_id)
     tools = _tools_from(tools_module) if tools_module else []
     options: dict[str, Any] = {"image": image, "live_tools": live_tools, "tools": tools}
+    options.update(_engines(ctx, docker_hosts, all_steps))
     if tool_answers:
         if all_steps:
             raise click.UsageError("--tool-answer answers one step's calls: use --step or --from")
@@ -273,18 +289,55 @@ def replay_command(
         _replay_from(store, full, from_step, options, as_json)
         return
     if all_steps:
-        with err.status(f"replaying every step of {full[:12]}…"):
+        with _shown_status(f"replaying every step of {full[:12]}…"):
             reports = replay_run(full, jobs=jobs, home=store.home, **options)
     else:
         if step_index is None:
             step_index = _first_failed_step(store, full)
-        with err.status(f"replaying step {step_index} of {full[:12]}…"):
+        with _shown_status(f"replaying step {step_index} of {full[:12]}…"):
             reports = [replay(full, step_index, home=store.home, **options)]
+    _finish(reports, as_json)
+
+
+def _finish(reports: list[ReplayReport], as_json: bool) -> None:
     if as_json:
         print_json(reports)
     else:
         _print_reports(reports)
     _exit_for(reports)
+
+
+def _engines(ctx: click.Context, given: tuple[str, ...], all_steps: bool) -> dict[str, Any]:
+    """The --docker-host engines (each option one URL or a comma list of them) as the
+    replay's options: ``docker_host`` for one, ``docker_hosts`` (--all only) for more."""
+    hosts = [url.strip() for option in given for url in option.split(",") if url.strip()]
+    if len(hosts) > 1 and not all_steps:
+        raise click.UsageError("several --docker-host engines are for --all: give one", ctx)
+    if len(hosts) > 1:
+        return {"docker_hosts": hosts}
+    return {"docker_host": hosts[0]} if hosts else {}
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.0f} MB"
+
+
+@contextlib.contextmanager
+def _shown_status(text: str) -> Iterator[None]:
+    """A status line while replays run; an image sent to another engine shows its
+    progress there, and a line once it arrived."""
+
+    def report(shipping: Shipping) -> None:
+        what = f"the image {shown(shipping.image)} to {shown(shipping.host)}"
+        if shipping.done:
+            err.print(f"sent {what} ({_megabytes(shipping.sent)})")
+            status.update(text)
+            return
+        about = f" of about {_megabytes(shipping.total)}" if shipping.total else ""
+        status.update(f"sending {what}: {_megabytes(shipping.sent)}{about}…")
+
+    with err.status(text) as status, shipping_progress(report):
+        yield
 
 
 def _parsed_answers(given: tuple[str, ...]) -> dict[int, Any]:
@@ -317,7 +370,7 @@ def _parsed_answers(given: tuple[str, ...]) -> dict[int, Any]:
 def _replay_from(
     store: Store, run_id: str, first: int, options: dict[str, Any], as_json: bool
 ) -> None:
-    with err.status(f"replaying {run_id[:12]} from step {first} to its end…"):
+    with _shown_status(f"replaying {run_id[:12]} from step {first} to its end…"):
         reports = replay_from(run_id, first, home=store.home, **options)
     if as_json:
         print_json(reports)
