@@ -1,0 +1,291 @@
+"""Shipping to ``codetape serve``: what the server stores from shipped spans equals
+what the local store has, row for row in every ``v1`` view, and nothing arrives twice
+or goes missing.
+
+The mapping between spool records and OTLP spans round-trips every value type. The
+integration test starts ``codetape serve`` on loopback and three recording processes
+that ship to it: one through the plain OTLP exporter (its blobs sent by
+``codetape push``), one killed with ``kill -9`` inside a step and started again (its
+shipper resumes and ends the killed run), one started while the server is down (it
+ships once the server is up).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from codetape import Store
+from codetape.store.internal import record_of, request_of, span_of
+
+from .test_serve import _CLI, TOKEN, Server, free_port, stop
+
+_CHILD = str(Path(__file__).with_name("_child_ship.py"))
+_VIEWS = ("runs", "steps", "tool_calls", "variables", "llm_calls")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+WAIT_S = 240.0
+
+
+# -- the mapping ---------------------------------------------------------------------------
+
+_SPAN: dict[str, Any] = {
+    "t": "span",
+    "trace_id": "0af7651916cd43dd8448eb211c80319c",
+    "span_id": "b7ad6b7169203331",
+    "parent_id": "00f067aa0ba902b7",
+    "name": "execute_code",
+    "start_ns": 1_796_000_000_000_000_001,
+    "end_ns": 1_796_000_000_500_000_002,
+    "status": "ERROR",
+    "status_message": "division by zero",
+    "attributes": {
+        "text": "naïve ✓ <b>",
+        "int": -(2**63),
+        "big": 2**63 - 1,
+        "float": 0.1,
+        "whole float": 2.0,
+        "yes": True,
+        "no": False,
+        "nothing": None,
+        "list": [1, "two", 3.5, [True, None]],
+        "object": {"a": {"b": [1, 2]}, "c": "d"},
+        "empty": "",
+    },
+    "events": [
+        {"name": "exception", "ts": 1_796_000_000_400_000_000, "attributes": {"x": [1]}},
+        {"name": "note", "ts": 7, "attributes": {}},
+    ],
+}
+_ROOT = {**_SPAN, "parent_id": None, "status": "OK", "status_message": None, "events": []}
+_START = {
+    "t": "start",
+    "trace_id": _SPAN["trace_id"],
+    "span_id": _SPAN["span_id"],
+    "parent_id": None,
+    "name": "invoke_agent doomed",
+    "start_ns": 5,
+    "attributes": {"gen_ai.agent.name": "doomed"},
+}
+
+
+@pytest.mark.parametrize("record", [_SPAN, _ROOT, _START], ids=["span", "root", "start"])
+def test_a_record_comes_back_from_its_span_unchanged(record: dict[str, Any]) -> None:
+    request = request_of([span_of(record)], ended=record["t"] == "start")
+    decoded = type(request)()
+    decoded.ParseFromString(request.SerializeToString())
+    span = decoded.resource_spans[0].scope_spans[0].spans[0]
+    back = record_of(span, max_depth=8, start=record["t"] == "start")
+    assert json.dumps(back) == json.dumps(record)  # the same values, types and order
+
+
+# -- the three processes -------------------------------------------------------------------
+
+
+def serve(home: Path, port: int) -> Server:
+    process = subprocess.Popen(
+        [sys.executable, "-c", _CLI, "serve", "--home", str(home), "--port", str(port)],
+        env={**os.environ, "CODETAPE_TOKEN": TOKEN},
+        stderr=subprocess.PIPE,
+    )
+    server = Server(f"http://127.0.0.1:{port}", port, home, process)
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(process.stderr.read().decode() if process.stderr else "")
+        try:
+            if server.request("GET", "/healthz")[0] == 200:
+                return server
+        except OSError:
+            pass
+        time.sleep(0.1)
+    stop(server)
+    raise AssertionError("codetape serve did not answer /healthz")
+
+
+def child(home: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, _CHILD, *args],
+        env={**os.environ, "CODETAPE_HOME": str(home), "CODETAPE_TOKEN": TOKEN, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finished(process: subprocess.Popen[str]) -> str:
+    out, err = process.communicate(timeout=WAIT_S)
+    assert process.returncode == 0, err
+    return out
+
+
+def wait_for(what: Any, message: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not what():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.2)
+
+
+def push(home: Path, url: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", _CLI, "--home", str(home), "push", "--remote", url, "--json"],
+        env={**os.environ, "CODETAPE_TOKEN": TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    stats: dict[str, Any] = json.loads(done.stdout)
+    return stats
+
+
+def rows(store: Store, view: str, runs: list[str]) -> list[tuple[Any, ...]]:
+    column = "trace_id" if view == "spans" else "run_id"
+    found = store.sql(
+        f"SELECT * FROM {view} WHERE {column} IN (SELECT unnest($runs)) ORDER BY ALL",
+        {"runs": runs},
+    ).fetchall()
+    return [
+        tuple(json.loads(v) if view == "spans" and i >= 9 else v for i, v in enumerate(r))
+        for r in found
+    ]
+
+
+def statuses(store: Store) -> dict[str, int]:
+    return dict(store.sql("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
+
+
+def run_ids(store: Store) -> list[str]:
+    return [run_id for (run_id,) in store.sql("SELECT run_id FROM runs").fetchall()]
+
+
+def same_history(local: Store, server: Store) -> list[str]:
+    """The local store's runs, after checking the server holds them row for row."""
+    runs = run_ids(local)
+    for view in (*_VIEWS, "spans"):
+        assert rows(server, view, runs) == rows(local, view, runs), view
+    return runs
+
+
+def blobs_verified(local: Store, server: Store, runs: list[str]) -> int:
+    """Every blob the runs name (their spans, their variables) is on the server, with
+    the bytes of its digest."""
+    spans = local.sql(
+        "SELECT attributes FROM spans WHERE trace_id IN (SELECT unnest($r))", {"r": runs}
+    ).fetchall()
+    named = {d for (attributes,) in spans for d in _DIGEST.findall(attributes)}
+    named |= {
+        d
+        for (d,) in local.sql(
+            "SELECT digest FROM variables WHERE digest IS NOT NULL AND run_id IN "
+            "(SELECT unnest($r))",
+            {"r": runs},
+        ).fetchall()
+    }
+    checked = 0
+    for digest in sorted(named):
+        try:
+            data = local.blob(digest)
+        except Exception:  # a digest that names no blob (an environment fingerprint)
+            continue
+        assert server.blob(digest) == data
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
+        checked += 1
+    return checked
+
+
+@pytest.mark.slow
+def test_three_recording_processes_ship_to_one_server(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    homes = {name: tmp_path / name for name in ("otlp", "killed", "late")}
+
+    # Started while the server is down: it records, and its shipper keeps retrying.
+    recorded = tmp_path / "late-recorded"
+    hold = tmp_path / "late-hold"
+    late = child(
+        homes["late"],
+        "ship",
+        "--recorded",
+        str(recorded),
+        "--hold",
+        str(hold),
+        CODETAPE_REMOTE=url,
+    )
+    wait_for(recorded.exists, "the process started while the server was down did not record")
+
+    server = serve(tmp_path / "server", port)
+    try:
+        remote = Store(server.home)
+
+        # Through the plain OTLP exporter, then its blobs (and its spans again) by push.
+        otlp = child(
+            homes["otlp"],
+            "otlp",
+            url,
+            OTEL_EXPORTER_OTLP_TRACES_HEADERS=f"authorization=Bearer%20{TOKEN}",
+            OTEL_EXPORTER_OTLP_TRACES_COMPRESSION="gzip",
+        )
+        finished(otlp)
+        pushed = push(homes["otlp"], url)
+        assert pushed["refused_spans"] == pushed["refused_blobs"] == 0
+        assert pushed["blobs_sent"] > 0
+        again = push(homes["otlp"], url)
+        assert (again["spans"], again["blobs_sent"]) == (0, 0)
+
+        # Killed inside a step, then started again on the same store.
+        ready = tmp_path / "in-the-step"
+        killed = child(homes["killed"], "ship", "--die-in-step", str(ready), CODETAPE_REMOTE=url)
+        wait_for(ready.exists, "the process to kill did not reach its step")
+        killed.send_signal(signal.SIGKILL)
+        killed.communicate(timeout=WAIT_S)
+        finished(child(homes["killed"], "ship", CODETAPE_REMOTE=url))
+
+        late_runs = run_ids(Store(homes["late"]))
+        wait_for(
+            lambda: set(late_runs) <= set(run_ids(remote)),
+            "the process started while the server was down did not ship once it was up",
+        )
+        hold.touch()
+        finished(late)
+
+        wait_for(
+            lambda: statuses(remote) == {"ok": 7, "incomplete": 1},
+            "the killed run did not end incomplete on the server",
+        )
+        for name, home in homes.items():
+            local = Store(home)
+            runs = same_history(local, remote)
+            assert runs, name
+            assert blobs_verified(local, remote, runs) > 5, name
+
+        # Every finished step arrived once, the killed run is incomplete, its step
+        # interrupted, as in the store that recorded it.
+        assert (
+            remote.sql(
+                "SELECT run_id, step, count(*) FROM steps GROUP BY ALL HAVING count(*) > 1"
+            ).fetchall()
+            == []
+        )
+        killed_run = remote.sql(
+            "SELECT run_id, agent, status FROM runs WHERE status = 'incomplete'"
+        ).fetchall()
+        assert [(agent, status) for _, agent, status in killed_run] == [("doomed", "incomplete")]
+        assert remote.sql(
+            "SELECT step, status FROM steps WHERE run_id = ? ORDER BY step", [killed_run[0][0]]
+        ).fetchall() == [(0, "ok"), (1, "interrupted")]
+        total = sum(len(run_ids(Store(home))) for home in homes.values())
+        assert len(run_ids(remote)) == total == 1 + 5 + 2
+    finally:
+        stop(server)
+        if late.poll() is None:
+            late.kill()
