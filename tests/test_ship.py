@@ -289,3 +289,116 @@ def test_three_recording_processes_ship_to_one_server(tmp_path: Path) -> None:
         stop(server)
         if late.poll() is None:
             late.kill()
+
+
+def _push(home: Path, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _CLI, "--home", str(home), "push", *args],
+        env={**os.environ, "CODETAPE_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+
+
+@pytest.mark.slow
+def test_push_by_hand(tmp_path: Path) -> None:
+    home = tmp_path / "agent"
+    env = {k: v for k, v in os.environ.items() if k != "CODETAPE_REMOTE"}
+    done = subprocess.run(
+        [sys.executable, _CHILD, "ship"],
+        env={**env, "CODETAPE_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not (home / "ship").exists()  # no remote: nothing shipped
+    server = serve(tmp_path / "server", free_port())
+    try:
+        refused = _push(home, "--remote", server.url, token="not-the-token")
+        assert refused.returncode == 2
+        assert "refused the token (401)" in refused.stderr
+        assert "$CODETAPE_TOKEN" in refused.stderr
+
+        first = _push(home, "--remote", server.url + "/v1/traces", "--json")
+        assert first.returncode == 0, first.stderr
+        sent = json.loads(first.stdout)
+        assert sent["spans"] > 0
+        assert sent["blobs_sent"] > 0
+        remote = Store(server.home)
+        wait_for(lambda: len(run_ids(remote)) == 2, "the pushed runs did not arrive")
+        runs = same_history(Store(home), remote)
+        assert blobs_verified(Store(home), remote, runs) > 5
+
+        # --since: everything since then again, which the server keeps once.
+        again = _push(home, "--remote", server.url, "--since", "2000-01-01", "--json")
+        assert json.loads(again.stdout)["spans"] == sent["spans"]
+        later = _push(home, "--remote", server.url, "--since", "2999-01-01", "--json")
+        assert json.loads(later.stdout)["spans"] == 0
+        time.sleep(1.0)  # let the server ingest what it had again
+        assert same_history(Store(home), remote) == runs
+    finally:
+        stop(server)
+
+
+@pytest.mark.slow
+def test_spans_the_server_refuses_are_told_and_not_sent_again(tmp_path: Path) -> None:
+    home = tmp_path / "agent"
+    done = subprocess.run(
+        [sys.executable, _CHILD, "ship"],
+        env={**os.environ, "CODETAPE_HOME": str(home), "CODETAPE_REMOTE": ""},
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _CLI,
+            "serve",
+            "--home",
+            str(tmp_path / "server"),
+            "--port",
+            str(port),
+            "--max-attributes",
+            "12",
+        ],
+        env={**os.environ, "CODETAPE_TOKEN": TOKEN},
+        stderr=subprocess.PIPE,
+    )
+    server = Server(f"http://127.0.0.1:{port}", port, tmp_path / "server", process)
+    try:
+        wait_for(lambda: _healthy(server), "codetape serve did not answer /healthz")
+        first = _push(home, "--remote", server.url, "--json")
+        assert first.returncode == 1
+        sent = json.loads(first.stdout)
+        assert sent["refused_spans"] > 0
+        assert "attributes" in first.stderr
+        assert "at most 12 are accepted" in first.stderr
+        second = _push(home, "--remote", server.url, "--json")
+        assert second.returncode == 0, second.stderr
+        assert json.loads(second.stdout)["refused_spans"] == 0  # not sent again
+        cursor = json.loads(next((home / "ship").glob("*.json")).read_text())
+        assert cursor["refusals"]
+        assert "at most 12" in cursor["refusals"][0]["message"]
+    finally:
+        stop(server)
+
+
+def _healthy(server: Server) -> bool:
+    try:
+        return server.request("GET", "/healthz")[0] == 200
+    except OSError:
+        return False
+
+
+def test_a_remote_that_is_not_http_is_refused(tmp_path: Path) -> None:
+    import codetape
+    from codetape.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is not an http"):
+        codetape.configure(home=tmp_path, otlp=False, remote="ftp://codetape.internal")
