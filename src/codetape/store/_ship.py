@@ -30,7 +30,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import re
 import threading
 import time
@@ -42,6 +41,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError, ShipError
 from ._blobs import BlobStore
+from ._ship_http import Budget, Client, Fatal, GaveUp, message_of
 from ._spool import done_dir, live_dir, writer_alive
 
 if TYPE_CHECKING:
@@ -55,8 +55,6 @@ REMOTE_ENV = "CODETAPE_REMOTE"
 CHUNK_BYTES = 4 * 1024 * 1024  # spool bytes per request: well under the server's limits
 POLL_S = 1.0
 _DIGESTS = re.compile(rb"sha256:[0-9a-f]{64}")
-_RETRIED = (408, 429)
-_FATAL = (401, 403)  # the token: nothing will go through until it is fixed
 _REFUSALS_KEPT = 100
 
 
@@ -91,105 +89,12 @@ class ShipStats:
         return asdict(self)
 
 
-class _GaveUp(Exception):
-    """The server could not be reached (or kept failing) within the time allowed."""
-
-
-class _Fatal(Exception):
-    """The server refused the token: nothing goes through until it is fixed."""
-
-
-@dataclass
-class _Budget:
-    """How long a request may keep retrying: until ``until`` (monotonic), or until
-    ``stop`` is set; ``None`` and ``None`` is forever."""
-
-    until: float | None = None
-    stop: threading.Event | None = None
-
-    def wait(self, delay: float) -> bool:
-        """Sleep ``delay``; False when the budget does not allow it."""
-        if self.stop is not None and self.stop.is_set():
-            return False
-        if self.until is not None and time.monotonic() + delay > self.until:
-            return False
-        if self.stop is not None:
-            return not self.stop.wait(delay)
-        time.sleep(delay)
-        return True
-
-
 @dataclass
 class _Chunk:
     start: int
     end: int
     spans: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)
     blobs: dict[str, bytes] = field(default_factory=dict)
-
-
-class _Client:
-    """HTTP to one server, retrying what may pass later with backoff and jitter."""
-
-    def __init__(self, base: str, token: str | None) -> None:
-        import requests
-
-        self.base = base
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = "codetape-ship"
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
-        self.outage: str | None = None
-
-    def call(
-        self, method: str, path: str, budget: _Budget, data: bytes | None = None, **headers: str
-    ) -> requests.Response:
-        import requests
-
-        attempt = 0
-        while True:
-            wait: float | None = None
-            try:
-                answer = self.session.request(
-                    method, self.base + path, data=data, headers=headers, timeout=(10, 120)
-                )
-            except requests.RequestException as exc:
-                problem = f"cannot reach {self.base}: {type(exc).__name__}"
-            else:
-                status = answer.status_code
-                if status in _FATAL:
-                    raise _Fatal(f"{self.base} refused the token ({status}): {_message(answer)}")
-                if status < 500 and status not in _RETRIED:
-                    if self.outage is not None:
-                        log.warning("codetape: %s answers again; shipping resumes", self.base)
-                        self.outage = None
-                    return answer
-                problem = f"{self.base} answered {status}: {_message(answer)}"
-                wait = _retry_after(answer.headers.get("Retry-After"))
-            if self.outage is None:
-                log.warning("codetape: %s; the spans wait in the spool, retrying", problem)
-                self.outage = problem
-            delay = wait if wait is not None else min(30.0, 0.25 * 2**attempt)
-            attempt += 1
-            if not budget.wait(delay * random.uniform(0.5, 1.0) if wait is None else delay):
-                raise _GaveUp(problem)
-
-    def close(self) -> None:
-        self.session.close()
-
-
-def _message(answer: requests.Response) -> str:
-    try:
-        return str(answer.json().get("message", ""))[:300]
-    except ValueError:
-        return answer.text[:300]
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    with contextlib.suppress(ValueError):
-        return min(max(float(value), 0.0), 300.0)
-    return None
 
 
 class _Cursor:
@@ -269,7 +174,7 @@ class Shipper:
         self._lock_path = self._dir / f"{key}.lock"
         self._files = BlobStore(home / "blobs")
         self._on_server: set[str] = set()
-        self._client: _Client | None = None
+        self._client: Client | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._fatal: str | None = None
@@ -284,8 +189,8 @@ class Shipper:
     def _run(self) -> None:
         while not self._stop.is_set() and self._fatal is None:
             try:
-                self.ship(_Budget(stop=self._stop), wait_for_lock=False)
-            except _GaveUp:
+                self.ship(Budget(stop=self._stop), wait_for_lock=False)
+            except GaveUp:
                 pass  # stopping; the close() flush has a go
             except ShipError as exc:
                 log.error("codetape: shipping to %s stopped: %s", self.remote, exc)
@@ -302,8 +207,8 @@ class Shipper:
         if self._fatal is not None:
             return
         try:
-            self.ship(_Budget(until=time.monotonic() + timeout), lock_wait_s=timeout)
-        except (_GaveUp, ShipError) as exc:
+            self.ship(Budget(until=time.monotonic() + timeout), lock_wait_s=timeout)
+        except (GaveUp, ShipError) as exc:
             log.warning(
                 "codetape: could not ship everything to %s before exit (%s); the rest is "
                 "sent by the next process that ships this store, or `codetape push`",
@@ -318,7 +223,7 @@ class Shipper:
 
     def ship(
         self,
-        budget: _Budget | None = None,
+        budget: Budget | None = None,
         *,
         since_ns: int | None = None,
         progress: Callable[[ShipStats], None] | None = None,
@@ -329,28 +234,45 @@ class Shipper:
         ``since_ns``, every span that started since then, acknowledged or not, without
         reading or moving the cursor. Raises ``ShipError`` when the server refuses the
         token or cannot be reached in time."""
-        budget = budget or _Budget(until=time.monotonic() + 120)
+        budget = budget or Budget(until=time.monotonic() + 120)
         stats = ShipStats(remote=self.remote)
         self._dir.mkdir(parents=True, exist_ok=True)
-        with self._mutex, self._locked(wait_for_lock, lock_wait_s) as locked:
+        # Bounded: at exit, a request of the thread's may still be under way.
+        if not self._mutex.acquire(timeout=lock_wait_s if wait_for_lock else 0.1):
+            return stats
+        try:
+            return self._ship(budget, stats, since_ns, progress, wait_for_lock, lock_wait_s)
+        finally:
+            self._mutex.release()
+
+    def _ship(
+        self,
+        budget: Budget,
+        stats: ShipStats,
+        since_ns: int | None,
+        progress: Callable[[ShipStats], None] | None,
+        wait_for_lock: bool,
+        lock_wait_s: float,
+    ) -> ShipStats:
+        with self._locked(wait_for_lock, lock_wait_s) as locked:
             if not locked:
                 return stats
             if self._client is None:
-                self._client = _Client(self.remote, self.token)
+                self._client = Client(self.remote, self.token)
             cursor = _Cursor(self._cursor_path, self.remote)
             try:
                 for name, path, ended in self._pending(cursor, since_ns is not None):
                     stats.files += 1
                     start = 0 if since_ns is not None else cursor.offsets.get(name, 0)
                     self._ship_file(path, start, ended, cursor, stats, budget, since_ns, progress)
-            except _Fatal as exc:
+            except Fatal as exc:
                 self._fatal = str(exc)
                 raise ShipError(
                     str(exc),
                     hint="give the server's token: configure(token=...), "
                     "$CODETAPE_TOKEN or push --token-file",
                 ) from None
-            except _GaveUp as exc:
+            except GaveUp as exc:
                 if budget.stop is not None and budget.stop.is_set():
                     raise
                 raise ShipError(
@@ -406,7 +328,7 @@ class Shipper:
         ended: bool,
         cursor: _Cursor,
         stats: ShipStats,
-        budget: _Budget,
+        budget: Budget,
         since_ns: int | None,
         progress: Callable[[ShipStats], None] | None,
     ) -> None:
@@ -463,7 +385,7 @@ class Shipper:
         return chunk
 
     def _send_chunk(
-        self, chunk: _Chunk, name: str, cursor: _Cursor, stats: ShipStats, budget: _Budget
+        self, chunk: _Chunk, name: str, cursor: _Cursor, stats: ShipStats, budget: Budget
     ) -> None:
         wanted = {d.decode() for _, line in chunk.spans for d in _DIGESTS.findall(line)}
         self._send_blobs(wanted, chunk.blobs, cursor, stats, budget, everything=True)
@@ -477,7 +399,7 @@ class Shipper:
         name: str,
         cursor: _Cursor,
         stats: ShipStats,
-        budget: _Budget,
+        budget: Budget,
         since_ns: int | None,
     ) -> None:
         """The starts of an ended file that never got their span, in one request."""
@@ -523,7 +445,7 @@ class Shipper:
         inline: dict[str, bytes],
         cursor: _Cursor,
         stats: ShipStats,
-        budget: _Budget,
+        budget: Budget,
         everything: bool = False,
     ) -> None:
         """The blobs named (and, with ``everything``, all ``inline`` ones), with the blobs
@@ -551,7 +473,7 @@ class Shipper:
             self._send_blob(digest, data, cursor, stats, budget)
 
     def _send_blob(
-        self, digest: str, data: bytes, cursor: _Cursor, stats: ShipStats, budget: _Budget
+        self, digest: str, data: bytes, cursor: _Cursor, stats: ShipStats, budget: Budget
     ) -> None:
         assert self._client is not None
         path = f"/v1/blobs/{digest}"
@@ -563,7 +485,7 @@ class Shipper:
             )
             if answer.status_code >= 400:
                 message = f"blob {digest} ({len(data)} bytes) refused: {answer.status_code} " + (
-                    _message(answer)
+                    message_of(answer)
                 )
                 log.error("codetape: %s refused %s", self.remote, message)
                 stats.refused_blobs += 1
@@ -581,7 +503,7 @@ class Shipper:
         offset: int,
         cursor: _Cursor,
         stats: ShipStats,
-        budget: _Budget,
+        budget: Budget,
         *,
         ended: bool,
     ) -> None:
@@ -631,7 +553,7 @@ class Shipper:
         )
 
         if answer.status_code >= 400:
-            refused, reason = sent, f"{answer.status_code} {_message(answer)}"
+            refused, reason = sent, f"{answer.status_code} {message_of(answer)}"
         else:
             response = ExportTraceServiceResponse()
             with contextlib.suppress(Exception):
