@@ -13,19 +13,23 @@ ships once the server is up).
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from codetape import Store
+from codetape.store._ship_http import Budget, Client, Fatal, GaveUp
 from codetape.store.internal import record_of, request_of, span_of
 
 from .test_serve import _CLI, TOKEN, Server, free_port, stop
@@ -402,3 +406,64 @@ def test_a_remote_that_is_not_http_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="is not an http"):
         codetape.configure(home=tmp_path, otlp=False, remote="ftp://codetape.internal")
+
+
+# -- retries ------------------------------------------------------------------------------
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    """Answers each request with the next status of the server's ``script`` (then 200)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        server: Any = self.server
+        server.seen.append((self.headers.get("Authorization"), self.path))
+        status, retry_after = server.script.pop(0) if server.script else (200, None)
+        self.send_response(status)
+        if retry_after is not None:
+            self.send_header("Retry-After", retry_after)
+        body = json.dumps({"code": status, "message": f"scripted {status}"}).encode()
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def flaky() -> Iterator[Any]:
+    server: Any = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    server.seen, server.script = [], []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _client(server: Any) -> Client:
+    return Client(f"http://127.0.0.1:{server.server_address[1]}", "tok")
+
+
+def test_unavailable_and_too_many_requests_are_retried_as_told(flaky: Any) -> None:
+    flaky.script = [(503, "0"), (429, "0"), (502, None), (408, "0")]
+    answer = _client(flaky).call("POST", "/v1/traces", Budget(), b"x")
+    assert answer.status_code == 200
+    assert flaky.seen == [("Bearer tok", "/v1/traces")] * 5
+
+
+def test_a_refusal_is_answered_at_once_and_a_bad_token_stops(flaky: Any) -> None:
+    flaky.script = [(413, None), (401, None)]
+    client = _client(flaky)
+    assert client.call("POST", "/v1/traces", Budget(), b"x").status_code == 413
+    with pytest.raises(Fatal, match="refused the token"):
+        client.call("POST", "/v1/traces", Budget(), b"x")
+    assert len(flaky.seen) == 2
+
+
+def test_retrying_stops_when_the_budget_is_spent(flaky: Any) -> None:
+    flaky.script = [(503, "60")] * 3
+    with pytest.raises(GaveUp, match="answered 503: scripted 503"):
+        _client(flaky).call("POST", "/v1/traces", Budget(until=time.monotonic() + 5), b"x")
+    assert len(flaky.seen) == 1  # a Retry-After past the budget is not waited for
