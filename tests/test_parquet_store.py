@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +158,29 @@ def test_the_cli_reads_the_archive(archived: Archived) -> None:
     step = shown(archived.archive.home, "show", run[:8], "--step", "1")
     assert "IndexError" in step
     assert "print(orders[500])" in step
+
+
+def test_another_process_reads_the_store_built_from_the_archive(archived: Archived) -> None:
+    built = archived.archive.db_path
+    before = built.stat().st_mtime_ns
+    place = built.parent.name.split("-")[0]  # the builds of this archive
+
+    def builds() -> list[str]:
+        return sorted(p.name for p in built.parent.parent.iterdir() if place in p.name)
+
+    caches = builds()
+    result = subprocess.run(
+        [sys.executable, "-m", "codetape", "--home", str(archived.archive.home), "runs"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert archived.sandboxed[:8] in result.stdout
+    # Read from the same build: nothing built again, nothing written to it.
+    assert builds() == caches
+    assert built.stat().st_mtime_ns == before
 
 
 def test_the_viewer_shows_a_run_and_a_step_from_the_archive(

@@ -1,24 +1,33 @@
 """Opening a Parquet archive (``codetape export --parquet DIR``) as a read-only store.
 
-``Store(DIR)`` on such a directory reads a DuckDB file built from it, once per process
-and archive (again when a later export rewrites it): the store's tables are loaded from
-``_store/`` (spans from the ``spans`` table with their exact times from
-``_store/span_times``), the search words derived from the steps by the SQL ingestion
-uses, and the blobs from ``blobs/``: those the store held in its database go in the
-database, the others become files of the built store's blob folder, as in the store. So
-every read of ``Store`` runs unchanged on it; nothing is ever written to the archive.
+``Store(DIR)`` on such a directory reads a DuckDB file built from it: the store's
+tables are loaded from ``_store/`` (spans from the ``spans`` table with their exact
+times from ``_store/span_times``), the search words derived from the steps by the SQL
+ingestion uses, and the blobs from ``blobs/``: those the store held in its database go
+in the database, the others become files of the built store's blob folder, as in the
+store. So every read of ``Store`` runs unchanged on it; nothing is written to the
+archive.
+
+The built store is a cache in the system's temporary folder, shared by the processes
+of this user (a viewer, each CLI command): one per archive and export, built by the
+first process that needs it (in a folder of its own, renamed into place when whole),
+and replaced when a later export rewrites the archive's ``codetape-archive.json``.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 import threading
+import time
+import uuid
 from pathlib import Path
+
+import duckdb
 
 from ..errors import StoreError
 
@@ -36,12 +45,12 @@ __all__ = [
 ARCHIVE_FILE = "codetape-archive.json"
 ARCHIVE_FORMAT = 1
 _BLOB_BATCH = 256
+_SOURCE = "archive.txt"  # in a built store: the archive it was built from
+# A built store of an archive's earlier export is removed once no process has opened it
+# for this long (a Store opened before the new export may still be reading it).
+_STALE_S = 600.0
 
 _lock = threading.Lock()
-# Per archive: the marker's identity it was built from, and the built store's folder
-# (removed when this process exits: not by a forked child, whose copy this is too).
-_built: dict[str, tuple[tuple[int, int, int], Path, int]] = {}
-_retired: list[Path] = []
 
 
 def is_archive(home: Path) -> bool:
@@ -77,26 +86,28 @@ def reads_of(home: Path) -> Path:
     return home
 
 
+def _cache() -> Path:
+    return Path(tempfile.gettempdir()) / f"codetape-archives-{os.getuid()}"
+
+
 def archive_store(home: Path) -> Path:
-    """The folder of a store built from the archive ``home``, to read it from (built
+    """The folder of the store built from the archive ``home``, to read it from (built
     the first time, and again when the archive was exported to since)."""
-    marker = home / ARCHIVE_FILE
     try:
-        stat = marker.stat()
-        found = json.loads(marker.read_text(encoding="utf-8"))
+        text = (home / ARCHIVE_FILE).read_bytes()
+        marker = json.loads(text)
     except (OSError, ValueError) as exc:
         raise _unreadable(home, f"its {ARCHIVE_FILE} cannot be read ({exc})") from None
-    identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    _check(home, marker)
+    place = hashlib.sha256(str(home).encode()).hexdigest()[:16]
+    built = _cache() / f"{place}-{hashlib.sha256(text).hexdigest()[:16]}"
     with _lock:
-        known = _built.get(str(home))
-        if known is not None and known[0] == identity and known[1].is_dir():
-            return known[1]
-        built = _build(home, found)
-        if known is not None and known[2] == os.getpid():
-            # Stores opened before may still read it: removed when this process exits.
-            _retired.append(known[1])
-        _built[str(home)] = (identity, built, os.getpid())
-        return built
+        if not built.is_dir():
+            _build(home, built)
+            _forget_older(place, built)
+    with contextlib.suppress(OSError):
+        os.utime(built)  # in use: see _forget_older
+    return built
 
 
 def _unreadable(home: Path, why: str) -> StoreError:
@@ -107,27 +118,53 @@ def _unreadable(home: Path, why: str) -> StoreError:
     )
 
 
-def _build(home: Path, marker: dict[str, object]) -> Path:
+def _check(home: Path, marker: object) -> None:
     from ._db import SCHEMA_VERSION
 
     if not isinstance(marker, dict) or marker.get("format") != ARCHIVE_FORMAT:
-        raise _unreadable(
-            home, f"its format {marker.get('format')!r} is not one this codetape reads"
-        )
+        found = marker.get("format") if isinstance(marker, dict) else marker
+        raise _unreadable(home, f"its format {found!r} is not one this codetape reads")
     schema = marker.get("store_schema")
     if not isinstance(schema, int) or schema > SCHEMA_VERSION:
         raise _unreadable(
             home,
-            f"it holds a store of schema {schema!r}, newer than "
-            f"the {SCHEMA_VERSION} this codetape reads",
+            f"it holds a store of schema {schema!r}, newer than the {SCHEMA_VERSION} "
+            "this codetape reads",
         )
-    folder = Path(tempfile.mkdtemp(prefix="codetape-archive-"))
+
+
+def _build(home: Path, built: Path) -> None:
+    """Build the store of ``home`` in a folder of this process's, then rename it to
+    ``built`` (another process may have got there first: then its build is kept)."""
+    building = built.with_name(f".{built.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        _load(home, folder)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return folder
+        building.mkdir(parents=True, mode=0o700)
+        (building / _SOURCE).write_text(str(home), encoding="utf-8")
+        _load(home, building)
+        try:
+            building.rename(built)
+        except OSError:
+            if not built.is_dir():
+                raise
+    except OSError as exc:
+        raise _unreadable(home, f"cannot build its store in {built.parent}: {exc}") from None
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def _forget_older(place: str, built: Path) -> None:
+    """Remove, of the stores no process has opened lately, those built from this
+    archive's earlier exports or from archives that are gone, and builds left by
+    processes killed meanwhile."""
+    now = time.time()
+    for other in _cache().iterdir():
+        with contextlib.suppress(OSError):
+            if other == built or now - other.stat().st_mtime <= _STALE_S:
+                continue
+            source = other / _SOURCE
+            gone = not source.is_file() or not is_archive(Path(source.read_text("utf-8")))
+            if place in other.name or gone:
+                shutil.rmtree(other, ignore_errors=True)
 
 
 def _files(home: Path, pattern: str) -> str | None:
@@ -138,27 +175,36 @@ def _files(home: Path, pattern: str) -> str | None:
     return f"[{', '.join(_literal(f) for f in files)}]" if files else None
 
 
-def _load(home: Path, folder: Path) -> None:
-    import duckdb
+def _insert(con: duckdb.DuckDBPyConnection, statement: str) -> None:
+    """``statement`` (an ``INSERT INTO``) as a plain insert, which skips DuckDB's search
+    for rows to ignore; should a key repeat (the same run in two exports' day folders),
+    again with ``INSERT OR IGNORE``."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(statement)
+        con.execute("COMMIT")
+    except duckdb.ConstraintException:
+        con.execute("ROLLBACK")
+        con.execute(statement.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1))
 
+
+def _load(home: Path, folder: Path) -> None:
     from ._blobs import BlobStore
     from ._db import connect
     from ._ingest_sql import STEP_WORDS
 
-    folder.mkdir(exist_ok=True)
     with connect(folder, read_only=False) as con:
         try:
             for table in ("runs", "steps", "llm_calls", "lost_records"):
                 files = _files(home, f"_store/{table}/day=*/*.parquet")
                 if files:
-                    con.execute(
-                        f"INSERT OR IGNORE INTO main.{table} BY NAME "
-                        f"SELECT * FROM read_parquet({files}, hive_partitioning = false)"
+                    _insert(
+                        con,
+                        f"INSERT INTO main.{table} BY NAME "
+                        f"SELECT * FROM read_parquet({files}, hive_partitioning = false)",
                     )
-            spans, times = (
-                _files(home, "spans/day=*/*.parquet"),
-                _files(home, "_store/span_times/day=*/*.parquet"),
-            )
+            spans = _files(home, "spans/day=*/*.parquet")
+            times = _files(home, "_store/span_times/day=*/*.parquet")
             if spans:
                 exact = (
                     f"LEFT JOIN read_parquet({times}, hive_partitioning = false) t "
@@ -167,36 +213,28 @@ def _load(home: Path, folder: Path) -> None:
                     else "CROSS JOIN (SELECT NULL::BIGINT AS start_ns, NULL::BIGINT AS end_ns) t"
                 )
                 micros = "epoch_us(s.{}) * 1000"
-                con.execute(
-                    "INSERT OR IGNORE INTO main.spans SELECT s.trace_id, s.span_id, "
+                _insert(
+                    con,
+                    "INSERT INTO main.spans SELECT s.trace_id, s.span_id, "
                     "s.parent_id, s.name, "
                     f"coalesce(t.start_ns, {micros.format('started_at')}), "
                     f"coalesce(t.end_ns, {micros.format('ended_at')}), s.status, "
                     "s.status_message, s.attributes, s.events "
-                    f"FROM read_parquet({spans}, hive_partitioning = false) s {exact}"
+                    f"FROM read_parquet({spans}, hive_partitioning = false) s {exact}",
                 )
             con.execute("INSERT INTO main.search_words " + STEP_WORDS.format(source="main.steps"))
             blobs = _files(home, "blobs/*.parquet")
             if blobs:
                 source = f"read_parquet({blobs})"
-                con.execute(
-                    "INSERT OR IGNORE INTO main.blobs SELECT digest, any_value(data) "
-                    f"FROM {source} WHERE NOT is_file GROUP BY digest"
+                _insert(
+                    con,
+                    "INSERT INTO main.blobs SELECT digest, any_value(data) "
+                    f"FROM {source} WHERE NOT is_file GROUP BY digest",
                 )
                 written = BlobStore(folder / "blobs")
-                rows = con.execute(f"SELECT digest, data FROM {source} WHERE is_file")
+                rows = con.execute(f"SELECT DISTINCT digest, data FROM {source} WHERE is_file")
                 while batch := rows.fetchmany(_BLOB_BATCH):
                     for digest, data in batch:
                         written.put(bytes(data), digest)
         except duckdb.Error as exc:
             raise _unreadable(home, str(exc).strip().splitlines()[0]) from None
-
-
-@atexit.register
-def _remove_built() -> None:
-    with contextlib.suppress(Exception):
-        for folder in _retired:
-            shutil.rmtree(folder, ignore_errors=True)
-        for _, folder, builder in _built.values():
-            if builder == os.getpid():
-                shutil.rmtree(folder, ignore_errors=True)
