@@ -9,6 +9,7 @@ import datetime as dt
 import fcntl
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -200,16 +201,31 @@ def test_a_directory_with_files_is_refused_unless_overwrite(
     )
 
 
+KILLED_EXPORT = """
+import os, signal, sys
+from pathlib import Path
+from codetape.store import _parquet
+
+_parquet._move_in = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+_parquet.export_parquet(Path(sys.argv[1]), Path(sys.argv[2]))
+"""
+
+
 def test_a_killed_exports_staging_is_cleaned_up_and_not_counted(
     recorded: codetape.Store, tmp_path: Path
 ) -> None:
     out = tmp_path / "archive"
-    # What an export killed while writing leaves: its staging folder, its lock no
-    # longer held. Another export still writing holds its lock.
-    dead = out / ".codetape-export-0badf00d"
-    (dead / "runs" / f"day={TODAY}").mkdir(parents=True)
-    (dead / "runs" / f"day={TODAY}" / "data_0.parquet").write_bytes(b"PAR1 half")
-    (dead / ".lock").touch()
+    # An export killed (SIGKILL) once its files are written, before they are moved in.
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_EXPORT, str(recorded.home), str(out)],
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [dead] = [p for p in out.iterdir() if p.name.startswith(".codetape-export-")]
+    assert list(dead.glob("runs/day=*/*.parquet"))
+    # Another export still writing holds its lock.
     alive = out / ".codetape-export-5afe5afe"
     alive.mkdir()
     held = os.open(alive / ".lock", os.O_WRONLY | os.O_CREAT)
