@@ -34,6 +34,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,7 +165,9 @@ class Shipper:
     ``codetape push`` does), or ``start()`` a daemon thread that ships as recording goes
     and ``close()`` with a last bounded attempt."""
 
-    def __init__(self, home: Path, remote: str, token: str | None = None) -> None:
+    def __init__(
+        self, home: Path, remote: str, token: str | None = None, *, parallel: int = 1
+    ) -> None:
         self.home = home
         self.remote = remote_url(remote)
         self.token = token
@@ -179,6 +182,11 @@ class Shipper:
         self._thread: threading.Thread | None = None
         self._fatal: str | None = None
         self._mutex = threading.Lock()
+        # Blob requests in flight at once. One beside a recording agent: more threads
+        # would take the interpreter from it (bench/ship.py: a tight recording loop 5x
+        # slower with 8); ``codetape push`` has the process to itself.
+        self.parallel = parallel
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- the background thread ---------------------------------------------------------
 
@@ -201,13 +209,15 @@ class Shipper:
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the thread, then ship what is left for at most ``timeout`` seconds."""
-        self._stop.set()
+        deadline = time.monotonic() + timeout
+        self._stop.set()  # the thread's pass ends at its next request
         if self._thread is not None:
             self._thread.join(timeout)
         if self._fatal is not None:
             return
         try:
-            self.ship(Budget(until=time.monotonic() + timeout), lock_wait_s=timeout)
+            left = max(deadline - time.monotonic(), 0.1)
+            self.ship(Budget(until=deadline), lock_wait_s=left)
         except (GaveUp, ShipError) as exc:
             log.warning(
                 "codetape: could not ship everything to %s before exit (%s); the rest is "
@@ -216,6 +226,8 @@ class Shipper:
                 exc,
             )
         finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
             if self._client is not None:
                 self._client.close()
 
@@ -341,6 +353,8 @@ class Shipper:
                 chunk = self._chunk(data, offset, since_ns)
                 if chunk is None:
                     break
+                if budget.spent():
+                    raise GaveUp("out of time")
                 self._send_chunk(chunk, name, cursor, stats, budget)
                 offset = chunk.end
                 if since_ns is None:
@@ -456,6 +470,7 @@ class Shipper:
             if data[:1] == b"{":
                 todo |= {d.decode() for d in _DIGESTS.findall(data)}
         seen: set[str] = set()
+        sending: list[tuple[str, bytes]] = []
         while todo:
             digest = todo.pop()
             if digest in seen or digest in self._on_server:
@@ -469,29 +484,45 @@ class Shipper:
                 found = path.read_bytes()
                 if found[:1] == b"{":  # a large manifest
                     todo |= {d.decode() for d in _DIGESTS.findall(found)} - seen
-            data = found
-            self._send_blob(digest, data, cursor, stats, budget)
+            sending.append((digest, found))
+        if len(sending) > 1 and self.parallel > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="codetape-ship")
+            answers = list(
+                self._pool.map(lambda item: self._put(item[0], item[1], budget), sending)
+            )
+        else:
+            answers = [self._put(digest, data, budget) for digest, data in sending]
+        for (digest, data), status in zip(sending, answers, strict=True):
+            self._sent_blob(digest, data, status, cursor, stats)
 
-    def _send_blob(
-        self, digest: str, data: bytes, cursor: _Cursor, stats: ShipStats, budget: Budget
-    ) -> None:
+    def _put(self, digest: str, data: bytes, budget: Budget) -> tuple[int, str]:
+        """A blob to the server unless a HEAD finds it there: (status, refusal)."""
         assert self._client is not None
+        if budget.spent():
+            raise GaveUp("out of time")
         path = f"/v1/blobs/{digest}"
         if self._client.call("HEAD", path, budget).status_code == 200:
+            return 200, ""
+        answer = self._client.call(
+            "PUT", path, budget, data, **{"Content-Type": "application/octet-stream"}
+        )
+        return answer.status_code, message_of(answer) if answer.status_code >= 400 else ""
+
+    def _sent_blob(
+        self, digest: str, data: bytes, answer: tuple[int, str], cursor: _Cursor, stats: ShipStats
+    ) -> None:
+        status, reason = answer
+        if status >= 400:
+            message = f"blob {digest} ({len(data)} bytes) refused: {status} {reason}"
+            log.error("codetape: %s refused %s", self.remote, message)
+            stats.refused_blobs += 1
+            stats.refusals.append(message)
+            cursor.refused(blob=digest, status=status, message=message)
+            return
+        if status == 200:
             stats.blobs_present += 1
         else:
-            answer = self._client.call(
-                "PUT", path, budget, data, **{"Content-Type": "application/octet-stream"}
-            )
-            if answer.status_code >= 400:
-                message = f"blob {digest} ({len(data)} bytes) refused: {answer.status_code} " + (
-                    message_of(answer)
-                )
-                log.error("codetape: %s refused %s", self.remote, message)
-                stats.refused_blobs += 1
-                stats.refusals.append(message)
-                cursor.refused(blob=digest, status=answer.status_code, message=message)
-                return
             stats.blobs_sent += 1
             stats.bytes_sent += len(data)
         self._on_server.add(digest)

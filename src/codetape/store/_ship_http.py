@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["Budget", "Client", "Fatal", "GaveUp", "message_of"]
+__all__ = ["PARALLEL", "Budget", "Client", "Fatal", "GaveUp", "message_of"]
 
 log = logging.getLogger("codetape.ship")
 
 _RETRIED = (408, 429)
 _FATAL = (401, 403)  # the token: nothing will go through until it is fixed
 MAX_DELAY_S = 30.0
+PARALLEL = 8  # blob requests in flight at once, at most (codetape push)
 
 
 class GaveUp(Exception):
@@ -39,6 +40,12 @@ class Budget:
 
     until: float | None = None
     stop: threading.Event | None = None
+
+    def spent(self) -> bool:
+        """Whether the time is up (or a stop was asked): a pass ends between requests."""
+        if self.stop is not None and self.stop.is_set():
+            return True
+        return self.until is not None and time.monotonic() > self.until
 
     def wait(self, delay: float) -> bool:
         """Sleep ``delay``; False when the budget does not allow it."""
@@ -60,6 +67,10 @@ class Client:
 
         self.base = base
         self.session = requests.Session()
+        # Up to PARALLEL blob requests at a time: as many pooled connections.
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=PARALLEL)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = "codetape-ship"
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
