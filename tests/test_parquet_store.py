@@ -21,6 +21,7 @@ from click.testing import CliRunner
 import codetape
 from codetape.cli import cli
 from codetape.errors import StoreError
+from codetape.replayer import export_run, import_bundle
 from codetape.store.internal import PARQUET_TABLES, export_parquet
 from codetape.testing import capture
 from tests.trajectory_fixtures import ScriptedModel, get_orders, make_agent, record_evaluation
@@ -212,6 +213,10 @@ def test_writing_to_the_archive_is_refused(archived: Archived, tmp_path: Path) -
     assert "cannot record into it" in str(raised.value)
     with pytest.raises(StoreError, match=re.escape(ARCHIVE_MESSAGE)):
         codetape.replay(archived.sandboxed, 0, home=home)
+    bundle = tmp_path / "run.codetape"
+    export_run(archived.sandboxed, bundle, home=home)  # reading it is fine
+    with pytest.raises(StoreError, match=re.escape(ARCHIVE_MESSAGE)):
+        import_bundle(bundle, home=home)
     result = CliRunner().invoke(cli, ["--home", str(home), "doctor", "--rebuild"])
     assert result.exit_code == 3
     assert ARCHIVE_MESSAGE in " ".join(result.output.split())
@@ -219,6 +224,14 @@ def test_writing_to_the_archive_is_refused(archived: Archived, tmp_path: Path) -
     assert _files(home) == before
     # Reads still work, and the store it came from is untouched.
     assert archived.archive.runs() == archived.live.runs()
+
+
+def test_an_archive_exports_as_its_store_did(archived: Archived, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    export_parquet(archived.archive.home, again)
+    copy = codetape.Store(again)
+    assert copy.runs() == archived.live.runs()
+    assert copy.steps(archived.sandboxed) == archived.live.steps(archived.sandboxed)
 
 
 def test_a_later_export_is_read_by_the_next_store_opened(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from .._version import __version__
 from ..errors import CodetapeError, DockerUnavailableError
 from ..schemas import attributes as A
 from ..store import Store
-from ..store.internal import BlobStore, live_dir
+from ..store.internal import BlobStore, live_dir, refuse_archive, resolve_home
 
 __all__ = ["BundleInfo", "export_run", "import_bundle"]
 
@@ -246,6 +246,7 @@ def import_bundle(
     The bundle is read and checked whole before anything is written, so a damaged one
     leaves the store as it was."""
     source = Path(path)
+    refuse_archive(resolve_home(home), "import a bundle into it")
     try:
         with _open_bundle(source) as tar:
             manifest = _manifest(tar, source)

@@ -29,7 +29,7 @@ from pathlib import Path
 import duckdb
 
 from ..errors import CodetapeError
-from ._archive import ARCHIVE_FILE, ARCHIVE_FORMAT
+from ._archive import ARCHIVE_FILE, ARCHIVE_FORMAT, reads_of
 from ._db import SCHEMA_VERSION, no_store_error
 from ._sql import _ALIAS, _attached, _literal
 from ._views import VIEWS_SCHEMA
@@ -136,6 +136,7 @@ def export_parquet(
     """
     if not home.is_dir():
         raise no_store_error(home)
+    home = reads_of(home)  # an archive: the store built from it
     directory = Path(os.path.abspath(directory))
     with _staging(directory, overwrite) as staging:
         con = duckdb.connect(":memory:")
