@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,18 @@ def statuses(store: Store) -> dict[str, int]:
     return dict(store.sql("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
 
 
+def spooled_spans(home: Path, runs: list[str]) -> Counter[str]:
+    """How many span records of each of ``runs`` the spool files at ``home`` hold: a
+    span sent twice is two records in the server's spool (its database keeps one)."""
+    found: Counter[str] = Counter()
+    for path in sorted(home.glob("spool/*/*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("t") == "span" and record.get("trace_id") in runs:
+                found[record["trace_id"]] += 1
+    return found
+
+
 def run_ids(store: Store) -> list[str]:
     return [run_id for (run_id,) in store.sql("SELECT run_id FROM runs").fetchall()]
 
@@ -272,6 +285,10 @@ def test_three_recording_processes_ship_to_one_server(tmp_path: Path) -> None:
             assert runs, name
             assert blobs_verified(local, remote, runs) > 5, name
 
+        # In normal operation (not killed, not sent again by hand) nothing is sent twice.
+        late_spans = spooled_spans(homes["late"], late_runs)
+        assert spooled_spans(server.home, late_runs) == late_spans
+
         # Every finished step arrived once, the killed run is incomplete, its step
         # interrupted, as in the store that recorded it.
         assert (
@@ -334,6 +351,7 @@ def test_push_by_hand(tmp_path: Path) -> None:
         wait_for(lambda: len(run_ids(remote)) == 2, "the pushed runs did not arrive")
         runs = same_history(Store(home), remote)
         assert blobs_verified(Store(home), remote, runs) > 5
+        assert spooled_spans(server.home, runs) == spooled_spans(home, runs)
 
         # --since: everything since then again, which the server keeps once.
         again = _push(home, "--remote", server.url, "--since", "2000-01-01", "--json")
