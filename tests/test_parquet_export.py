@@ -263,6 +263,13 @@ def test_bad_directories_and_a_missing_store_are_clear_errors(
     assert result.exit_code == 2
     assert f"cannot export to {locked}: " in result.output
     assert "a directory this user can write" in result.output
+    # The store itself (or another): an archive there would stop it recording.
+    (tmp_path / "spool").mkdir()  # a store nothing was ingested into yet
+    for store in (recorded.home, tmp_path):
+        result = invoke(recorded.home, "--parquet", str(store), "--overwrite")
+        assert result.exit_code == 2
+        assert f"cannot export to {store}: it is a codetape store" in result.output
+    assert not (recorded.home / "codetape-archive.json").exists()
     missing = tmp_path / "no-store"
     result = invoke(missing, "--parquet", str(tmp_path / "out"))
     assert result.exit_code == 3

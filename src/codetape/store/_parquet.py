@@ -30,7 +30,7 @@ import duckdb
 
 from ..errors import CodetapeError
 from ._archive import ARCHIVE_FILE, ARCHIVE_FORMAT, reads_of
-from ._db import SCHEMA_VERSION, no_store_error
+from ._db import DB_NAME, SCHEMA_VERSION, no_store_error
 from ._sql import _ALIAS, _attached, _literal
 from ._views import VIEWS_SCHEMA
 
@@ -198,6 +198,8 @@ def _staging(directory: Path, overwrite: bool) -> Iterator[Path]:
     after), once ``directory`` is known to be one it may write."""
     if directory.exists() and not directory.is_dir():
         raise _unusable(directory, "it is a file, not a directory")
+    if (directory / DB_NAME).exists() or (directory / "spool").is_dir():
+        raise _unusable(directory, "it is a codetape store: an archive is a directory of its own")
     if directory.is_dir():
         _sweep(directory)
         if not overwrite and any(not p.name.startswith(_STAGING) for p in directory.iterdir()):
