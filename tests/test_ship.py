@@ -485,3 +485,36 @@ def test_retrying_stops_when_the_budget_is_spent(flaky: Any) -> None:
     with pytest.raises(GaveUp, match="answered 503: scripted 503"):
         _client(flaky).call("POST", "/v1/traces", Budget(until=time.monotonic() + 5), b"x")
     assert len(flaky.seen) == 1  # a Retry-After past the budget is not waited for
+
+
+@pytest.mark.slow
+def test_small_chunks_keep_each_blob_ahead_of_its_span(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With chunks far smaller than a line, every line is a chunk of its own (or more):
+    what arrives is still the whole history, each blob before the span naming it."""
+    from codetape.store import _ship
+    from codetape.store.internal import Shipper
+
+    home = tmp_path / "agent"
+    done = subprocess.run(
+        [sys.executable, _CHILD, "ship"],
+        env={**os.environ, "CODETAPE_HOME": str(home), "CODETAPE_REMOTE": ""},
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    monkeypatch.setattr(_ship, "CHUNK_BYTES", 64)
+    server = serve(tmp_path / "server", free_port())
+    try:
+        stats = Shipper(home, server.url, TOKEN).ship()
+        assert stats.refusals == []
+        remote = Store(server.home)
+        local = Store(home)
+        wait_for(lambda: len(run_ids(remote)) == 2, "the shipped runs did not arrive")
+        runs = same_history(local, remote)
+        assert blobs_verified(local, remote, runs) > 5
+        assert Shipper(home, server.url, TOKEN).ship().spans == 0
+    finally:
+        stop(server)

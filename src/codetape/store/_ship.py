@@ -350,6 +350,11 @@ class Shipper:
             while True:
                 f.seek(offset)
                 data = f.read(CHUNK_BYTES)
+                while b"\n" not in data and len(data) % CHUNK_BYTES == 0:
+                    more = f.read(CHUNK_BYTES)  # one line longer than a chunk
+                    if not more:
+                        break
+                    data += more
                 chunk = self._chunk(data, offset, since_ns)
                 if chunk is None:
                     break
