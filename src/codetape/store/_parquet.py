@@ -147,7 +147,7 @@ def export_parquet(
             rows = _read(con, home, since, wait_s)
             for folder in _FOLDERS:
                 if rows[folder]:
-                    _write(con, folder, staging / folder)
+                    _write(con, folder, staging)
             rows["blobs"] = _blobs(con, home, staging)
             days, removed = _move_in(staging, directory, since, overwrite)
             _write_marker(directory, since)
@@ -269,9 +269,10 @@ def _read(
     return rows
 
 
-def _write(con: duckdb.DuckDBPyConnection, folder: str, target: Path) -> None:
+def _write(con: duckdb.DuckDBPyConnection, folder: str, staging: Path) -> None:
     # The day is the folder's name, not a column of the files: the files hold exactly
-    # the view's columns.
+    # the view's columns (or the store table's).
+    target = staging / folder
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         con.execute(
@@ -280,7 +281,7 @@ def _write(con: duckdb.DuckDBPyConnection, folder: str, target: Path) -> None:
             "(FORMAT parquet, PARTITION_BY (day), COMPRESSION zstd)"
         )
     except (duckdb.Error, OSError) as exc:
-        raise _unusable(target.parent.parent, str(exc).strip()) from None
+        raise _unusable(staging.parent, str(exc).strip()) from None
 
 
 def _blobs(con: duckdb.DuckDBPyConnection, home: Path, staging: Path) -> int:
