@@ -518,3 +518,23 @@ def test_small_chunks_keep_each_blob_ahead_of_its_span(
         assert Shipper(home, server.url, TOKEN).ship().spans == 0
     finally:
         stop(server)
+
+
+@pytest.mark.slow
+def test_two_processes_of_one_store_ship_each_span_once(tmp_path: Path) -> None:
+    """Both ship every spool file of the store, one at a time: neither sends what the
+    other has sent."""
+    home = tmp_path / "agent"
+    server = serve(tmp_path / "server", free_port())
+    try:
+        both = [child(home, "ship", CODETAPE_REMOTE=server.url) for _ in range(2)]
+        for process in both:
+            finished(process)
+        local, remote = Store(home), Store(server.home)
+        runs = run_ids(local)
+        assert len(runs) == 4
+        wait_for(lambda: set(run_ids(remote)) == set(runs), "the runs did not arrive")
+        same_history(local, remote)
+        assert spooled_spans(server.home, runs) == spooled_spans(home, runs)
+    finally:
+        stop(server)
