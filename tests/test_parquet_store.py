@@ -208,9 +208,13 @@ def test_the_viewer_shows_a_run_and_a_step_from_the_archive(
 def test_writing_to_the_archive_is_refused(archived: Archived, tmp_path: Path) -> None:
     home = archived.archive.home
     before = _files(home)
-    with pytest.raises(StoreError, match=re.escape(ARCHIVE_MESSAGE)) as raised:
-        codetape.configure(home=home, otlp=False)
-    assert "cannot record into it" in str(raised.value)
+    with capture(tmp_path / "elsewhere") as elsewhere:
+        with pytest.raises(StoreError, match=re.escape(ARCHIVE_MESSAGE)) as raised:
+            codetape.configure(home=home, otlp=False)
+        assert "cannot record into it" in str(raised.value)
+        # What was being recorded goes on being recorded where it was.
+        make_agent([("Thought: done.", "final_answer(1)")], name="after").run("one")
+        assert [r.name for r in elsewhere.runs()] == ["after"]
     with pytest.raises(StoreError, match=re.escape(ARCHIVE_MESSAGE)):
         codetape.replay(archived.sandboxed, 0, home=home)
     bundle = tmp_path / "run.codetape"

@@ -205,6 +205,8 @@ def configure(
     checked_prices = _prices(prices)
     conventions = conventions_of(otlp_conventions)
     remote = _remote(remote)
+    if home is not None:  # refused before the current recording is stopped
+        refuse_archive(resolve_home(home), "record into it")
     with _lock:
         if _current is not None:
             _current.shutdown()
