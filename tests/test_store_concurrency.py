@@ -610,3 +610,28 @@ def test_eight_processes_recording_bursts_of_runs_at_once_lose_nothing(
         con.close()
     assert spans == keys == total_runs * (2 + 2 * BURST_STEPS)
     assert tables == (total_runs, total_runs * BURST_STEPS, total_runs, 0, 0)
+
+
+def test_a_finished_read_leaves_the_database_free_for_another_process(home: Path) -> None:
+    """Reads attach the file to a database this process keeps: once a read returns,
+    another process (an agent's ingestion) opens the file for writing at the first
+    attempt, and what it writes is what the next read sees."""
+    run_id = record(home, "read-then-written", 1)
+    store = codetape.Store(home)
+    assert [r.id for r in store.runs()] == [run_id]
+    with store.session():
+        assert store.run(run_id).step_count == 1
+    writer = (
+        "import duckdb, sys\n"
+        "con = duckdb.connect(sys.argv[1])\n"
+        "con.execute(\"UPDATE runs SET name = 'renamed' WHERE run_id = ?\", [sys.argv[2]])\n"
+        "con.close()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", writer, str(home / DB_NAME), run_id],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr  # no lock error: nothing held the file
+    assert store.run(run_id).name == "renamed"
