@@ -236,3 +236,23 @@ def test_a_smolagents_agent_changed_between_runs_records_the_change(
     before = second[0].variables_before["blob"].digest
     assert before != first[-1].variables_after["blob"].digest
     assert before == second[-1].variables_after["blob"].digest
+
+
+def test_write_tracking_can_be_turned_off(kernel_watch: _writes.WriteWatcher) -> None:
+    """``CODETAPE_WRITE_WATCH=0``: nothing is registered with the kernel, and the checks
+    of large values compare copies (and still catch every change)."""
+    import subprocess
+    import sys
+
+    probe_code = (
+        "from codetape.tracer import _changes, _writes\n"
+        "value = bytearray(4 << 20)\n"
+        "check = _changes.probe(value)\n"
+        "value[2 << 20] = 1\n"
+        "print(_writes.watcher() is None, check(value))\n"
+    )
+    env = {**os.environ, "CODETAPE_WRITE_WATCH": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe_code], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["True", "False"]
