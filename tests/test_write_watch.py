@@ -13,6 +13,8 @@ import ctypes
 import os
 import pickle
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -241,9 +243,6 @@ def test_a_smolagents_agent_changed_between_runs_records_the_change(
 def test_write_tracking_can_be_turned_off(kernel_watch: _writes.WriteWatcher) -> None:
     """``CODETAPE_WRITE_WATCH=0``: nothing is registered with the kernel, and the checks
     of large values compare copies (and still catch every change)."""
-    import subprocess
-    import sys
-
     probe_code = (
         "from codetape.tracer import _changes, _writes\n"
         "value = bytearray(4 << 20)\n"
