@@ -7,9 +7,11 @@ anything that would write to it is refused, saying it is an archive."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,3 +275,22 @@ def test_an_export_without_the_store_tables_is_a_clear_error(tmp_path: Path) -> 
         codetape.Store(out)
     assert "export --parquet" in (raised.value.hint or "")
     assert sorted(p.name for p in out.iterdir()) == tables  # nothing created there
+
+
+def test_a_cache_folder_not_of_this_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "archive"
+    with capture(tmp_path / "store") as captured:
+        make_agent([("Thought: done.", "final_answer(1)")]).run("one")
+        captured.store.refresh()
+        export_parquet(captured.home, out)
+    # Another user's link where the cache folder goes, in a shared temporary folder.
+    shared = tmp_path / "tmp"
+    (shared / "theirs").mkdir(parents=True)
+    (shared / f"codetape-archives-{os.getuid()}").symlink_to(shared / "theirs")
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    with pytest.raises(StoreError, match="is not a folder of this user's alone") as raised:
+        codetape.Store(out)
+    assert "TMPDIR" in (raised.value.hint or "")
+    assert not list((shared / "theirs").iterdir())

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -90,6 +91,28 @@ def _cache() -> Path:
     return Path(tempfile.gettempdir()) / f"codetape-archives-{os.getuid()}"
 
 
+def _own_cache(home: Path) -> Path:
+    """The cache folder, made if missing (and made private if it is not): refused
+    unless it is a folder of this user's, since in a shared temporary folder another
+    user could have made it (or a link by its name) to hand us a store."""
+    root = _cache()
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+        found = root.lstat()
+    except OSError as exc:
+        raise _unreadable(home, f"cannot make the folder {root}: {exc}") from None
+    if stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid():
+        if found.st_mode & 0o077:
+            root.chmod(0o700)
+    else:
+        raise StoreError(
+            f"cannot open the archive {home}: {root} is not a folder of this user's alone",
+            path=root,
+            hint=f"remove {root} (codetape makes it again) or set TMPDIR to a folder of yours",
+        )
+    return root
+
+
 def archive_store(home: Path) -> Path:
     """The folder of the store built from the archive ``home``, to read it from (built
     the first time, and again when the archive was exported to since)."""
@@ -100,7 +123,7 @@ def archive_store(home: Path) -> Path:
         raise _unreadable(home, f"its {ARCHIVE_FILE} cannot be read ({exc})") from None
     _check(home, marker)
     place = hashlib.sha256(str(home).encode()).hexdigest()[:16]
-    built = _cache() / f"{place}-{hashlib.sha256(text).hexdigest()[:16]}"
+    built = _own_cache(home) / f"{place}-{hashlib.sha256(text).hexdigest()[:16]}"
     with _lock:
         if not built.is_dir():
             _build(home, built)
