@@ -16,7 +16,9 @@ cheaply, and None for the rest (they are pickled again, as before):
   range's page table for written pages, whatever the size, and no copy is kept.
 
 A copy holds the old elements, so a new element can never sit at a freed old one's
-address and look the same. Anything the checks cannot be sure of has no check.
+address and look the same (a watched list needs none: no byte of its references was
+written, so it still holds the very same elements). Anything the checks cannot be sure
+of has no check.
 """
 
 from __future__ import annotations
