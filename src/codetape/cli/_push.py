@@ -76,7 +76,7 @@ def push_command(
             path=home,
             hint="--home (or $CODETAPE_HOME) picks the store; record a run first",
         )
-    shipper = Shipper(home, url, read_token(token_file), parallel=8)
+    shipper = Shipper(home, url, read_token(token_file), parallel=Shipper.MOST_PARALLEL)
     since_ns = None
     if since is not None:
         since_ns = int(since.replace(tzinfo=dt.timezone.utc).timestamp() * 1e9)

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError, ShipError
 from ._blobs import BlobStore
-from ._ship_http import Budget, Client, Fatal, GaveUp, message_of
+from ._ship_http import PARALLEL, Budget, Client, Fatal, GaveUp, message_of
 from ._spool import done_dir, live_dir, writer_alive
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ __all__ = ["REMOTE_ENV", "ShipStats", "Shipper", "remote_url"]
 log = logging.getLogger("codetape.ship")
 
 REMOTE_ENV = "CODETAPE_REMOTE"
-CHUNK_BYTES = 4 * 1024 * 1024  # spool bytes per request: well under the server's limits
+CHUNK_BYTES = 256 * 1024  # spool bytes per request: progress is saved chunk by chunk
 POLL_S = 1.0
 _DIGESTS = re.compile(rb"sha256:[0-9a-f]{64}")
 _REFUSALS_KEPT = 100
@@ -165,6 +165,8 @@ class Shipper:
     ``codetape push`` does), or ``start()`` a daemon thread that ships as recording goes
     and ``close()`` with a last bounded attempt."""
 
+    MOST_PARALLEL = PARALLEL  # what ``codetape push`` uses
+
     def __init__(
         self, home: Path, remote: str, token: str | None = None, *, parallel: int = 1
     ) -> None:
@@ -215,10 +217,12 @@ class Shipper:
             self._thread.join(timeout)
         if self._fatal is not None:
             return
+        # One blob at a time still: at the interpreter's exit no thread can be started.
+        self.parallel = 1
         try:
             left = max(deadline - time.monotonic(), 0.1)
             self.ship(Budget(until=deadline), lock_wait_s=left)
-        except (GaveUp, ShipError) as exc:
+        except Exception as exc:  # at exit: say so, and let the process end
             log.warning(
                 "codetape: could not ship everything to %s before exit (%s); the rest is "
                 "sent by the next process that ships this store, or `codetape push`",
