@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import streamlit as st
 from click.testing import CliRunner, Result
 
 import codetape
@@ -28,6 +29,7 @@ from codetape.testing import capture
 
 from . import otlp_fixtures as scripted
 from .test_serve import TOKEN, Server, free_port, local_blobs, start, stop
+from .test_viewer_apptest import open_page
 
 OTHER_CODE = ["a = add(2, b=5)\nprint('a is', a)", "result = a * 3"]
 
@@ -265,6 +267,8 @@ def test_spans_without_their_blobs_show_blob_pending_until_the_blobs_arrive(
     rt = codetape.configure(home=home, otlp=empty_server.url)
     run_id = scripted.record_run()
     assert rt.provider.force_flush(30_000)
+    # Done recording: nothing of this runtime is left to run while the process exits.
+    rt.shutdown()
 
     remote = RemoteStore(empty_server.url, TOKEN)
     steps = remote.steps(run_id)
@@ -300,3 +304,32 @@ def test_a_bundle_from_the_server_is_a_gzip_tar(shared: Shared) -> None:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
     assert manifest["run_id"] == shared.other
+
+
+def test_the_run_page_shows_blob_pending_until_the_blobs_arrive(
+    empty_server: Server,
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", f"authorization=Bearer%20{TOKEN}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip")
+    rt = codetape.configure(home=home, otlp=empty_server.url)
+    run_id = scripted.record_run()
+    assert rt.provider.force_flush(30_000)
+    # Done recording: nothing of this runtime is left to run while the process exits.
+    rt.shutdown()
+    monkeypatch.setenv("CODETAPE_REMOTE", empty_server.url)
+    monkeypatch.setenv("CODETAPE_HOME", str(tmp_path / "nothing-here"))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+    at = open_page("run", run=run_id, step="0")
+    codes = [c.value for c in at.code]
+    assert any("[codetape: blob pending: sha256:" in c for c in codes), codes
+    for digest, data in local_blobs(home).items():
+        assert empty_server.request("PUT", f"/v1/blobs/{digest}", data)[0] == 201
+    at.run()
+    codes = [c.value.rstrip("\n") for c in at.code]
+    assert not any("blob pending" in c for c in codes), codes
+    assert scripted.CODE[0] in codes
