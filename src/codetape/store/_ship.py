@@ -57,6 +57,7 @@ CHUNK_BYTES = 256 * 1024  # spool bytes per request: progress is saved chunk by 
 POLL_S = 1.0
 _DIGESTS = re.compile(rb"sha256:[0-9a-f]{64}")
 _REFUSALS_KEPT = 100
+_KNOWN_BLOBS = 100_000  # digests remembered as on the server, at most
 
 
 def remote_url(url: str) -> str:
@@ -534,6 +535,8 @@ class Shipper:
         else:
             stats.blobs_sent += 1
             stats.bytes_sent += len(data)
+        if len(self._on_server) >= _KNOWN_BLOBS:  # a long-lived process: forget, ask again
+            self._on_server.clear()
         self._on_server.add(digest)
 
     def _send_spans(
