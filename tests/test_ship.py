@@ -7,7 +7,7 @@ integration test starts ``codetape serve`` on loopback and three recording proce
 that ship to it: one through the plain OTLP exporter (its blobs sent by
 ``codetape push``), one killed with ``kill -9`` inside a step and started again (its
 shipper resumes and ends the killed run), one started while the server is down (it
-ships once the server is up).
+ships once the server is up; it also runs a scripted smolagents CodeAgent).
 """
 
 from __future__ import annotations
@@ -232,6 +232,7 @@ def test_three_recording_processes_ship_to_one_server(tmp_path: Path) -> None:
     late = child(
         homes["late"],
         "ship",
+        "--smolagents",
         "--recorded",
         str(recorded),
         "--hold",
@@ -276,7 +277,7 @@ def test_three_recording_processes_ship_to_one_server(tmp_path: Path) -> None:
         finished(late)
 
         wait_for(
-            lambda: statuses(remote) == {"ok": 7, "incomplete": 1},
+            lambda: statuses(remote) == {"ok": 8, "incomplete": 1},
             "the killed run did not end incomplete on the server",
         )
         for name, home in homes.items():
@@ -284,6 +285,11 @@ def test_three_recording_processes_ship_to_one_server(tmp_path: Path) -> None:
             runs = same_history(local, remote)
             assert runs, name
             assert blobs_verified(local, remote, runs) > 5, name
+
+        tools = remote.sql(
+            "SELECT tool FROM tool_calls WHERE agent = 'CodeAgent' ORDER BY started_at"
+        ).fetchall()
+        assert tools == [("get_orders",), ("refund",)]  # the smolagents agent's
 
         # In normal operation (not killed, not sent again by hand) nothing is sent twice.
         late_spans = spooled_spans(homes["late"], late_runs)
@@ -305,7 +311,7 @@ def test_three_recording_processes_ship_to_one_server(tmp_path: Path) -> None:
             "SELECT step, status FROM steps WHERE run_id = ? ORDER BY step", [killed_run[0][0]]
         ).fetchall() == [(0, "ok"), (1, "interrupted")]
         total = sum(len(run_ids(Store(home))) for home in homes.values())
-        assert len(run_ids(remote)) == total == 1 + 5 + 2
+        assert len(run_ids(remote)) == total == 1 + 5 + 3
     finally:
         stop(server)
         if late.poll() is None:
