@@ -1,7 +1,8 @@
 """The layers of ``src/codetape`` as the design draws them, checked on the source.
 
 Dependencies point one way: schemas ← store ← tracer → sandbox; replayer → tracer,
-sandbox, store; integrations → tracer, sandbox; viewer → store, replayer; cli → all.
+sandbox, store; integrations → tracer, sandbox; viewer and server → store, replayer;
+cli → all.
 Every package may use ``schemas``, ``errors`` and the top-level leaf modules. No
 package imports another package's ``_private`` module: it uses the other package's
 ``__init__`` or its ``internal`` module.
@@ -26,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "integrations": {"schemas", "sandbox", "tracer"},
     "testing": {"schemas", "store", "sandbox", "tracer"},
     "viewer": {"schemas", "store", "replayer"},
-    "server": {"schemas", "store"},
+    "server": {"schemas", "store", "replayer"},
     "cli": {
         "schemas",
         "store",

@@ -22,7 +22,7 @@ from .._version import __version__
 from ..errors import CodetapeError
 from ..schemas import Verdict
 from ..store import Store
-from ..store._remote import REMOTE_ENV, RemoteStore, read_token
+from ..store.internal import REMOTE_ENV, RemoteStore, read_token
 
 __all__ = [
     "cli",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..replayer import BundleInfo
-from ..store._remote import RemoteStore, RemoteStoreError
+from ..store.internal import RemoteStore, RemoteStoreError
 
 __all__ = ["export_remote"]
 

@@ -16,9 +16,8 @@ from rich.table import Table
 from ..errors import CodetapeError
 from ..replayer import diff_runs
 from ..schemas import RunDiff, StepPair
-from ..store._remote import REMOTE_ENV
-from ..store._remote import TOKEN_ENV as REMOTE_TOKEN_ENV
-from ..store.internal import resolve_home
+from ..store.internal import REMOTE_ENV, resolve_home
+from ..store.internal import TOKEN_ENV as REMOTE_TOKEN_ENV
 from ..viewer import url
 from ..viewer.internal import ALLOW_LOCAL_EXEC_ENV, TOKEN_ENV, command
 from ._app import cli, err, handle_errors, out, print_json, remote_store, shown, style_lines

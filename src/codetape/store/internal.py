@@ -27,8 +27,8 @@ from ._views import VIEW_NAMES, VIEWS_SCHEMA
 
 if TYPE_CHECKING:
     from ._otlp import ENDED_SPOOL, TooDeep, is_ended, record_of, request_of, span_of
-    from ._read import span_row, steps_from_rows
-    from ._remote import read_token
+    from ._read import has_pending, span_row, steps_from_rows
+    from ._remote import TOKEN_ENV, RemoteStore, RemoteStoreError, read_token
     from ._ship import REMOTE_ENV, Shipper, ShipStats, remote_url
 
 __all__ = [
@@ -37,12 +37,15 @@ __all__ = [
     "PARQUET_TABLES",
     "REMOTE_ENV",
     "SMALL_BLOB",
+    "TOKEN_ENV",
     "VIEWS_SCHEMA",
     "VIEW_NAMES",
     "BackgroundIngester",
     "BlobStore",
     "IngestStats",
     "ParquetExport",
+    "RemoteStore",
+    "RemoteStoreError",
     "ShipStats",
     "Shipper",
     "SpoolWriter",
@@ -52,6 +55,7 @@ __all__ = [
     "digest_of",
     "done_dir",
     "export_parquet",
+    "has_pending",
     "ingest",
     "is_archive",
     "is_disk_full",
@@ -78,14 +82,14 @@ __all__ = [
     "write_csv",
 ]
 
-# The read API (pydantic models) only when a replay reads its run back, never when
-# recording; the OTLP mapping (protobuf) and the shipper (requests) only when shipping.
+# The read API (pydantic models) only when a replay reads its run back or a store is
+# read through a server, never when recording; the OTLP mapping (protobuf) and the
+# shipper (requests) only when shipping.
 __getattr__, __dir__ = lazy_names(
     __name__,
     {
-        "span_row": "._read",
-        "steps_from_rows": "._read",
-        "read_token": "._remote",
+        **dict.fromkeys(("has_pending", "span_row", "steps_from_rows"), "._read"),
+        **dict.fromkeys(("TOKEN_ENV", "RemoteStore", "RemoteStoreError", "read_token"), "._remote"),
         **dict.fromkeys(
             ("ENDED_SPOOL", "TooDeep", "is_ended", "record_of", "request_of", "span_of"),
             "._otlp",

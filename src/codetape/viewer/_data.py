@@ -28,9 +28,7 @@ from ..replayer import replay_from as replay_steps_from
 from ..replayer.internal import DiffOutline, diff_outline, whole_pair
 from ..schemas import FailureGroup, LlmCall, ReplayReport, Run, Step, StepPair
 from ..store import Store
-from ..store._read import has_pending
-from ..store._remote import REMOTE_ENV, RemoteStore, read_token
-from ..store.internal import resolve_home
+from ..store.internal import REMOTE_ENV, RemoteStore, has_pending, read_token, resolve_home
 
 __all__ = [
     "RECENT_RUNS",
