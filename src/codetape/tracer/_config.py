@@ -218,8 +218,7 @@ def configure(
         except OSError as exc:
             raise ConfigError(f"cannot create the store directory {path}: {exc}") from exc
         _current = _build(path, target, redact, checked_prices, conventions)
-        if remote is not None:
-            _current.shipper = _shipper(path, remote, token)
+        _current.shipper = _shipper(path, remote, token) if remote is not None else None
         return _current
 
 
