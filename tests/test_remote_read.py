@@ -258,17 +258,23 @@ def empty_server(tmp_path: Path) -> Iterator[Server]:
         stop(running)
 
 
-def test_spans_without_their_blobs_show_blob_pending_until_the_blobs_arrive(
-    empty_server: Server, home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Spans only, as through an OpenTelemetry Collector: gzip and the token header.
+def record_spans_only(server: Server, home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A run recorded into ``home`` whose spans alone go to ``server``, gzip with the
+    token header, as through an OpenTelemetry Collector; its blobs stay here."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", f"authorization=Bearer%20{TOKEN}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip")
-    rt = codetape.configure(home=home, otlp=empty_server.url)
+    rt = codetape.configure(home=home, otlp=server.url)
     run_id = scripted.record_run()
     assert rt.provider.force_flush(30_000)
     # Done recording: nothing of this runtime is left to run while the process exits.
     rt.shutdown()
+    return run_id
+
+
+def test_spans_without_their_blobs_show_blob_pending_until_the_blobs_arrive(
+    empty_server: Server, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = record_spans_only(empty_server, home, monkeypatch)
 
     remote = RemoteStore(empty_server.url, TOKEN)
     steps = remote.steps(run_id)
@@ -312,13 +318,7 @@ def test_the_run_page_shows_blob_pending_until_the_blobs_arrive(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", f"authorization=Bearer%20{TOKEN}")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip")
-    rt = codetape.configure(home=home, otlp=empty_server.url)
-    run_id = scripted.record_run()
-    assert rt.provider.force_flush(30_000)
-    # Done recording: nothing of this runtime is left to run while the process exits.
-    rt.shutdown()
+    run_id = record_spans_only(empty_server, home, monkeypatch)
     monkeypatch.setenv("CODETAPE_REMOTE", empty_server.url)
     monkeypatch.setenv("CODETAPE_HOME", str(tmp_path / "nothing-here"))
     st.cache_data.clear()
