@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import os
 import re
@@ -39,6 +40,9 @@ __all__ = ["Limits", "ServerSettings", "create_app"]
 log = logging.getLogger("codetape.server")
 
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
+_FRAME = re.compile(rb"(sha256:[0-9a-f]{64}) ([0-9]{1,12})")
+_FRAME_HEAD = 90  # "sha256:<64 hex> <length>" fits in this many bytes
+MOST_ASKED = 10_000  # digests in one POST /v1/blobs/missing
 _PROTOBUF = "application/x-protobuf"
 _JSON = "application/json"
 
@@ -191,9 +195,70 @@ class Sink:
         finally:
             os.close(fd)
 
+    def missing(self, digests: list[str]) -> list[str]:
+        return [digest for digest in digests if not self.has_blob(digest)]
+
+    def put_blobs(self, blobs: dict[str, bytes]) -> tuple[int, int]:
+        """A verified batch, stored as ``put_blob`` stores one, the small ones' spool
+        records in one write and one fsync: (stored, present)."""
+        new = {d: data for d, data in blobs.items() if not self.has_blob(d)}
+        small = [(d, data) for d, data in new.items() if len(data) <= SMALL_BLOB]
+        if small:
+            with self._lock:
+                for digest, data in small:
+                    self.spool.write(blob_record(digest, data), defer=True)
+                self.spool.sync()
+            self.ingester.request()
+        for digest, data in new.items():
+            self.blobs.put(data, digest)
+            fd = os.open(self.blobs.path(digest), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return len(new), len(blobs) - len(new)
+
     def close(self) -> None:
         self.spool.close()
         self.ingester.flush(30.0)
+
+
+def parse_frames(body: bytes) -> dict[str, bytes]:
+    """The blobs of a batch body (frames ``sha256:<hex> <length>\\n<bytes>``), each
+    verified; an ``HttpError`` (400) naming the first bad frame or blob otherwise."""
+    blobs: dict[str, bytes] = {}
+    pos = 0
+    view = memoryview(body)
+    while pos < len(body):
+        newline = body.find(b"\n", pos, pos + _FRAME_HEAD + 1)
+        head = _FRAME.fullmatch(body, pos, newline) if newline >= 0 else None
+        if head is None:
+            raise HttpError(
+                400,
+                f"frame {len(blobs) + 1} (at byte {pos}) does not start with "
+                f"'sha256:<64 hex digits> <length>\\n': {body[pos : pos + 40]!r}",
+            )
+        digest, length = head.group(1).decode(), int(head.group(2))
+        start = newline + 1
+        if start + length > len(body):
+            raise HttpError(
+                400,
+                f"blob {digest} (frame {len(blobs) + 1}) says {length} bytes, but the body "
+                f"ends {len(body) - start} bytes after its header",
+            )
+        data = bytes(view[start : start + length])
+        actual = hashlib.sha256(data).hexdigest()
+        if "sha256:" + actual != digest:
+            raise HttpError(
+                400,
+                f"blob {digest} (frame {len(blobs) + 1}): its bytes' sha256 is {actual}; "
+                "nothing of this batch was stored: send each blob's exact bytes",
+            )
+        blobs[digest] = data
+        pos = start + length
+    if not blobs:
+        raise HttpError(400, "the batch is empty: send frames 'sha256:<hex> <length>\\n<bytes>'")
+    return blobs
 
 
 @contextlib.contextmanager
@@ -270,6 +335,45 @@ class _Endpoints:
             return error(503, f"the server cannot store the blob now ({exc.strerror}); retry")
         return JSONResponse({"digest": digest, "size": len(body)}, 201)
 
+    async def missing(self, request: Request) -> Response:
+        """Which of the digests asked (``{"digests": [...]}``) the server lacks."""
+        try:
+            body = await read_body(request, self.limits.body_bytes)
+        except HttpError as exc:
+            return error(exc.status, exc.message)
+        try:
+            asked = json.loads(body)
+        except ValueError as exc:
+            return error(400, f'the body is not JSON ({exc}): send {{"digests": [...]}}')
+        digests = asked.get("digests") if isinstance(asked, dict) else None
+        if not isinstance(digests, list):
+            return error(400, 'send {"digests": ["sha256:<64 hex digits>", ...]}')
+        if len(digests) > MOST_ASKED:
+            return error(
+                413, f"{len(digests)} digests asked; at most {MOST_ASKED} a request: split them"
+            )
+        for given in digests:
+            if not isinstance(given, str) or _DIGEST.fullmatch(given) is None:
+                return error(
+                    400, f"{str(given)[:80]!r} is not a blob name: use sha256:<64 hex digits>"
+                )
+        lacking = await run_in_threadpool(self.sink.missing, digests)
+        return JSONResponse({"missing": lacking})
+
+    async def batch(self, request: Request) -> Response:
+        """Blobs in one body, every one verified before any is stored."""
+        try:
+            body = await read_body(request, self.limits.body_bytes)
+            blobs = await run_in_threadpool(parse_frames, body)
+        except HttpError as exc:
+            return error(exc.status, exc.message)
+        try:
+            stored, present = await run_in_threadpool(self.sink.put_blobs, blobs)
+        except OSError as exc:
+            log.error("codetape serve: cannot store a batch of blobs: %s", exc)
+            return error(503, f"the server cannot store the blobs now ({exc.strerror}); retry")
+        return JSONResponse({"stored": stored, "present": present}, 201)
+
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -291,6 +395,8 @@ def create_app(settings: ServerSettings) -> ASGIApp:
     app: ASGIApp = Starlette(
         routes=[
             Route("/v1/traces", endpoints.traces, methods=["POST"]),
+            Route("/v1/blobs/missing", endpoints.missing, methods=["POST"]),
+            Route("/v1/blobs", endpoints.batch, methods=["POST"]),
             Route("/v1/blobs/{digest}", endpoints.blob, methods=["PUT", "HEAD", "GET"]),
             Route("/healthz", endpoints.healthz, methods=["GET"]),
             *reads,

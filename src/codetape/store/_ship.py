@@ -1,5 +1,8 @@
-"""Shipping a store's spool to ``codetape serve``: spans over OTLP/HTTP, blobs by
-content-addressed ``PUT``, each blob before the first span that names it.
+"""Shipping a store's spool to ``codetape serve``: spans over OTLP/HTTP, blobs
+content-addressed, each blob before the first span that names it. A chunk's blobs: the
+server is asked once which it lacks (``POST /v1/blobs/missing``), and those go in
+batches of about 4 MB (``POST /v1/blobs``; a blob over 1 MB alone by ``PUT``); a server
+without those endpoints (404/405) gets a ``HEAD`` and a ``PUT`` a blob.
 
 What is shipped is read from the spool files, never from the database, so shipping
 needs nothing but the files recording wrote (durable first: a dead network or server
@@ -58,6 +61,9 @@ POLL_S = 1.0
 _DIGESTS = re.compile(rb"sha256:[0-9a-f]{64}")
 _REFUSALS_KEPT = 100
 _KNOWN_BLOBS = 100_000  # digests remembered as on the server, at most
+MOST_ASKED = 10_000  # digests in one POST /v1/blobs/missing (the server's limit)
+BATCH_BYTES = 4 * 1024 * 1024  # blob bytes in one POST /v1/blobs, about
+BATCH_ALONE_BYTES = 1024 * 1024  # a blob larger goes alone, by PUT
 
 
 def remote_url(url: str) -> str:
@@ -190,6 +196,8 @@ class Shipper:
         # slower with 8); ``codetape push`` has the process to itself.
         self.parallel = parallel
         self._pool: ThreadPoolExecutor | None = None
+        # Whether the server takes blobs in batches: None until asked.
+        self._batches: bool | None = None
 
     # -- the background thread ---------------------------------------------------------
 
@@ -495,24 +503,114 @@ class Shipper:
                 if found[:1] == b"{":  # a large manifest
                     todo |= {d.decode() for d in _DIGESTS.findall(found)} - seen
             sending.append((digest, found))
-        if len(sending) > 1 and self.parallel > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="codetape-ship")
-            answers = list(
-                self._pool.map(lambda item: self._put(item[0], item[1], budget), sending)
-            )
-        else:
-            answers = [self._put(digest, data, budget) for digest, data in sending]
+        answers = self._send(sending, budget)
         for (digest, data), status in zip(sending, answers, strict=True):
             self._sent_blob(digest, data, status, cursor, stats)
 
-    def _put(self, digest: str, data: bytes, budget: Budget) -> tuple[int, str]:
-        """A blob to the server unless a HEAD finds it there: (status, refusal)."""
+    def _send(self, sending: list[tuple[str, bytes]], budget: Budget) -> list[tuple[int, str]]:
+        """Each blob's (status, refusal): the server asked once which it lacks, those
+        sent in batches (a large one alone by ``PUT``); a server without the batch
+        endpoints gets a ``HEAD`` and a ``PUT`` a blob."""
+        if not sending:
+            return []
+        if self._batches is not False:
+            answers = self._send_batched(sending, budget)
+            if answers is not None:
+                return answers
+        return self._map(lambda item: self._put(item[0], item[1], budget), sending)
+
+    def _map(self, call: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        """``call`` over ``items``, ``parallel`` at a time."""
+        if len(items) > 1 and self.parallel > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="codetape-ship")
+            return list(self._pool.map(call, items))
+        return [call(item) for item in items]
+
+    def _send_batched(
+        self, sending: list[tuple[str, bytes]], budget: Budget
+    ) -> list[tuple[int, str]] | None:
+        """None when the server has no batch endpoints (or cannot say what it lacks)."""
+        assert self._client is not None
+        lacking: set[str] = set()
+        for first in range(0, len(sending), MOST_ASKED):
+            if budget.spent():
+                raise GaveUp("out of time")
+            asked = [digest for digest, _ in sending[first : first + MOST_ASKED]]
+            answer = self._client.call(
+                "POST",
+                "/v1/blobs/missing",
+                budget,
+                json.dumps({"digests": asked}).encode(),
+                **{"Content-Type": "application/json"},
+            )
+            if answer.status_code in (404, 405):
+                log.info("codetape: %s has no batch endpoints: a request a blob", self.remote)
+                self._batches = False
+                return None
+            try:
+                found = answer.json()["missing"] if answer.status_code == 200 else None
+            except (ValueError, KeyError, TypeError):
+                found = None
+            if not isinstance(found, list):
+                return None  # this time, the HEAD and PUT of each
+            lacking |= {str(d) for d in found}
+        self._batches = True
+        answers: dict[str, tuple[int, str]] = {d: (200, "") for d, _ in sending}
+        alone: list[tuple[str, bytes]] = []
+        batches: list[list[tuple[str, bytes]]] = [[]]
+        size = 0
+        for digest, data in sending:
+            if digest not in lacking:
+                continue
+            if len(data) > BATCH_ALONE_BYTES:
+                alone.append((digest, data))
+                continue
+            if batches[-1] and size + len(data) > BATCH_BYTES:
+                batches.append([])
+                size = 0
+            batches[-1].append((digest, data))
+            size += len(data)
+        work: list[Any] = [("batch", b) for b in batches if b] + [("put", a) for a in alone]
+        for part in self._map(lambda item: self._send_part(item, budget), work):
+            answers.update(part)
+        return [answers[digest] for digest, _ in sending]
+
+    def _send_part(self, item: tuple[str, Any], budget: Budget) -> dict[str, tuple[int, str]]:
+        kind, what = item
+        if kind == "put":
+            digest, data = what
+            return {digest: self._put(digest, data, budget, ask=False)}
+        assert self._client is not None
+        if budget.spent():
+            raise GaveUp("out of time")
+        body = b"".join(b"%s %d\n%s" % (d.encode(), len(data), data) for d, data in what)
+        answer = self._client.call(
+            "POST", "/v1/blobs", budget, body, **{"Content-Type": "application/octet-stream"}
+        )
+        if answer.status_code == 201:
+            return {digest: (201, "") for digest, _ in what}
+        # Refused (a blob that does not match its digest, a body over the server's
+        # limit): each one alone, so only what is wrong is refused.
+        log.warning(
+            "codetape: %s refused a batch of %d blobs (%d %s); sending them one by one",
+            self.remote,
+            len(what),
+            answer.status_code,
+            message_of(answer),
+        )
+        return {digest: self._put(digest, data, budget, ask=False) for digest, data in what}
+
+    def _put(
+        self, digest: str, data: bytes, budget: Budget, *, ask: bool = True
+    ) -> tuple[int, str]:
+        """A blob to the server unless a HEAD finds it there (with ``ask``): (status,
+        refusal)."""
         assert self._client is not None
         if budget.spent():
             raise GaveUp("out of time")
         path = f"/v1/blobs/{digest}"
-        if self._client.call("HEAD", path, budget).status_code == 200:
+        if ask and self._client.call("HEAD", path, budget).status_code == 200:
             return 200, ""
         answer = self._client.call(
             "PUT", path, budget, data, **{"Content-Type": "application/octet-stream"}
