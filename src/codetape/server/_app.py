@@ -20,6 +20,7 @@ import re
 import threading
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,8 @@ class Sink:
         self.blobs = BlobStore(home / "blobs")
         self.ingester = BackgroundIngester(home, _logged)
         self._lock = threading.Lock()
+        # Files written, then fsynced in parallel: the disk commits them together.
+        self._fsyncs = ThreadPoolExecutor(8, thread_name_prefix="codetape-fsync")
 
     def write_spans(self, records: list[dict[str, Any]]) -> None:
         if not records:
@@ -189,18 +192,15 @@ class Sink:
                 self.spool.sync()
             self.ingester.request()
         self.blobs.put(data, digest)
-        fd = os.open(self.blobs.path(digest), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(self.blobs.path(digest))
 
     def missing(self, digests: list[str]) -> list[str]:
         return [digest for digest in digests if not self.has_blob(digest)]
 
     def put_blobs(self, blobs: dict[str, bytes]) -> tuple[int, int]:
         """A verified batch, stored as ``put_blob`` stores one, the small ones' spool
-        records in one write and one fsync: (stored, present)."""
+        records in one write and one fsync, the files' fsyncs a few at a time:
+        (stored, present)."""
         new = {d: data for d, data in blobs.items() if not self.has_blob(d)}
         small = [(d, data) for d, data in new.items() if len(data) <= SMALL_BLOB]
         if small:
@@ -208,19 +208,25 @@ class Sink:
                 for digest, data in small:
                     self.spool.write(blob_record(digest, data), defer=True)
                 self.spool.sync()
-            self.ingester.request()
         for digest, data in new.items():
             self.blobs.put(data, digest)
-            fd = os.open(self.blobs.path(digest), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        list(self._fsyncs.map(_fsync, [self.blobs.path(digest) for digest in new]))
+        if small:
+            self.ingester.request()
         return len(new), len(blobs) - len(new)
 
     def close(self) -> None:
+        self._fsyncs.shutdown()
         self.spool.close()
         self.ingester.flush(30.0)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def parse_frames(body: bytes) -> dict[str, bytes]:
