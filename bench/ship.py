@@ -12,8 +12,14 @@ Each round, side by side in alternation:
   shipping costs the agent), and the process's whole life, its exit's last flush
   included;
 - ``push``: ``codetape push`` of the first store to a fresh server: spans/s and blobs/s
-  (blobs are small: the spool's, each a ``HEAD`` and a ``PUT``), then a second push,
-  which has nothing to send.
+  (blobs are small: the spool's; a chunk's are asked for once, ``POST
+  /v1/blobs/missing``, and sent in batches, ``POST /v1/blobs``; before those endpoints
+  each was a ``HEAD`` and a ``PUT``), then a second push, which has nothing to send
+  (its time is mostly the process's start).
+
+To compare with the code before a change: ``git archive <commit> src bench | tar -x -C
+/tmp/ct-before`` and run ``PYTHONPATH=/tmp/ct-before/src python
+/tmp/ct-before/bench/ship.py --rounds 1`` in alternation with this one.
 
 The load average (1 min) is printed with each round: the machine is shared, so compare
 the ratios measured side by side.

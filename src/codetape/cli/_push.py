@@ -57,8 +57,8 @@ def push_command(
 ) -> None:
     """Ship this store's spans and blobs to a codetape serve.
 
-    The same shipping as configure(remote=...): blobs first (HEAD, then PUT of the
-    missing), then the spans over OTLP/HTTP, resuming where the last push or shipper to
+    The same shipping as configure(remote=...): blobs first (those the server lacks,
+    in batches), then the spans over OTLP/HTTP, resuming where the last push or shipper to
     that server stopped. A second push sends nothing new; the server keeps one copy of
     a span however often it arrives.
 
