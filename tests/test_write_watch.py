@@ -165,6 +165,32 @@ def test_two_checks_of_one_buffer_never_hide_a_write_from_each_other(
     assert not second(value)
 
 
+def test_a_watch_freed_while_its_thread_is_inside_the_watcher_does_not_hang(
+    kernel_watch: _writes.WriteWatcher,
+) -> None:
+    """The garbage collector can free a check caught in a reference cycle while this
+    thread is inside the watcher (making the next watch, under its lock): freeing it
+    there must not wait on that lock. Then its range is released by the next call."""
+    made: list[tuple[int, int]] = []
+
+    def free_inside() -> None:
+        before = set(kernel_watch._ranges)
+        check = _changes.probe(bytearray(2 * MB))
+        assert check is not None
+        made.extend(set(kernel_watch._ranges) - before)
+        with kernel_watch._lock:  # where a collection inside watch() would run
+            del check
+
+    worker = threading.Thread(target=free_inside, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the watcher waited on its own lock"
+    assert len(made) == 1
+    other = _changes.probe(_buffer())
+    assert other is not None
+    assert made[0] not in kernel_watch._ranges, "the freed watch's range was released"
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_does_not_trust_the_parents_watch(
     kernel_watch: _writes.WriteWatcher,

@@ -32,6 +32,7 @@ import platform
 import sys
 import threading
 import weakref
+from collections import deque
 from typing import Any
 
 __all__ = ["Watch", "WriteWatcher", "watcher"]
@@ -101,7 +102,11 @@ class Watch:
 
 class WriteWatcher:
     """The process's userfaultfd and pagemap, and the ranges they watch (counted: a
-    range is unregistered when its last ``Watch`` is gone)."""
+    range is unregistered when its last ``Watch`` is gone).
+
+    A ``Watch`` that is collected only queues its range to be released (the garbage
+    collector can run inside ``watch`` on the thread that holds the lock); the queue is
+    emptied under the lock by the next ``watch`` or check."""
 
     def __init__(self, uffd: int, pagemap: int, ioctl: Any) -> None:
         self._uffd, self._pagemap, self._ioctl = uffd, pagemap, ioctl
@@ -109,6 +114,7 @@ class WriteWatcher:
         self._ranges: dict[tuple[int, int], list[int]] = {}  # key -> [watches, epoch]
         self._found = (_Region * 1)()
         self._pid = os.getpid()
+        self._released: deque[tuple[int, int]] = deque()
 
     def watch(self, address: int, size: int) -> Watch | None:
         """A watch of the whole pages inside ``[address, address + size)``, written
@@ -120,6 +126,7 @@ class WriteWatcher:
             return None
         key = (start, end)
         with self._lock:
+            self._release_queued()
             entry = self._ranges.get(key)
             if entry is None or self._scan(start, end):  # new, or written since
                 register = _Register(start, end - start, _MODE_WP, 0)
@@ -134,11 +141,12 @@ class WriteWatcher:
                 entry[1] += 1
             entry[0] += 1
             watch = Watch(self, key, entry[1])
-        weakref.finalize(watch, self._release, key)
+        weakref.finalize(watch, self._released.append, key)
         return watch
 
     def _written(self, key: tuple[int, int], epoch: int) -> bool:
         with self._lock:
+            self._release_queued()
             entry = self._ranges.get(key)
             if entry is None or entry[1] != epoch or os.getpid() != self._pid:
                 return True
@@ -162,14 +170,15 @@ class WriteWatcher:
         )
         return bool(self._ioctl(self._pagemap, _PAGEMAP_SCAN, ctypes.byref(scan)) != 0)
 
-    def _release(self, key: tuple[int, int]) -> None:
-        with self._lock:
+    def _release_queued(self) -> None:
+        """Release the ranges of the watches collected since (the lock held)."""
+        while self._released:
+            key = self._released.popleft()
             entry = self._ranges.get(key)
-            if entry is None:
-                return
-            entry[0] -= 1
-            if entry[0] <= 0:
-                self._unregister(key)
+            if entry is not None:
+                entry[0] -= 1
+                if entry[0] <= 0:
+                    self._unregister(key)
 
     def _unregister(self, key: tuple[int, int]) -> None:
         del self._ranges[key]
@@ -223,6 +232,8 @@ def _works(watcher: WriteWatcher) -> bool:
         pages[_PAGE] = b"y"  # a page never populated before
         seen = first.written() and not second.written()
         del first, second
+        with watcher._lock:
+            watcher._release_queued()
         return seen and not watcher._ranges
     finally:
         del pages
