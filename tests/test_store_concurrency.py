@@ -635,3 +635,22 @@ def test_a_finished_read_leaves_the_database_free_for_another_process(home: Path
     )
     assert done.returncode == 0, done.stderr  # no lock error: nothing held the file
     assert store.run(run_id).name == "renamed"
+
+
+def test_a_read_left_open_by_a_failure_does_not_block_later_reads_or_writes(home: Path) -> None:
+    """A connection that was never closed (an error between opening and closing it)
+    leaves the file attached; the next read or write of this process detaches it rather
+    than taking the store for locked or corrupt."""
+    from codetape.store import _db
+
+    run_id = record(home, "left-open", 1)
+    store = codetape.Store(home)
+    assert store.run(run_id).step_count == 1
+    path = home / DB_NAME
+    with _db._process_lock(path, 5.0):
+        _db._open(path, read_only=True, wait_s=5.0)  # and never closed
+    another = record(home, "after-the-leftover", 1)  # ingests: a writer of this process
+    assert {r.id for r in store.runs()} == {run_id, another}
+    with store.session():  # a read nested in another shares its attachment
+        assert codetape.Store(home).run(another).name == "after-the-leftover"
+        assert store.run(run_id).step_count == 1

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -166,6 +166,8 @@ _LOCK_MARKERS = (
     "database is locked",
     # Another connection of this process has the file open in the other mode.
     "different configuration than existing connections",
+    # ... or has it attached (a read's ``_attach``) while this one opens it.
+    "Unique file handle conflict",
 )
 
 
@@ -218,14 +220,19 @@ def _corrupt(path: Path, exc: BaseException) -> CorruptStoreError:
 def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
     if read_only:
         return opening(path, wait_s, lambda: _attach(path))
+    _drop_leftover(str(path))
     return opening(path, wait_s, lambda: duckdb.connect(str(path), read_only=False))
 
 
 # A read-only connection attaches the file to an in-memory database this process keeps
 # for the store (about 1 ms), where a connection of its own starts a database instance
 # every time (about 10 ms: a third of a warm replay, most of a viewer page's reads).
-# Writers (ingestion, with its own settings) still connect on their own.
+# Writers (ingestion, with its own settings) still connect on their own. The file stays
+# attached while any connection of the thread that has it uses it (a read nested in
+# another shares it), and is detached with the last: the path's process lock (held by
+# ``connect`` throughout) keeps every other thread out meanwhile.
 _hosts: dict[str, duckdb.DuckDBPyConnection] = {}
+_uses: dict[str, list[Any]] = {}  # path -> [alias, connections using it]
 _hosts_lock = threading.Lock()
 _aliases = itertools.count()
 _ALIAS = "codetape_store_"
@@ -233,35 +240,77 @@ _ALIAS = "codetape_store_"
 
 def _attach(path: Path) -> duckdb.DuckDBPyConnection:
     """A read-only connection to the file at ``path``, attached and in use as its
-    default database; ``_close`` detaches it. Anything but a lock or a full disk falls
-    back to a connection of its own (which reports a corrupt file as before)."""
+    default database; ``_close`` detaches it with its last user. Anything but a lock or
+    a full disk falls back to a connection of its own (which reports a corrupt file as
+    before)."""
     key = str(path)
+    _drop_leftover(key)
     with _hosts_lock:
         host = _hosts.get(key)
         if host is None:  # spills next to the file, as a connection of its own does
             host = _hosts[key] = duckdb.connect(":memory:", config={"temp_directory": key + ".tmp"})
         con = host.cursor()
-    alias = f"{_ALIAS}{next(_aliases)}"
     try:
-        con.execute(f"ATTACH '{key.replace(chr(39), chr(39) * 2)}' AS {alias} (READ_ONLY)")
+        use = _uses.get(key)
+        if use is None:
+            alias = f"{_ALIAS}{next(_aliases)}"
+            con.execute(f"ATTACH '{key.replace(chr(39), chr(39) * 2)}' AS {alias} (READ_ONLY)")
+            use = _uses[key] = [alias, 0]
+        con.execute(f"USE {use[0]}")
+        use[1] += 1
     except duckdb.Error as exc:
-        con.close()
+        _close(con)
         if is_lock_error(exc) or is_disk_full(exc):
             raise
         return duckdb.connect(key, read_only=True)
-    con.execute(f"USE {alias}")
+    except BaseException:
+        _close(con)
+        raise
     return con
 
 
+def _drop_leftover(key: str) -> None:
+    """Detach what a connection that was never closed left attached, when this thread
+    opens the file afresh (no connection of its own is open: nobody's can be)."""
+    if getattr(_held, "paths", {}).get(key, 0) > 1 or key not in _uses:
+        return
+    del _uses[key]
+    with _hosts_lock:
+        host = _hosts.get(key)
+        con = host.cursor() if host is not None else None
+    if con is not None:
+        try:
+            _detach_all(con)
+        finally:
+            con.close()
+
+
+def _detach_all(con: duckdb.DuckDBPyConnection) -> None:
+    """Detach every store file attached to ``con``'s in-memory database."""
+    con.execute("USE memory")
+    rows = con.execute(
+        "SELECT database_name FROM duckdb_databases() WHERE starts_with(database_name, ?)",
+        [_ALIAS],
+    ).fetchall()
+    for (name,) in rows:
+        con.execute(f"DETACH {name}")
+
+
 def _close(con: duckdb.DuckDBPyConnection) -> None:
-    """Close a connection of ``_open``'s, detaching the file it attached."""
+    """Close a connection of ``_open``'s; the last user of an attached file detaches it
+    (a failed transaction its statements left is rolled back first)."""
     try:
         with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")  # what a failed statement left open, if anything
-        row = con.execute("SELECT current_database()").fetchone()
-        if row is not None and str(row[0]).startswith(_ALIAS):
-            con.execute("USE memory")
-            con.execute(f"DETACH {row[0]}")
+            con.execute("ROLLBACK")
+        with contextlib.suppress(duckdb.Error):  # a connection of its own attached nothing
+            row = con.execute("SELECT current_database()").fetchone()
+            for key, use in list(_uses.items()):
+                if row is not None and use[0] == row[0]:
+                    use[1] -= 1
+                    if use[1] <= 0:
+                        del _uses[key]
+                        _detach_all(con)
+                    break
     finally:
         con.close()
 
@@ -406,14 +455,20 @@ def _empty_store() -> Iterator[duckdb.DuckDBPyConnection]:
 
 _locks_guard = threading.Lock()
 _locks: dict[str, threading.RLock] = {}
+_orphans: list[duckdb.DuckDBPyConnection] = []
 
 
 def _forget_locks_after_fork() -> None:
-    # A lock another thread of the parent held at the fork would never be released here.
-    global _locks_guard
+    # A lock another thread of the parent held at the fork would never be released here,
+    # and the parent's in-memory databases are not the child's to use.
+    global _locks_guard, _hosts_lock
     _locks_guard = threading.Lock()
     _locks.clear()
     _held.__dict__.clear()
+    _hosts_lock = threading.Lock()
+    _orphans.extend(_hosts.values())  # not closed here: their threads are the parent's
+    _hosts.clear()
+    _uses.clear()
 
 
 os.register_at_fork(after_in_child=_forget_locks_after_fork)
