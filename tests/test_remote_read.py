@@ -173,8 +173,10 @@ def test_a_missing_run_or_step_is_the_error_it_is_locally(shared: Shared) -> Non
     with pytest.raises(RunNotFoundError) as here:
         Store(shared.home).run("0" * 32)
     assert (there.value.message, there.value.hint) == (here.value.message, here.value.hint)
-    with pytest.raises(StepNotFoundError):
+    assert there.value.run_id == here.value.run_id == "0" * 32
+    with pytest.raises(StepNotFoundError) as missing_step:
         remote.step(shared.first, 99)
+    assert (missing_step.value.run_id, missing_step.value.index) == (shared.first, 99)
     local, through = both(shared, "show", "feedbeef")
     assert through.exit_code == local.exit_code != 0
     assert through.output == local.output
@@ -227,8 +229,15 @@ def test_what_is_not_a_read_is_refused(shared: Shared) -> None:
     assert shared.server.request("GET", f"/v1/runs/{shared.first}", token="x")[0] == 401
     # A query that writes is refused as locally.
     remote = RemoteStore(shared.server.url, TOKEN)
-    with pytest.raises(codetape.errors.SqlError):
+    with pytest.raises(codetape.errors.SqlError) as refused:
         remote.sql("DELETE FROM runs")
+    # Its fields as a local SqlError has them (the viewer's Query page shows the reason).
+    assert refused.value.refused is True
+    assert refused.value.reason in refused.value.message
+    # A query is not an upload: a body over 1 MB is refused before it is all read.
+    big = json.dumps({"query": "SELECT 1 --" + "x" * (2 << 20), "params": None}).encode()
+    status, answer = shared.server.request("POST", "/v1/sql", big)
+    assert status == 413, answer
     assert len(Store(shared.home).runs()) == 3
 
 

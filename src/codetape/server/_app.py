@@ -192,7 +192,7 @@ class Sink:
                 self.spool.sync()
             self.ingester.request()
         self.blobs.put(data, digest)
-        _fsync(self.blobs.path(digest))
+        self._synced([digest])
 
     def missing(self, digests: list[str]) -> list[str]:
         return [digest for digest in digests if not self.has_blob(digest)]
@@ -210,10 +210,18 @@ class Sink:
                 self.spool.sync()
         for digest, data in new.items():
             self.blobs.put(data, digest)
-        list(self._fsyncs.map(_fsync, [self.blobs.path(digest) for digest in new]))
+        self._synced(list(new))
         if small:
             self.ingester.request()
         return len(new), len(blobs) - len(new)
+
+    def _synced(self, digests: list[str]) -> None:
+        """The blob files, then the folders naming them (a new name survives a power
+        loss only once its folder is synced too), then the blob root (a new folder)."""
+        paths = [self.blobs.path(digest) for digest in digests]
+        list(self._fsyncs.map(_fsync, paths))
+        list(self._fsyncs.map(_fsync, sorted({p.parent for p in paths})))
+        _fsync(self.blobs.root)
 
     def close(self) -> None:
         self._fsyncs.shutdown()

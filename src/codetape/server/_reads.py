@@ -10,6 +10,7 @@ and hint, so the client raises the same error a local read would.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..store import Store
 __all__ = ["read_routes"]
 
 _MAX_LIMIT = 100_000
+_SQL_BODY_BYTES = 1 << 20  # a query and its parameters
 
 
 class _BadQuery(ValueError):
@@ -62,8 +64,27 @@ def _status_of(exc: CodetapeError) -> int:
 def _failed(status: int, exc: CodetapeError | None, message: str) -> JSONResponse:
     body: dict[str, Any] = {"code": status, "message": message}
     if exc is not None:
-        body["error"] = {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+        body["error"] = {
+            "type": type(exc).__name__,
+            "message": exc.message,
+            "hint": exc.hint,
+            "attributes": _attributes(exc),
+        }
     return JSONResponse(body, status)
+
+
+def _attributes(exc: CodetapeError) -> dict[str, Any]:
+    """The error's own fields (``SqlError.reason``, ``RunNotFoundError.run_id``...), for
+    the client to rebuild it whole: plain values only, paths as text."""
+    found: dict[str, Any] = {}
+    for name, value in vars(exc).items():
+        if name in ("message", "hint") or name.startswith("_"):
+            continue
+        if isinstance(value, Path):
+            value = str(value)
+        if value is None or isinstance(value, (str, int, float, bool, list)):
+            found[name] = value
+    return found
 
 
 class _Reads:
@@ -201,8 +222,13 @@ class _Reads:
     async def sql(self, request: Request) -> Response:
         from ..store.internal import run_sql
 
+        body = bytearray()
+        async for chunk in request.stream():  # a query, not a data upload: bounded
+            body += chunk
+            if len(body) > _SQL_BODY_BYTES:
+                return _failed(413, None, f"the query is over {_SQL_BODY_BYTES} bytes")
         try:
-            asked = await request.json()
+            asked = json.loads(body)
         except ValueError:
             asked = None
         query = asked.get("query") if isinstance(asked, dict) else None

@@ -87,6 +87,12 @@ def _rebuilt(payload: Any, status: int) -> CodetapeError:
         cls = StoreError
     exc = cls.__new__(cls)
     CodetapeError.__init__(exc, str(found.get("message", "")), hint=found.get("hint"))
+    # Its own fields (an SqlError's reason, a RunNotFoundError's run id...), which a
+    # caller reads; not its constructor, whose arguments differ from class to class.
+    fields = found.get("attributes")
+    for name, value in (fields if isinstance(fields, dict) else {}).items():
+        if isinstance(name, str) and name.isidentifier() and not name.startswith("_"):
+            setattr(exc, name, value)
     return exc
 
 
@@ -136,7 +142,8 @@ class RemoteStore(Store):
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
         if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
+            # Not sent again to wherever a redirect points (another host, plain http).
+            request.add_unredirected_header("Authorization", f"Bearer {self.token}")
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
