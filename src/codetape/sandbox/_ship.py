@@ -109,7 +109,11 @@ def _send(image_id: str, host: str | None, shown: str, total: int | None) -> Non
     where = engine_key(host)
     report = _PROGRESS.get()
     source = docker_client(timeout=_LOAD_TIMEOUT_S)
-    target = docker_client(timeout=_LOAD_TIMEOUT_S, host=host)
+    try:
+        target = docker_client(timeout=_LOAD_TIMEOUT_S, host=host)
+    except BaseException:
+        source.close()
+        raise
     sent = 0
 
     def chunks() -> Iterator[bytes]:
