@@ -12,8 +12,6 @@ import http.client
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,10 +24,9 @@ from codetape import Store
 from codetape.server import Limits
 
 from .test_serve import TOKEN, Server, free_port, start, stop
-from .test_ship import WAIT_S, blobs_verified, run_ids, same_history
+from .test_ship import WAIT_S, blobs_verified, recorded_store, run_ids, same_history
 
 _D = re.compile(r"sha256:[0-9a-f]{64}")
-_CHILD = str(Path(__file__).with_name("_child_ship.py"))
 
 
 def digest(data: bytes) -> str:
@@ -161,16 +158,7 @@ class _Seen:
 
 @pytest.fixture
 def recorded(tmp_path: Path) -> Path:
-    home = tmp_path / "agent"
-    done = subprocess.run(
-        [sys.executable, _CHILD, "ship"],
-        env={**os.environ, "CODETAPE_HOME": str(home), "CODETAPE_REMOTE": ""},
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-    )
-    assert done.returncode == 0, done.stderr
-    return home
+    return recorded_store(tmp_path)
 
 
 def _in_process(

@@ -83,6 +83,20 @@ _START = {
 }
 
 
+def recorded_store(tmp_path: Path) -> Path:
+    """A store (``tmp_path/agent``) the child recorded into, with no remote set."""
+    home = tmp_path / "agent"
+    done = subprocess.run(
+        [sys.executable, _CHILD, "ship"],
+        env={**os.environ, "CODETAPE_HOME": str(home), "CODETAPE_REMOTE": ""},
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    return home
+
+
 @pytest.mark.parametrize("record", [_SPAN, _ROOT, _START], ids=["span", "root", "start"])
 def test_a_record_comes_back_from_its_span_unchanged(record: dict[str, Any]) -> None:
     request = request_of([span_of(record)], ended=record["t"] == "start")
@@ -330,16 +344,7 @@ def _push(home: Path, *args: str, token: str = TOKEN) -> subprocess.CompletedPro
 
 @pytest.mark.slow
 def test_push_by_hand(tmp_path: Path) -> None:
-    home = tmp_path / "agent"
-    env = {k: v for k, v in os.environ.items() if k != "CODETAPE_REMOTE"}
-    done = subprocess.run(
-        [sys.executable, _CHILD, "ship"],
-        env={**env, "CODETAPE_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-    )
-    assert done.returncode == 0, done.stderr
+    home = recorded_store(tmp_path)
     assert not (home / "ship").exists()  # no remote: nothing shipped
     server = serve(tmp_path / "server", free_port())
     try:
@@ -372,15 +377,7 @@ def test_push_by_hand(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_spans_the_server_refuses_are_told_and_not_sent_again(tmp_path: Path) -> None:
-    home = tmp_path / "agent"
-    done = subprocess.run(
-        [sys.executable, _CHILD, "ship"],
-        env={**os.environ, "CODETAPE_HOME": str(home), "CODETAPE_REMOTE": ""},
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-    )
-    assert done.returncode == 0, done.stderr
+    home = recorded_store(tmp_path)
     port = free_port()
     process = subprocess.Popen(
         [
@@ -502,15 +499,7 @@ def test_small_chunks_keep_each_blob_ahead_of_its_span(
     from codetape.store import _ship
     from codetape.store.internal import Shipper
 
-    home = tmp_path / "agent"
-    done = subprocess.run(
-        [sys.executable, _CHILD, "ship"],
-        env={**os.environ, "CODETAPE_HOME": str(home), "CODETAPE_REMOTE": ""},
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-    )
-    assert done.returncode == 0, done.stderr
+    home = recorded_store(tmp_path)
     monkeypatch.setattr(_ship, "CHUNK_BYTES", 64)
     server = serve(tmp_path / "server", free_port())
     try:
