@@ -119,7 +119,7 @@ PHASES: list[tuple[Any, str, str]] = [
     (_db, "_open", "store: DuckDB connect (each query/ingest)"),
     (_backends, "docker_client", "docker: client + ping"),
     (_backends.DockerBackend, "__init__", "docker: image inspect"),
-    (_backends.DockerBackend, "start", "docker: spawn `docker run`"),
+    (_backends.DockerBackend, "start", "docker: create, attach, start"),
     (_sandbox.Sandbox, "_ensure_started", "container start -> runner ready"),
     (_sandbox.Sandbox, "send_pickled", "restore variables"),
     (_sandboxed.Sandbox, "run", "run + record the step"),

@@ -18,11 +18,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-import typing
 import uuid
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import cloudpickle
 from ..errors import DockerUnavailableError, ImageNotFoundError, SandboxError
 from ..schemas import Limits, StepStatus
 from ..schemas import attributes as A
+from ._attach import Attached, attach
 from ._pool import current_pool, remover
 from ._protocol import frame
 from ._runtime import warn_once
@@ -73,32 +73,40 @@ def runner_modules() -> list[tuple[str, str]]:
 
 
 class _Loader:
-    """Sends the runner its modules as soon as its container reads stdin, on a thread
-    of its own (a container started ahead is not waited for): when a sandbox takes the
-    container, the runner has them loaded, or is loading them."""
+    """Starts a container ahead and sends its runner its modules as soon as it reads
+    stdin, on a thread of its own (a container started ahead is not waited for): when
+    a sandbox takes the container, the runner has them loaded, or is loading them."""
 
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        self.process = process
+    def __init__(self, start: Callable[[], Attached]) -> None:
+        self._start = start
+        self.process: Attached | None = None
+        self.error: BaseException | None = None
         self.sent = False
         self._thread = threading.Thread(target=self._send, name="codetape-runner-load", daemon=True)
         self._thread.start()
 
     def _send(self) -> None:
-        stdin = self.process.stdin
-        assert stdin is not None
+        try:
+            self.process = self._start()
+        except BaseException as exc:  # said by wait(), on the taker's thread
+            self.error = exc
+            return
         with contextlib.suppress(OSError, ValueError):  # the container is gone: not sent
-            stdin.write(frame({"op": "load", "modules": runner_modules()}))
-            stdin.flush()
+            self.process.stdin.write(frame({"op": "load", "modules": runner_modules()}))
             self.sent = True
 
-    def wait(self, timeout: float = 60.0) -> bool:
-        """Whether the runner was sent its modules (it may still be loading them). A
-        container that does not read them in time is killed: its start fails."""
+    def wait(self, timeout: float = 60.0) -> Attached:
+        """The started container, its runner sent its modules (it may still be loading
+        them). A container that does not read them in time is killed: its start fails."""
         self._thread.join(timeout)
-        if self._thread.is_alive():
-            self.process.kill()
-            self._thread.join()
-        return self.sent
+        if self._thread.is_alive() and self.process is not None:
+            self.process.detach()
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.process is not None
+        self.process.loaded = self.sent
+        return self.process
 
 
 class NoIsolationWarning(UserWarning):
@@ -111,19 +119,21 @@ class Backend(ABC):
     name: str
 
     @abstractmethod
-    def start(self, env: dict[str, str], run_id: str) -> subprocess.Popen[bytes]: ...
+    def start(self, env: dict[str, str], run_id: str) -> Any:
+        """The runner's process: ``stdin`` the channel writes to, ``stdout`` it reads
+        (a pipe, or ``read_some``), ``stderr`` and ``poll()`` as a child process's."""
 
     @abstractmethod
-    def kill(self, process: subprocess.Popen[bytes]) -> None: ...
+    def kill(self, process: Any) -> None: ...
 
-    def death_status(self, process: subprocess.Popen[bytes]) -> StepStatus:
+    def death_status(self, process: Any) -> StepStatus:
         """Why a runner that vanished mid-step is gone: ``oom`` or ``killed``."""
         return "killed"
 
-    def cleanup(self, process: subprocess.Popen[bytes]) -> None:
+    def cleanup(self, process: Any) -> None:
         self.kill(process)
 
-    def loaded(self, process: subprocess.Popen[bytes]) -> bool:
+    def loaded(self, process: Any) -> bool:
         """Whether the runner was sent its modules when it started (then ``init`` need
         not carry them)."""
         return False
@@ -196,11 +206,14 @@ class DockerBackend(Backend):
     an unprivileged user, pids/memory/CPU limits, a size-capped /tmp and /dev/shm, an
     empty environment, no mounts, and labels so orphans can be found and removed.
 
-    Starting one first removes this host's containers whose process is gone, and the
-    first one in a process warns when the engine's runtime has a known escape.
+    The container is created, attached to and started through the engine's API (the
+    ``docker`` command is not needed, and no process of it relays the bytes:
+    ``_attach``). Starting one first removes this host's containers whose process is
+    gone, and the first one in a process warns when the engine's runtime has a known
+    escape.
 
     ``host``: the engine's URL (default: the scope's ``docker_host``, else the
-    environment's); the ``docker`` command and the client both talk to it."""
+    environment's)."""
 
     name = "docker"
 
@@ -220,12 +233,6 @@ class DockerBackend(Backend):
         self.repo_digests: list[str] = list(attrs.get("RepoDigests") or [])
         layers = (attrs.get("RootFS") or {}).get("Layers") or []
         self.layers_digest = "sha256:" + hashlib.sha256("\n".join(layers).encode()).hexdigest()
-        docker_cli = shutil.which("docker")
-        if docker_cli is None:
-            raise DockerUnavailableError("the docker command is not on PATH")
-        self._docker: list[str] = [docker_cli, *(["--host", self.host] if self.host else [])]
-        self._names: dict[int, str] = {}
-        self._loaded: set[int] = set()
         warn_once(self.client, engine_key(self.host), _caller_level())
 
     def identity(self) -> dict[str, Any]:
@@ -237,171 +244,124 @@ class DockerBackend(Backend):
             A.SANDBOX_LAYERS_DIGEST: self.layers_digest,
         }
 
-    def start(self, env: dict[str, str], run_id: str) -> subprocess.Popen[bytes]:
+    def start(self, env: dict[str, str], run_id: str) -> Attached:
         from ._leftovers import remove_orphans
 
         pool = current_pool()
-        process: subprocess.Popen[bytes]
         if pool is None:
             remove_orphans(self.client)
-            process, name = self._spawn(env, run_id)
-        else:
-            # Started ahead with no run id: the pool cannot know which run takes it. Its
-            # runner is sent its modules at once, so it is ready sooner when taken.
-            key = (
-                engine_key(self.host),
-                self.image_id,
-                self.limits.model_dump_json(),
-                tuple(sorted(env.items())),
+            return self._spawn(env, run_id)
+        # Started ahead with no run id: the pool cannot know which run takes it. Its
+        # runner is sent its modules at once, so it is ready sooner when taken.
+        key = (
+            engine_key(self.host),
+            self.image_id,
+            self.limits.model_dump_json(),
+            tuple(sorted(env.items())),
+        )
+        ahead = functools.partial(_Loader, functools.partial(self._spawn, env, ""))
+        loader, warm = pool.take(key, ahead, self._discard)
+        if not warm:
+            remove_orphans(self.client)
+        started: Attached = loader.wait()
+        return started
+
+    def loaded(self, process: Attached) -> bool:
+        return process.loaded
+
+    def _spawn(self, env: dict[str, str], run_id: str) -> Attached:
+        """Create the container, attach to it, start it."""
+        from docker.types import LogConfig
+
+        name = f"codetape-{(run_id or 'norun')[:12]}-{uuid.uuid4().hex[:6]}"
+        limits = self.limits
+        api = self.client.api
+        try:
+            host_config = api.create_host_config(
+                network_mode="none",
+                read_only=True,
+                tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs},mode=1777"},
+                shm_size=limits.shm,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                pids_limit=limits.pids,
+                mem_limit=limits.memory,
+                memswap_limit=limits.memory,
+                nano_cpus=int(limits.cpus * 1e9),
+                log_config=LogConfig(type="none"),
+                # A tiny init as PID 1 reaps the processes user code leaves behind, so
+                # zombies cannot fill the pids limit.
+                init=True,
             )
-            spawn = functools.partial(self._spawn, env, "", load=True)
-            taken, warm = pool.take(key, spawn, self._discard)
-            process, name, loader = taken
-            if not warm:
-                remove_orphans(self.client)
-            if loader.wait():
-                self._loaded.add(process.pid)
-        self._names[process.pid] = name
+            api.create_container(
+                # By id, not name: the container runs exactly the image the step records.
+                self.image_id,
+                ["python3", "-s", "-u", "-c", runner_source()],
+                name=name,
+                stdin_open=True,  # and, not detached: stdin once, stdout and stderr attached
+                user="65534:65534",
+                working_dir="/tmp",
+                environment=env,
+                labels={
+                    LABEL: "1",
+                    f"{LABEL}.run_id": run_id,
+                    f"{LABEL}.host": socket.gethostname(),
+                    f"{LABEL}.pid": str(os.getpid()),
+                },
+                host_config=host_config,
+                use_config_proxy=False,  # an empty environment: no proxy settings added
+            )
+            process = Attached(self.client, name, attach(self.client, name))
+            try:
+                api.start(name)
+            except BaseException:
+                process.detach()
+                raise
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # not created
+                api.remove_container(name, force=True)
+            if isinstance(exc, (SandboxError, DockerUnavailableError)):
+                raise
+            explanation = getattr(exc, "explanation", None) or exc
+            raise SandboxError(
+                f"the docker sandbox did not start: {explanation}",
+                hint="`codetape doctor` checks Docker and the sandbox image",
+            ) from None
         return process
 
-    def loaded(self, process: subprocess.Popen[bytes]) -> bool:
-        return process.pid in self._loaded
-
-    @typing.overload
-    def _spawn(
-        self, env: dict[str, str], run_id: str, load: typing.Literal[False] = ...
-    ) -> tuple[subprocess.Popen[bytes], str]: ...
-
-    @typing.overload
-    def _spawn(
-        self, env: dict[str, str], run_id: str, load: typing.Literal[True]
-    ) -> tuple[subprocess.Popen[bytes], str, _Loader]: ...
-
-    def _spawn(self, env: dict[str, str], run_id: str, load: bool = False) -> Any:
-        name = f"codetape-{(run_id or 'norun')[:12]}-{uuid.uuid4().hex[:6]}"
-        args = self._run_args(name, run_id)
-        for key, value in env.items():
-            args += ["--env", f"{key}={value}"]
-        # By id, not name: the container runs exactly the image the step records.
-        args += [self.image_id, "python3", "-s", "-u", "-c", runner_source()]
-        process = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        if load:
-            return process, name, _Loader(process)
-        return process, name
-
-    def _discard(self, started: tuple[subprocess.Popen[bytes], str, _Loader]) -> None:
+    def _discard(self, loader: _Loader) -> None:
         """Remove a container started ahead that nobody took."""
-        process, name, _loader = started
-        self._names[process.pid] = name
-        self._remove(process, in_background=False)
+        with contextlib.suppress(Exception):  # it did not start: nothing to remove
+            self._remove(loader.wait(), in_background=False)
 
-    def _run_args(self, name: str, run_id: str) -> list[str]:
-        limits = self.limits
-        return [
-            *self._docker,
-            "run",
-            "-i",
-            "--name",
-            name,
-            "--label",
-            f"{LABEL}=1",
-            "--label",
-            f"{LABEL}.run_id={run_id}",
-            "--label",
-            f"{LABEL}.host={socket.gethostname()}",
-            "--label",
-            f"{LABEL}.pid={os.getpid()}",
-            "--network",
-            "none",
-            "--read-only",
-            "--tmpfs",
-            f"/tmp:rw,nosuid,nodev,noexec,size={limits.tmpfs},mode=1777",
-            "--shm-size",
-            limits.shm,
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges",
-            "--user",
-            "65534:65534",
-            "--pids-limit",
-            str(limits.pids),
-            "--memory",
-            limits.memory,
-            "--memory-swap",
-            limits.memory,
-            "--cpus",
-            str(limits.cpus),
-            "--workdir",
-            "/tmp",
-            "--log-driver",
-            "none",
-            # A tiny init as PID 1 reaps the processes user code leaves behind, so
-            # zombies cannot fill the pids limit.
-            "--init",
-        ]
+    def kill(self, process: Attached) -> None:
+        # This end first: while it is attached and not reading, dockerd can take half
+        # a minute to kill a container that is blocked writing to it.
+        process.detach()
+        with contextlib.suppress(Exception):  # already stopped
+            self.client.api.kill(process.name)
 
-    def _container(self, process: subprocess.Popen[bytes]) -> Any:
-        name = self._names.get(process.pid)
-        if name is None:
-            return None
-        try:
-            return self.client.containers.get(name)
-        except Exception:
-            return None
-
-    def kill(self, process: subprocess.Popen[bytes]) -> None:
-        # The client first: while it is attached and not reading, dockerd can take
-        # half a minute to kill a container that is blocked writing to it.
-        process.kill()
+    def death_status(self, process: Attached) -> StepStatus:
         process.wait()
-        name = self._names.get(process.pid)
-        if name is not None:
-            with contextlib.suppress(Exception):  # already stopped
-                self.client.api.kill(name)
-
-    def death_status(self, process: subprocess.Popen[bytes]) -> StepStatus:
-        process.wait()
-        container = self._container(process)
-        if container is not None:
-            container.reload()
-            if container.attrs.get("State", {}).get("OOMKilled"):
+        with contextlib.suppress(Exception):  # removed already
+            state = self.client.api.inspect_container(process.name)["State"]
+            if state.get("OOMKilled"):
                 return "oom"
         return "killed"
 
-    def cleanup(self, process: subprocess.Popen[bytes]) -> None:
+    def cleanup(self, process: Attached) -> None:
         self._remove(process, in_background=remover() is not None)
 
-    def _remove(self, process: subprocess.Popen[bytes], in_background: bool) -> None:
-        self._loaded.discard(process.pid)
-        name = self._names.pop(process.pid, None)
+    def _remove(self, process: Attached, in_background: bool) -> None:
+        # The runner exits as its channel closes; force-remove kills it too: one call.
+        process.detach()
         background = remover() if in_background else None
-        if name is not None and background is not None:
-            # The runner exits as its channel closes; the removal need not be waited on.
-            process.kill()
-            process.wait()
-            _close_pipes(process)
-            client = self.client
-            background.submit(lambda: client.api.remove_container(name, force=True))
+        api, name = self.client.api, process.name
+        if background is not None:
+            background.submit(lambda: api.remove_container(name, force=True))
             return
-        if name is not None:
-            # Force-remove kills it too: one call, no lookup.
-            with contextlib.suppress(Exception):  # already gone
-                self.client.api.remove_container(name, force=True)
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        _close_pipes(process)
-
-
-def _close_pipes(process: subprocess.Popen[bytes]) -> None:
-    """The ended runner's pipes, closed now rather than when they are collected."""
-    for pipe in (process.stdin, process.stdout, process.stderr):
-        if pipe is not None:
-            with contextlib.suppress(OSError, ValueError):  # a broken pipe's last flush
-                pipe.close()
+        with contextlib.suppress(Exception):  # already gone
+            api.remove_container(name, force=True)
 
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent) + os.sep

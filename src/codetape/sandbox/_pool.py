@@ -1,6 +1,6 @@
 """Sandbox containers started ahead of need, and removed off the caller's path.
 
-Replays start a fresh container per replay, so each one waits for ``docker run``. Inside
+Replays start a fresh container per replay, so each one waits for its container to start. Inside
 ``warm_pool()`` a Docker sandbox takes a container that was started ahead for the same
 image id, limits and environment (the hash seed is part of it), and a new one is started
 for the next sandbox while this one works. Nothing is started ahead outside a pool, and

@@ -17,6 +17,7 @@ import re
 import select
 import subprocess
 import time
+from collections.abc import Callable
 from itertools import accumulate
 from typing import IO, Any
 
@@ -90,6 +91,17 @@ def frame(message: dict[str, Any]) -> bytes:
     return b"%d\n" % len(body) + body
 
 
+def _pipe_reader(fd: int) -> Callable[[int, float | None], bytes | None]:
+    """Reads of a pipe: at most ``most`` bytes (b"" at its end), None after ``timeout``
+    seconds with nothing to read."""
+
+    def read_some(most: int, timeout: float | None) -> bytes | None:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return os.read(fd, most) if ready else None
+
+    return read_some
+
+
 class Channel:
     """Sends and receives the runner's messages. Reads are bounded by a deadline, so a
     code action that never returns cannot hang the host, and by size: a message over
@@ -98,7 +110,7 @@ class Channel:
 
     def __init__(
         self,
-        process: subprocess.Popen[bytes],
+        process: subprocess.Popen[bytes] | Any,
         max_message: int = 64 << 20,
         max_blobs: int = 1 << 30,
     ) -> None:
@@ -106,7 +118,11 @@ class Channel:
         assert process.stdout is not None
         self.process = process
         self._in: IO[bytes] = process.stdin
-        self._out = process.stdout.fileno()
+        # A runner attached through Docker's API reads its own stream; a child
+        # process's is a pipe.
+        self._read_some = getattr(process.stdout, "read_some", None) or _pipe_reader(
+            process.stdout.fileno()
+        )
         self._buffer = bytearray()
         self.max_message = max_message
         self.max_blobs = max_blobs
@@ -128,10 +144,9 @@ class Channel:
 
     def _read(self, deadline: float | None, most: int) -> bytes:
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready, _, _ = select.select([self._out], [], [], timeout)
-        if not ready:
+        chunk = self._read_some(most, timeout)
+        if chunk is None:
             raise ChannelTimeout
-        chunk = os.read(self._out, most)
         if not chunk:
             raise ChannelClosed("the runner closed its output")
         return chunk
