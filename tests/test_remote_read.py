@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 import streamlit as st
 from click.testing import CliRunner, Result
@@ -105,6 +106,13 @@ def both(shared: Shared, *args: str) -> tuple[Result, Result]:
         ["show", "last"],
         ["diff", "FIRST", "OTHER"],
         ["diff", "FIRST", "SECOND", "--json"],
+        ["failures"],
+        ["failures", "--json"],
+        ["sql", "SELECT agent, count(*) AS n FROM runs GROUP BY agent ORDER BY agent"],
+        ["sql", "--example", "1"],
+        ["sql", "--example", "3", "--json"],
+        ["sql", "--csv", "SELECT run_id, step, code, variables FROM steps ORDER BY ALL"],
+        ["sql", "SELECT * FROM no_such_view"],
     ],
     ids=lambda args: " ".join(args),
 )
@@ -114,10 +122,27 @@ def test_a_read_through_the_server_says_what_it_says_locally(
     ids = {"FIRST": shared.first[:8], "SECOND": shared.second, "OTHER": shared.other[:10]}
     args = [ids.get(a, a) for a in args]
     local, remote = both(shared, *args)
-    assert local.exit_code == 0, local.output
-    assert remote.exit_code == 0, remote.output
+    assert remote.exit_code == local.exit_code, remote.output
+    assert local.exit_code == (2 if "no_such_view" in args[-1] else 0), local.output
     assert remote.output == local.output
     assert remote.output.strip()
+
+
+def test_a_query_through_the_server_writes_the_parquet_it_writes_locally(
+    shared: Shared, tmp_path: Path
+) -> None:
+    query = "SELECT run_id, step, status, started_at FROM steps ORDER BY ALL"
+    written = []
+    for where, name in (("--home", str(shared.home)), ("--remote", shared.server.url)):
+        path = tmp_path / f"{where.strip('-')}.parquet"
+        result = cli_run(where, name, "sql", query, "--parquet", str(path))
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith("wrote ")
+        written.append(duckdb.sql(f"FROM '{path}'"))
+    local, remote = written
+    assert remote.columns == local.columns and remote.types == local.types
+    assert remote.fetchall() == local.fetchall()
+    assert len(local.fetchall()) == len(Store(shared.home).steps(shared.first)) * 2 + 2
 
 
 def test_export_through_the_server_writes_the_bundle_export_writes_locally(

@@ -22,7 +22,7 @@ from .._version import __version__
 from ..errors import CodetapeError
 from ..schemas import Verdict
 from ..store import Store
-from ..store.internal import REMOTE_ENV, RemoteStore, read_token
+from ..store.internal import REMOTE_ENV, RemoteStore, no_store_error, read_token
 
 __all__ = [
     "cli",
@@ -115,7 +115,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 # The commands that read through ``--remote URL`` (a codetape serve); the others work on
 # a local store and refuse a --remote given on their command line.
-REMOTE_COMMANDS = frozenset({"runs", "show", "diff", "export", "ui"})
+REMOTE_COMMANDS = frozenset({"runs", "show", "diff", "export", "failures", "sql", "ui"})
 
 
 def remote_store(ctx: click.Context) -> RemoteStore | None:
@@ -127,6 +127,20 @@ def remote_store(ctx: click.Context) -> RemoteStore | None:
 def open_store(ctx: click.Context) -> Store:
     home: Path | None = ctx.obj.get("home")
     return remote_store(ctx) or Store(home)
+
+
+def existing_store(ctx: click.Context) -> Store:
+    """The store to read, which must exist: a mistyped --home is said, not created."""
+    store = open_store(ctx)
+    if remote_store(ctx) is None and not store.home.is_dir():
+        raise no_store_error(store.home)
+    return store
+
+
+def store_place(ctx: click.Context, store: Store) -> str:
+    """Where the store read is, as a message names it: its folder or its server."""
+    remote = remote_store(ctx)
+    return shown(remote.url if remote is not None else str(store.home))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -141,7 +155,7 @@ def open_store(ctx: click.Context) -> Store:
     metavar="URL",
     envvar=REMOTE_ENV,
     help="Read the history of a codetape serve at URL instead of a local store (runs, "
-    "show, diff, export, ui; default: $CODETAPE_REMOTE).",
+    "show, diff, export, failures, sql, ui; default: $CODETAPE_REMOTE).",
 )
 @click.option(
     "--token-file",

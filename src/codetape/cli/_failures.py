@@ -14,8 +14,7 @@ import click
 from .._format import PREVIEW_CHARS, cut
 from ..schemas import FailureGroup
 from ..store import Store
-from ..store.internal import no_store_error
-from ._app import cli, handle_errors, open_store, out, print_json, shown
+from ._app import cli, existing_store, handle_errors, out, print_json, shown, store_place
 from ._links import run_link
 
 __all__: list[str] = []
@@ -36,16 +35,14 @@ def failures(ctx: click.Context, agent: str | None, limit: int, as_json: bool) -
     The groups that failed the most runs come first. Each names its newest failing step
     (`codetape show RUN --step N`) and, when a run of the same agent and task passed,
     the command that compares the two (`codetape diff FAILING PASSING`)."""
-    store = open_store(ctx)
-    if not store.home.is_dir():
-        raise no_store_error(store.home)
+    store = existing_store(ctx)
     groups = store.failures(agent=agent)
     shown_groups = groups[:limit] if limit > 0 else groups
     if as_json:
         print_json(shown_groups)
         return
     if not groups:
-        _print_none(store, agent)
+        _print_none(store, agent, store_place(ctx, store))
         return
     steps = sum(g.steps for g in groups)
     out.print(
@@ -64,12 +61,12 @@ def failures(ctx: click.Context, agent: str | None, limit: int, as_json: bool) -
         _print_group(group)
 
 
-def _print_none(store: Store, agent: str | None) -> None:
+def _print_none(store: Store, agent: str | None, where: str) -> None:
     """Say why there is nothing to list, and what to do about it."""
     total = store.count_runs()
     if not total:
         out.print(
-            f"no runs in {shown(str(store.home))}: record an agent first "
+            f"no runs in {where}: record an agent first "
             "(codetape.run(...), @codetape.code_action, or instrument(agent) for smolagents)",
             soft_wrap=True,
         )

@@ -12,19 +12,19 @@ from rich.table import Table
 from .._format import RUN_STATUSES, TASK_CHARS, cost, duration
 from ..schemas import Run
 from ..store import Store
-from ..store.internal import DB_NAME, no_store_error, resolve_home
+from ..store.internal import DB_NAME, resolve_home
 from ..store.internal import rebuild as rebuild_store
 from . import _doctor, _follow
 from ._app import (
     cli,
     err,
+    existing_store,
     handle_errors,
-    open_store,
     out,
     print_json,
-    remote_store,
     shown,
     status_markup,
+    store_place,
 )
 from ._header import print_run_header, related_runs
 from ._links import run_link, viewer_line
@@ -57,15 +57,16 @@ def runs(
     as_json: bool,
 ) -> None:
     """List recorded runs, newest first."""
-    store = _existing_store(ctx)
+    store = existing_store(ctx)
     found = store.runs(status=status, agent=agent, limit=limit, failed=failed)
     if as_json:
         print_json(found)
         return
     if not found:
-        remote = remote_store(ctx)
-        where = shown(remote.url if remote else str(store.home))
-        out.print(f"no runs in {where}" + (" match" if failed or agent or status else ""))
+        out.print(
+            f"no runs in {store_place(ctx, store)}"
+            + (" match" if failed or agent or status else "")
+        )
         return
     out.print(_runs_table(found))
 
@@ -140,14 +141,6 @@ def _parent_cell(run: Run) -> str:
     return run_link(run.parent_run, step=run.parent_step) + step
 
 
-def _existing_store(ctx: click.Context) -> Store:
-    """The store to read, which must exist: a mistyped --home is said, not created."""
-    store = open_store(ctx)
-    if remote_store(ctx) is None and not store.home.is_dir():
-        raise no_store_error(store.home)
-    return store
-
-
 def _usage_cells(run: Run, called: bool, priced: bool) -> tuple[str, ...]:
     """The run's tokens and cost cells, for the columns the list has."""
     tokens = f"{run.input_tokens:,}/{run.output_tokens:,}" if run.llm_calls else ""
@@ -220,7 +213,7 @@ def show(
         raise click.UsageError("--step shows a step, --llm and --call model calls: pick one")
     if follow and (step_index is not None or llm or call_index is not None):
         raise click.UsageError("--follow follows the run's steps: not with --step, --llm, --call")
-    store = _existing_store(ctx)
+    store = existing_store(ctx)
     if follow:
         _follow.follow(store, run_id, as_json)
     elif step_index is not None:

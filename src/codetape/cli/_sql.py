@@ -14,8 +14,8 @@ from rich.table import Table
 
 from .._format import cut
 from ..store import EXAMPLE_QUERIES
-from ..store.internal import no_store_error, plain_value, run_sql, write_csv
-from ._app import cli, handle_errors, open_store, out, print_json, shown
+from ..store.internal import plain_value, run_sql, write_csv
+from ._app import cli, existing_store, handle_errors, out, print_json, remote_store, shown
 
 __all__: list[str] = []
 
@@ -90,14 +90,14 @@ def sql(
         text = query_file.read()
     else:
         text = query or ""
-    store = open_store(ctx)
-    if not store.home.is_dir():
-        raise no_store_error(store.home)
-    if parquet is not None:
+    store = existing_store(ctx)
+    if parquet is not None and remote_store(ctx) is None:
         store.refresh()
         relation = run_sql(store.home, text, parquet=parquet.resolve())
     else:
         relation = store.sql(text)
+        if parquet is not None:  # the server's answer, as it came
+            relation.write_parquet(str(parquet.resolve()))
     if as_json:
         print_json(
             [
