@@ -140,7 +140,8 @@ def test_a_query_through_the_server_writes_the_parquet_it_writes_locally(
         assert result.output.startswith("wrote ")
         written.append(duckdb.sql(f"FROM '{path}'"))
     local, remote = written
-    assert remote.columns == local.columns and remote.types == local.types
+    assert remote.columns == local.columns
+    assert remote.types == local.types
     assert remote.fetchall() == local.fetchall()
     assert len(local.fetchall()) == len(Store(shared.home).steps(shared.first)) * 2 + 2
 
