@@ -138,7 +138,9 @@ def test_a_query_through_the_server_writes_the_parquet_it_writes_locally(
         result = cli_run(where, name, "sql", query, "--parquet", str(path))
         assert result.exit_code == 0, result.output
         assert result.output.startswith("wrote ")
-        written.append(duckdb.sql(f"FROM '{path}'"))
+        relation = duckdb.sql(f"FROM '{path}'")
+        assert relation is not None
+        written.append(relation)
     local, remote = written
     assert remote.columns == local.columns
     assert remote.types == local.types
