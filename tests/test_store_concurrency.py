@@ -637,6 +637,68 @@ def test_a_finished_read_leaves_the_database_free_for_another_process(home: Path
     assert store.run(run_id).name == "renamed"
 
 
+def test_an_ingestion_pass_leaves_the_database_free_for_another_process(
+    home: Path, strict: None
+) -> None:
+    """Ingestion attaches the file for writing to the database this process keeps, as
+    reads do: once the pass is done, another process opens the file for writing at the
+    first attempt, and this process's next pass and reads work after it."""
+    with codetape.run("ingested-here") as run:
+        _execute("a = 1", {})
+    first = run.id
+    wait_for_background(home)  # the run's end: a pass of this process
+    store = codetape.Store(home)
+    assert [r.id for r in store.runs()] == [first]
+    writer = (
+        "import duckdb, sys\n"
+        "con = duckdb.connect(sys.argv[1])\n"
+        "con.execute(\"UPDATE runs SET name = 'renamed' WHERE run_id = ?\", [sys.argv[2]])\n"
+        "con.close()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", writer, str(home / DB_NAME), first],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr  # no lock error: the pass let the file go
+    with codetape.run("ingested-after") as run:
+        _execute("b = 2", {})
+    wait_for_background(home)
+    assert {r.id: r.name for r in store.runs()} == {first: "renamed", run.id: "ingested-after"}
+
+
+def test_a_file_that_could_not_be_detached_does_not_block_later_passes(
+    home: Path, strict: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When letting the file go fails once (its last checkpoint hit a full disk, say),
+    the process drops the in-memory database it was attached to: the next pass and read
+    attach it afresh instead of finding the store busy for good."""
+    from codetape.store import _db
+
+    with codetape.run("before") as before:
+        _execute("a = 1", {})
+    wait_for_background(home)
+    real = _db._detach_all
+    failures = []
+
+    def fails_once(con: duckdb.DuckDBPyConnection) -> None:
+        if not failures:
+            failures.append(con)
+            raise duckdb.IOException("IO Error: No space left on device")
+        real(con)
+
+    monkeypatch.setattr(_db, "_detach_all", fails_once)
+    store = codetape.Store(home)
+    assert [r.id for r in store.runs()] == [before.id]  # this read's detach failed
+    assert failures
+    with codetape.run("after") as after:
+        _execute("b = 2", {})
+    wait_for_background(home)
+    assert {r.id for r in store.runs()} == {before.id, after.id}
+    assert store.step(after.id, 0).code == "b = 2"
+
+
 def test_a_read_left_open_by_a_failure_does_not_block_later_reads_or_writes(home: Path) -> None:
     """A connection that was never closed (an error between opening and closing it)
     leaves the file attached; the next read or write of this process detaches it rather

@@ -218,19 +218,20 @@ def _corrupt(path: Path, exc: BaseException) -> CorruptStoreError:
 
 
 def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
-    if read_only:
-        return opening(path, wait_s, lambda: _attach(path))
-    _drop_leftover(str(path))
-    return opening(path, wait_s, lambda: duckdb.connect(str(path), read_only=False))
+    if not read_only:
+        _drop_leftover(str(path))
+    return opening(path, wait_s, lambda: _attach(path, read_only))
 
 
-# A read-only connection attaches the file to an in-memory database this process keeps
-# for the store (about 1 ms), where a connection of its own starts a database instance
-# every time (about 10 ms: a third of a warm replay, most of a viewer page's reads).
-# Writers (ingestion, with its own settings) still connect on their own. The file stays
-# attached while any connection of the thread that has it uses it (a read nested in
-# another shares it), and is detached with the last: the path's process lock (held by
-# ``connect`` throughout) keeps every other thread out meanwhile.
+# A connection attaches the file to an in-memory database this process keeps for the
+# store (about 1 ms), where a connection of its own starts a database instance every
+# time (about 10 ms: a third of a warm replay, most of a viewer page's reads) and tears
+# it down at its close (10-25 ms after an ingestion pass: most of a small pass). The
+# file stays attached while any connection of the thread that has it uses it (a read
+# nested in another shares it, a read nested in a write reads through the write's), and
+# is detached with the last, which releases DuckDB's lock on it for other processes:
+# the path's process lock (held by ``connect`` throughout) keeps every other thread of
+# this process out meanwhile.
 _hosts: dict[str, duckdb.DuckDBPyConnection] = {}
 _uses: dict[str, list[Any]] = {}  # path -> [alias, connections using it]
 _hosts_lock = threading.Lock()
@@ -238,12 +239,15 @@ _aliases = itertools.count()
 _ALIAS = "codetape_store_"
 
 
-def _attach(path: Path) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the file at ``path``, attached and in use as its
-    default database; ``_close`` detaches it with its last user. Anything but a lock or
-    a full disk falls back to a connection of its own (which reports a corrupt file as
-    before)."""
+def _attach(path: Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """A connection to the file at ``path``, attached (read-only, unless not
+    ``read_only``) and in use as its default database; ``_close`` detaches it with its
+    last user. Anything but a lock or a full disk falls back to a connection of its own
+    (which reports a corrupt file as before); so does a write nested in a read, which
+    cannot share the read's attachment."""
     key = str(path)
+    if not read_only and key in _uses:
+        return duckdb.connect(key, read_only=False)  # the file is in use read-only: busy
     _drop_leftover(key)
     with _hosts_lock:
         host = _hosts.get(key)
@@ -254,7 +258,8 @@ def _attach(path: Path) -> duckdb.DuckDBPyConnection:
         use = _uses.get(key)
         if use is None:
             alias = f"{_ALIAS}{next(_aliases)}"
-            con.execute(f"ATTACH '{key.replace(chr(39), chr(39) * 2)}' AS {alias} (READ_ONLY)")
+            mode = " (READ_ONLY)" if read_only else ""
+            con.execute(f"ATTACH '{key.replace(chr(39), chr(39) * 2)}' AS {alias}{mode}")
             use = _uses[key] = [alias, 0]
         con.execute(f"USE {use[0]}")
         use[1] += 1
@@ -262,7 +267,7 @@ def _attach(path: Path) -> duckdb.DuckDBPyConnection:
         _close(con)
         if is_lock_error(exc) or is_disk_full(exc):
             raise
-        return duckdb.connect(key, read_only=True)
+        return duckdb.connect(key, read_only=read_only)
     except BaseException:
         _close(con)
         raise
@@ -298,10 +303,14 @@ def _detach_all(con: duckdb.DuckDBPyConnection) -> None:
 
 def _close(con: duckdb.DuckDBPyConnection) -> None:
     """Close a connection of ``_open``'s; the last user of an attached file detaches it
-    (a failed transaction its statements left is rolled back first)."""
+    (a failed transaction its statements left is rolled back first). A file that cannot
+    be detached (its last checkpoint failed: a full disk) goes with the in-memory
+    database it is attached to, so the next connection attaches it afresh."""
+    stuck: duckdb.DuckDBPyConnection | None = None
     try:
         with contextlib.suppress(duckdb.Error):
             con.execute("ROLLBACK")
+        last: str | None = None
         with contextlib.suppress(duckdb.Error):  # a connection of its own attached nothing
             row = con.execute("SELECT current_database()").fetchone()
             for key, use in list(_uses.items()):
@@ -309,10 +318,19 @@ def _close(con: duckdb.DuckDBPyConnection) -> None:
                     use[1] -= 1
                     if use[1] <= 0:
                         del _uses[key]
-                        _detach_all(con)
+                        last = key
                     break
+        if last is not None:
+            try:
+                _detach_all(con)
+            except duckdb.Error:
+                with _hosts_lock:
+                    stuck = _hosts.pop(last, None)
     finally:
         con.close()
+        if stuck is not None:
+            with contextlib.suppress(duckdb.Error):
+                stuck.close()
 
 
 def opening(path: Path, wait_s: float, attempt: Callable[[], T]) -> T:

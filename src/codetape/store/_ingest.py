@@ -462,7 +462,11 @@ def ingest(home: Path, *, wait_s: float = 10.0, files: list[Path] | None = None)
     with connect(home, read_only=False, wait_s=wait_s) as con:
         db = db or db_identity(home)
         con.execute(f"SET threads = {_THREADS}")
-        pending, read_to_end = _pass(con, home, paths, stats)
+        try:
+            pending, read_to_end = _pass(con, home, paths, stats)
+        finally:  # the setting is the process's in-memory database's: reads keep theirs
+            with contextlib.suppress(duckdb.Error):
+                con.execute("RESET threads")
         # Still holding the database, so that no other pass reads them meanwhile.
         _retire(home, pending, stats)
     stats.files = len(pending)
