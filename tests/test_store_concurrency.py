@@ -680,7 +680,7 @@ def test_a_file_that_could_not_be_detached_does_not_block_later_passes(
         _execute("a = 1", {})
     wait_for_background(home)
     real = _db._detach_all
-    failures = []
+    failures: list[duckdb.DuckDBPyConnection] = []
 
     def fails_once(con: duckdb.DuckDBPyConnection) -> None:
         if not failures:
