@@ -4,6 +4,7 @@ stdout and stderr exactly, however the bytes arrive."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -16,9 +17,14 @@ import pytest
 
 import codetape
 from codetape import Limits, Sandbox
+from codetape.errors import SandboxError
 from codetape.sandbox._attach import _Streams
+from codetape.sandbox._backends import size_bytes
+
+from .sandbox_fixtures import containers_of_run
 
 LIMITS = Limits(timeout_s=60, memory="256m")
+HANG_GUARD_S = 60  # a bound on a hang, not a speed claim
 
 
 def docker_frame(stream: int, payload: bytes) -> bytes:
@@ -75,6 +81,59 @@ def test_nothing_to_read_is_a_timeout_not_an_end() -> None:
     engine.close()
     assert streams.read(10, timeout=1) == b""
     host.close()
+
+
+def test_a_flood_of_stderr_does_not_hold_off_the_deadline() -> None:
+    """Code in the sandbox can write to the container's stderr without end; a read for
+    the runner's reply still gives up at its deadline (its step times out)."""
+    host, engine = socket.socketpair()
+    streams = _Streams(host)
+    stop = threading.Event()
+
+    def flood() -> None:
+        with contextlib.suppress(OSError):
+            while not stop.is_set():
+                engine.sendall(docker_frame(2, b"x" * 4096))
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    got: list[bytes | None] = []
+    reader = threading.Thread(target=lambda: got.append(streams.read(10, timeout=0.2)))
+    reader.start()
+    reader.join(HANG_GUARD_S)
+    stop.set()
+    hung = reader.is_alive()
+    engine.close()
+    flooder.join(HANG_GUARD_S)
+    reader.join(HANG_GUARD_S)
+    host.close()
+    assert not hung, "the read never gave up while stderr kept coming"
+    assert got == [None]  # a timeout, not an end and not data
+    assert 0 < len(streams.err) <= 1 << 20  # the last MB of it kept
+
+
+def test_sizes_are_read_as_docker_run_reads_them() -> None:
+    assert size_bytes("512m", "memory") == 512 << 20
+    assert size_bytes("1GiB", "shm") == 1 << 30
+    assert size_bytes("1.5g", "memory") == 3 << 29
+    assert size_bytes("2t", "memory") == 2 << 40
+    assert size_bytes("4096", "shm") == 4096
+    with pytest.raises(SandboxError, match=r"Limits.memory = 'lots' is not a size"):
+        size_bytes("lots", "memory")
+
+
+@pytest.mark.docker
+def test_limits_in_binary_units_reach_the_container(
+    home: Path, docker_image: str, docker_api: Any
+) -> None:
+    limits = Limits(memory="256MiB", shm="1GiB", timeout_s=60)
+    with codetape.run("units") as run, Sandbox(image=docker_image, limits=limits) as sb:
+        assert sb.run("x = 1").status == "ok"
+        [container] = containers_of_run(docker_api, run.id, running_only=True)
+        host_config = docker_api.api.inspect_container(container.id)["HostConfig"]
+    assert (host_config["Memory"], host_config["ShmSize"]) == (256 << 20, 1 << 30)
+    with pytest.raises(SandboxError, match="is not a size"):
+        Sandbox(image=docker_image, limits=Limits(memory="lots")).run("x = 1")
 
 
 @pytest.mark.docker

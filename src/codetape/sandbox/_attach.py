@@ -42,6 +42,13 @@ class _Streams:
         self.err = bytearray()
         self._raw = b""  # the start of a frame not wholly received yet
         self._view = memoryview(bytearray(_RECV + _HEADER_AND_MORE))
+        self._recv_into = getattr(sock, "recv_into", None) or self._recv_copy
+
+    def _recv_copy(self, view: memoryview) -> int:
+        """``recv_into`` for a channel that has only ``recv`` (an ssh:// engine's)."""
+        data = self.sock.recv(len(view))
+        view[: len(data)] = data
+        return len(data)
 
     def _pump(self, timeout: float | None) -> bool:
         """Receive what the engine sent (waiting at most ``timeout``): False if nothing
@@ -62,8 +69,8 @@ class _Streams:
                 self._view = memoryview(bytearray(need))
             self._view[:held] = self._raw
         try:
-            size = self.sock.recv_into(self._view[held:])
-        except (OSError, ValueError):  # reset, or closed here
+            size = self._recv_into(self._view[held:])
+        except Exception:  # reset, or closed here: the end of the stream
             size = 0
         if not size:
             self.closed = True
@@ -83,12 +90,15 @@ class _Streams:
 
     def read(self, most: int, timeout: float | None) -> bytes | None:
         """At most ``most`` bytes of stdout (b"" once it ended), or None if none came
-        within ``timeout`` seconds (None: wait)."""
+        within ``timeout`` seconds (None: wait). Stderr arriving meanwhile does not
+        hold the deadline off."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.out:
             if self.closed:
                 return b""
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left < 0:
+                return None
             if not self._pump(left):
                 return None
         if len(self.out) <= most:
@@ -203,7 +213,7 @@ class Attached:
         """Close this end of the connection: the engine ends the runner's stdin (it
         exits) and stops relaying to a reader that no longer reads."""
         self._streams.closed = True
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(Exception):  # closed already (OSError, or ssh's own)
             self._sock.shutdown(socket.SHUT_RDWR)
         for end in (self._sock, self._holder, getattr(self._holder, "_response", None)):
             if end is not None:

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import inspect
 import os
+import re
 import shutil
 import signal
 import socket
@@ -70,6 +71,23 @@ def runner_modules() -> list[tuple[str, str]]:
         ("codetape_state", (here / "_statecodec.py").read_text()),
         ("codetape_values", (here / "_encoding.py").read_text()),
     ]
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([kmgtp])?i?b?", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def size_bytes(size: str, what: str) -> int:
+    """A size as ``docker run`` reads one (binary units: ``512m``, ``1g``, ``1GiB``,
+    ``2t``, or bytes) in bytes; ``what`` names the limit in the error."""
+    found = _SIZE.fullmatch(size.strip())
+    if found is None:
+        raise SandboxError(
+            f"Limits.{what} = {size!r} is not a size",
+            hint="give a number of bytes with an optional unit, as for docker run: 512m, 1g, 1GiB",
+        )
+    number, unit = found.groups()
+    return int(float(number) * _UNITS[(unit or "").lower()])
 
 
 class _Loader:
@@ -144,6 +162,9 @@ class Backend(ABC):
 
 
 _clients: dict[str, Any] = {}
+# How long one request to the engine may take: creating or starting a container on a
+# loaded engine can be slow (the sandbox waits as long for the runner's first reply).
+_STARTUP_WAIT_S = 60
 _client_lock = threading.Lock()
 _HOST: ContextVar[str | None] = ContextVar("codetape_docker_host", default=None)
 
@@ -175,15 +196,16 @@ def engine_key(host: str | None) -> str:
 
 def docker_client(timeout: float | None = None, host: str | None = None) -> Any:
     """The process's one Docker client for the engine at ``host`` (None: the
-    environment's; making one costs tens of milliseconds); with ``timeout``, a client
-    of its own that fails fast, for the caller to close."""
+    environment's; making one costs tens of milliseconds; a request waits as long as a
+    container may take to start); with ``timeout``, a client of its own that fails
+    fast, for the caller to close."""
     if timeout is not None:
         return _new_client(timeout, host)
     key = engine_key(host)
     with _client_lock:
         client = _clients.get(key)
         if client is None:
-            client = _clients[key] = _new_client(30, host)
+            client = _clients[key] = _new_client(_STARTUP_WAIT_S, host)
         return client
 
 
@@ -275,18 +297,19 @@ class DockerBackend(Backend):
 
         name = f"codetape-{(run_id or 'norun')[:12]}-{uuid.uuid4().hex[:6]}"
         limits = self.limits
+        memory = size_bytes(limits.memory, "memory")
         api = self.client.api
         try:
             host_config = api.create_host_config(
                 network_mode="none",
                 read_only=True,
                 tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs},mode=1777"},
-                shm_size=limits.shm,
+                shm_size=size_bytes(limits.shm, "shm"),
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 pids_limit=limits.pids,
-                mem_limit=limits.memory,
-                memswap_limit=limits.memory,
+                mem_limit=memory,
+                memswap_limit=memory,
                 nano_cpus=int(limits.cpus * 1e9),
                 log_config=LogConfig(type="none"),
                 # A tiny init as PID 1 reaps the processes user code leaves behind, so
@@ -317,10 +340,12 @@ class DockerBackend(Backend):
             except BaseException:
                 process.detach()
                 raise
-        except Exception as exc:
+        except BaseException as exc:  # Ctrl-C too: no container is left behind
             with contextlib.suppress(Exception):  # not created
                 api.remove_container(name, force=True)
-            if isinstance(exc, (SandboxError, DockerUnavailableError)):
+            if not isinstance(exc, Exception) or isinstance(
+                exc, (SandboxError, DockerUnavailableError)
+            ):
                 raise
             explanation = getattr(exc, "explanation", None) or exc
             raise SandboxError(

@@ -23,7 +23,7 @@ import cloudpickle
 from ..errors import SandboxError
 from ..schemas import ErrorInfo, Limits
 from ..schemas import attributes as A
-from ._backends import Backend, DockerBackend, LocalBackend, runner_modules
+from ._backends import Backend, DockerBackend, LocalBackend, runner_modules, size_bytes
 from ._messages import (
     BadMessage,
     CheckpointMessage,
@@ -78,7 +78,7 @@ def message_cap(limits: Limits) -> int:
 def state_cap(limits: Limits) -> int:
     """The most bytes of state (pickles, sent as blob frames) the host reads with one
     reply: the runner made them in its memory, so they fit in the memory limit."""
-    return _bytes(limits.memory) + STATE_MARGIN
+    return size_bytes(limits.memory, "memory") + STATE_MARGIN
 
 
 def tool_name(tool: Callable[..., Any]) -> str:
@@ -88,15 +88,6 @@ def tool_name(tool: Callable[..., Any]) -> str:
     if not isinstance(name, str) or not name.isidentifier():
         raise SandboxError(f"tool {tool!r} has no usable name (give it a __name__)")
     return name
-
-
-def _bytes(size: str) -> int:
-    """Docker's sizes: ``512m`` → bytes."""
-    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    size = size.strip().lower()
-    if size and size[-1] in units:
-        return int(float(size[:-1]) * units[size[-1]])
-    return int(size)
 
 
 def _text(value: object) -> str | None:
