@@ -293,29 +293,10 @@ class DockerBackend(Backend):
 
     def _spawn(self, env: dict[str, str], run_id: str) -> Attached:
         """Create the container, attach to it, start it."""
-        from docker.types import LogConfig
-
         name = f"codetape-{(run_id or 'norun')[:12]}-{uuid.uuid4().hex[:6]}"
-        limits = self.limits
-        memory = size_bytes(limits.memory, "memory")
         api = self.client.api
+        host_config = self._host_config()
         try:
-            host_config = api.create_host_config(
-                network_mode="none",
-                read_only=True,
-                tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs},mode=1777"},
-                shm_size=size_bytes(limits.shm, "shm"),
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                pids_limit=limits.pids,
-                mem_limit=memory,
-                memswap_limit=memory,
-                nano_cpus=int(limits.cpus * 1e9),
-                log_config=LogConfig(type="none"),
-                # A tiny init as PID 1 reaps the processes user code leaves behind, so
-                # zombies cannot fill the pids limit.
-                init=True,
-            )
             api.create_container(
                 # By id, not name: the container runs exactly the image the step records.
                 self.image_id,
@@ -353,6 +334,30 @@ class DockerBackend(Backend):
                 hint="`codetape doctor` checks Docker and the sandbox image",
             ) from None
         return process
+
+    def _host_config(self) -> dict[str, Any]:
+        """The container's hardening and limits (see the class's docstring)."""
+        from docker.types import LogConfig
+
+        limits = self.limits
+        memory = size_bytes(limits.memory, "memory")
+        config: dict[str, Any] = self.client.api.create_host_config(
+            network_mode="none",
+            read_only=True,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs},mode=1777"},
+            shm_size=size_bytes(limits.shm, "shm"),
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=limits.pids,
+            mem_limit=memory,
+            memswap_limit=memory,
+            nano_cpus=int(limits.cpus * 1e9),
+            log_config=LogConfig(type="none"),
+            # A tiny init as PID 1 reaps the processes user code leaves behind, so
+            # zombies cannot fill the pids limit.
+            init=True,
+        )
+        return config
 
     def _discard(self, loader: _Loader) -> None:
         """Remove a container started ahead that nobody took."""
