@@ -15,6 +15,9 @@ Run: ``.venv/bin/python bench/ingest.py [--spans N] [--processes 1,4,8] [--json]
     when its runs end; then a reader catches up with what is left. Reported: the
     ingestion passes that stored something, their summed time (lock waits included),
     spans per second of it, and the whole time from the first run to all stored.
+(d) Small passes: ``--small`` short runs (a step that calls a tool) recorded in this
+    process, each followed by one ``ingest()`` of the same store, as a run's end does
+    when runs come one at a time: the median pass (the first 10 left out).
 
 To compare with another checkout, run this script with that checkout's ``src`` first
 on ``PYTHONPATH``; it uses only what older versions also have.
@@ -92,6 +95,32 @@ def _child(home: Path, name: str, runs: int, mode: str, go: Path, log: Path) -> 
             for s in range(STEPS):
                 # Every process's code and output its own, as different agents' are.
                 execute(f"y{s} = lookup('{name} {r} {s}')\nprint(y{s})", namespace)
+
+
+def small_passes(runs: int) -> dict[str, Any]:
+    """Case (d): one short run, then one pass, ``runs`` times, in this process."""
+    home = Path(tempfile.mkdtemp(prefix="codetape-bench-small-"))
+    from codetape.store import _ingest
+
+    _ingest.BackgroundIngester.request = lambda self: None  # type: ignore[method-assign]
+    codetape.configure(home=home, otlp=False)
+    lookup, execute = _agent()
+    Store(home).runs()  # the database exists, as it does after a store's first run
+    seconds = []
+    for r in range(runs):
+        with contextlib.redirect_stdout(io.StringIO()), codetape.run("small", task=f"run {r}"):
+            execute(f"y = lookup('{r}')\nprint(y)", {"lookup": lookup})
+        t0 = time.perf_counter()
+        ingest(home)
+        seconds.append(time.perf_counter() - t0)
+    stored = _stored(home)
+    codetape.configure(home=Path(tempfile.mkdtemp(prefix="codetape-bench-after-")), otlp=False)
+    shutil.rmtree(home, ignore_errors=True)
+    return {
+        "runs": runs,
+        "runs_stored": stored["runs"],
+        "pass_median_ms": round(statistics.median(seconds[10:] or seconds) * 1000, 2),
+    }
 
 
 def _stored(home: Path) -> dict[str, int]:
@@ -240,6 +269,7 @@ def main() -> None:
     parser.add_argument(
         "--processes", default="1,4,8", help="cases (b), (c); '' for case (a) alone"
     )
+    parser.add_argument("--small", type=int, default=60, help="case (d); 0 skips it")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
@@ -256,6 +286,9 @@ def main() -> None:
                 ],
             }
         )
+    if args.small:
+        for r in rounds:
+            r["small_passes"] = small_passes(args.small)
     results = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, DuckDB {duckdb.__version__}",
@@ -276,6 +309,13 @@ def _print(results: dict[str, Any]) -> None:
         f"{statistics.median(r['spans_per_second'] for r in one):,.0f} spans/s, dropped "
         f"{sum(r['dropped'] for r in one)}"
     )
+    small = [r["small_passes"] for r in results["rounds"] if "small_passes" in r]
+    if small:
+        print(
+            f"(d) a pass after each of {small[0]['runs']} short runs: median "
+            f"{statistics.median(r['pass_median_ms'] for r in small):.1f} ms, runs stored "
+            f"{sum(r['runs_stored'] for r in small)} of {sum(r['runs'] for r in small)}"
+        )
     for i in range(len(results["rounds"][0]["from_processes"])):
         cases = [r["from_processes"][i] for r in results["rounds"]]
         spooled = [c["one_pass"] for c in cases]
