@@ -612,15 +612,9 @@ def test_eight_processes_recording_bursts_of_runs_at_once_lose_nothing(
     assert tables == (total_runs, total_runs * BURST_STEPS, total_runs, 0, 0)
 
 
-def test_a_finished_read_leaves_the_database_free_for_another_process(home: Path) -> None:
-    """Reads attach the file to a database this process keeps: once a read returns,
-    another process (an agent's ingestion) opens the file for writing at the first
-    attempt, and what it writes is what the next read sees."""
-    run_id = record(home, "read-then-written", 1)
-    store = codetape.Store(home)
-    assert [r.id for r in store.runs()] == [run_id]
-    with store.session():
-        assert store.run(run_id).step_count == 1
+def rename_in_another_process(home: Path, run_id: str) -> None:
+    """Another process opens the store's file for writing, at its first attempt (no
+    waiting: a lock error fails), and renames the run to 'renamed'."""
     writer = (
         "import duckdb, sys\n"
         "con = duckdb.connect(sys.argv[1])\n"
@@ -633,7 +627,19 @@ def test_a_finished_read_leaves_the_database_free_for_another_process(home: Path
         text=True,
         timeout=TIMEOUT,
     )
-    assert done.returncode == 0, done.stderr  # no lock error: nothing held the file
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_finished_read_leaves_the_database_free_for_another_process(home: Path) -> None:
+    """Reads attach the file to a database this process keeps: once a read returns,
+    another process (an agent's ingestion) opens the file for writing at the first
+    attempt, and what it writes is what the next read sees."""
+    run_id = record(home, "read-then-written", 1)
+    store = codetape.Store(home)
+    assert [r.id for r in store.runs()] == [run_id]
+    with store.session():
+        assert store.run(run_id).step_count == 1
+    rename_in_another_process(home, run_id)  # no lock error: nothing held the file
     assert store.run(run_id).name == "renamed"
 
 
@@ -649,19 +655,7 @@ def test_an_ingestion_pass_leaves_the_database_free_for_another_process(
     wait_for_background(home)  # the run's end: a pass of this process
     store = codetape.Store(home)
     assert [r.id for r in store.runs()] == [first]
-    writer = (
-        "import duckdb, sys\n"
-        "con = duckdb.connect(sys.argv[1])\n"
-        "con.execute(\"UPDATE runs SET name = 'renamed' WHERE run_id = ?\", [sys.argv[2]])\n"
-        "con.close()\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", writer, str(home / DB_NAME), first],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert done.returncode == 0, done.stderr  # no lock error: the pass let the file go
+    rename_in_another_process(home, first)  # no lock error: the pass let the file go
     with codetape.run("ingested-after") as run:
         _execute("b = 2", {})
     wait_for_background(home)
