@@ -137,6 +137,26 @@ def test_limits_in_binary_units_reach_the_container(
 
 
 @pytest.mark.docker
+def test_code_flooding_the_containers_stderr_times_out_and_the_sandbox_goes_on(
+    home: Path, docker_image: str
+) -> None:
+    """Code writes to the container's own stderr (not its captured stderr) without
+    end: the step still ends at its limit as a timeout, and the next step runs in a
+    new container with the variables of the last good step."""
+    with codetape.run("flood"), Sandbox(image=docker_image, limits=Limits(timeout_s=3)) as sb:
+        assert sb.run("kept = 41").status == "ok"
+        flooded = sb.run(
+            "import os\n"
+            "fd = os.open('/proc/1/fd/2', os.O_WRONLY)\n"
+            "while True:\n"
+            "    os.write(fd, b'x' * 65536)"
+        )
+        after = sb.run("kept + 1")
+    assert (flooded.status, flooded.error and flooded.error.type) == ("timeout", "TimeoutError")
+    assert (after.status, after.result) == ("ok", "42")
+
+
+@pytest.mark.docker
 def test_the_sandbox_needs_no_docker_command(
     home: Path, docker_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
