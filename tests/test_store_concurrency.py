@@ -662,6 +662,36 @@ def test_an_ingestion_pass_leaves_the_database_free_for_another_process(
     assert {r.id: r.name for r in store.runs()} == {first: "renamed", run.id: "ingested-after"}
 
 
+def test_writes_and_reads_nested_in_a_write_share_its_attachment(home: Path) -> None:
+    """A write (or a read) opened while this thread writes goes through the same
+    attachment at once, rather than waiting for the file to be free and giving up."""
+    from codetape.store.internal import connect
+
+    assert codetape.Store(home).runs() == []  # the database exists
+    with connect(home, read_only=False, wait_s=1) as outer:
+        outer.execute("INSERT INTO meta VALUES ('probe outer', '1')")
+        with connect(home, read_only=False, wait_s=1) as inner:
+            inner.execute("INSERT INTO meta VALUES ('probe inner', '2')")
+        with connect(home, read_only=True, wait_s=1) as read:
+            seen = read.execute("SELECT count(*) FROM meta WHERE key LIKE 'probe %'").fetchone()
+        assert seen == (2,)
+        outer.execute("INSERT INTO meta VALUES ('probe after', '3')")
+    rename = subprocess.run(  # and the file is free for another process afterwards
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; duckdb.connect(sys.argv[1]).execute("
+            "\"SELECT count(*) FROM meta WHERE key LIKE 'probe %'\").fetchone()[0] == 3 "
+            "or sys.exit(3)",
+            str(home / DB_NAME),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert rename.returncode == 0, rename.stderr
+
+
 def test_a_file_that_could_not_be_detached_does_not_block_later_passes(
     home: Path, strict: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -233,7 +233,13 @@ def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnecti
 # the path's process lock (held by ``connect`` throughout) keeps every other thread of
 # this process out meanwhile.
 _hosts: dict[str, duckdb.DuckDBPyConnection] = {}
-_uses: dict[str, list[Any]] = {}  # path -> [alias, connections using it]
+_uses: dict[str, list[Any]] = {}  # path -> [alias, connections using it, writable]
+# The allocator gives back what a pass freed on a thread of its own: the in-memory
+# database lives as long as the process, and without it a long-running process would
+# hold a large pass's memory until its next pass.
+_HOST_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "allocator_background_threads": True
+}
 _hosts_lock = threading.Lock()
 _aliases = itertools.count()
 _ALIAS = "codetape_store_"
@@ -242,17 +248,21 @@ _ALIAS = "codetape_store_"
 def _attach(path: Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """A connection to the file at ``path``, attached (read-only, unless not
     ``read_only``) and in use as its default database; ``_close`` detaches it with its
-    last user. Anything but a lock or a full disk falls back to a connection of its own
-    (which reports a corrupt file as before); so does a write nested in a read, which
-    cannot share the read's attachment."""
+    last user; a read or a write nested in a write shares its attachment, and so does a
+    read nested in a read. Anything but a lock or a full disk falls back to a connection
+    of its own (which reports a corrupt file as before); so does a write nested in a
+    read, which cannot share the read's attachment (and finds the file busy)."""
     key = str(path)
-    if not read_only and key in _uses:
+    use = _uses.get(key)
+    if not read_only and use is not None and not use[2]:
         return duckdb.connect(key, read_only=False)  # the file is in use read-only: busy
     _drop_leftover(key)
     with _hosts_lock:
         host = _hosts.get(key)
-        if host is None:  # spills next to the file, as a connection of its own does
-            host = _hosts[key] = duckdb.connect(":memory:", config={"temp_directory": key + ".tmp"})
+        if host is None:
+            # It spills next to the file, as a connection of its own does.
+            config = _HOST_CONFIG | {"temp_directory": key + ".tmp"}
+            host = _hosts[key] = duckdb.connect(":memory:", config=config)
         con = host.cursor()
     try:
         use = _uses.get(key)
@@ -260,7 +270,7 @@ def _attach(path: Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
             alias = f"{_ALIAS}{next(_aliases)}"
             mode = " (READ_ONLY)" if read_only else ""
             con.execute(f"ATTACH '{key.replace(chr(39), chr(39) * 2)}' AS {alias}{mode}")
-            use = _uses[key] = [alias, 0]
+            use = _uses[key] = [alias, 0, not read_only]
         con.execute(f"USE {use[0]}")
         use[1] += 1
     except duckdb.Error as exc:
