@@ -29,7 +29,7 @@ _RECV = 1 << 20
 # Room for a frame's start held over beside a full read (Docker's frames are 32 KB at
 # most today; a longer one grows the buffer).
 _HEADER_AND_MORE = 1 << 16
-_STDOUT, _STDERR = 1, 2
+_STDERR = 2  # a frame's stream byte (1: stdout)
 
 
 class _Streams:

@@ -1,10 +1,11 @@
 """Sandbox containers started ahead of need, and removed off the caller's path.
 
-Replays start a fresh container per replay, so each one waits for its container to start. Inside
-``warm_pool()`` a Docker sandbox takes a container that was started ahead for the same
-image id, limits and environment (the hash seed is part of it), and a new one is started
-for the next sandbox while this one works. Nothing is started ahead outside a pool, and
-a pool starts at most ``budget`` containers ahead in all: only what was asked for.
+Replays start a fresh container per replay, so each one waits for its container to
+start. Inside ``warm_pool()`` a Docker sandbox takes a container that was started ahead
+for the same image id, limits and environment (the hash seed is part of it), and a new
+one is started for the next sandbox while this one works. Nothing is started ahead
+outside a pool, and a pool starts at most ``budget`` containers ahead in all: only what
+was asked for.
 
 A container is handed out once. Its sandbox removes it when done (a used container is
 never put back), and a pool removes the ones nobody took when it closes, and at exit.

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import select
-import subprocess
 import time
 from collections.abc import Callable
 from itertools import accumulate
@@ -110,7 +109,7 @@ class Channel:
 
     def __init__(
         self,
-        process: subprocess.Popen[bytes] | Any,
+        process: Any,
         max_message: int = 64 << 20,
         max_blobs: int = 1 << 30,
     ) -> None:

@@ -218,8 +218,6 @@ def _corrupt(path: Path, exc: BaseException) -> CorruptStoreError:
 
 
 def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
-    if not read_only:
-        _drop_leftover(str(path))
     return opening(path, wait_s, lambda: _attach(path, read_only))
 
 
@@ -253,10 +251,10 @@ def _attach(path: Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     of its own (which reports a corrupt file as before); so does a write nested in a
     read, which cannot share the read's attachment (and finds the file busy)."""
     key = str(path)
+    _drop_leftover(key)
     use = _uses.get(key)
     if not read_only and use is not None and not use[2]:
         return duckdb.connect(key, read_only=False)  # the file is in use read-only: busy
-    _drop_leftover(key)
     with _hosts_lock:
         host = _hosts.get(key)
         if host is None:
